@@ -1,0 +1,45 @@
+"""Errors a user can fix, and the one way names are looked up.
+
+A :class:`MedtransferError` is bad input: the CLI prints its message as one paragraph
+and exits with code 2, without a traceback. Anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MedtransferError(Exception):
+    """A problem with the user's input or environment, explained in one paragraph.
+
+    The message says what was wrong, what is valid, and what to do next.
+    """
+
+    exit_code = 2
+
+
+def look_up_option(name: str, choices: Iterable[str], kind: str) -> str:
+    """Returns ``name`` if it is one of ``choices``, else fails with a did-you-mean.
+
+    Args:
+        name: what the user asked for.
+        choices: the valid names.
+        kind: what the names are, for the message ("net", "dataset", ...).
+
+    Returns:
+        ``name`` itself.
+
+    Raises:
+        MedtransferError: ``name`` is not one of ``choices``.
+    """
+    choices = list(choices)
+    if name in choices:
+        return name
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise MedtransferError(
+        f"Unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(choices)}. "
+        f"Run 'medtransfer list' to see them with their defaults."
+    )
