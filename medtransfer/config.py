@@ -1,0 +1,291 @@
+"""The run configuration: one frozen dataclass holds the schema and the defaults.
+
+Precedence, lowest first: the dataclass defaults, a YAML file (``--config``; it holds
+only what differs), the command-line flags. ``resolve`` fills what depends on the
+dataset and the net (learning rate, input size, augmentation), and the resolved config
+is saved as ``config.yaml`` in the run directory, so that ``medtransfer run --config
+<run>/config.yaml`` reproduces the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medtransfer.errors import MedtransferError, look_up_option
+
+SCALINGS = ("unit", "native")
+STRATEGIES = ("auto", "mirrored", "default")
+_EPOCHS = re.compile(r"^\s*(\d+)\s*\+\s*(\d+)\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one run. ``None`` means "the dataset's or net's default".
+
+    Attributes:
+        dataset: a registered dataset or the name of a prepared folder under data_dir.
+        net: a registered net (``medtransfer list``).
+        init: ``glorot``, ``imagenet``, ``mean_var``, or a path to a run directory or
+            weights file to transfer from.
+        freeze: fraction of the backbone's bottom layers frozen in phase 2, in [0, 1].
+        epochs: the ``W+E`` regime: W warm-up epochs (backbone frozen), E fine-tuning.
+        lr: Adam learning rate; default per dataset.
+        batch_size: per-replica batch; the global batch is this times the replicas.
+        image_size: square input size; default per net.
+        seed: seeds weights, shuffling and augmentation (not the prepared split).
+        train_size: train on a stratified, seeded subset of this many training images.
+        scaling: ``unit`` (pixels in [0, 1], the study's choice) or ``native`` (the
+            net's own ``preprocess_input``).
+        augment: master switch for training augmentation.
+        flips, noise, color: each augmentation; default per dataset.
+        strategy: ``auto`` (MirroredStrategy when more than one GPU), ``mirrored``,
+            ``default``.
+        mixed_precision: ``mixed_float16`` compute with a float32 output layer.
+        deterministic: deterministic TensorFlow ops (slower; for exact reruns).
+        weights_file: a local ImageNet weights file for ``imagenet`` / ``mean_var``.
+        head_units, dropout: the classifier head, the same for every net.
+        cache_limit: largest decoded split kept in memory, e.g. ``4GiB``.
+        num_classes: filled from the dataset; a config that states it must match.
+        experiment: the folder under logdir that groups runs.
+        logdir: root of all experiments.
+        data_dir: root of the prepared datasets.
+    """
+
+    dataset: str = "digits"
+    net: str = "small_cnn"
+    init: str = "glorot"
+    freeze: float = 0.0
+    epochs: str = "3+50"
+    lr: float | None = None
+    batch_size: int = 32
+    image_size: int | None = None
+    seed: int = 0
+    train_size: int | None = None
+    scaling: str = "unit"
+    augment: bool = True
+    flips: bool | None = None
+    noise: bool | None = None
+    color: bool | None = None
+    strategy: str = "auto"
+    mixed_precision: bool = False
+    deterministic: bool = False
+    weights_file: str | None = None
+    head_units: int = 256
+    dropout: float = 0.5
+    cache_limit: str = "4GiB"
+    num_classes: int | None = None
+    experiment: str = "default"
+    logdir: str = "tensorboard_logs"
+    data_dir: str = "datasets"
+
+    @property
+    def warmup_epochs(self) -> int:
+        return parse_epochs(self.epochs)[0]
+
+    @property
+    def finetune_epochs(self) -> int:
+        return parse_epochs(self.epochs)[1]
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(parse_epochs(self.epochs))
+
+    @property
+    def cache_limit_bytes(self) -> int:
+        return parse_size(self.cache_limit, "cache_limit")
+
+    @property
+    def init_is_path(self) -> bool:
+        return self.init not in ("glorot", "imagenet", "mean_var")
+
+    @property
+    def run_id(self) -> str:
+        """``<dataset>-<net>-<init>-f<freeze:.2f>-s<seed>``; a path init shows its name."""
+        init = self.init
+        if self.init_is_path:
+            init = "from_" + re.sub(r"[^A-Za-z0-9_.]+", "_", Path(init).name.removesuffix(".h5"))
+        return f"{self.dataset}-{self.net}-{init}-f{self.freeze:.2f}-s{self.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.logdir) / self.experiment / self.run_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+FIELDS = {field.name: field for field in dataclasses.fields(RunConfig)}
+
+
+def parse_epochs(text: str) -> tuple[int, int]:
+    """Parses the ``W+E`` regime string into ``(W, E)``.
+
+    Raises:
+        MedtransferError: not of the form ``W+E`` with whole numbers, or no epoch at all.
+    """
+    match = _EPOCHS.match(str(text))
+    if not match:
+        raise MedtransferError(
+            f"--epochs '{text}' is not of the form W+E. W is the number of warm-up epochs "
+            "(backbone frozen, only the head trains) and E the number of fine-tuning "
+            "epochs; both are whole numbers, for example 3+50 (the study's regime) or 0+10 "
+            "(no warm-up)."
+        )
+    warmup, finetune = int(match.group(1)), int(match.group(2))
+    if warmup + finetune == 0:
+        raise MedtransferError(
+            f"--epochs '{text}' trains for no epoch at all. Give at least one epoch, "
+            "for example 0+1 or 3+50."
+        )
+    return warmup, finetune
+
+
+def parse_size(text: str | int, name: str) -> int:
+    """Parses a byte size such as ``4GiB``, ``512MB`` or ``1000000`` (binary units)."""
+    match = _SIZE.match(str(text))
+    unit = (match.group(2) or "").upper().rstrip("B").rstrip("I") if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise MedtransferError(
+            f"{name} '{text}' is not a size. Give a number of bytes with an optional unit "
+            "K, M, G or T (binary), for example 4GiB, 512M or 0 to never cache."
+        )
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def _type_name(annotation: Any) -> str:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if args else annotation
+    name = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    text = name.get(base, str(base))
+    return text + " or null" if type(None) in typing.get_args(annotation) else text
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Checks one YAML/flag value against the field's type; ints are accepted as floats."""
+    annotation = typing.get_type_hints(RunConfig)[key]
+    optional = isinstance(annotation, types.UnionType) and type(None) in annotation.__args__
+    base = next(a for a in typing.get_args(annotation) or (annotation,) if a is not type(None))
+    if value is None and optional:
+        return None
+    ok = (
+        (base is bool and isinstance(value, bool))
+        or (base is int and isinstance(value, int) and not isinstance(value, bool))
+        or (base is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (base is str and isinstance(value, str | int | float) and not isinstance(value, bool))
+    )
+    if not ok:
+        raise MedtransferError(
+            f"Config key '{key}' has the value {value!r} ({type(value).__name__}), but it must "
+            f"be {_type_name(annotation)}. Fix it in the config file or on the command line."
+        )
+    return base(value) if base in (float, str) else value
+
+
+def config_from_mapping(values: Mapping[str, Any], *, base: RunConfig | None = None,
+                        source: str = "config") -> RunConfig:
+    """Builds a config from ``base`` (default: the defaults) updated by ``values``.
+
+    Args:
+        values: option names with underscores, as in YAML files and sweep grids.
+        base: what ``values`` override.
+        source: where the values come from, for error messages.
+
+    Raises:
+        MedtransferError: an unknown key (with did-you-mean), a wrong type or a bad value.
+    """
+    changes = {}
+    for key, value in values.items():
+        try:
+            look_up_option(str(key), FIELDS, "config key")
+        except MedtransferError as error:
+            raise MedtransferError(f"In {source}: {error}") from None
+        changes[key] = _coerce(key, value)
+    config = dataclasses.replace(base or RunConfig(), **changes)
+    validate(config)
+    return config
+
+
+def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConfig:
+    """Reads a YAML run config (only the keys that differ from the defaults)."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise MedtransferError(
+            f"Config file '{path}' does not exist. Give the path of a YAML file with run "
+            "options, for example configs/demo.yaml or a run directory's config.yaml."
+        ) from None
+    except yaml.YAMLError as error:
+        raise MedtransferError(
+            f"Config file '{path}' is not valid YAML ({error}). Fix the syntax; each line "
+            "is 'key: value' with run options written with underscores."
+        ) from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise MedtransferError(
+            f"Config file '{path}' must hold a mapping of run options (key: value), not a "
+            f"{type(values).__name__}."
+        )
+    return config_from_mapping(values, base=base, source=str(path))
+
+
+def validate(config: RunConfig) -> None:
+    """Checks the values that do not depend on the dataset or the net.
+
+    Raises:
+        MedtransferError: naming the option, the bad value and the valid range.
+    """
+    parse_epochs(config.epochs)
+    parse_size(config.cache_limit, "cache_limit")
+    if not (isinstance(config.freeze, float | int) and 0.0 <= config.freeze <= 1.0):
+        raise MedtransferError(
+            f"--freeze {config.freeze} is outside [0, 1]. It is the fraction of the "
+            "backbone's bottom layers frozen in phase 2: 0 fine-tunes everything, 1 keeps "
+            "the backbone fixed; the study used 0, 0.1, 0.2, 0.3, 0.5, 0.75 and 1."
+        )
+    look_up_option(config.scaling, SCALINGS, "scaling")
+    look_up_option(config.strategy, STRATEGIES, "strategy")
+    _check_positive(config.batch_size, "batch_size")
+    _check_positive(config.head_units, "head_units")
+    for name in ("image_size", "train_size", "num_classes"):
+        if getattr(config, name) is not None:
+            _check_positive(getattr(config, name), name)
+    if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
+        raise MedtransferError(
+            f"--lr {config.lr} is not a positive number. The study's learning rates were "
+            "1e-5 to 1e-4 (Adam); leave it out to use the dataset's default."
+        )
+    if not 0.0 <= config.dropout < 1.0:
+        raise MedtransferError(f"dropout {config.dropout} must be in [0, 1).")
+    for name in ("experiment", "dataset", "net"):
+        value = getattr(config, name)
+        if not value or "/" in value or value in (".", ".."):
+            raise MedtransferError(
+                f"{name} '{value}' is not a valid name: it names a folder, so it must be "
+                "non-empty and contain no '/'."
+            )
+
+
+def _check_positive(value: int, name: str) -> None:
+    if value < 1:
+        raise MedtransferError(f"--{name.replace('_', '-')} {value} must be a whole number ≥ 1.")
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Writes the resolved config as YAML, in field order."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,158 @@
+"""The two callbacks of a run: the per-epoch recorder and the divergence guard.
+
+Everything that happens at the end of an epoch happens in one callback, in one fixed
+order, because each step depends on the one before: exact validation metrics, then the
+best checkpoint, then history.csv and TensorBoard, and last the resume state, so that a
+kill at any point leaves a state from which the run resumes with each epoch logged once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from medtransfer.errors import MedtransferError
+from medtransfer.fileio import write_json_atomic
+from medtransfer.training.metrics import evaluate_predictions
+from medtransfer.training.rundir import RunDirectory, TensorBoardLog
+
+
+class RunDiverged(MedtransferError):
+    """The loss became NaN or infinite; the run stopped at once."""
+
+    exit_code = 3
+
+    def __init__(self, epoch: int, batch: int, loss: float, lr: float):
+        self.epoch, self.batch, self.loss = epoch, batch, loss
+        super().__init__(
+            f"Training diverged: the loss became {loss} at epoch {epoch}, batch {batch + 1}, "
+            f"with learning rate {lr:g}. The run stopped and metrics.json records "
+            "status 'diverged'. Lower --lr (the study used 1e-5 to 1e-4 with Adam) or check "
+            "the data, then run again with --overwrite."
+        )
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Raises :class:`RunDiverged` at the first batch whose loss is not finite."""
+
+    def __init__(self, lr: float):
+        super().__init__()
+        self.lr = lr
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise RunDiverged(self.epoch, batch, loss, self.lr)
+
+
+@dataclass
+class EvaluationSet:
+    """A split to predict on, with its labels and ids in the dataset's fixed order."""
+
+    images: tf.data.Dataset
+    labels: np.ndarray
+    ids: list[str]
+
+    @classmethod
+    def from_dataset(cls, dataset: tf.data.Dataset) -> EvaluationSet:
+        """Takes a ``(images, one_hot, ids)`` evaluation dataset; reads labels once."""
+        labels, ids = [], []
+        for _, one_hot, batch_ids in dataset.map(lambda x, y, i: (y, i)):
+            labels.append(np.argmax(one_hot.numpy(), axis=1))
+            ids.extend(value.decode() for value in batch_ids.numpy())
+        return cls(dataset.map(lambda x, y, i: x), np.concatenate(labels), ids)
+
+    def predict(self, model: keras.Model) -> np.ndarray:
+        return np.asarray(model.predict(self.images, verbose=0), dtype=np.float64)
+
+
+@dataclass
+class TrainingState:
+    """What the recorder knows across both phases (and across a resume)."""
+
+    best_auc: float = -math.inf
+    best_epoch: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Evaluates, checkpoints and logs each epoch; keeps the state to resume from.
+
+    Args:
+        run_dir: the run directory.
+        tensorboard: its TensorBoard log.
+        validation: the validation split.
+        phase: ``warmup`` or ``finetune``, written into history.csv.
+        state: shared by both phases' recorders.
+        kappa: also compute the quadratic weighted kappa (ordinal grades).
+    """
+
+    def __init__(self, run_dir: RunDirectory, tensorboard: TensorBoardLog,
+                 validation: EvaluationSet, phase: str, state: TrainingState,
+                 kappa: bool = False):
+        super().__init__()
+        self.run_dir, self.tensorboard, self.validation = run_dir, tensorboard, validation
+        self.phase, self.state, self.kappa = phase, state, kappa
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        # Keras calls this right after the last training step: the time so far is the
+        # training time alone, which images_per_second needs.
+        train_seconds = time.perf_counter() - self._started
+        metrics = evaluate_predictions(
+            self.validation.labels, self.validation.predict(self.model), kappa=self.kappa)
+        for name, value in metrics.items():
+            logs[f"val_{name}"] = value
+        number = epoch + 1
+        if metrics["auc_micro"] > self.state.best_auc:
+            self.state.best_auc, self.state.best_epoch = metrics["auc_micro"], number
+            self.model.save_weights(self.run_dir.best_weights)
+        row = {
+            "epoch": number,
+            "phase": self.phase,
+            "loss": float(logs.get("loss", float("nan"))),
+            "accuracy": float(logs.get("accuracy", float("nan"))),
+            **{f"val_{name}": value for name, value in metrics.items()
+               if name != "quadratic_kappa"},
+            "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            "seconds": time.perf_counter() - self._started,
+            "train_seconds": train_seconds,
+        }
+        self.state.rows.append(row)
+        self.run_dir.append_history(row)
+        self.tensorboard.write_epoch(row)
+        self._save_resume_state(number)
+        print(
+            f"epoch {number} ({self.phase}): loss {row['loss']:.4f}, "
+            f"val_auc_micro {row['val_auc_micro']:.4f}, val_accuracy {row['val_accuracy']:.4f}"
+            f" ({row['seconds']:.1f} s)",
+            flush=True,
+        )
+
+    def _save_resume_state(self, epoch: int) -> None:
+        """Model and optimizer weights, then the epoch they belong to, each atomically."""
+        self.run_dir.resume.mkdir(exist_ok=True)
+        weights = self.run_dir.resume / "state.weights.h5"
+        partial = self.run_dir.resume / "partial.weights.h5"
+        self.model.save_weights(partial)
+        partial.replace(weights)
+        write_json_atomic(self.run_dir.resume / "state.json", {
+            "epoch": epoch,
+            "phase": self.phase,
+            "best_epoch": self.state.best_epoch,
+            "val_auc_micro_best": self.state.best_auc,
+        })

@@ -1,0 +1,338 @@
+"""``run_experiment(config) -> RunResult``: one configuration of the study, end to end.
+
+Data flows one way: prepared dataset -> tf.data pipeline -> model (net, init) -> the
+W+E regime -> the run directory. A killed run started again with the same config resumes
+from its last completed epoch; a complete run is not trained again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from medtransfer import __version__
+from medtransfer.config import RunConfig, save_config, validate
+from medtransfer.data.augment import AugmentConfig
+from medtransfer.data.pipeline import make_dataset, select_train_subset
+from medtransfer.data.prepared import PreparedDataset, load_prepared
+from medtransfer.errors import MedtransferError
+from medtransfer.fileio import read_json
+from medtransfer.models.classifier import get_backbone
+from medtransfer.models.freezing import (
+    freeze_backbone,
+    freeze_bottom_layers,
+    freeze_summary,
+)
+from medtransfer.models.init import build_model
+from medtransfer.models.registry import get_net
+from medtransfer.training.callbacks import (
+    EpochRecorder,
+    EvaluationSet,
+    RunDiverged,
+    StopOnDivergence,
+    TrainingState,
+)
+from medtransfer.training.metrics import evaluate_predictions
+from medtransfer.training.rundir import RunDirectory, TensorBoardLog
+from medtransfer.training.strategy import make_strategy, set_precision
+
+ORDINAL_DATASETS = ("retina",)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What ``run_experiment`` did.
+
+    Attributes:
+        run_dir: the run directory.
+        metrics: the content of metrics.json.
+        skipped: the run was already complete and was not trained again.
+    """
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    skipped: bool = False
+
+
+def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
+    """Fills the dataset's and net's defaults and checks what depends on them.
+
+    Returns:
+        The resolved config (no ``None`` left where a default exists) and the dataset.
+
+    Raises:
+        MedtransferError: unknown dataset or net, a dataset not prepared, a class count
+            that does not match, an input size below the net's minimum.
+    """
+    validate(config)
+    net = get_net(config.net)
+    dataset = load_prepared(config.dataset, Path(config.data_dir))
+    if config.num_classes is not None and config.num_classes != dataset.num_classes:
+        raise MedtransferError(
+            f"The config says num_classes: {config.num_classes}, but dataset "
+            f"'{config.dataset}' has {dataset.num_classes} classes. Remove num_classes from "
+            "the config (it is filled from the dataset) or use the dataset it was made for."
+        )
+    image_size = config.image_size or net.default_input_size
+    if image_size < net.min_input_size:
+        raise MedtransferError(
+            f"--image-size {image_size} is below the smallest input {config.net} accepts "
+            f"({net.min_input_size} px). Use at least {net.min_input_size}; the net's "
+            f"default is {net.default_input_size}."
+        )
+    defaults = dataset.spec.augment
+    resolved = config.replace(
+        lr=config.lr if config.lr is not None else dataset.spec.default_lr,
+        image_size=image_size,
+        num_classes=dataset.num_classes,
+        flips=defaults.flips if config.flips is None else config.flips,
+        noise=defaults.noise if config.noise is None else config.noise,
+        color=defaults.color if config.color is None else config.color,
+    )
+    return resolved, dataset
+
+
+def run_experiment(config: RunConfig, *, overwrite: bool = False) -> RunResult:
+    """Trains, evaluates and logs one configuration.
+
+    Args:
+        config: the run; defaults that depend on dataset and net are filled here.
+        overwrite: train again even when the run directory holds a complete run.
+
+    Returns:
+        The run directory and its metrics.
+
+    Raises:
+        MedtransferError: bad input (before training starts) or a diverged run
+            (:class:`RunDiverged`, after metrics.json records it).
+    """
+    config, dataset = resolve_config(config)
+    run_dir = RunDirectory(config.run_dir)
+    if run_dir.is_complete() and not overwrite:
+        print(f"{run_dir.path} already holds a complete run; nothing to do "
+              "(use --overwrite to train it again).")
+        return RunResult(run_dir.path, run_dir.read_metrics() or {}, skipped=True)
+    run_dir.create()
+    run_dir.lock()
+    try:
+        if overwrite:
+            run_dir.clear()
+        return _train(config, dataset, run_dir)
+    finally:
+        run_dir.unlock()
+
+
+def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -> RunResult:
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    set_precision(config.mixed_precision)
+    strategy = make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
+    net = get_net(config.net)
+
+    train_frame = dataset.split_frame("train")
+    if config.train_size is not None:
+        train_frame = select_train_subset(train_frame, config.train_size, config.seed)
+    common = dict(
+        num_classes=dataset.num_classes,
+        image_size=config.image_size,
+        batch_size=global_batch,
+        preprocess=net.preprocess_input if config.scaling == "native" else None,
+        cache_limit_bytes=config.cache_limit_bytes,
+    )
+    train = make_dataset(
+        dataset.shard_paths("train"), training=True, seed=config.seed,
+        augment=_augment_config(config),
+        keep_ids=set(train_frame["id"]) if config.train_size is not None else None,
+        num_examples=len(train_frame), **common,
+    )
+    validation, test = (
+        EvaluationSet.from_dataset(make_dataset(
+            dataset.shard_paths(split), training=False, include_ids=True,
+            num_examples=len(dataset.split_frame(split)), **common))
+        for split in ("validation", "test")
+    )
+
+    with strategy.scope():
+        model = build_model(
+            config.net, dataset.num_classes, config.image_size, config.init,
+            weights_file=config.weights_file, seed=config.seed,
+            head_units=config.head_units, dropout=config.dropout,
+        )
+    backbone = get_backbone(model)
+    save_config(config, run_dir.config)
+    tensorboard = TensorBoardLog(run_dir.path)
+    tensorboard.write_hparams(config.to_dict())
+    state, done = _restore_progress(run_dir, tensorboard)
+    if done:
+        print(f"Resuming {run_dir.path} after epoch {done} of {config.total_epochs}.")
+    print(
+        f"Training {config.run_id}: {len(train_frame)} training images, "
+        f"{dataset.num_classes} classes, {config.image_size}px, global batch {global_batch} "
+        f"({replicas} replica{'s' if replicas > 1 else ''}), epochs {config.epochs}, "
+        f"lr {config.lr:g}.",
+        flush=True,
+    )
+    kappa = dataset.spec.name in ORDINAL_DATASETS
+    warmup, total = config.warmup_epochs, config.total_epochs
+    phases = [("warmup", 0, warmup, None), ("finetune", warmup, total, config.freeze)]
+    summary = freeze_summary(model)
+    restore = done > 0
+    try:
+        for phase, first, last, freeze in phases:
+            if last <= first:
+                continue
+            # The phase's freeze is applied even when a resume skips its epochs, so that
+            # the recorded freeze summary is the one training ended with.
+            if freeze is None:
+                freeze_backbone(backbone)
+            else:
+                freeze_bottom_layers(backbone, freeze)
+            summary = freeze_summary(model)
+            if last <= done:
+                continue
+            with strategy.scope():
+                model.compile(
+                    optimizer=keras.optimizers.Adam(config.lr),
+                    loss="categorical_crossentropy",
+                    metrics=["accuracy"],
+                )
+                if restore:
+                    model.optimizer.build(model.trainable_variables)
+                    _load_weights(model, run_dir.resume / "state.weights.h5")
+                    restore = False
+            model.fit(
+                train, epochs=last, initial_epoch=max(first, done), verbose=0,
+                callbacks=[
+                    StopOnDivergence(config.lr),
+                    EpochRecorder(run_dir, tensorboard, validation, phase, state, kappa),
+                ],
+            )
+            done = last
+    except RunDiverged as error:
+        tensorboard.close()
+        run_dir.write_metrics({
+            **_identity(config), "status": "diverged", "diverged_epoch": error.epoch,
+            "diverged_batch": error.batch + 1, "loss": str(error.loss),
+        })
+        raise
+    train_seconds = sum(row["seconds"] for row in state.rows)
+    tensorboard.close()
+
+    _load_weights(model, run_dir.best_weights)
+    probabilities = test.predict(model)
+    test_metrics = evaluate_predictions(test.labels, probabilities, kappa=kappa)
+    _write_predictions(run_dir.predictions, test, probabilities, dataset.class_names)
+    metrics = {
+        **_identity(config),
+        "best_epoch": state.best_epoch,
+        "val_auc_micro_best": state.best_auc,
+        **{f"test_{name}": value for name, value in test_metrics.items()},
+        **dataclasses.asdict(summary),
+        "train_seconds": train_seconds,
+        "images_per_second": _steady_images_per_second(state.rows, len(train_frame)),
+        "train_images": len(train_frame),
+        "validation_images": len(validation.labels),
+        "test_images": len(test.labels),
+        "replicas": replicas,
+        "global_batch_size": global_batch,
+        "medtransfer_version": __version__,
+        "status": "complete",
+    }
+    run_dir.write_metrics(metrics)
+    _remove_resume_state(run_dir)
+    set_precision(False)
+    return RunResult(run_dir.path, metrics)
+
+
+def _identity(config: RunConfig) -> dict[str, Any]:
+    return {
+        "run_id": config.run_id,
+        "dataset": config.dataset,
+        "net": config.net,
+        "init": config.init,
+        "freeze": config.freeze,
+        "seed": config.seed,
+        "epochs_warmup": config.warmup_epochs,
+        "epochs_finetune": config.finetune_epochs,
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+        "image_size": config.image_size,
+        "num_classes": config.num_classes,
+    }
+
+
+def _augment_config(config: RunConfig) -> AugmentConfig | None:
+    if not config.augment or not (config.flips or config.noise or config.color):
+        return None
+    return AugmentConfig(flips=config.flips, noise=config.noise, color=config.color)
+
+
+def _restore_progress(run_dir: RunDirectory,
+                      tensorboard: TensorBoardLog) -> tuple[TrainingState, int]:
+    """Reads the resume state a killed run left; drops epochs logged after it."""
+    state_file = run_dir.resume / "state.json"
+    if not state_file.exists():
+        # Nothing completed: whatever a killed first epoch wrote is stale.
+        run_dir.history.unlink(missing_ok=True)
+        tensorboard.rewrite([])
+        return TrainingState(), 0
+    saved = read_json(state_file)
+    done = int(saved["epoch"])
+    rows = [row for row in run_dir.read_history() if int(row["epoch"]) <= done]
+    run_dir.write_history(rows)
+    tensorboard.rewrite(rows)
+    return TrainingState(saved["val_auc_micro_best"], saved["best_epoch"], rows), done
+
+
+def _load_weights(model: keras.Model, path: Path) -> None:
+    """Loads model (and, when it matches, optimizer) weights.
+
+    A state saved in the other phase holds the other phase's optimizer; Keras then skips
+    the optimizer with a warning, which is what the regime wants: fresh Adam state.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
+
+
+def _write_predictions(path: Path, split: EvaluationSet, probabilities: np.ndarray,
+                       class_names: list[str]) -> None:
+    with path.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["id", "label", *(f"prob_{name}" for name in class_names)])
+        for image_id, label, row in zip(split.ids, split.labels, probabilities, strict=True):
+            writer.writerow([image_id, class_names[label], *(f"{p:.8g}" for p in row)])
+
+
+def _steady_images_per_second(rows: list[dict[str, Any]], train_images: int) -> float:
+    """Training images per second over phase-2 epochs after the first (the steady state).
+
+    With fewer phase-2 epochs, falls back to every phase-2 epoch, then to every epoch.
+    """
+    finetune = [row for row in rows if row["phase"] == "finetune"]
+    for candidates in (finetune[1:], finetune, rows):
+        seconds = sum(float(row["train_seconds"]) for row in candidates)
+        if candidates and seconds > 0:
+            return len(candidates) * train_images / seconds
+    return math.nan
+
+
+def _remove_resume_state(run_dir: RunDirectory) -> None:
+    for entry in run_dir.resume.glob("*"):
+        entry.unlink()
+    with contextlib.suppress(OSError):
+        run_dir.resume.rmdir()
+

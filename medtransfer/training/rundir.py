@@ -1,0 +1,209 @@
+"""The run directory: every file a run writes, and who may write it.
+
+``tensorboard_logs/<experiment>/<run_id>/`` holds ``config.yaml``, TensorBoard events
+(``train/``, ``validation/`` and the HParams entry at the top), ``history.csv``,
+``best.weights.h5``, ``predictions_test.csv``, ``resume/`` (the state to resume from
+after a kill, removed when the run completes) and, written last and atomically,
+``metrics.json``.
+
+TensorBoard scalars are derived from ``history.csv``: after a resume they are written
+again from it, so each epoch appears exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import fcntl
+import shutil
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
+
+from medtransfer.errors import MedtransferError
+from medtransfer.fileio import read_json, write_json_atomic
+
+HISTORY_COLUMNS = (
+    "epoch", "phase", "loss", "accuracy", "val_loss", "val_auc_micro", "val_auc_macro",
+    "val_accuracy", "lr", "seconds", "train_seconds",
+)
+TRAIN_SCALARS = ("loss", "accuracy", "lr")
+VALIDATION_SCALARS = ("val_loss", "val_accuracy", "val_auc_micro", "val_auc_macro")
+HPARAMS = ("dataset", "net", "init", "freeze", "epochs", "lr", "seed", "batch_size", "image_size")
+
+
+class RunDirectory:
+    """The files of one run, and the lock that keeps a second process out.
+
+    Args:
+        path: ``<logdir>/<experiment>/<run_id>``.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock_handle = None
+
+    config = property(lambda self: self.path / "config.yaml")
+    history = property(lambda self: self.path / "history.csv")
+    best_weights = property(lambda self: self.path / "best.weights.h5")
+    predictions = property(lambda self: self.path / "predictions_test.csv")
+    metrics = property(lambda self: self.path / "metrics.json")
+    resume = property(lambda self: self.path / "resume")
+
+    def read_metrics(self) -> dict[str, Any] | None:
+        try:
+            return read_json(self.metrics)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def is_complete(self) -> bool:
+        """A finished run is one whose metrics.json says ``"status": "complete"``."""
+        metrics = self.read_metrics()
+        return bool(metrics) and metrics.get("status") == "complete"
+
+    def create(self) -> None:
+        """Creates the folder, failing clearly when it cannot be written."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            raise MedtransferError(
+                f"Cannot write the run directory '{self.path}' ({error.strerror}). Choose a "
+                "log root you can write with --logdir, or fix the folder's permissions."
+            ) from None
+
+    def lock(self) -> None:
+        """Takes an exclusive lock for this process, held until it exits.
+
+        Raises:
+            MedtransferError: another process holds it (a second run of the same config).
+        """
+        handle = open(self.path / ".lock", "a+")  # noqa: SIM115 -- held for the process's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.close()
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise MedtransferError(
+                f"Another process is already training into '{self.path}'. Two runs of the "
+                "same configuration would overwrite each other's files; wait for it to "
+                "finish, or give this run another --experiment or --seed."
+            ) from None
+        self._lock_handle = handle
+
+    def unlock(self) -> None:
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def clear(self) -> None:
+        """Removes every file of an earlier run (``--overwrite``); keeps the lock file."""
+        for entry in self.path.iterdir():
+            if entry.name == ".lock":
+                continue
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        write_json_atomic(self.metrics, metrics)
+
+    # history.csv -----------------------------------------------------------------
+
+    def read_history(self) -> list[dict[str, Any]]:
+        if not self.history.exists():
+            return []
+        with self.history.open(newline="") as stream:
+            rows = list(csv.DictReader(stream))
+        return [
+            {key: (value if key == "phase" else _number(value)) for key, value in row.items()}
+            for row in rows
+        ]
+
+    def write_history(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrites history.csv with ``rows`` (used to drop epochs a kill left unfinished)."""
+        with self.history.open("w", newline="") as stream:
+            writer = csv.DictWriter(stream, HISTORY_COLUMNS)
+            writer.writeheader()
+            writer.writerows([{key: row.get(key, "") for key in HISTORY_COLUMNS} for row in rows])
+
+    def append_history(self, row: dict[str, Any]) -> None:
+        new = not self.history.exists()
+        with self.history.open("a", newline="") as stream:
+            writer = csv.DictWriter(stream, HISTORY_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow({key: row.get(key, "") for key in HISTORY_COLUMNS})
+
+
+def _number(text: str) -> int | float | str:
+    if text == "":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+class TensorBoardLog:
+    """Per-epoch scalars in ``train/`` and ``validation/``, and the run's HParams entry.
+
+    Tags are the history.csv column names (``loss``, ``accuracy``, ``lr`` in train;
+    ``val_loss``, ``val_accuracy``, ``val_auc_micro``, ``val_auc_macro`` in validation),
+    so a curve in TensorBoard and a column in history.csv always agree.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self._writers: dict[str, Any] = {}
+
+    def _writer(self, name: str):
+        if name not in self._writers:
+            folder = self.run_dir if name == "hparams" else self.run_dir / name
+            self._writers[name] = tf.summary.create_file_writer(str(folder))
+        return self._writers[name]
+
+    def write_hparams(self, config: dict[str, Any]) -> None:
+        """Writes the HParams entry once, so TensorBoard's HParams tab compares runs."""
+        values = {key: _hparam(config[key]) for key in HPARAMS if key in config}
+        # A resumed run writes it again: drop the old entry so the tab shows the run once.
+        for old in self.run_dir.glob("events.out.tfevents.*"):
+            old.unlink()
+        with self._writer("hparams").as_default():
+            hparams_api.hparams_config(
+                hparams=[hparams_api.HParam(key) for key in values],
+                metrics=[hparams_api.Metric(tag, group="validation", display_name=tag)
+                         for tag in ("val_auc_micro", "val_loss", "val_accuracy")],
+            )
+            hparams_api.hparams(values, trial_id=self.run_dir.name)
+        self._writers["hparams"].flush()
+
+    def write_epoch(self, row: dict[str, Any]) -> None:
+        step = int(row["epoch"])
+        for writer_name, tags in (("train", TRAIN_SCALARS), ("validation", VALIDATION_SCALARS)):
+            with self._writer(writer_name).as_default():
+                for tag in tags:
+                    if row.get(tag, "") != "":
+                        tf.summary.scalar(tag, float(row[tag]), step=step)
+            self._writers[writer_name].flush()
+
+    def rewrite(self, rows: list[dict[str, Any]]) -> None:
+        """Replaces all scalar event files by ``rows``: each epoch exactly once."""
+        self.close()
+        for name in ("train", "validation"):
+            shutil.rmtree(self.run_dir / name, ignore_errors=True)
+        for row in rows:
+            self.write_epoch(row)
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
+def _hparam(value: Any) -> Any:
+    return value if isinstance(value, bool | int | float | str) else str(value)

@@ -1,0 +1,38 @@
+"""Distribution strategy and precision for a run on one machine.
+
+One run never spans machines: ``MultiWorkerMirroredStrategy`` does not work with Keras 3
+(keras-team/keras#20585). Many machines share a sweep instead, one run each.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from medtransfer.errors import look_up_option
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """Returns the strategy for ``--strategy``.
+
+    Args:
+        name: ``auto`` picks MirroredStrategy when more than one GPU is visible, else the
+            default strategy; ``mirrored`` always mirrors, over the GPUs or, on a machine
+            without GPUs, over the logical CPU devices (how the tests stand in two CPUs
+            for two GPUs); ``default`` is one device.
+    """
+    look_up_option(name, ("auto", "mirrored", "default"), "strategy")
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if gpus:
+        return tf.distribute.MirroredStrategy()
+    cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=cpus)
+
+
+def set_precision(mixed: bool) -> None:
+    """``mixed_float16`` compute (the head's output layer stays float32) or float32."""
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")

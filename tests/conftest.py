@@ -1,0 +1,17 @@
+"""Test-wide set-up: quiet TensorFlow and two logical CPU devices standing in for two GPUs.
+
+Logical devices can only be configured before TensorFlow initialises its runtime, so it
+happens here, once, before any test imports a model.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)

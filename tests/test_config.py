@@ -1,0 +1,101 @@
+"""The config schema: parsing, precedence and the errors a user sees."""
+
+import pytest
+import yaml
+
+from medtransfer.config import (
+    RunConfig,
+    config_from_mapping,
+    load_config_file,
+    parse_epochs,
+    parse_size,
+    save_config,
+)
+from medtransfer.errors import MedtransferError
+
+
+@pytest.mark.parametrize(
+    "text, expected", [("3+50", (3, 50)), ("0+1", (0, 1)), (" 2 + 0 ", (2, 0))]
+)
+def test_parse_epochs(text, expected):
+    assert parse_epochs(text) == expected
+
+
+@pytest.mark.parametrize("text", ["50", "3+", "+5", "a+b", "3+50+1", "-1+5", "0+0"])
+def test_malformed_epochs_fail_with_the_form(text):
+    with pytest.raises(MedtransferError, match="W\\+E|no epoch"):
+        parse_epochs(text)
+
+
+def test_defaults_follow_the_study():
+    config = RunConfig()
+    assert (config.warmup_epochs, config.finetune_epochs) == (3, 50)
+    assert config.freeze == 0.0 and config.init == "glorot" and config.scaling == "unit"
+
+
+def test_run_id_and_run_dir():
+    config = RunConfig(dataset="cancer", net="mobilenet", init="imagenet", freeze=0.3, seed=7,
+                       experiment="study", logdir="logs")
+    assert config.run_id == "cancer-mobilenet-imagenet-f0.30-s7"
+    assert str(config.run_dir) == "logs/study/cancer-mobilenet-imagenet-f0.30-s7"
+    transfer = config.replace(init="/runs/cancer-x/best.weights.h5")
+    assert transfer.run_id == "cancer-mobilenet-from_best.weights-f0.30-s7"
+
+
+@pytest.mark.parametrize("size, expected", [("4GiB", 4 * 1024**3), ("512M", 512 * 1024**2),
+                                            ("0", 0), ("1.5K", 1536), (1000, 1000)])
+def test_parse_size(size, expected):
+    assert parse_size(size, "cache_limit") == expected
+
+
+def test_unknown_key_names_it_with_did_you_mean():
+    with pytest.raises(MedtransferError, match="'fereeze'.*Did you mean 'freeze'"):
+        config_from_mapping({"fereeze": 0.5})
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("freeze", "half", "must be a number"),
+    ("batch_size", 3.5, "must be a whole number"),
+    ("augment", "yes", "true or false"),
+    ("freeze", 1.5, "outside \\[0, 1\\]"),
+    ("epochs", "fifty", "W\\+E"),
+    ("scaling", "zscore", "Valid scalings: unit, native"),
+    ("strategy", "mirored", "Did you mean 'mirrored'"),
+    ("lr", -1.0, "positive"),
+    ("batch_size", 0, "≥ 1"),
+])
+def test_bad_values_are_named(key, value, words):
+    with pytest.raises(MedtransferError, match=words):
+        config_from_mapping({key: value})
+
+
+def test_yaml_file_then_flags_win(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("net: cbr_tiny\nfreeze: 0.5\nepochs: 1+2\n")
+    config = load_config_file(path)
+    assert (config.net, config.freeze, config.epochs) == ("cbr_tiny", 0.5, "1+2")
+    config = config_from_mapping({"freeze": 0.1}, base=config)
+    assert (config.net, config.freeze) == ("cbr_tiny", 0.1)
+
+
+def test_saved_config_loads_back_identically(tmp_path):
+    config = RunConfig(net="cbr_small", freeze=0.75, lr=1e-4, image_size=64, num_classes=5)
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config_file(tmp_path / "config.yaml") == config
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["net"] == "cbr_small"
+
+
+@pytest.mark.parametrize("content, words", [
+    ("net: [unclosed", "not valid YAML"),
+    ("- a\n- b\n", "must hold a mapping"),
+])
+def test_bad_yaml_files(tmp_path, content, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(MedtransferError, match=words):
+        load_config_file(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(MedtransferError, match="does not exist"):
+        load_config_file(tmp_path / "nope.yaml")
