@@ -8,7 +8,13 @@
 - ``weights_io``: weight files into models, with mismatches explained.
 """
 
-from medtransfer.models import applications, cbr, small_cnn  # noqa: F401  (registration)
+# Registration order is the order of DESIGN.md and of `medtransfer list`.
+from medtransfer.models import applications, small_cnn  # noqa: F401
+
+# isort: split
+from medtransfer.models import cbr  # noqa: F401
+
+# isort: split
 from medtransfer.models.classifier import build_classifier, get_backbone
 from medtransfer.models.freezing import (
     FreezeSummary,

@@ -1,0 +1,118 @@
+"""The four keras.applications nets of the study, as backbones without top and pooling.
+
+Each is built with ``include_top=False, pooling=None, weights=None`` and, when given a
+weights file, loaded through :func:`medtransfer.models.weights_io.load_backbone_weights`
+(so a wrong file fails with a MedtransferError that names it). Which file Keras would
+download for ImageNet is recorded in the :class:`NetSpec` (``imagenet_file``,
+``imagenet_url``, ``imagenet_file_hash``), copied from the Keras 3 sources; the lookup in
+the Keras cache and the download live in :mod:`medtransfer.models.init`.
+
+MobileNet: Keras publishes ImageNet weights trained at 128, 160, 192 and 224 px and uses the
+224 px file at any other size. The backbone's weight shapes do not depend on the input
+size, so medtransfer always uses the 224 px file (``mobilenet_1_0_224_tf_no_top.h5``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+
+from medtransfer.models.registry import NETS, NetSpec
+from medtransfer.models.weights_io import load_backbone_weights
+
+_KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+def _backbone_builder(net: str, application: Callable[..., keras.Model]):
+    def build_backbone(
+        input_shape: tuple[int, int, int], weights: str | Path | None = None
+    ) -> keras.Model:
+        backbone = application(
+            include_top=False,
+            weights=None,
+            input_shape=tuple(input_shape),
+            pooling=None,
+            name="backbone",
+        )
+        if weights is not None:
+            load_backbone_weights(backbone, weights, net)
+        return backbone
+
+    build_backbone.__doc__ = f"Builds the {net} backbone (include_top=False, pooling=None)."
+    return build_backbone
+
+
+def _register(
+    name: str,
+    description: str,
+    default_input_size: int,
+    min_input_size: int,
+    application: Callable[..., keras.Model],
+    preprocess_input: Callable,
+    imagenet_file: str,
+    imagenet_url: str,
+    imagenet_file_hash: str | None,
+) -> None:
+    NETS.register(
+        name,
+        NetSpec(
+            name=name,
+            description=description,
+            default_input_size=default_input_size,
+            min_input_size=min_input_size,
+            imagenet=True,
+            imagenet_file=imagenet_file,
+            imagenet_url=imagenet_url,
+            imagenet_file_hash=imagenet_file_hash,
+            preprocess_input=preprocess_input,
+            build_backbone=_backbone_builder(name, application),
+        ),
+    )
+
+
+_register(
+    "inception_v3",
+    "keras.applications InceptionV3 (Szegedy et al. 2016)",
+    299,
+    75,
+    keras.applications.InceptionV3,
+    keras.applications.inception_v3.preprocess_input,
+    "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    _KERAS_WEIGHTS + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "bcbd6486424b2319ff4ef7d526e38f63",
+)
+_register(
+    "resnet50_v2",
+    "keras.applications ResNet50V2 (He et al. 2016, pre-activation)",
+    224,
+    32,
+    keras.applications.ResNet50V2,
+    keras.applications.resnet_v2.preprocess_input,
+    "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    _KERAS_WEIGHTS + "resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "fac2f116257151a9d068a22e544a4917",
+)
+_register(
+    "densenet121",
+    "keras.applications DenseNet121 (Huang et al. 2017)",
+    224,
+    32,
+    keras.applications.DenseNet121,
+    keras.applications.densenet.preprocess_input,
+    "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    _KERAS_WEIGHTS + "densenet/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "30ee3e1110167f948a6b9946edeeb738",
+)
+_register(
+    "mobilenet",
+    "keras.applications MobileNet, alpha 1.0 (Howard et al. 2017)",
+    224,
+    32,
+    keras.applications.MobileNet,
+    keras.applications.mobilenet.preprocess_input,
+    "mobilenet_1_0_224_tf_no_top.h5",
+    _KERAS_WEIGHTS + "mobilenet/mobilenet_1_0_224_tf_no_top.h5",
+    None,
+)

@@ -1,0 +1,294 @@
+"""Initialisation: build a classifier whose backbone starts as ``--init`` says (DESIGN.md).
+
+- ``glorot``: the nets' Keras default initialisers. Reproducible when the caller seeds Keras
+  (``keras.utils.set_random_seed``) before :func:`build_model`.
+- ``imagenet``: the Keras ImageNet weights without top. The file is ``--weights-file`` if
+  given, else ``<imagenet_file>`` in the Keras cache (``$KERAS_HOME/models``, default
+  ``~/.keras/models``), else downloaded there by ``keras.utils.get_file``. Offline, a
+  download fails within :data:`DOWNLOAD_TIMEOUT_SECONDS` of silence with a
+  MedtransferError naming the file, the cache folder, the URL and ``--weights-file``.
+- ``mean_var`` (Transfusion): the ImageNet weights, then every backbone tensor replaced by
+  i.i.d. samples of N(its mean, its std), seeded; BatchNorm moving statistics reset to 0/1.
+- a path: an earlier run directory (``config.yaml`` and ``best.weights.h5``) or a weights
+  file (``.weights.h5`` from a backbone or a whole classifier; a legacy Keras ``.h5``
+  backbone file). The backbone always loads; the head loads too when the file holds a
+  classifier whose head has the same shapes (same number of classes), else it stays new.
+  Which kind of file it is follows from its contents, not its name: see
+  :mod:`medtransfer.models.weights_io`. A run directory whose ``config.yaml`` names another
+  net fails with "saved from net X"; any file of another architecture fails with the first
+  tensor whose path or shape differs. All of it happens before training starts.
+
+The head (pooling and classifier) is always newly initialised by the Keras defaults unless
+a path init loads it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+
+import keras
+import numpy as np
+import yaml
+
+from medtransfer.errors import MedtransferError, look_up_option
+from medtransfer.models.classifier import build_classifier, get_backbone
+from medtransfer.models.registry import NETS, NetSpec, get_net
+from medtransfer.models.weights_io import load_classifier_weights
+
+INITS = ("glorot", "imagenet", "mean_var")
+"""The named inits; any other ``--init`` must be an existing path."""
+
+DOWNLOAD_TIMEOUT_SECONDS = 15.0
+"""Longest silence (connect or read) tolerated while downloading ImageNet weights."""
+
+RUN_CONFIG = "config.yaml"
+RUN_WEIGHTS = "best.weights.h5"
+
+
+def build_model(
+    net: str,
+    num_classes: int,
+    image_size: int,
+    init: str,
+    *,
+    weights_file: str | Path | None = None,
+    seed: int = 0,
+    head_units: int = 256,
+    dropout: float = 0.5,
+) -> keras.Model:
+    """Builds the classifier of ``net`` with its backbone initialised by ``init``.
+
+    Args:
+        net: a registered net name.
+        num_classes: number of output classes.
+        image_size: side of the square RGB input, at least the net's ``min_input_size``.
+        init: ``"glorot"``, ``"imagenet"``, ``"mean_var"``, or a path to an earlier run
+            directory or weights file.
+        weights_file: ``--weights-file``: the ImageNet weights for ``imagenet`` and
+            ``mean_var`` when they are not in the Keras cache.
+        seed: seeds the ``mean_var`` sampling.
+        head_units: units of the head's hidden Dense layer.
+        dropout: the head's dropout rate.
+
+    Returns:
+        The classifier (see :mod:`medtransfer.models.classifier`); its backbone is
+        ``get_backbone(model)``.
+
+    Raises:
+        MedtransferError: unknown net or init, an input below the net's minimum, missing or
+            mismatching weights, ImageNet weights unavailable or not published for the net.
+    """
+    spec = get_net(net)
+    check_image_size(spec, image_size)
+    input_shape = (image_size, image_size, 3)
+    if init not in INITS:
+        return _build_from_path(
+            spec, num_classes, input_shape, init, weights_file, head_units, dropout
+        )
+    if init == "glorot":
+        if weights_file is not None:
+            raise MedtransferError(
+                "--weights-file is used by the inits 'imagenet' and 'mean_var', not "
+                "'glorot'. Drop --weights-file, or pass --init imagenet."
+            )
+        backbone = spec.build_backbone(input_shape, None)
+    else:
+        backbone = spec.build_backbone(input_shape, resolve_imagenet_weights(spec, weights_file))
+        if init == "mean_var":
+            resample_mean_var(backbone, seed)
+    return build_classifier(backbone, num_classes, head_units=head_units, dropout=dropout)
+
+
+def check_image_size(spec: NetSpec, image_size: int) -> None:
+    """Fails unless ``image_size`` is at least the net's minimum input size.
+
+    Raises:
+        MedtransferError: ``image_size`` is too small; the message names the net's minimum
+            and its default.
+    """
+    if image_size < spec.min_input_size:
+        raise MedtransferError(
+            f"--image-size {image_size} is too small for net '{spec.name}': its minimum is "
+            f"{spec.min_input_size} px and its default {spec.default_input_size} px. "
+            f"Pass --image-size {spec.min_input_size} or more."
+        )
+
+
+def keras_cache_dir() -> Path:
+    """Returns the folder Keras caches downloaded weights in: ``$KERAS_HOME/models``.
+
+    ``KERAS_HOME`` is read now, not when Keras was imported, so a changed environment
+    counts; like Keras, an unwritable home falls back to ``/tmp/.keras``.
+    """
+    if "KERAS_HOME" in os.environ:
+        home = Path(os.environ["KERAS_HOME"]).expanduser()
+    else:
+        base = Path.home()
+        home = (base if os.access(base, os.W_OK) else Path("/tmp")) / ".keras"
+    return home / "models"
+
+
+def resolve_imagenet_weights(spec: NetSpec, weights_file: str | Path | None = None) -> Path:
+    """Finds the ImageNet weights of ``spec``: the given file, the Keras cache, or a download.
+
+    Args:
+        spec: the net.
+        weights_file: ``--weights-file``; used as is when given.
+
+    Returns:
+        A local path to the weights file.
+
+    Raises:
+        MedtransferError: the net has no ImageNet weights, ``weights_file`` does not exist,
+            or the file is not cached and cannot be downloaded.
+    """
+    if not spec.imagenet:
+        with_weights = ", ".join(s.name for s in NETS if s.imagenet)
+        raise MedtransferError(
+            f"Net '{spec.name}' has no ImageNet weights; only {with_weights} do. Use "
+            f"--init glorot, or a path to an earlier run to transfer from another task."
+        )
+    if weights_file is not None:
+        path = Path(weights_file).expanduser()
+        if not path.is_file():
+            raise MedtransferError(
+                f"--weights-file {weights_file} does not exist. Pass the Keras ImageNet file "
+                f"'{spec.imagenet_file}' ({spec.imagenet_url}) or a .weights.h5 file saved "
+                f"from a '{spec.name}' backbone."
+            )
+        return path
+    cache = keras_cache_dir()
+    cached = cache / spec.imagenet_file
+    if cached.is_file():
+        return cached
+    try:
+        with _socket_timeout(DOWNLOAD_TIMEOUT_SECONDS):
+            downloaded = keras.utils.get_file(
+                spec.imagenet_file,
+                spec.imagenet_url,
+                cache_subdir="models",
+                cache_dir=str(cache.parent),
+                file_hash=spec.imagenet_file_hash,
+            )
+    except Exception as error:  # any failure means the same to the user: no file
+        raise MedtransferError(
+            f"ImageNet weights for '{spec.name}' are not in the Keras cache and could not be "
+            f"downloaded ({_first_line(error)}). Expected file: '{spec.imagenet_file}' in "
+            f"{cache} (the Keras cache, $KERAS_HOME/models). Download it from "
+            f"{spec.imagenet_url} on a machine with internet access and copy it there, or "
+            f"pass it with --weights-file PATH."
+        ) from None
+    return Path(downloaded)
+
+
+def resample_mean_var(backbone: keras.Model, seed: int) -> None:
+    """Transfusion's mean-var init, in place: keep each tensor's scale, destroy its features.
+
+    Every weight tensor is replaced by i.i.d. samples from N(mean, std) of that tensor
+    (population std); a constant tensor (std 0) stays constant. BatchNorm moving means and
+    variances describe the destroyed features, so they are reset to 0 and 1 instead.
+
+    Args:
+        backbone: a backbone holding the weights to resample (usually ImageNet).
+        seed: seeds the sampling; the same seed gives the same weights.
+    """
+    rng = np.random.default_rng(seed)
+    statistics: dict[int, float] = {}
+    for layer in _all_layers(backbone):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            statistics[id(layer.moving_mean)] = 0.0
+            statistics[id(layer.moving_variance)] = 1.0
+    for variable in backbone.weights:
+        if id(variable) in statistics:
+            value = np.full(variable.shape, statistics[id(variable)])
+        else:
+            source = keras.ops.convert_to_numpy(variable).astype(np.float64)
+            value = rng.normal(source.mean(), source.std(), size=source.shape)
+        variable.assign(value.astype(variable.dtype))
+
+
+def _all_layers(model: keras.layers.Layer):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _all_layers(layer)
+
+
+def _build_from_path(
+    spec: NetSpec,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    init: str,
+    weights_file: str | Path | None,
+    head_units: int,
+    dropout: float,
+) -> keras.Model:
+    path = Path(init).expanduser()
+    if not path.exists():
+        try:
+            look_up_option(init, INITS, "init")
+        except MedtransferError as error:
+            raise MedtransferError(
+                f"{error} An init can also be a path to an earlier run directory or a weights "
+                f"file, but '{init}' does not exist."
+            ) from None
+    if weights_file is not None:
+        raise MedtransferError(
+            f"--weights-file is used by the inits 'imagenet' and 'mean_var'; with --init "
+            f"{init} the weights come from that path. Drop --weights-file."
+        )
+    file = _run_weights(path, spec) if path.is_dir() else path
+    classifier = build_classifier(
+        spec.build_backbone(input_shape, None),
+        num_classes,
+        head_units=head_units,
+        dropout=dropout,
+    )
+    load_classifier_weights(classifier, get_backbone(classifier), file, spec.name)
+    return classifier
+
+
+def _run_weights(run_dir: Path, spec: NetSpec) -> Path:
+    """Returns the best weights of an earlier run, after checking it trained the same net."""
+    config_file = run_dir / RUN_CONFIG
+    weights = run_dir / RUN_WEIGHTS
+    if not config_file.is_file():
+        raise MedtransferError(
+            f"--init {run_dir} is a directory but not a run directory: it has no {RUN_CONFIG}. "
+            f"Pass a run directory (tensorboard_logs/<experiment>/<run_id>) or a weights file."
+        )
+    try:
+        config = yaml.safe_load(config_file.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise MedtransferError(f"{config_file} is not valid YAML: {error}") from None
+    saved_net = config.get("net") if isinstance(config, dict) else None
+    if saved_net is not None and saved_net != spec.name:
+        raise MedtransferError(
+            f"Run {run_dir} was saved from net '{saved_net}', not '{spec.name}': its weights "
+            f"do not fit. Pass --net {saved_net}, or a run of net '{spec.name}'."
+        )
+    if not weights.is_file():
+        raise MedtransferError(
+            f"Run {run_dir} has no {RUN_WEIGHTS}; it may not have finished its first epoch. "
+            f"Pass a finished run, or its weights file."
+        )
+    return weights
+
+
+@contextmanager
+def _socket_timeout(seconds: float):
+    # urlretrieve has no timeout argument; without one an offline machine whose firewall
+    # drops packets would wait for the OS's TCP timeout (minutes).
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,70 @@
+"""The net registry: every backbone under its CLI name, with what a run needs to know about it.
+
+Each net module registers its own nets (``applications``, ``small_cnn``, ``cbr``); importing
+``medtransfer.models`` imports them, so :data:`NETS` is complete whenever it is reachable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from medtransfer.registry import Registry
+
+BuildBackbone = Callable[[tuple[int, int, int], "str | Path | None"], keras.Model]
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """What medtransfer knows about one net.
+
+    Attributes:
+        name: the CLI name (``--net``).
+        description: one line for ``medtransfer list``.
+        default_input_size: side of the square input the net was designed for.
+        min_input_size: the smallest side the backbone accepts; below it Keras refuses the
+            input or a feature map would shrink to nothing.
+        imagenet: whether Keras publishes ImageNet weights for the backbone.
+        imagenet_file: the name Keras caches the ``include_top=False`` ImageNet weights under
+            in ``$KERAS_HOME/models``; ``None`` without ImageNet weights.
+        imagenet_url: where Keras downloads that file from; ``None`` without ImageNet weights.
+        imagenet_file_hash: the hash Keras checks a download against (``None``: no check).
+        preprocess_input: the net's ``keras.applications`` ``preprocess_input`` (for
+            ``--scaling native``); ``None`` for nets that expect pixels in [0, 1].
+        build_backbone: ``build_backbone(input_shape, weights)`` with ``weights`` ``None``
+            (Keras default initialisers) or a local weights file; returns the backbone
+            without top and without pooling, named ``"backbone"``.
+    """
+
+    name: str
+    description: str
+    default_input_size: int
+    min_input_size: int
+    imagenet: bool
+    imagenet_file: str | None
+    imagenet_url: str | None
+    preprocess_input: Callable | None
+    build_backbone: BuildBackbone
+    imagenet_file_hash: str | None = None
+
+
+NETS: Registry[NetSpec] = Registry("net")
+
+
+def get_net(name: str) -> NetSpec:
+    """Returns the spec of net ``name``.
+
+    Args:
+        name: a registered net name, for example ``"small_cnn"``.
+
+    Returns:
+        The :class:`NetSpec` registered under ``name``.
+
+    Raises:
+        MedtransferError: ``name`` is not registered (the message lists the valid nets and
+            suggests the closest one).
+    """
+    return NETS.get(name)
