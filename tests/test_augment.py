@@ -1,0 +1,158 @@
+"""Augmentation ops, each run eagerly and inside tf.data (graph mode), on tiny images."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from medtransfer.data.augment import AugmentConfig, augment_image
+
+NOTHING = AugmentConfig(flips=False, noise=False, color=False)
+MODES = ["eager", "tf.data"]
+SEEDS = np.stack([np.arange(16), np.arange(16) * 7 + 3], axis=1).astype(np.int64)
+
+
+def augment_all(images: np.ndarray, seeds: np.ndarray, config: AugmentConfig, mode: str):
+    """Augments ``images[i]`` with ``seeds[i]``, eagerly or in a tf.data map."""
+    images = np.broadcast_to(images, (len(seeds), *images.shape[-3:])).astype(np.float32)
+    if mode == "eager":
+        pairs = zip(images, seeds, strict=True)
+        return np.stack([augment_image(image, seed, config).numpy() for image, seed in pairs])
+    dataset = tf.data.Dataset.from_tensor_slices((images, seeds)).map(
+        lambda image, seed: augment_image(image, seed, config)
+    )
+    return np.stack([image.numpy() for image in dataset])
+
+
+def asymmetric_image(size: int = 16) -> np.ndarray:
+    """A colourful image that differs from each of its mirror images."""
+    rows, cols = np.mgrid[0:size, 0:size] / (size - 1)
+    return np.stack([rows, cols, 0.2 + 0.6 * rows * cols], axis=-1).astype(np.float32)
+
+
+def grey_image(value: float = 0.5, size: int = 16) -> np.ndarray:
+    return np.full((size, size, 3), value, np.float32)
+
+
+def saturation(images: np.ndarray) -> np.ndarray:
+    return tf.image.rgb_to_hsv(images).numpy()[..., 1].mean(axis=(-2, -1))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_flips_only_mirror_exactly_and_both_ways(mode):
+    image = asymmetric_image()
+    out = augment_all(image, SEEDS, dataclasses.replace(NOTHING, flips=True), mode)
+    mirrors = {
+        "none": image,
+        "left-right": image[:, ::-1],
+        "up-down": image[::-1],
+        "both": image[::-1, ::-1],
+    }
+    seen = set()
+    for augmented in out:
+        matches = [name for name, mirror in mirrors.items() if np.array_equal(augmented, mirror)]
+        assert len(matches) == 1
+        seen.update(matches)
+    # 16 fair coin pairs: all four outcomes are (here, with these seeds) observed.
+    assert seen == set(mirrors)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_noise_only_adds_noise_of_the_configured_std(mode):
+    config = dataclasses.replace(NOTHING, noise=True, noise_std=0.05)
+    out = augment_all(grey_image(), SEEDS[:4], config, mode)
+    for augmented in out:
+        assert abs((augmented - 0.5).std() - 0.05) < 0.006
+        assert abs(augmented.mean() - 0.5) < 0.01
+    assert not np.array_equal(out[0], out[1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_color_only_changes_brightness_and_saturation_per_seed(mode):
+    image = asymmetric_image()
+    config = dataclasses.replace(NOTHING, color=True)
+    out = augment_all(image, SEEDS, config, mode)
+    mean_shift = np.abs(out.mean(axis=(1, 2, 3)) - image.mean())
+    saturation_shift = np.abs(saturation(out) - saturation(image[np.newaxis]))
+    assert mean_shift.max() > 0.03
+    assert saturation_shift.max() > 0.02
+    # Each seed draws its own amounts.
+    assert len(np.unique(np.round(out.mean(axis=(1, 2, 3)), 6))) == len(SEEDS)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_values_stay_in_unit_range_under_strong_settings(mode):
+    strong = AugmentConfig(
+        noise_std=0.5,
+        brightness_delta=0.5,
+        contrast_range=(0.1, 3.0),
+        saturation_range=(0.0, 3.0),
+        hue_delta=0.5,
+    )
+    corners = np.zeros((16, 16, 3), np.float32)
+    corners[:8] = 1.0
+    out = augment_all(corners, SEEDS, strong, mode)
+    assert out.dtype == np.float32 and out.shape == (16, 16, 16, 3)
+    assert out.min() == 0.0 and out.max() == 1.0
+
+
+def test_eager_and_tf_data_agree_for_the_same_seed():
+    image = asymmetric_image()
+    eager = augment_all(image, SEEDS[:4], AugmentConfig(), "eager")
+    graph = augment_all(image, SEEDS[:4], AugmentConfig(), "tf.data")
+    np.testing.assert_allclose(eager, graph, atol=1e-6)
+
+
+def test_same_seed_same_output_different_seed_different_output():
+    image = asymmetric_image()
+    first = augment_image(image, tf.constant([5, 6]), AugmentConfig()).numpy()
+    again = augment_image(image, tf.constant([5, 6]), AugmentConfig()).numpy()
+    other = augment_image(image, tf.constant([5, 7]), AugmentConfig()).numpy()
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).mean() > 0.01
+
+
+def test_everything_off_is_the_identity():
+    image = asymmetric_image()
+    np.testing.assert_array_equal(augment_all(image, SEEDS[:2], NOTHING, "tf.data")[0], image)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_flips_switch(mode):
+    image = np.zeros((16, 16, 3), np.float32)
+    image[:8, :8] = 1.0  # a bright top-left quarter
+    out = augment_all(image, SEEDS, dataclasses.replace(AugmentConfig(), flips=False), mode)
+    top_left = out[:, :8, :8].mean(axis=(1, 2, 3))
+    assert (top_left > out[:, 8:, :].mean(axis=(1, 2, 3)) + 0.5).all()
+    assert (top_left > out[:, :, 8:].mean(axis=(1, 2, 3)) + 0.5).all()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_noise_switch(mode):
+    # Flips and colour map a flat image to a flat image; only noise breaks it up.
+    config = dataclasses.replace(AugmentConfig(), noise=False)
+    out = augment_all(grey_image(), SEEDS, config, mode)
+    assert out.std(axis=(1, 2)).max() < 1e-4  # float rounding in the contrast mean
+    assert augment_all(grey_image(), SEEDS[:1], AugmentConfig(), mode).std() > 0.01
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_color_switch(mode):
+    # Flips and zero-mean noise leave a flat grey image's mean where it was.
+    config = dataclasses.replace(AugmentConfig(), color=False)
+    means = augment_all(grey_image(), SEEDS, config, mode).mean(axis=(1, 2, 3))
+    assert np.abs(means - 0.5).max() < 0.003
+    with_color = augment_all(grey_image(), SEEDS, AugmentConfig(), mode).mean(axis=(1, 2, 3))
+    assert np.abs(with_color - 0.5).max() > 0.03
+
+
+def test_config_checks_ranges_and_turns_lists_into_tuples():
+    assert AugmentConfig(contrast_range=[0.5, 1.5]).contrast_range == (0.5, 1.5)
+    hash(AugmentConfig(saturation_range=[0.5, 1.5]))
+    with pytest.raises(ValueError, match="contrast_range"):
+        AugmentConfig(contrast_range=(1.2, 0.8))
+    with pytest.raises(ValueError, match="hue_delta"):
+        AugmentConfig(hue_delta=0.7)
+    with pytest.raises(ValueError, match="noise_std"):
+        AugmentConfig(noise_std=-0.1)
