@@ -1,0 +1,585 @@
+"""``prepare``: a downloaded dataset -> a prepared folder every run shares.
+
+    datasets/<name>/
+        train-00000.tfrecord ...   the images, PNG in TFRecord (see ``shards``)
+        split.csv                  id,label,split: one row per kept image, shard order
+        rejected.csv               path,id,reason: one row per image left out
+        manifest.json              written last and atomically: its presence marks a
+                                   complete prepare
+
+The steps: the layout's reader scans the source (no decoding); a process pool decodes
+every image (OpenCV), converts it to 8-bit RGB, applies the layout's preprocessing,
+shrinks it to ``max_size`` and encodes it as PNG into a staging file; the images that
+fail are rejected with a reason; the survivors are split 8:1:1 (or keep MedMNIST's
+official splits) and copied from the staging file into the shards in ``split.csv``
+order; ``manifest.json`` comes last.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import pandas as pd
+
+from medtransfer import __version__
+from medtransfer.data import images, shards
+from medtransfer.data.registry import DatasetSpec, get_dataset
+from medtransfer.data.sources import DEFAULT_MIN_CLASS_COUNT, Rejection, SourceScan
+from medtransfer.data.split import check_class_sizes, stratified_split
+from medtransfer.errors import MedtransferError
+
+__all__ = ["DEFAULT_MIN_CLASS_COUNT", "PrepareResult", "prepare_dataset"]
+
+MANIFEST = "manifest.json"
+SPLIT_CSV = "split.csv"
+REJECTED_CSV = "rejected.csv"
+_STAGING = ".prepare-staging.bin"
+_MANIFEST_TEMP_PREFIX = ".manifest.json."
+# Below this many images per worker, starting processes costs more than it saves.
+_IMAGES_PER_WORKER = 32
+# spawn, not fork: a forked worker hangs once the parent has run OpenCV's own thread pool
+# (measured), and TensorFlow's threads make fork unsafe too. Spawned workers import only
+# OpenCV and NumPy (``images``), plus the parent's main module: keep the command-line
+# entry point light at import time, or every worker pays for its imports.
+_START_METHOD = "spawn"
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What ``prepare_dataset`` did.
+
+    Attributes:
+        path: the prepared dataset's folder.
+        skipped: True when the folder was already prepared with the same arguments.
+        counts: images per class per split, ``{split: {class: n}}``.
+        num_rejected: images rejected as bad input (excludes the protein selection rule).
+        num_excluded: images left out by the dataset's selection rule.
+        class_names: the classes in label-index order.
+        manifest: the contents of ``manifest.json``.
+    """
+
+    path: Path
+    skipped: bool
+    counts: dict[str, dict[str, int]]
+    num_rejected: int
+    num_excluded: int
+    class_names: list[str]
+    manifest: dict[str, Any]
+
+
+def prepare_dataset(
+    layout: str,
+    source: Path | None,
+    out: Path,
+    *,
+    seed: int = 0,
+    max_reject: float = 0.01,
+    max_size: int = 512,
+    min_class_count: int = DEFAULT_MIN_CLASS_COUNT,
+    workers: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> PrepareResult:
+    """Prepares a downloaded dataset for training (``medtransfer prepare``).
+
+    Args:
+        layout: a registered dataset layout (``cancer``, ``retina``, ``folder``, ...).
+        source: the downloaded data (``--source``): a folder, the CSV file for ``csv``,
+            the ``.npz`` (or its folder) for ``medmnist``; None for ``digits``.
+        out: the prepared dataset's folder (``--out``), e.g. ``datasets/cancer``; its
+            name is the dataset name ``run --dataset`` uses.
+        seed: seed of the stratified split (``--seed``).
+        max_reject: the largest fraction of images that may be rejected as bad input
+            before ``prepare`` fails (``--max-reject``).
+        max_size: the stored images' longer side is at most this (``--max-size``);
+            smaller images are never enlarged.
+        min_class_count: proteins only: a class joins the single-label subset with at
+            least this many single-label images (``--min-class-count``).
+        workers: decoding processes (``--workers``); default: every core.
+        force: prepare again even when ``out`` is already prepared (``--force``).
+        progress: show a progress line on stderr (``--no-progress`` turns it off).
+
+    Returns:
+        A :class:`PrepareResult`; ``skipped`` is True when nothing needed doing.
+
+    Raises:
+        MedtransferError: bad arguments, an unrecognised source layout, a class too
+            small to split, more than ``max_reject`` of the images rejected, or ``out``
+            already prepared from another source or with other options.
+    """
+    spec = get_dataset(layout)
+    _check_arguments(max_reject, max_size, min_class_count, workers)
+    out = Path(out)
+    if source is not None:
+        source = Path(source).expanduser().resolve()
+        if source.is_dir() and out.resolve().is_relative_to(source):
+            raise MedtransferError(
+                f"--out {out} is inside --source {source}; prepare would mix its output "
+                f"with the downloaded files. Choose an --out outside it, e.g. "
+                f"datasets/{out.name}."
+            )
+    scan = spec.reader(source, min_class_count=min_class_count)
+    plan = _Plan(spec, scan, out, seed, max_size, max_reject, min_class_count)
+
+    existing = read_manifest(out)
+    if existing is not None and not force:
+        if existing.get("fingerprint") == plan.fingerprint:
+            _say(
+                f"{out} is already prepared ({_summary(existing)}); nothing to do. Use "
+                f"--force to prepare it again."
+            )
+            return _result(out, existing, skipped=True)
+        raise MedtransferError(
+            f"{out} is already prepared, {plan.difference(existing)}. Runs that used it "
+            f"depend on its split, so it is not replaced silently: pass --force to prepare "
+            f"it again, or choose another --out."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    remove_prepare_files(out)
+
+    rejected, excluded = list(scan.rejected), list(scan.excluded)
+    total = len(scan.candidates) + len(rejected)
+    if total == 0:
+        raise MedtransferError(
+            f"Found no images in {scan.source_label} for the {layout} layout. Check "
+            f"--source; datasets/README.md shows the layout prepare expects."
+        )
+    # Fail before hours of decoding when the scan alone already decides the outcome.
+    _check_reject_fraction(plan, rejected, excluded, total, decoded=False)
+    if not scan.official_splits:
+        check_class_sizes(Counter(c.label for c in scan.candidates), plan.split_hint)
+
+    staging = out / _STAGING
+    try:
+        kept, details = _convert_all(plan, staging, workers, _Progress(out.name, progress))
+        for index, candidate in enumerate(scan.candidates):
+            if index not in kept:
+                reason, path = details[index]
+                rejected.append(Rejection(path or candidate.path, candidate.id, reason))
+        _check_reject_fraction(plan, rejected, excluded, total, decoded=True)
+        split, shard_names = _write_shards(plan, kept, staging)
+    finally:
+        staging.unlink(missing_ok=True)
+    split.to_csv(out / SPLIT_CSV, index=False)
+
+    shapes = [details[i] for i in kept]
+    manifest = {
+        "format_version": shards.FORMAT_VERSION,
+        "name": out.resolve().name,
+        "layout": spec.name,
+        "source": scan.source_label,
+        "created": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
+        "medtransfer_version": __version__,
+        "seed": seed,
+        "options": {
+            "max_size": max_size,
+            "max_reject": max_reject,
+            "min_class_count": min_class_count,
+        },
+        "class_names": scan.class_names,
+        "num_classes": len(scan.class_names),
+        "counts": _counts(split, scan.class_names),
+        "totals": {
+            **{s: int((split["split"] == s).sum()) for s in shards.SPLITS},
+            "all": len(split),
+        },
+        "num_rejected": len(rejected),
+        "num_excluded": len(excluded),
+        "reject_fraction": round(len(rejected) / total, 6),
+        "shards": shard_names,
+        "split": (
+            "official splits of the source"
+            if scan.official_splits
+            else f"stratified train:validation:test = 8:1:1, seed {seed}"
+        ),
+        "preprocessing": _preprocessing_text(spec, scan, max_size),
+        "image_size": {
+            "min_height": min(h for h, _ in shapes),
+            "max_height": max(h for h, _ in shapes),
+            "min_width": min(w for _, w in shapes),
+            "max_width": max(w for _, w in shapes),
+        },
+        "selection": _selection_with_counts(scan.selection, split),
+        "fingerprint": plan.fingerprint,
+    }
+    write_json_atomically(out / MANIFEST, manifest)
+    return _result(out, manifest, skipped=False)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one prepare call works from, once the source is scanned."""
+
+    spec: DatasetSpec
+    scan: SourceScan
+    out: Path
+    seed: int
+    max_size: int
+    max_reject: float
+    min_class_count: int
+
+    def significant(self) -> dict[str, Any]:
+        """The arguments that change the prepared data (``max_reject`` does not: it only
+        decides whether prepare succeeds; ``min_class_count`` only for a selection rule)."""
+        values = {
+            "layout": self.spec.name,
+            "source": self.scan.source_label,
+            "seed": self.seed,
+            "max_size": self.max_size,
+        }
+        if self.scan.selection is not None:
+            values["min_class_count"] = self.min_class_count
+        return values
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the significant arguments and every source file's name and size."""
+        digest = hashlib.sha256(json.dumps(self.significant(), sort_keys=True).encode())
+        for path, size in sorted(self.scan.files):
+            digest.update(f"\n{path}\t{size}".encode())
+        return "sha256:" + digest.hexdigest()
+
+    def difference(self, manifest: dict[str, Any]) -> str:
+        """Says how a prepared folder's manifest differs from this plan."""
+        recorded = {**manifest.get("options", {}), **manifest}
+        changed = [
+            f"{key} {recorded.get(key)} (now {value})"
+            for key, value in self.significant().items()
+            if recorded.get(key) != value
+        ]
+        if changed:
+            return "but with " + ", ".join(changed)
+        return "but the source files changed since (names or sizes differ)"
+
+    @property
+    def split_hint(self) -> str:
+        if self.scan.selection is not None:
+            return " Or raise --min-class-count to leave small classes out of the subset."
+        if self.spec.name == "folder":
+            return " (A class is a subfolder: remove or merge it.)"
+        return ""
+
+
+def _write_shards(
+    plan: _Plan, kept: dict[int, tuple[int, int]], staging: Path
+) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Splits the kept images and copies their PNGs from ``staging`` into the shards.
+
+    Returns:
+        The split frame (id, label, split; rows in shard order) and the shard file names
+        of each split.
+    """
+    candidates = plan.scan.candidates
+    survivors = [c for i, c in enumerate(candidates) if i in kept]
+    if plan.scan.official_splits:
+        split = pd.DataFrame(
+            [(c.id, c.label, c.split) for c in survivors], columns=["id", "label", "split"]
+        )
+        order = {name: i for i, name in enumerate(shards.SPLITS)}
+        split = split.sort_values("split", key=lambda s: s.map(order), kind="stable")
+        split = split.reset_index(drop=True)
+    else:
+        split = stratified_split(
+            [c.id for c in survivors],
+            [c.label for c in survivors],
+            plan.scan.class_names,
+            plan.seed,
+            plan.split_hint,
+        )
+    class_index = {name: i for i, name in enumerate(plan.scan.class_names)}
+    location = {c.id: kept[i] for i, c in enumerate(candidates) if i in kept}
+    shard_names = {}
+    with open(staging, "rb") as staged:
+        for split_name in shards.SPLITS:
+            rows = split[split["split"] == split_name]
+            records = (
+                (image_id, class_index[label], _read_staged(staged, location[image_id]))
+                for image_id, label in zip(rows["id"], rows["label"], strict=True)
+            )
+            shard_names[split_name] = shards.write_split_shards(plan.out, split_name, records)
+    return split, shard_names
+
+
+# --- the decoding pass -------------------------------------------------------------------
+
+
+def _convert_all(
+    plan: _Plan, staging: Path, workers: int | None, progress: _Progress
+) -> tuple[dict[int, tuple[int, int]], dict[int, Any]]:
+    """Converts every candidate, appending the PNGs to ``staging``.
+
+    Returns:
+        ``kept``: candidate index -> (offset, length) of its PNG in ``staging``, and
+        ``details``: candidate index -> (height, width) when kept, else (reason, path).
+    """
+    options = images.ConvertOptions(plan.spec.channels, plan.spec.preprocess, plan.max_size)
+    tasks = list(enumerate(plan.scan.candidates))
+    workers = workers or os.cpu_count() or 1
+    workers = max(1, min(workers, len(tasks) // _IMAGES_PER_WORKER))
+    kept: dict[int, tuple[int, int]] = {}
+    details: dict[int, Any] = {}
+    progress.start(len(tasks))
+    with open(staging, "wb") as staged:
+
+        def collect(result: images.ConvertResult) -> None:
+            index, png, reason, path, height, width = result
+            if png is None:
+                details[index] = (reason, path)
+            else:
+                kept[index] = (staged.tell(), len(png))
+                staged.write(png)
+                details[index] = (height, width)
+            progress.advance()
+
+        if workers == 1:
+            for task in tasks:
+                collect(images.convert_indexed(task, options))
+        else:
+            context = multiprocessing.get_context(_START_METHOD)
+            chunk = max(1, min(64, len(tasks) // (workers * 8)))
+            with context.Pool(workers, images.init_worker, (options,)) as pool:
+                for result in pool.imap_unordered(images.convert_task, tasks, chunk):
+                    collect(result)
+    progress.finish()
+    return kept, details
+
+
+def _read_staged(staged, location: tuple[int, int]) -> bytes:
+    offset, length = location
+    staged.seek(offset)
+    return staged.read(length)
+
+
+# --- checks and messages -----------------------------------------------------------------
+
+
+def _check_arguments(
+    max_reject: float, max_size: int, min_class_count: int, workers: int | None
+) -> None:
+    if not 0 <= max_reject < 1:
+        raise MedtransferError(
+            f"--max-reject must be a fraction in [0, 1), got {max_reject}; e.g. 0.01 allows "
+            f"1% of the images to be rejected."
+        )
+    if max_size < 8:
+        raise MedtransferError(f"--max-size must be at least 8 pixels, got {max_size}.")
+    if min_class_count < 1:
+        raise MedtransferError(f"--min-class-count must be at least 1, got {min_class_count}.")
+    if workers is not None and workers < 1:
+        raise MedtransferError(f"--workers must be at least 1, got {workers}.")
+
+
+def _check_reject_fraction(
+    plan: _Plan, rejected: list[Rejection], excluded: list[Rejection], total: int, decoded: bool
+) -> None:
+    """Fails with the numbers and the path of ``rejected.csv`` when too many are rejected;
+    ``rejected.csv`` is written first so the user can look, and no manifest is written."""
+    out, max_reject = plan.out, plan.max_reject
+    if decoded or len(rejected) / total > max_reject:
+        write_rejected(out / REJECTED_CSV, rejected, excluded)
+    if len(rejected) / total <= max_reject:
+        return
+    (out / _STAGING).unlink(missing_ok=True)
+    reasons = Counter(r.reason.split(" (")[0] for r in rejected).most_common(3)
+    common = ", ".join(f"{n} {reason}" for reason, n in reasons)
+    before = "" if decoded else " before decoding (the rest were not decoded)"
+    raise MedtransferError(
+        f"{len(rejected):,} of {total:,} images ({len(rejected) / total:.1%}) were rejected"
+        f"{before}, more than --max-reject {max_reject:g} ({max_reject:.1%}) allows; most "
+        f"often: {common}. See {out / REJECTED_CSV} for every file and its reason, fix or "
+        f"remove those files, or raise --max-reject to accept the loss. Nothing was "
+        f"prepared (no manifest.json)."
+    )
+
+
+def _summary(manifest: dict[str, Any]) -> str:
+    totals = manifest.get("totals", {})
+    return (
+        f"{totals.get('all', 0):,} images, {manifest.get('num_classes')} classes, "
+        f"created {manifest.get('created')}"
+    )
+
+
+def _preprocessing_text(spec: DatasetSpec, scan: SourceScan, max_size: int) -> str:
+    steps = ["decoded with OpenCV to 8-bit RGB"]
+    if spec.preprocessing:
+        steps.append(spec.preprocessing)
+    if scan.selection is not None:
+        steps.append(scan.selection["rule"])
+    steps.append(f"longer side ≤ {max_size} px (area interpolation; never enlarged)")
+    steps.append("stored as PNG")
+    return "; ".join(steps)
+
+
+def _counts(split: pd.DataFrame, class_names: list[str]) -> dict[str, dict[str, int]]:
+    table = split.groupby(["split", "label"]).size()
+    return {s: {name: int(table.get((s, name), 0)) for name in class_names} for s in shards.SPLITS}
+
+
+def _selection_with_counts(
+    selection: dict[str, Any] | None, split: pd.DataFrame
+) -> dict[str, Any] | None:
+    if selection is None:
+        return None
+    kept = split["label"].value_counts()
+    return {
+        **selection,
+        "prepared_per_class": {name: int(kept.get(name, 0)) for name in selection["kept_classes"]},
+        "prepared_images": len(split),
+    }
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _result(out: Path, manifest: dict[str, Any], skipped: bool) -> PrepareResult:
+    return PrepareResult(
+        path=out,
+        skipped=skipped,
+        counts=manifest["counts"],
+        num_rejected=manifest["num_rejected"],
+        num_excluded=manifest.get("num_excluded", 0),
+        class_names=list(manifest["class_names"]),
+        manifest=manifest,
+    )
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """Returns the folder's manifest when it marks a complete prepare of this format.
+
+    A missing, unreadable or other-format manifest, or one whose ``split.csv`` or shards
+    are gone, gives None: the folder does not hold a usable prepared dataset.
+    """
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format_version") != shards.FORMAT_VERSION:
+        return None
+    names = [name for split in manifest.get("shards", {}).values() for name in split]
+    if not (folder / SPLIT_CSV).is_file() or not all((folder / n).is_file() for n in names):
+        return None
+    return manifest
+
+
+def remove_prepare_files(folder: Path) -> None:
+    """Deletes what an earlier (possibly interrupted) prepare wrote, and nothing else.
+
+    The manifest goes first, so that a folder is never left with a manifest describing
+    shards that are already gone.
+    """
+    (folder / MANIFEST).unlink(missing_ok=True)
+    for path in folder.iterdir():
+        name = path.name
+        ours = (
+            name in (SPLIT_CSV, REJECTED_CSV, _STAGING)
+            or name.startswith(_MANIFEST_TEMP_PREFIX)
+            or (_is_shard_name(name))
+        )
+        if ours and path.is_file():
+            path.unlink()
+
+
+def _is_shard_name(name: str) -> bool:
+    split, _, rest = name.partition("-")
+    return split in shards.SPLITS and rest.endswith(".tfrecord") and rest[:-9].isdigit()
+
+
+def write_rejected(path: Path, rejected: list[Rejection], excluded: list[Rejection]) -> None:
+    """Writes ``rejected.csv`` (path,id,reason): bad input first, then selection exclusions."""
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "id", "reason"])
+        for row in [*rejected, *excluded]:
+            writer.writerow([row.path, row.id, row.reason])
+
+
+def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
+    """Writes JSON to a temporary file in the same folder, then renames it into place, so
+    readers see either no file or the complete one, even after a crash."""
+    temp = path.with_name(f"{_MANIFEST_TEMP_PREFIX}{os.getpid()}.tmp")
+    with open(temp, "w") as file:
+        json.dump(content, file, indent=2, ensure_ascii=False)
+        file.write("\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temp, path)
+
+
+# --- progress ----------------------------------------------------------------------------
+
+
+class _Progress:
+    """A progress line on stderr: "prepare NAME: 1,200/220,025 images (0.5%), ..., ETA 10:28".
+
+    On a terminal the line is rewritten in place a few times a second; in a log file
+    (not a TTY) a new line is written every 5%, so logs stay short.
+    """
+
+    def __init__(self, name: str, enabled: bool, stream: TextIO | None = None):
+        self.name = name
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.tty = enabled and self.stream.isatty()
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.started = time.monotonic()
+        self.last_print = -math.inf
+        self.next_step = 0.05
+
+    def advance(self) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self.tty:
+            if now - self.last_print >= 0.2 or self.done == self.total:
+                self.last_print = now
+                self.stream.write("\r" + self.line(now))
+                self.stream.flush()
+        elif self.done >= self.total * self.next_step or self.done == self.total:
+            while self.next_step <= self.done / self.total:
+                self.next_step += 0.05
+            print(self.line(now), file=self.stream, flush=True)
+
+    def finish(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.started, 1e-6)
+        rate = self.done / elapsed
+        remaining = (self.total - self.done) / rate if rate > 0 else math.inf
+        percent = 100.0 * self.done / max(self.total, 1)
+        return (
+            f"prepare {self.name}: {self.done:,}/{self.total:,} images ({percent:.1f}%), "
+            f"{rate:,.0f} img/s, ETA {_clock(remaining)}"
+        )
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "--:--"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -1,0 +1,173 @@
+"""Loading a prepared dataset by name: ``load_prepared("cancer")``.
+
+A name resolves, in this order, to: a prepared folder ``<data_dir>/<name>/`` (any name:
+your own ``folder``, ``csv`` or ``medmnist`` data prepared with ``--out
+datasets/NAME``); ``digits``, which is prepared on first use; a registered dataset not
+prepared yet, which fails with where to download it and the ``prepare`` command; or an
+unknown name, which fails with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medtransfer.data import shards
+from medtransfer.data.prepare import MANIFEST, SPLIT_CSV, prepare_dataset
+from medtransfer.data.registry import DATASETS, DatasetSpec
+from medtransfer.errors import MedtransferError, look_up_option
+
+# Layouts for the user's own data: they have no single dataset to download.
+_OWN_DATA_LAYOUTS = ("folder", "csv", "medmnist")
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedDataset:
+    """A prepared dataset folder, ready for the input pipeline.
+
+    Attributes:
+        name: the folder name, which ``run --dataset`` uses.
+        path: the folder.
+        manifest: the contents of ``manifest.json``.
+        class_names: the classes; a label index is a position in this list.
+        split: ``split.csv``: one row per image (id, label, split), in shard order.
+        spec: the :class:`DatasetSpec` of the layout it was prepared from (learning
+            rate and augmentation defaults).
+    """
+
+    name: str
+    path: Path
+    manifest: dict[str, Any] = field(repr=False)
+    class_names: list[str]
+    split: pd.DataFrame = field(repr=False)
+    spec: DatasetSpec = field(repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def shard_paths(self, split: str) -> list[Path]:
+        """The TFRecord files of ``split`` ("train", "validation" or "test"), in order."""
+        if split not in shards.SPLITS:
+            raise ValueError(f"split must be one of {shards.SPLITS}, got {split!r}")
+        return [self.path / name for name in self.manifest["shards"][split]]
+
+    def split_frame(self, split: str) -> pd.DataFrame:
+        """The rows of ``split.csv`` for ``split``, in shard order, indexed from 0."""
+        if split not in shards.SPLITS:
+            raise ValueError(f"split must be one of {shards.SPLITS}, got {split!r}")
+        return self.split[self.split["split"] == split].reset_index(drop=True)
+
+
+def load_prepared(name: str, data_dir: Path = Path("datasets")) -> PreparedDataset:
+    """Loads the prepared dataset ``name`` from ``data_dir``.
+
+    Args:
+        name: a prepared folder's name under ``data_dir``, or a registered dataset.
+        data_dir: where prepared datasets live (``--data-dir``).
+
+    Returns:
+        The :class:`PreparedDataset`.
+
+    Raises:
+        MedtransferError: the dataset is not prepared (with the download and ``prepare``
+            commands), the name is unknown (with a did-you-mean), or the folder was
+            prepared by an incompatible version of medtransfer.
+    """
+    data_dir = Path(data_dir)
+    folder = data_dir / name
+    if not (folder / MANIFEST).is_file():
+        if name == "digits":
+            print(
+                f"{folder} is not prepared yet; preparing it from scikit-learn's bundled "
+                f"digits (1,797 images, a few seconds).",
+                file=sys.stderr,
+                flush=True,
+            )
+            prepare_dataset("digits", None, folder, progress=False)
+        else:
+            _raise_not_prepared(name, data_dir)
+    return _load_folder(folder)
+
+
+def _load_folder(folder: Path) -> PreparedDataset:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError) as error:
+        raise MedtransferError(
+            f"{folder / MANIFEST} cannot be read ({error}). Prepare the dataset again with "
+            f"'medtransfer prepare LAYOUT --source DIR --out {folder} --force'."
+        ) from None
+    layout = manifest.get("layout", "?")
+    again = (
+        f"'medtransfer prepare {layout} --source {manifest.get('source', 'DIR')} "
+        f"--out {folder} --force'"
+    )
+    if layout == "digits":
+        again = f"'medtransfer prepare digits --out {folder} --force'"
+    version = manifest.get("format_version")
+    if version != shards.FORMAT_VERSION:
+        raise MedtransferError(
+            f"{folder} was prepared in format version {version}, but this medtransfer reads "
+            f"version {shards.FORMAT_VERSION}. Prepare it again: {again}."
+        )
+    if layout not in DATASETS:
+        raise MedtransferError(
+            f"{folder / MANIFEST} names the layout '{layout}', which this medtransfer does not "
+            f"know (known: {', '.join(DATASETS.names())}). Prepare it again with a known layout."
+        )
+    missing = [
+        name
+        for names in manifest["shards"].values()
+        for name in names
+        if not (folder / name).is_file()
+    ]
+    if missing or not (folder / SPLIT_CSV).is_file():
+        lost = ", ".join(missing[:3]) or SPLIT_CSV
+        raise MedtransferError(
+            f"{folder} is incomplete: {lost} {'is' if len(missing) <= 1 else 'are'} missing. "
+            f"Prepare it again: {again}."
+        )
+    # Ids such as "0001" or "1e5" must stay text, and an empty label must not become NaN.
+    split = pd.read_csv(folder / SPLIT_CSV, dtype=str, keep_default_na=False)
+    return PreparedDataset(
+        name=folder.name,
+        path=folder,
+        manifest=manifest,
+        class_names=list(manifest["class_names"]),
+        split=split,
+        spec=DATASETS.get(layout),
+    )
+
+
+def _prepared_names(data_dir: Path) -> list[str]:
+    if not data_dir.is_dir():
+        return []
+    return sorted(p.name for p in data_dir.iterdir() if (p / MANIFEST).is_file())
+
+
+def _raise_not_prepared(name: str, data_dir: Path) -> None:
+    out = "" if data_dir == Path("datasets") else f" --out {data_dir / name}"
+    if name in _OWN_DATA_LAYOUTS:
+        spec = DATASETS.get(name)
+        raise MedtransferError(
+            f"'{name}' is a layout for your own data, not a dataset: prepare your data under "
+            f"a name of your choice with 'medtransfer prepare {name} --source "
+            f"{'FILE' if name == 'csv' else 'DIR'} --out {data_dir / 'NAME'}', then use "
+            f"--dataset NAME. {spec.description}"
+        )
+    if name in DATASETS:
+        spec = DATASETS.get(name)
+        raise MedtransferError(
+            f"Dataset '{name}' is not prepared yet ({data_dir / name}/manifest.json does not "
+            f"exist). Download it: {spec.download} Then prepare it once: 'medtransfer prepare "
+            f"{name} --source DIR{out}', with DIR the unzipped folder."
+        )
+    prepared = _prepared_names(data_dir)
+    choices = [*DATASETS.names(), *(p for p in prepared if p not in DATASETS)]
+    look_up_option(name, choices, "dataset")

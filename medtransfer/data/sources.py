@@ -1,0 +1,598 @@
+"""One reader per source layout, exactly as each dataset is downloaded.
+
+A reader looks at the source without decoding any image. It returns a
+:class:`SourceScan`: the candidate images (id, class name, the file or files holding
+the pixels, or the pixels themselves for in-memory arrays), and every image it already
+knows to be unusable (missing file, unknown label, duplicate id) with the reason.
+Decoding, and the rejections that only decoding finds, happen later in ``prepare``.
+
+Readers share one signature, ``reader(source, *, min_class_count) -> SourceScan``;
+``min_class_count`` only matters to the protein reader's selection rule.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medtransfer.errors import MedtransferError
+
+# Files that operating systems drop into image folders; they are not images of a class.
+IGNORED_FILES = frozenset({"thumbs.db", ".ds_store", "desktop.ini"})
+
+PROTEIN_CLASSES = (
+    "Nucleoplasm",
+    "Nuclear membrane",
+    "Nucleoli",
+    "Nucleoli fibrillar center",
+    "Nuclear speckles",
+    "Nuclear bodies",
+    "Endoplasmic reticulum",
+    "Golgi apparatus",
+    "Peroxisomes",
+    "Endosomes",
+    "Lysosomes",
+    "Intermediate filaments",
+    "Actin filaments",
+    "Focal adhesion sites",
+    "Microtubules",
+    "Microtubule ends",
+    "Cytokinetic bridge",
+    "Mitotic spindle",
+    "Microtubule organizing center",
+    "Centrosome",
+    "Lipid droplets",
+    "Plasma membrane",
+    "Cell junctions",
+    "Mitochondria",
+    "Aggresome",
+    "Cytosol",
+    "Cytoplasmic bodies",
+    "Rods & rings",
+)
+"""Human Protein Atlas class names; the position is the class id used in ``Target``."""
+
+DEFAULT_MIN_CLASS_COUNT = 100
+"""Proteins: a class enters the single-label subset with at least this many images."""
+
+MEDMNIST_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One image a layout offers, before it is decoded.
+
+    Attributes:
+        id: unique within the dataset; becomes the ``id`` in ``split.csv`` and the shards.
+        label: the class name.
+        paths: the file holding the image, or the red, green and blue files of a protein
+            stack. Empty for in-memory images.
+        pixels: the uint8 pixels of an in-memory image (MedMNIST, digits), else None.
+        split: the official split for layouts that have one (MedMNIST), else None.
+    """
+
+    id: str
+    label: str
+    paths: tuple[str, ...] = ()
+    pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
+    split: str | None = None
+
+    @property
+    def path(self) -> str:
+        """The path to show for this image in ``rejected.csv``."""
+        return self.paths[0] if self.paths else ""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One row of ``rejected.csv``: an image left out, and why."""
+
+    path: str
+    id: str
+    reason: str
+
+
+@dataclass
+class SourceScan:
+    """What a reader found in a source.
+
+    Attributes:
+        class_names: the classes, in label-index order.
+        candidates: the images to decode, in source order.
+        rejected: images the reader already knows are unusable; they count towards
+            ``--max-reject``.
+        excluded: images a dataset's selection rule leaves out (the protein single-label
+            subset); listed in ``rejected.csv`` but not counted towards ``--max-reject``.
+        files: ``(path, size)`` of every source file used, for the fingerprint.
+        source_label: what ``manifest.json`` records as the source.
+        official_splits: the candidates carry their own split (MedMNIST).
+        selection: the selection rule and its counts, for ``manifest.json``, or None.
+    """
+
+    class_names: list[str]
+    candidates: list[Candidate]
+    rejected: list[Rejection]
+    excluded: list[Rejection]
+    files: list[tuple[str, int]]
+    source_label: str
+    official_splits: bool = False
+    selection: dict[str, Any] | None = None
+
+
+def class_order(names: Iterable[str]) -> list[str]:
+    """Sorts class names, numerically when every name is an integer ("2" before "10")."""
+    names = sorted(set(names))
+    if names and all(re.fullmatch(r"-?\d+", name) for name in names):
+        return sorted(names, key=int)
+    return names
+
+
+def _layout_error(layout: str, problem: str, expected: str) -> MedtransferError:
+    return MedtransferError(
+        f"{problem} The {layout} layout expects {expected}, exactly as downloaded and "
+        f"unzipped (see datasets/README.md). Point --source at that folder."
+    )
+
+
+def _require_source(source: Path | None, layout: str) -> Path:
+    if source is None:
+        raise MedtransferError(
+            f"{layout} needs --source: the folder (or file) you downloaded. Run "
+            f"'medtransfer prepare {layout} --source DIR'; datasets/README.md says where to "
+            f"get the data."
+        )
+    if not source.exists():
+        raise MedtransferError(
+            f"--source {source} does not exist. Check the path; it should point at the "
+            f"downloaded {layout} data."
+        )
+    return source
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".") and name.lower() not in IGNORED_FILES
+
+
+def _list_files(folder: Path) -> dict[str, int]:
+    """Maps each file name directly in ``folder`` to its size, in one directory pass."""
+    sizes = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file():
+                sizes[entry.name] = entry.stat().st_size
+    return sizes
+
+
+def _read_csv(path: Path, required: tuple[str, ...], layout: str) -> Iterator[tuple[int, dict]]:
+    """Yields ``(line number, row)`` of a CSV whose header must hold ``required``."""
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        reader = csv.DictReader(file)
+        header = [name.strip() for name in reader.fieldnames or []]
+        missing = [name for name in required if name not in header]
+        if missing:
+            raise MedtransferError(
+                f"{path} has no column {', '.join(repr(m) for m in missing)} (its columns: "
+                f"{', '.join(header) or 'none'}). The {layout} layout needs the columns "
+                f"{', '.join(required)}; rename the header row or point --source at the "
+                f"right file."
+            )
+        reader.fieldnames = header
+        for row in reader:
+            yield reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}
+
+
+class _ScanBuilder:
+    """Collects candidates and the reader-level rejections, with the same checks and
+    reasons for every layout: duplicate id, then unknown label, then missing file."""
+
+    def __init__(self, class_names: list[str], valid_text: str | None = None):
+        self.class_names = class_names
+        self._valid = set(class_names)
+        self._valid_text = valid_text or ", ".join(class_names)
+        self._first_seen: dict[str, str] = {}
+        self.candidates: list[Candidate] = []
+        self.rejected: list[Rejection] = []
+        self.excluded: list[Rejection] = []
+        self.files: list[tuple[str, int]] = []
+
+    def claim_id(self, image_id: str, path: str, origin: str) -> bool:
+        """Records ``image_id``; a later image with the same id is rejected."""
+        if image_id in self._first_seen:
+            reason = f"duplicate id (first seen at {self._first_seen[image_id]})"
+            self.rejected.append(Rejection(path, image_id, reason))
+            return False
+        self._first_seen[image_id] = origin
+        return True
+
+    def check_label(self, image_id: str, label: str, path: str) -> bool:
+        if label in self._valid:
+            return True
+        reason = f"unknown label '{label}' (valid: {self._valid_text})"
+        self.rejected.append(Rejection(path, image_id, reason))
+        return False
+
+    def check_files(self, image_id: str, paths: tuple[str, ...], sizes: list[int | None]) -> bool:
+        for path, size in zip(paths, sizes, strict=True):
+            if size is None:
+                self.rejected.append(Rejection(path, image_id, "missing file"))
+                return False
+        self.files.extend(zip(paths, sizes, strict=True))
+        return True
+
+    def add(
+        self,
+        image_id: str,
+        label: str,
+        paths: tuple[str, ...],
+        sizes: list[int | None],
+        origin: str,
+    ) -> None:
+        """Runs every check and keeps the image as a candidate when it passes them."""
+        if not self.claim_id(image_id, paths[0], origin):
+            return
+        if not self.check_label(image_id, label, paths[0]):
+            return
+        if self.check_files(image_id, paths, sizes):
+            self.candidates.append(Candidate(image_id, label, paths))
+
+    def scan(self, source_files: list[tuple[str, int]], source_label: str, **extra) -> SourceScan:
+        return SourceScan(
+            class_names=self.class_names,
+            candidates=self.candidates,
+            rejected=self.rejected,
+            excluded=self.excluded,
+            files=source_files + self.files,
+            source_label=source_label,
+            **extra,
+        )
+
+
+def _file_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except OSError:
+        return None
+
+
+def _labelled_folder(
+    source: Path | None,
+    layout: str,
+    csv_name: str,
+    columns: tuple[str, str],
+    image_dir: str,
+    suffix: str,
+    class_names: list[str],
+) -> SourceScan:
+    """Reads the Kaggle layout "labels CSV + one image file per id in a folder"."""
+    source = _require_source(source, layout)
+    expected = f"{csv_name} ({','.join(columns)}) and {image_dir}/<{columns[0]}>{suffix}"
+    labels_csv, images = source / csv_name, source / image_dir
+    if not labels_csv.is_file() or not images.is_dir():
+        missing = csv_name if not labels_csv.is_file() else f"the folder {image_dir}/"
+        raise _layout_error(layout, f"{source} has no {missing}.", expected)
+    sizes = _list_files(images)
+    builder = _ScanBuilder(class_names)
+    id_column, label_column = columns
+    for line, row in _read_csv(labels_csv, columns, layout):
+        image_id, label = row[id_column], row[label_column]
+        name = f"{image_id}{suffix}"
+        builder.add(
+            image_id,
+            label,
+            (str(images / name),),
+            [sizes.get(name)],
+            origin=f"{csv_name} line {line}",
+        )
+    return builder.scan([(str(labels_csv), labels_csv.stat().st_size)], str(source))
+
+
+def read_cancer(source: Path | None, *, min_class_count: int) -> SourceScan:
+    """Histopathologic cancer detection: ``train_labels.csv`` (id,label) + ``train/<id>.tif``."""
+    return _labelled_folder(
+        source, "cancer", "train_labels.csv", ("id", "label"), "train", ".tif", ["0", "1"]
+    )
+
+
+def read_retina(source: Path | None, *, min_class_count: int) -> SourceScan:
+    """APTOS 2019: ``train.csv`` (id_code,diagnosis 0-4) + ``train_images/<id_code>.png``."""
+    return _labelled_folder(
+        source,
+        "retina",
+        "train.csv",
+        ("id_code", "diagnosis"),
+        "train_images",
+        ".png",
+        ["0", "1", "2", "3", "4"],
+    )
+
+
+def read_proteins(source: Path | None, *, min_class_count: int) -> SourceScan:
+    """Human Protein Atlas: ``train.csv`` (Id,Target) + ``train/<Id>_<stain>.png``.
+
+    The study's single-label subset is selected from ``train.csv``: images with exactly
+    one class id, and, among them, classes with at least ``min_class_count`` images. The
+    images it leaves out are ``excluded`` (listed, not counted as rejected); only the
+    selected images are checked for their files. RGB comes from the red, green and blue
+    stains; the yellow stain is not used and not required.
+    """
+    layout = "proteins"
+    source = _require_source(source, layout)
+    expected = "train.csv (Id,Target) and train/<Id>_{red,green,blue,yellow}.png"
+    labels_csv, images = source / "train.csv", source / "train"
+    if not labels_csv.is_file() or not images.is_dir():
+        missing = "train.csv" if not labels_csv.is_file() else "the folder train/"
+        raise _layout_error(layout, f"{source} has no {missing}.", expected)
+    valid_ids = {str(i) for i in range(len(PROTEIN_CLASSES))}
+    builder = _ScanBuilder(list(PROTEIN_CLASSES), valid_text=f"0-{len(PROTEIN_CLASSES) - 1}")
+    rows = []  # (image_id, class id, first image path) of the single-label rows
+    multi_label = csv_rows = 0
+    for line, row in _read_csv(labels_csv, ("Id", "Target"), layout):
+        csv_rows += 1
+        image_id = row["Id"]
+        path = str(images / f"{image_id}_green.png")
+        if not builder.claim_id(image_id, path, f"train.csv line {line}"):
+            continue
+        targets = set(row["Target"].split())
+        unknown = sorted(targets - valid_ids) or ([""] if not targets else [])
+        if unknown:
+            builder.check_label(image_id, unknown[0], path)
+            continue
+        if len(targets) > 1:
+            multi_label += 1
+            reason = "multi-label (not in the single-label subset)"
+            builder.excluded.append(Rejection(path, image_id, reason))
+            continue
+        rows.append((image_id, targets.pop(), path))
+
+    per_class = Counter(class_id for _, class_id, _ in rows)
+    kept_ids = sorted((c for c, n in per_class.items() if n >= min_class_count), key=int)
+    if not kept_ids:
+        raise MedtransferError(
+            f"No protein class has {min_class_count} or more single-label images in "
+            f"{labels_csv} (the most is {max(per_class.values(), default=0)}). Lower "
+            f"--min-class-count, or check that --source is the full download."
+        )
+    kept = set(kept_ids)
+    sizes = _list_files(images)
+    for image_id, class_id, path in rows:
+        name = PROTEIN_CLASSES[int(class_id)]
+        if class_id not in kept:
+            reason = (
+                f"class '{name}' below --min-class-count "
+                f"({per_class[class_id]} < {min_class_count})"
+            )
+            builder.excluded.append(Rejection(path, image_id, reason))
+            continue
+        names = [f"{image_id}_{stain}.png" for stain in ("red", "green", "blue")]
+        paths = tuple(str(images / n) for n in names)
+        if builder.check_files(image_id, paths, [sizes.get(n) for n in names]):
+            builder.candidates.append(Candidate(image_id, name, paths))
+
+    builder.class_names = [PROTEIN_CLASSES[int(c)] for c in kept_ids]
+    selection = {
+        "rule": (
+            "single-label subset: images of train.csv with exactly one class id; classes "
+            f"with at least {min_class_count} such images"
+        ),
+        "min_class_count": min_class_count,
+        "rows": csv_rows,
+        "multi_label": multi_label,
+        "single_label": len(rows),
+        "single_label_per_class": {
+            PROTEIN_CLASSES[int(c)]: per_class[c] for c in sorted(per_class, key=int)
+        },
+        "kept_classes": {PROTEIN_CLASSES[int(c)]: int(c) for c in kept_ids},
+        "dropped_classes": {
+            PROTEIN_CLASSES[int(c)]: per_class[c]
+            for c in sorted(per_class, key=int)
+            if c not in kept
+        },
+        "selected_images": sum(per_class[c] for c in kept_ids),
+    }
+    return builder.scan(
+        [(str(labels_csv), labels_csv.stat().st_size)], str(source), selection=selection
+    )
+
+
+def _image_files(folder: Path) -> Iterator[Path]:
+    """Every visible file under ``folder``, recursively, in sorted order."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if _visible(name):
+                yield Path(root) / name
+
+
+def read_cats_vs_dogs(source: Path | None, *, min_class_count: int) -> SourceScan:
+    """Cats vs dogs, in either public layout.
+
+    - Kaggle "dogs-vs-cats": ``train/cat.<n>.jpg`` and ``train/dog.<n>.jpg``; the label
+      is the file name's prefix.
+    - Microsoft "PetImages": ``PetImages/Cat/<n>.jpg`` and ``PetImages/Dog/<n>.jpg``
+      (``--source`` may be the folder holding ``PetImages`` or ``PetImages`` itself).
+      Its zero-byte and unreadable files end up in ``rejected.csv``.
+
+    Ids are ``cat.<n>`` / ``dog.<n>`` in both layouts.
+    """
+    layout = "cats_vs_dogs"
+    source = _require_source(source, layout)
+    classes = ["cat", "dog"]
+    builder = _ScanBuilder(classes)
+    pets = source / "PetImages" if (source / "PetImages").is_dir() else source
+    if (source / "train").is_dir():
+        train = source / "train"
+        for path in _image_files(train):
+            label = path.name.split(".", 1)[0].lower()
+            image_id = path.relative_to(train).with_suffix("").as_posix()
+            builder.add(image_id, label, (str(path),), [path.stat().st_size], str(path))
+    elif (pets / "Cat").is_dir() or (pets / "Dog").is_dir():
+        for folder in sorted(p for p in pets.iterdir() if p.is_dir() and _visible(p.name)):
+            label = folder.name.lower()
+            for path in _image_files(folder):
+                image_id = f"{label}.{path.relative_to(folder).with_suffix('').as_posix()}"
+                builder.add(image_id, label, (str(path),), [path.stat().st_size], str(path))
+    elif (source / "train.zip").is_file():
+        raise MedtransferError(
+            f"{source} holds train.zip but no train/ folder. Unzip it first "
+            f"('unzip {source / 'train.zip'} -d {source}'), then prepare again."
+        )
+    else:
+        raise _layout_error(
+            layout,
+            f"{source} has neither a train/ folder nor PetImages/Cat and PetImages/Dog.",
+            "train/cat.<n>.jpg and train/dog.<n>.jpg (Kaggle dogs-vs-cats) or "
+            "PetImages/Cat/<n>.jpg and PetImages/Dog/<n>.jpg (Microsoft)",
+        )
+    return builder.scan([], str(source))
+
+
+def read_folder(source: Path | None, *, min_class_count: int) -> SourceScan:
+    """Your own images, one subfolder per class: ``<source>/<class>/**/<image>``.
+
+    Class names are the subfolder names; files directly in ``source`` belong to no class
+    and are ignored. Any image format OpenCV reads (jpg, png, tif, bmp, webp) with 1, 3
+    or 4 channels; other files are rejected as "not an image".
+    """
+    layout = "folder"
+    source = _require_source(source, layout)
+    expected = "one subfolder per class holding that class's images: <source>/<class>/<image>"
+    if not source.is_dir():
+        raise _layout_error(layout, f"--source {source} is a file, not a folder.", expected)
+    folders = [p for p in source.iterdir() if p.is_dir() and _visible(p.name)]
+    if not folders:
+        raise _layout_error(layout, f"{source} has no subfolders.", expected)
+    by_name = {folder.name: folder for folder in folders}
+    builder = _ScanBuilder(class_order(by_name))
+    for label in builder.class_names:
+        for path in _image_files(by_name[label]):
+            image_id = path.relative_to(source).as_posix()
+            builder.add(image_id, label, (str(path),), [path.stat().st_size], image_id)
+    return builder.scan([], str(source))
+
+
+def read_csv_layout(source: Path | None, *, min_class_count: int) -> SourceScan:
+    """Your own images listed in a CSV with the columns ``path`` and ``label``.
+
+    ``--source`` is the CSV file. Relative paths are relative to the CSV's folder. An
+    optional ``id`` column names the images; without it the path is the id. Class names
+    are the distinct labels; an empty label is rejected.
+    """
+    layout = "csv"
+    source = _require_source(source, layout)
+    if source.is_dir():
+        raise MedtransferError(
+            f"--source {source} is a folder; the csv layout needs the CSV file itself "
+            f"(columns path,label), e.g. --source {source / 'labels.csv'}."
+        )
+    rows = list(_read_csv(source, ("path", "label"), layout))
+    builder = _ScanBuilder(class_order(row["label"] for _, row in rows if row["label"]))
+    for line, row in rows:
+        path = Path(row["path"])
+        if not path.is_absolute():
+            path = source.parent / path
+        image_id = row.get("id") or row["path"]
+        origin = f"{source.name} line {line}"
+        if not row["label"]:
+            if builder.claim_id(image_id, str(path), origin):
+                builder.rejected.append(Rejection(str(path), image_id, "empty label"))
+            continue
+        builder.add(image_id, row["label"], (str(path),), [_file_size(path)], origin)
+    return builder.scan([(str(source), source.stat().st_size)], str(source))
+
+
+def _medmnist_file(source: Path) -> Path:
+    if source.is_file():
+        return source
+    found = sorted(source.glob("*.npz"))
+    if len(found) != 1:
+        listing = ", ".join(p.name for p in found) or "none"
+        raise MedtransferError(
+            f"--source {source} must be one MedMNIST .npz file or a folder holding exactly "
+            f"one (found: {listing}). Pass the file itself, e.g. --source "
+            f"{source / 'pathmnist.npz'}."
+        )
+    return found[0]
+
+
+def read_medmnist(source: Path | None, *, min_class_count: int) -> SourceScan:
+    """A MedMNIST ``.npz`` (2D, single-label), keeping its official train/val/test splits.
+
+    Images are ``(N, H, W)`` or ``(N, H, W, 3)`` uint8, labels ``(N, 1)`` class indices.
+    Class names are the label values as text ("0", "1", ...). Ids are
+    ``<split>-<index>`` with the npz's own split names (``train``, ``val``, ``test``).
+    """
+    layout = "medmnist"
+    path = _medmnist_file(_require_source(source, layout))
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise MedtransferError(
+            f"{path} is not a readable .npz file ({error}). Download it again from "
+            f"MedMNIST (see datasets/README.md)."
+        ) from None
+    keys = [f"{split}_{kind}" for split in MEDMNIST_SPLITS for kind in ("images", "labels")]
+    with archive:
+        missing = [key for key in keys if key not in archive.files]
+        if missing:
+            raise MedtransferError(
+                f"{path} has no {', '.join(missing)} (it holds: {', '.join(archive.files)}). "
+                f"A MedMNIST .npz holds {', '.join(keys)}; is this a MedMNIST file?"
+            )
+        arrays = {key: archive[key] for key in keys}
+    labels = {}
+    for split in MEDMNIST_SPLITS:
+        images, split_labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if split_labels.ndim == 2 and split_labels.shape[1] != 1:
+            raise MedtransferError(
+                f"{path} is multi-label ({split}_labels has shape {split_labels.shape}), "
+                f"like ChestMNIST. medtransfer trains single-label classifiers; use a "
+                f"single-label MedMNIST subset."
+            )
+        shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3))
+        if images.dtype != np.uint8 or not shape_ok or len(images) != len(split_labels):
+            raise MedtransferError(
+                f"{path}: {split}_images is {images.dtype} {images.shape} with "
+                f"{len(split_labels)} labels; expected uint8 (N, H, W) or (N, H, W, 3) with "
+                f"one label per image. 3D MedMNIST subsets are not supported."
+            )
+        labels[split] = [str(int(v)) for v in split_labels.reshape(len(split_labels))]
+    builder = _ScanBuilder(class_order(v for values in labels.values() for v in values))
+    for split, official in MEDMNIST_SPLITS.items():
+        images = arrays[f"{split}_images"]
+        if images.ndim == 4 and images.shape[3] == 1:
+            images = images[..., 0]
+        for index, label in enumerate(labels[split]):
+            image_id = f"{split}-{index:06d}"
+            builder.candidates.append(
+                Candidate(image_id, label, pixels=images[index], split=official)
+            )
+    return builder.scan(
+        [(str(path), path.stat().st_size)], str(path.resolve()), official_splits=True
+    )
+
+
+def read_digits(source: Path | None, *, min_class_count: int) -> SourceScan:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes); needs no source."""
+    if source is not None:
+        raise MedtransferError(
+            "digits is bundled with scikit-learn and takes no --source. Run "
+            "'medtransfer prepare digits' without it."
+        )
+    # Imported here: scikit-learn is slow to import and only digits needs it.
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # Pixel values are 0..16; stretch them to the full 8-bit range.
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    builder = _ScanBuilder([str(d) for d in range(10)])
+    for index, (image, target) in enumerate(zip(images, digits.target, strict=True)):
+        builder.candidates.append(Candidate(f"digit-{index:04d}", str(int(target)), pixels=image))
+    return builder.scan([], "sklearn.datasets.load_digits")
