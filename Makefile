@@ -12,10 +12,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# A real experiment on the bundled digits dataset: small_cnn, 1+4 epochs at 32x32.
+# A real experiment on the bundled digits dataset (configs/demo.yaml).
 demo: $(STAMP)
-	$(BIN)/medtransfer run --dataset digits --net small_cnn --epochs 1+4 --image-size 32 \
-		--batch-size 64 --lr 1e-3 --experiment demo
+	$(BIN)/medtransfer run --config configs/demo.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check medtransfer tests benchmarks
@@ -24,7 +23,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 benchmark: $(STAMP)
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python -m benchmarks.pipeline_throughput
 
 clean-venv:
 	rm -rf $(VENV)

@@ -15,3 +15,15 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits_data_dir(tmp_path_factory):
+    """A data root holding the bundled digits dataset, prepared once per test session."""
+    from medtransfer.data.prepared import load_prepared
+
+    root = tmp_path_factory.mktemp("datasets")
+    load_prepared("digits", root)
+    return root

@@ -67,7 +67,7 @@ class EvaluationSet:
     def from_dataset(cls, dataset: tf.data.Dataset) -> EvaluationSet:
         """Takes a ``(images, one_hot, ids)`` evaluation dataset; reads labels once."""
         labels, ids = [], []
-        for _, one_hot, batch_ids in dataset.map(lambda x, y, i: (y, i)):
+        for one_hot, batch_ids in dataset.map(lambda x, y, i: (y, i)):
             labels.append(np.argmax(one_hot.numpy(), axis=1))
             ids.extend(value.decode() for value in batch_ids.numpy())
         return cls(dataset.map(lambda x, y, i: x), np.concatenate(labels), ids)

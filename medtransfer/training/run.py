@@ -23,7 +23,7 @@ import tensorflow as tf
 from medtransfer import __version__
 from medtransfer.config import RunConfig, save_config, validate
 from medtransfer.data.augment import AugmentConfig
-from medtransfer.data.pipeline import make_dataset, select_train_subset
+from medtransfer.data.pipeline import cached_bytes, make_dataset, select_train_subset
 from medtransfer.data.prepared import PreparedDataset, load_prepared
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import read_json
@@ -145,23 +145,25 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     train_frame = dataset.split_frame("train")
     if config.train_size is not None:
         train_frame = select_train_subset(train_frame, config.train_size, config.seed)
+    frames = {"train": train_frame, "validation": dataset.split_frame("validation"),
+              "test": dataset.split_frame("test")}
+    budgets = _cache_budgets(config, {split: len(frame) for split, frame in frames.items()})
     common = dict(
         num_classes=dataset.num_classes,
         image_size=config.image_size,
         batch_size=global_batch,
         preprocess=net.preprocess_input if config.scaling == "native" else None,
-        cache_limit_bytes=config.cache_limit_bytes,
     )
     train = make_dataset(
         dataset.shard_paths("train"), training=True, seed=config.seed,
         augment=_augment_config(config),
         keep_ids=set(train_frame["id"]) if config.train_size is not None else None,
-        num_examples=len(train_frame), **common,
+        num_examples=len(train_frame), cache_limit_bytes=budgets["train"], **common,
     )
     validation, test = (
         EvaluationSet.from_dataset(make_dataset(
             dataset.shard_paths(split), training=False, include_ids=True,
-            num_examples=len(dataset.split_frame(split)), **common))
+            num_examples=len(frames[split]), cache_limit_bytes=budgets[split], **common))
         for split in ("validation", "test")
     )
 
@@ -214,7 +216,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
                     _load_weights(model, run_dir.resume / "state.weights.h5")
                     restore = False
             model.fit(
-                train, epochs=last, initial_epoch=max(first, done), verbose=0,
+                train, epochs=last, initial_epoch=max(first, done), verbose=0, shuffle=False,
                 callbacks=[
                     StopOnDivergence(config.lr),
                     EpochRecorder(run_dir, tensorboard, validation, phase, state, kappa),
@@ -278,6 +280,21 @@ def _augment_config(config: RunConfig) -> AugmentConfig | None:
     if not config.augment or not (config.flips or config.noise or config.color):
         return None
     return AugmentConfig(flips=config.flips, noise=config.noise, color=config.color)
+
+
+def _cache_budgets(config: RunConfig, sizes: dict[str, int]) -> dict[str, int]:
+    """Shares --cache-limit between the splits: validation, then train, then test.
+
+    Validation and train are read every epoch, test once after training, so they come
+    first; a split that does not fit whole gets no cache (tf.data caches all or nothing).
+    """
+    left = config.cache_limit_bytes
+    budgets = {}
+    for split in ("validation", "train", "test"):
+        need = cached_bytes(sizes[split], config.image_size)
+        budgets[split] = need if need <= left else 0
+        left -= budgets[split]
+    return budgets
 
 
 def _restore_progress(run_dir: RunDirectory,

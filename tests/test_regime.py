@@ -1,0 +1,94 @@
+"""The W+E regime, freezing in a real run, strategies and precision, in-process.
+
+The model that ``run_experiment`` builds is recorded with its initial weights, so the
+tests compare exactly what training changed and what it left alone.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from medtransfer.config import RunConfig
+from medtransfer.models.classifier import get_backbone
+from medtransfer.models.freezing import backbone_layers
+from medtransfer.training import run as run_module
+from medtransfer.training.run import run_experiment
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Records each model run_experiment builds, with a copy of its initial weights."""
+    models = []
+    build = run_module.build_model
+
+    def build_and_record(*args, **kwargs):
+        model = build(*args, **kwargs)
+        initial = [[np.array(w) for w in layer.get_weights()]
+                   for layer in backbone_layers(get_backbone(model))]
+        head = [np.array(w) for w in model.layers[-1].get_weights()]
+        models.append((model, initial, head))
+        return model
+
+    monkeypatch.setattr(run_module, "build_model", build_and_record)
+    return models
+
+
+def tiny_config(tmp_path, data_dir, **changes):
+    values = dict(dataset="digits", net="small_cnn", image_size=16, batch_size=64, lr=1e-2,
+                  train_size=200, logdir=str(tmp_path), data_dir=str(data_dir),
+                  experiment="regime", strategy="default")
+    return RunConfig(**{**values, **changes})
+
+
+def unchanged(before, layer):
+    return all(np.array_equal(b, a) for b, a in zip(before, layer.get_weights(), strict=True))
+
+
+def test_warmup_trains_only_the_head(tmp_path, digits_data_dir, recorded):
+    result = run_experiment(tiny_config(tmp_path, digits_data_dir, epochs="1+0", freeze=0.0))
+    model, initial, head = recorded[0]
+    layers = backbone_layers(get_backbone(model))
+    assert all(unchanged(before, layer) for before, layer in zip(initial, layers, strict=True))
+    assert not np.array_equal(head[0], model.layers[-1].get_weights()[0])
+    assert result.metrics["epochs_warmup"] == 1 and result.metrics["best_epoch"] == 1
+
+
+def test_finetune_freezes_the_bottom_fraction(tmp_path, digits_data_dir, recorded):
+    result = run_experiment(tiny_config(tmp_path, digits_data_dir, epochs="0+1", freeze=0.5))
+    model, initial, _ = recorded[0]
+    layers = backbone_layers(get_backbone(model))
+    weighted = [i for i, layer in enumerate(layers) if layer.get_weights()]
+    # small_cnn: conv, bn, pool per block; floor(0.5 * 12) = 6 -> blocks 1-2 frozen.
+    assert result.metrics["frozen_layers"] == 6 and result.metrics["total_layers"] == 12
+    for i in weighted:
+        # Frozen BatchNorm runs in inference mode: its moving statistics stay too.
+        assert unchanged(initial[i], layers[i]) == (i < 6), layers[i].name
+
+
+def test_epochs_are_numbered_across_phases(tmp_path, digits_data_dir):
+    result = run_experiment(tiny_config(tmp_path, digits_data_dir, epochs="2+1"))
+    history = (result.run_dir / "history.csv").read_text().splitlines()[1:]
+    assert [line.split(",")[:2] for line in history] == [
+        ["1", "warmup"], ["2", "warmup"], ["3", "finetune"]]
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_over_two_logical_cpus(tmp_path, digits_data_dir):
+    result = run_experiment(tiny_config(tmp_path, digits_data_dir, epochs="0+1",
+                                        strategy="mirrored", batch_size=32))
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and metrics["global_batch_size"] == 64
+    assert metrics["status"] == "complete" and 0 <= metrics["test_auc_micro"] <= 1
+
+
+def test_mixed_precision_keeps_a_float32_output(tmp_path, digits_data_dir, recorded):
+    result = run_experiment(tiny_config(tmp_path, digits_data_dir, epochs="0+1",
+                                        mixed_precision=True))
+    model = recorded[0][0]
+    assert get_backbone(model).layers[1].compute_dtype == "float16"
+    assert model.layers[-1].compute_dtype == "float32"
+    assert model.output.dtype == "float32"
+    assert result.metrics["status"] == "complete"
+    assert keras.mixed_precision.global_policy().name == "float32"  # reset after the run
