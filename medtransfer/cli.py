@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -131,6 +132,8 @@ def _prepare_parser(subparsers) -> None:
         help="proteins: keep classes with at least this many single-label images")
     add("--workers", type=int, default=None, help="decoding processes (default: every core)")
     add("--force", action="store_true", help="prepare again even if already prepared")
+    add("--no-progress", dest="progress", action="store_false",
+        help="no progress lines (count, rate, ETA) on stderr")
     parser.set_defaults(handler=_prepare)
 
 
@@ -141,7 +144,7 @@ def _prepare(args: argparse.Namespace) -> int:
     result = prepare_dataset(
         args.dataset, args.source, args.out or args.data_dir / args.dataset,
         seed=args.seed, max_reject=args.max_reject, max_size=args.max_size,
-        workers=args.workers, force=args.force, **options,
+        workers=args.workers, force=args.force, progress=args.progress, **options,
     )
     if not result.skipped:
         print(f"prepared {result.path}: "
@@ -162,13 +165,16 @@ def _list(args: argparse.Namespace) -> int:
         print(f"  {net.name:<14}{net.default_input_size:>6}{net.min_input_size:>6}  "
               f"{'yes' if net.imagenet else 'no':<8}  {net.description}")
     print("\ndatasets:")
-    print(f"  {'name':<14}{'classes':>8}{'lr':>8}  {'prepared':<9} description")
+    print(f"  {'name':<14}{'classes':>8}{'lr':>8}  {'prepared':<9} augmentation")
     for spec in DATASETS:
         prepared = (args.data_dir / spec.name / "manifest.json").exists()
         ready = "bundled" if not spec.needs_source else ("yes" if prepared else "no")
         classes = spec.num_classes if spec.num_classes else "-"
-        print(f"  {spec.name:<14}{classes:>8}{spec.default_lr:>8g}  {ready:<9} "
-              f"{spec.description}")
+        augment = ", ".join(name for name in ("flips", "noise", "color")
+                            if getattr(spec.augment, name)) or "none"
+        print(f"  {spec.name:<14}{classes:>8}{spec.default_lr:>8g}  {ready:<9} {augment}")
+        print(textwrap.fill(spec.description, width=88, initial_indent=" " * 6,
+                            subsequent_indent=" " * 6))
     print("\ninits: " + ", ".join(INITS) + ", or a path to a run directory / weights file")
     print("defaults: --epochs 3+50, --freeze 0, --init glorot, --scaling unit, "
           "--batch-size 32")

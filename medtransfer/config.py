@@ -231,8 +231,8 @@ def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConf
         ) from None
     except yaml.YAMLError as error:
         raise MedtransferError(
-            f"Config file '{path}' is not valid YAML ({error}). Fix the syntax; each line "
-            "is 'key: value' with run options written with underscores."
+            f"Config file '{path}' is not valid YAML ({_yaml_problem(error)}). Fix the "
+            "syntax; each line is 'key: value' with run options written with underscores."
         ) from None
     if values is None:
         values = {}
@@ -242,6 +242,15 @@ def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConf
             f"{type(values).__name__}."
         )
     return config_from_mapping(values, base=base, source=str(path))
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's error in one line: the problem and where, without its source excerpt."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(error).split())
 
 
 def validate(config: RunConfig) -> None:

@@ -261,3 +261,17 @@ def write_medmnist(
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
     return written
+
+
+# One tiny dataset per layout, by case name: "<layout>" or "<layout>-<variant>".
+WRITERS = {
+    "cancer": lambda root: write_cancer(root),
+    "retina": lambda root: write_retina(root),
+    "proteins": lambda root: write_proteins(root, {0: 12, 25: 11, 2: 3}),
+    "cats_vs_dogs": lambda root: write_cats_vs_dogs(root, layout="kaggle"),
+    "cats_vs_dogs-petimages": lambda root: write_cats_vs_dogs(root, layout="petimages"),
+    "folder": lambda root: write_folder(root),
+    "csv": lambda root: write_csv(root),
+    "medmnist": lambda root: write_medmnist(root / "pathmnist.npz", rgb=True),
+    "medmnist-gray": lambda root: write_medmnist(root / "organamnist.npz", rgb=False),
+}

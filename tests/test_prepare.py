@@ -12,15 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from layouts import (
-    write_cancer,
-    write_cats_vs_dogs,
-    write_csv,
-    write_folder,
-    write_medmnist,
-    write_proteins,
-    write_retina,
-)
+from layouts import WRITERS, write_cancer, write_folder, write_proteins
 
 from medtransfer.data import images, shards
 from medtransfer.data.prepare import _Progress, prepare_dataset
@@ -28,17 +20,6 @@ from medtransfer.data.prepared import load_prepared
 from medtransfer.data.registry import DATASETS
 from medtransfer.errors import MedtransferError
 
-WRITERS = {
-    "cancer": lambda root: write_cancer(root),
-    "retina": lambda root: write_retina(root),
-    "proteins": lambda root: write_proteins(root, {0: 12, 25: 11, 2: 3}),
-    "cats_vs_dogs": lambda root: write_cats_vs_dogs(root, layout="kaggle"),
-    "cats_vs_dogs-petimages": lambda root: write_cats_vs_dogs(root, layout="petimages"),
-    "folder": lambda root: write_folder(root),
-    "csv": lambda root: write_csv(root),
-    "medmnist": lambda root: write_medmnist(root / "pathmnist.npz", rgb=True),
-    "medmnist-gray": lambda root: write_medmnist(root / "organamnist.npz", rgb=False),
-}
 PROTEIN_NAMES = {"0": "Nucleoplasm", "25": "Cytosol", "2": "Nucleoli"}
 
 
