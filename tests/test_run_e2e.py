@@ -111,6 +111,26 @@ def test_config_yaml_reproduces_the_run(e2e_run):
     for key in ("best_epoch", "val_auc_micro_best", "test_auc_micro", "test_accuracy",
                 "frozen_params", "trainable_params"):
         assert first[key] == second[key], key
+    # --deterministic on the CPU: every number of every epoch is the same, to the last bit.
+    assert history_numbers(run_dir) == history_numbers(root / "logs" / "again" / run_dir.name)
+
+
+@pytest.mark.slow
+def test_another_seed_trains_differently_on_the_same_split(e2e_run, digits_data_dir):
+    root, run_dir, _ = e2e_run
+    split = (digits_data_dir / "digits" / "split.csv").read_bytes()
+    other = medtransfer("run", "--config", str(run_dir / "config.yaml"), "--seed", "1",
+                        cwd=root)
+    assert other.returncode == 0, other.stderr
+    assert history_numbers(run_dir.with_name(run_dir.name[:-1] + "1")) != history_numbers(run_dir)
+    assert (digits_data_dir / "digits" / "split.csv").read_bytes() == split
+
+
+def history_numbers(run_dir):
+    """history.csv without the wall-clock columns."""
+    with (run_dir / "history.csv").open() as stream:
+        return [{k: v for k, v in row.items() if "seconds" not in k}
+                for row in csv.DictReader(stream)]
 
 
 @pytest.mark.slow
