@@ -103,7 +103,7 @@ class RunConfig:
 
     @property
     def cache_limit_bytes(self) -> int:
-        return parse_size(self.cache_limit, "cache_limit")
+        return parse_size(self.cache_limit, "--cache-limit")
 
     @property
     def init_is_path(self) -> bool:
@@ -241,7 +241,14 @@ def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConf
             f"Config file '{path}' must hold a mapping of run options (key: value), not a "
             f"{type(values).__name__}."
         )
-    return config_from_mapping(values, base=base, source=str(path))
+    try:
+        return config_from_mapping(values, base=base, source=str(path))
+    except MedtransferError as error:
+        # A wrong type or value from the file: say which file, as an unknown key does.
+        message = str(error)
+        if not message.startswith(f"In {path}:"):
+            message = f"In {path}: {message}"
+        raise MedtransferError(message) from None
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
@@ -260,7 +267,7 @@ def validate(config: RunConfig) -> None:
         MedtransferError: naming the option, the bad value and the valid range.
     """
     parse_epochs(config.epochs)
-    parse_size(config.cache_limit, "cache_limit")
+    parse_size(config.cache_limit, "--cache-limit")
     if not (isinstance(config.freeze, float | int) and 0.0 <= config.freeze <= 1.0):
         raise MedtransferError(
             f"--freeze {config.freeze} is outside [0, 1]. It is the fraction of the "
@@ -280,7 +287,10 @@ def validate(config: RunConfig) -> None:
             "1e-5 to 1e-4 (Adam); leave it out to use the dataset's default."
         )
     if not 0.0 <= config.dropout < 1.0:
-        raise MedtransferError(f"dropout {config.dropout} must be in [0, 1).")
+        raise MedtransferError(
+            f"--dropout {config.dropout} is outside [0, 1). It is the fraction of the head's "
+            "hidden units dropped at each training step; leave it out for the default 0.5."
+        )
     for name in ("experiment", "dataset", "net"):
         value = getattr(config, name)
         if not value or "/" in value or value in (".", ".."):

@@ -94,6 +94,10 @@ def logdir_through_a_file(ctx: Context) -> list[str]:
     return run("--logdir", "{tmp}/afile/logs")(ctx)
 
 
+def file_left_alone(ctx: Context) -> None:
+    assert (ctx.tmp / "afile").read_text() == "not a folder"
+
+
 def imagenet_offline(ctx: Context) -> list[str]:
     (ctx.tmp / "keras_home").mkdir()
     ctx.monkeypatch.setenv("KERAS_HOME", str(ctx.tmp / "keras_home"))
@@ -176,6 +180,13 @@ def manifest_kept(ctx: Context) -> None:
     assert (ctx.tmp / "out" / "manifest.json").is_file()
 
 
+def empty_source(layout: str) -> Callable[[Context], list[str]]:
+    def setup(ctx: Context) -> list[str]:
+        (ctx.tmp / "source").mkdir()
+        return prepare(layout, "--source", "{tmp}/source", "--out", "{tmp}/out")(ctx)
+    return setup
+
+
 def source_is_a_file(ctx: Context) -> list[str]:
     (ctx.tmp / "image.png").write_bytes(b"")
     return prepare("folder", "--source", "{tmp}/image.png", "--out", "{tmp}/out")(ctx)
@@ -232,9 +243,9 @@ CASES = [
     Case("image-size-zero", run("--image-size", "0"), ["--image-size 0", "≥ 1"]),
     Case("train-size-zero", run("--train-size", "0"), ["--train-size 0", "≥ 1"]),
     Case("lr-negative", run("--lr=-1e-4"), ["--lr -0.0001", "positive", "1e-5"]),
-    Case("dropout-one", run("--dropout", "1"), ["dropout 1.0", "[0, 1)"]),
+    Case("dropout-one", run("--dropout", "1"), ["--dropout 1.0", "outside [0, 1)", "0.5"]),
     Case("cache-limit-not-a-size", run("--cache-limit", "lots"),
-         ["'lots' is not a size", "4GiB"]),
+         ["--cache-limit 'lots' is not a size", "4GiB"]),
     Case("experiment-with-slash", run("--experiment", "a/b"),
          ["experiment 'a/b'", "contain no '/'"]),
     Case("imagenet-for-small-cnn", run("--net", "small_cnn", "--init", "imagenet"),
@@ -264,7 +275,8 @@ CASES = [
 
     # run: log directory
     Case("logdir-not-writable", logdir_through_a_file,
-         ["Cannot write the run directory", "{tmp}/afile/logs", "Not a directory", "--logdir"]),
+         ["Cannot write the run directory", "{tmp}/afile/logs", "Not a directory", "--logdir"],
+         after=file_left_alone),
 
     # run: weights
     Case("weights-file-missing",
@@ -288,7 +300,8 @@ CASES = [
          ["Unknown init 'imagnet'", "Did you mean 'imagenet'", "glorot", "does not exist"],
          after=nothing_trained),
     Case("init-missing-path", run("--image-size", "32", "--init", "{tmp}/runs/old"),
-         ["{tmp}/runs/old", "does not exist"], after=nothing_trained),
+         ["--init {tmp}/runs/old does not exist", "run directory", "weights file", "glorot"],
+         after=nothing_trained),
     Case("init-folder-not-a-run", run("--image-size", "32", "--init", "{tmp}"),
          ["not a run directory", "config.yaml"], after=nothing_trained),
 
@@ -299,8 +312,9 @@ CASES = [
          ["cancer needs --source", "medtransfer prepare cancer --source DIR"]),
     Case("prepare-source-missing", prepare("cancer", "--source", "{tmp}/nowhere"),
          ["--source {tmp}/nowhere does not exist"]),
-    Case("prepare-digits-with-source", prepare("digits", "--source", "{tmp}", "--out", "{tmp}/o"),
-         ["takes no --source"]),
+    Case("prepare-digits-with-source",
+         prepare("digits", "--source", "{tmp}/source", "--out", "{tmp}/out"),
+         ["digits is bundled", "takes no --source", "without it"]),
     Case("prepare-max-reject-above-one", prepare("cancer", "--max-reject", "1.5"),
          ["--max-reject", "[0, 1)", "1.5", "0.01"]),
     Case("prepare-max-reject-negative", prepare("cancer", "--max-reject=-0.1"),
@@ -311,7 +325,7 @@ CASES = [
          ["--workers", "at least 1", "got 0"]),
 
     # prepare: sources
-    Case("prepare-wrong-layout", prepare("cancer", "--source", "{tmp}", "--out", "{tmp}/out"),
+    Case("prepare-wrong-layout", empty_source("cancer"),
          ["train_labels.csv", "cancer layout expects", "--source"]),
     Case("prepare-folder-source-is-file", source_is_a_file,
          ["--source {tmp}/image.png is a file", "one subfolder per class"]),
@@ -327,7 +341,7 @@ CASES = [
     Case("prepare-csv-missing-columns", csv_without_columns,
          ["no column 'path', 'label'", "file, class", "path, label"]),
     Case("prepare-medmnist-not-npz", medmnist_not_npz,
-         ["{tmp}/pathmnist.npz", "not a readable .npz", "MedMNIST"]),
+         ["{tmp}/pathmnist.npz is not a .npz file", "Download it again from MedMNIST"]),
     Case("prepare-medmnist-other-arrays", medmnist_other_arrays,
          ["train_images", "it holds: x, y", "MedMNIST"]),
     Case("prepare-changed-arguments", prepared_with_other_seed,
@@ -370,9 +384,10 @@ SUBPROCESS_CASES = ["freeze-not-a-number", "unknown-net", "prepare-source-missin
 
 
 @pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
-def test_the_real_command_exits_without_traceback(case_id, tmp_path, digits_data_dir):
+def test_the_real_command_exits_without_traceback(case_id, tmp_path, digits_data_dir,
+                                                  monkeypatch):
     case = next(case for case in CASES if case.id == case_id)
-    ctx = Context(tmp_path, digits_data_dir, pytest.MonkeyPatch())
+    ctx = Context(tmp_path, digits_data_dir, monkeypatch)
     argv = case.argv(ctx) if callable(case.argv) else [ctx.expand(a) for a in case.argv]
     done = subprocess.run([sys.executable, "-m", "medtransfer", *argv], capture_output=True,
                           text=True, timeout=120)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -531,6 +532,13 @@ def read_medmnist(source: Path | None, *, min_class_count: int) -> SourceScan:
     """
     layout = "medmnist"
     path = _medmnist_file(_require_source(source, layout))
+    if not zipfile.is_zipfile(path):
+        # np.load would try it as a pickle and suggest allow_pickle: wrong advice here.
+        raise MedtransferError(
+            f"{path} is not a .npz file (an .npz is a zip archive; a failed download often "
+            f"leaves an HTML page or a partial file instead). Download it again from MedMNIST "
+            f"(see datasets/README.md)."
+        )
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:

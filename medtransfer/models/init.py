@@ -83,17 +83,11 @@ def build_model(
     """
     spec = get_net(net)
     check_image_size(spec, image_size)
+    check_init(spec, init, weights_file)
     input_shape = (image_size, image_size, 3)
     if init not in INITS:
-        return _build_from_path(
-            spec, num_classes, input_shape, init, weights_file, head_units, dropout
-        )
+        return _build_from_path(spec, num_classes, input_shape, init, head_units, dropout)
     if init == "glorot":
-        if weights_file is not None:
-            raise MedtransferError(
-                "--weights-file is used by the inits 'imagenet' and 'mean_var', not "
-                "'glorot'. Drop --weights-file, or pass --init imagenet."
-            )
         backbone = spec.build_backbone(input_shape, None)
     else:
         backbone = spec.build_backbone(input_shape, resolve_imagenet_weights(spec, weights_file))
@@ -114,6 +108,69 @@ def check_image_size(spec: NetSpec, image_size: int) -> None:
             f"--image-size {image_size} is too small for net '{spec.name}': its minimum is "
             f"{spec.min_input_size} px and its default {spec.default_input_size} px. "
             f"Pass --image-size {spec.min_input_size} or more."
+        )
+
+
+def check_init(spec: NetSpec, init: str, weights_file: str | Path | None = None) -> None:
+    """Checks ``init`` and ``weights_file`` without reading any weights (fast, so a run
+    can fail before it creates its run directory); a run directory's config.yaml must
+    name this net.
+
+    Raises:
+        MedtransferError: ``imagenet`` / ``mean_var`` for a net without ImageNet weights, a
+            ``weights_file`` that does not exist or does not go with ``init``, an init that
+            is neither a known name nor an existing path (with a did-you-mean), or a run
+            directory of another net or without weights.
+    """
+    if init in ("imagenet", "mean_var"):
+        _check_imagenet(spec, weights_file)
+        return
+    if init == "glorot":
+        if weights_file is not None:
+            raise MedtransferError(
+                "--weights-file is used by the inits 'imagenet' and 'mean_var', not "
+                "'glorot'. Drop --weights-file, or pass --init imagenet."
+            )
+        return
+    if not Path(init).expanduser().exists():
+        if _looks_like_path(init):
+            raise MedtransferError(
+                f"--init {init} does not exist. A path init is an earlier run directory "
+                f"(<logdir>/<experiment>/<run_id>, holding config.yaml and {RUN_WEIGHTS}) or a "
+                f"weights file; check the path, or use one of the inits {', '.join(INITS)}."
+            )
+        try:
+            look_up_option(init, INITS, "init")
+        except MedtransferError as error:
+            raise MedtransferError(
+                f"{error} An init can also be a path to an earlier run directory or a weights "
+                f"file, but '{init}' does not exist."
+            ) from None
+    if weights_file is not None:
+        raise MedtransferError(
+            f"--weights-file is used by the inits 'imagenet' and 'mean_var'; with --init "
+            f"{init} the weights come from that path. Drop --weights-file."
+        )
+    if Path(init).expanduser().is_dir():
+        _run_weights(Path(init).expanduser(), spec)
+
+
+def _looks_like_path(init: str) -> bool:
+    return "/" in init or os.sep in init or init.startswith("~") or init.endswith(".h5")
+
+
+def _check_imagenet(spec: NetSpec, weights_file: str | Path | None) -> None:
+    if not spec.imagenet:
+        with_weights = ", ".join(s.name for s in NETS if s.imagenet)
+        raise MedtransferError(
+            f"Net '{spec.name}' has no ImageNet weights; only {with_weights} do. Use "
+            f"--init glorot, or a path to an earlier run to transfer from another task."
+        )
+    if weights_file is not None and not Path(weights_file).expanduser().is_file():
+        raise MedtransferError(
+            f"--weights-file {weights_file} does not exist. Pass the Keras ImageNet file "
+            f"'{spec.imagenet_file}' ({spec.imagenet_url}) or a .weights.h5 file saved "
+            f"from a '{spec.name}' backbone."
         )
 
 
@@ -145,21 +202,9 @@ def resolve_imagenet_weights(spec: NetSpec, weights_file: str | Path | None = No
         MedtransferError: the net has no ImageNet weights, ``weights_file`` does not exist,
             or the file is not cached and cannot be downloaded.
     """
-    if not spec.imagenet:
-        with_weights = ", ".join(s.name for s in NETS if s.imagenet)
-        raise MedtransferError(
-            f"Net '{spec.name}' has no ImageNet weights; only {with_weights} do. Use "
-            f"--init glorot, or a path to an earlier run to transfer from another task."
-        )
+    _check_imagenet(spec, weights_file)
     if weights_file is not None:
-        path = Path(weights_file).expanduser()
-        if not path.is_file():
-            raise MedtransferError(
-                f"--weights-file {weights_file} does not exist. Pass the Keras ImageNet file "
-                f"'{spec.imagenet_file}' ({spec.imagenet_url}) or a .weights.h5 file saved "
-                f"from a '{spec.name}' backbone."
-            )
-        return path
+        return Path(weights_file).expanduser()
     cache = keras_cache_dir()
     cached = cache / spec.imagenet_file
     if cached.is_file():
@@ -221,24 +266,10 @@ def _build_from_path(
     num_classes: int,
     input_shape: tuple[int, int, int],
     init: str,
-    weights_file: str | Path | None,
     head_units: int,
     dropout: float,
 ) -> keras.Model:
     path = Path(init).expanduser()
-    if not path.exists():
-        try:
-            look_up_option(init, INITS, "init")
-        except MedtransferError as error:
-            raise MedtransferError(
-                f"{error} An init can also be a path to an earlier run directory or a weights "
-                f"file, but '{init}' does not exist."
-            ) from None
-    if weights_file is not None:
-        raise MedtransferError(
-            f"--weights-file is used by the inits 'imagenet' and 'mean_var'; with --init "
-            f"{init} the weights come from that path. Drop --weights-file."
-        )
     file = _run_weights(path, spec) if path.is_dir() else path
     classifier = build_classifier(
         spec.build_backbone(input_shape, None),

@@ -33,7 +33,7 @@ from medtransfer.models.freezing import (
     freeze_bottom_layers,
     freeze_summary,
 )
-from medtransfer.models.init import build_model
+from medtransfer.models.init import build_model, check_init
 from medtransfer.models.registry import get_net
 from medtransfer.training.callbacks import (
     EpochRecorder,
@@ -72,7 +72,8 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
 
     Raises:
         MedtransferError: unknown dataset or net, a dataset not prepared, a class count
-            that does not match, an input size below the net's minimum.
+            that does not match, an input size below the net's minimum, an init or
+            weights file that cannot work (see ``check_init``).
     """
     validate(config)
     net = get_net(config.net)
@@ -90,6 +91,7 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
             f"({net.min_input_size} px). Use at least {net.min_input_size}; the net's "
             f"default is {net.default_input_size}."
         )
+    check_init(net, config.init, config.weights_file)
     defaults = dataset.spec.augment
     resolved = config.replace(
         lr=config.lr if config.lr is not None else dataset.spec.default_lr,

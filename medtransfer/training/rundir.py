@@ -53,9 +53,12 @@ class RunDirectory:
     resume = property(lambda self: self.path / "resume")
 
     def read_metrics(self) -> dict[str, Any] | None:
+        """The run's metrics.json, or None when it cannot be read (no run there yet)."""
         try:
             return read_json(self.metrics)
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
+            # Not only a missing file: a --logdir through a regular file gives "Not a
+            # directory" here, which create() then reports clearly.
             return None
 
     def is_complete(self) -> bool:
