@@ -99,3 +99,10 @@ def test_bad_yaml_files(tmp_path, content, words):
 def test_missing_config_file(tmp_path):
     with pytest.raises(MedtransferError, match="does not exist"):
         load_config_file(tmp_path / "nope.yaml")
+
+
+def test_learning_rate_defaults_are_the_studys():
+    from medtransfer.data.registry import get_dataset
+
+    study = {"cancer": 1e-5, "retina": 1e-4, "proteins": 1e-4, "cats_vs_dogs": 1e-5}
+    assert {name: get_dataset(name).default_lr for name in study} == study

@@ -53,6 +53,9 @@ def test_warmup_trains_only_the_head(tmp_path, digits_data_dir, recorded):
     assert all(unchanged(before, layer) for before, layer in zip(initial, layers, strict=True))
     assert not np.array_equal(head[0], model.layers[-1].get_weights()[0])
     assert result.metrics["epochs_warmup"] == 1 and result.metrics["best_epoch"] == 1
+    # --train-size 200 trains on 200 images; validation and test keep every image.
+    assert result.metrics["train_images"] == 200
+    assert (result.metrics["validation_images"], result.metrics["test_images"]) == (180, 179)
 
 
 def test_finetune_freezes_the_bottom_fraction(tmp_path, digits_data_dir, recorded):

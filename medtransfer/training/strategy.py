@@ -21,16 +21,21 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             without GPUs, over the logical CPU devices (how the tests stand in two CPUs
             for two GPUs); ``default`` is one device.
     """
-    look_up_option(name, ("auto", "mirrored", "default"), "strategy")
     gpus = tf.config.list_logical_devices("GPU")
-    if name == "auto":
-        name = "mirrored" if len(gpus) > 1 else "default"
-    if name == "default":
+    if strategy_kind(name, len(gpus)) == "default":
         return tf.distribute.get_strategy()
     if gpus:
         return tf.distribute.MirroredStrategy()
     cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices=cpus)
+
+
+def strategy_kind(name: str, gpu_count: int) -> str:
+    """What ``--strategy name`` means with ``gpu_count`` GPUs: ``mirrored`` or ``default``."""
+    look_up_option(name, ("auto", "mirrored", "default"), "strategy")
+    if name == "auto":
+        return "mirrored" if gpu_count > 1 else "default"
+    return name
 
 
 def set_precision(mixed: bool) -> None:
