@@ -112,3 +112,26 @@ def test_overwrite_trains_a_complete_run_again(tmp_path, digits_data_dir):
     again = run_experiment(config, overwrite=True)
     assert not again.skipped and again.metrics["status"] == "complete"
     assert os.stat(first.run_dir / "metrics.json").st_mtime_ns != stamp
+
+
+def test_resume_publishes_the_best_weights_of_the_state_not_of_a_dropped_epoch(tmp_path):
+    """A kill after epoch 3 saved new best weights but before its state was written."""
+    from medtransfer.training.run import _restore_progress
+    from medtransfer.training.rundir import RunDirectory, TensorBoardLog
+
+    run_dir = RunDirectory(tmp_path / "run")
+    run_dir.create()
+    run_dir.resume.mkdir()
+    for epoch in (1, 2, 3):
+        run_dir.append_history({"epoch": epoch, "phase": "finetune", "val_auc_micro": epoch})
+    run_dir.best_candidate(2).write_bytes(b"weights of epoch 2")
+    run_dir.best_candidate(3).write_bytes(b"weights of epoch 3")
+    run_dir.best_weights.write_bytes(b"weights of epoch 1")  # published before the kill
+    (run_dir.resume / "state.json").write_text(json.dumps(
+        {"epoch": 2, "phase": "finetune", "best_epoch": 2, "val_auc_micro_best": 2.0}))
+
+    state, done = _restore_progress(run_dir, TensorBoardLog(run_dir.path))
+    assert done == 2 and state.best_epoch == 2
+    assert run_dir.best_weights.read_bytes() == b"weights of epoch 2"
+    assert not run_dir.best_candidate(3).exists()
+    assert [row["epoch"] for row in run_dir.read_history()] == [1, 2]

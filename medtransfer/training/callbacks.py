@@ -2,8 +2,10 @@
 
 Everything that happens at the end of an epoch happens in one callback, in one fixed
 order, because each step depends on the one before: exact validation metrics, then the
-best checkpoint, then history.csv and TensorBoard, and last the resume state, so that a
-kill at any point leaves a state from which the run resumes with each epoch logged once.
+best weights (held back in resume/), then history.csv and TensorBoard, then the resume
+state, and last best.weights.h5, so that a kill at any point leaves a state from which
+the run resumes with each epoch logged once and the best weights of a kept epoch
+(see ``medtransfer.training.rundir``).
 """
 
 from __future__ import annotations
@@ -118,9 +120,11 @@ class EpochRecorder(keras.callbacks.Callback):
         for name, value in metrics.items():
             logs[f"val_{name}"] = value
         number = epoch + 1
-        if metrics["auc_micro"] > self.state.best_auc:
+        improved = metrics["auc_micro"] > self.state.best_auc
+        if improved:
             self.state.best_auc, self.state.best_epoch = metrics["auc_micro"], number
-            self.model.save_weights(self.run_dir.best_weights)
+            self.run_dir.resume.mkdir(exist_ok=True)
+            self.model.save_weights(self.run_dir.best_candidate(number))
         row = {
             "epoch": number,
             "phase": self.phase,
@@ -136,6 +140,8 @@ class EpochRecorder(keras.callbacks.Callback):
         self.run_dir.append_history(row)
         self.tensorboard.write_epoch(row)
         self._save_resume_state(number)
+        if improved:
+            self.run_dir.publish_best(number)
         print(
             f"epoch {number} ({self.phase}): loss {row['loss']:.4f}, "
             f"val_auc_micro {row['val_auc_micro']:.4f}, val_accuracy {row['val_accuracy']:.4f}"

@@ -7,10 +7,10 @@ from its last completed epoch; a complete run is not trained again.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import math
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,10 +306,15 @@ def _restore_progress(run_dir: RunDirectory,
     if not state_file.exists():
         # Nothing completed: whatever a killed first epoch wrote is stale.
         run_dir.history.unlink(missing_ok=True)
+        _remove_resume_state(run_dir)
         tensorboard.rewrite([])
         return TrainingState(), 0
     saved = read_json(state_file)
     done = int(saved["epoch"])
+    # The kill may have come before the state's best weights were published, or after a
+    # newer epoch saved its own: publish the state's and drop any other.
+    if saved["best_epoch"]:
+        run_dir.publish_best(int(saved["best_epoch"]))
     rows = [row for row in run_dir.read_history() if int(row["epoch"]) <= done]
     run_dir.write_history(rows)
     tensorboard.rewrite(rows)
@@ -350,8 +355,5 @@ def _steady_images_per_second(rows: list[dict[str, Any]], train_images: int) -> 
 
 
 def _remove_resume_state(run_dir: RunDirectory) -> None:
-    for entry in run_dir.resume.glob("*"):
-        entry.unlink()
-    with contextlib.suppress(OSError):
-        run_dir.resume.rmdir()
+    shutil.rmtree(run_dir.resume, ignore_errors=True)
 

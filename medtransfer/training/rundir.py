@@ -6,6 +6,12 @@
 after a kill, removed when the run completes) and, written last and atomically,
 ``metrics.json``.
 
+Each epoch ends in the same order: new best weights into ``resume/`` under their epoch,
+then history.csv and TensorBoard, then the resume state (weights, then ``state.json``
+naming the epoch and the best epoch), and only then ``best.weights.h5``. Whatever the
+moment of a kill, ``state.json`` says which epoch to resume after and which best weights
+belong to it; anything newer is dropped on resume.
+
 TensorBoard scalars are derived from ``history.csv``: after a resume they are written
 again from it, so each epoch appears exactly once.
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 import csv
 import errno
 import fcntl
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -111,6 +118,28 @@ class RunDirectory:
             if entry.name == ".lock":
                 continue
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+    def best_candidate(self, epoch: int) -> Path:
+        """Where the weights of a new best epoch wait until the resume state names them."""
+        return self.resume / f"best-e{epoch:04d}.weights.h5"
+
+    def publish_best(self, epoch: int) -> None:
+        """Makes ``epoch``'s candidate best.weights.h5 (atomically) and drops the others.
+
+        Called only after the resume state names ``epoch`` as the best, so a kill at any
+        point never leaves best.weights.h5 from an epoch that a resumed run trains again.
+        """
+        candidate = self.best_candidate(epoch)
+        staged = self.path / ".best.weights.h5.tmp"
+        staged.unlink(missing_ok=True)
+        try:
+            os.link(candidate, staged)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(candidate, staged)
+        os.replace(staged, self.best_weights)
+        for other in self.resume.glob("best-e*.weights.h5"):
+            if other != candidate:
+                other.unlink()
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_json_atomic(self.metrics, metrics)
