@@ -97,14 +97,15 @@ class EpochRecorder(keras.callbacks.Callback):
         phase: ``warmup`` or ``finetune``, written into history.csv.
         state: shared by both phases' recorders.
         kappa: also compute the quadratic weighted kappa (ordinal grades).
+        announce: print one line per epoch (when Keras shows no progress bar).
     """
 
     def __init__(self, run_dir: RunDirectory, tensorboard: TensorBoardLog,
                  validation: EvaluationSet, phase: str, state: TrainingState,
-                 kappa: bool = False):
+                 kappa: bool = False, announce: bool = True):
         super().__init__()
         self.run_dir, self.tensorboard, self.validation = run_dir, tensorboard, validation
-        self.phase, self.state, self.kappa = phase, state, kappa
+        self.phase, self.state, self.kappa, self.announce = phase, state, kappa, announce
         self._started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -142,12 +143,13 @@ class EpochRecorder(keras.callbacks.Callback):
         self._save_resume_state(number)
         if improved:
             self.run_dir.publish_best(number)
-        print(
-            f"epoch {number} ({self.phase}): loss {row['loss']:.4f}, "
-            f"val_auc_micro {row['val_auc_micro']:.4f}, val_accuracy {row['val_accuracy']:.4f}"
-            f" ({row['seconds']:.1f} s)",
-            flush=True,
-        )
+        if self.announce:
+            print(
+                f"epoch {number} ({self.phase}): loss {row['loss']:.4f}, val_auc_micro "
+                f"{row['val_auc_micro']:.4f}, val_accuracy {row['val_accuracy']:.4f} "
+                f"({row['seconds']:.1f} s)",
+                flush=True,
+            )
 
     def _save_resume_state(self, epoch: int) -> None:
         """Model and optimizer weights, then the epoch they belong to, each atomically."""

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import math
 import shutil
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +195,9 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     phases = [("warmup", 0, warmup, None), ("finetune", warmup, total, config.freeze)]
     summary = freeze_summary(model)
     restore = done > 0
+    # Keras' progress bar within each epoch in a terminal (it shows the val_* metrics the
+    # recorder adds); in a log file, the recorder's one line per epoch.
+    progress_bar = sys.stdout.isatty()
     try:
         for phase, first, last, freeze in phases:
             if last <= first:
@@ -218,10 +222,12 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
                     _load_weights(model, run_dir.resume / "state.weights.h5")
                     restore = False
             model.fit(
-                train, epochs=last, initial_epoch=max(first, done), verbose=0, shuffle=False,
+                train, epochs=last, initial_epoch=max(first, done), shuffle=False,
+                verbose=1 if progress_bar else 0,
                 callbacks=[
                     StopOnDivergence(config.lr),
-                    EpochRecorder(run_dir, tensorboard, validation, phase, state, kappa),
+                    EpochRecorder(run_dir, tensorboard, validation, phase, state, kappa,
+                                  announce=not progress_bar),
                 ],
             )
             done = last
