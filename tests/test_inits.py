@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -101,6 +102,27 @@ def test_imagenet_finds_the_file_in_the_keras_cache(mobilenet_source, keras_home
     mobilenet_source.save(cached)
 
     assert resolve_imagenet_weights(spec) == cached
+    model = build_model("mobilenet", 3, 32, "imagenet")
+
+    _assert_same(get_backbone(model), _values(mobilenet_source))
+
+
+def test_imagenet_reads_the_layout_of_the_published_keras_files(
+    mobilenet_source, keras_home, monkeypatch
+):
+    # The files Keras publishes hold the weights at the HDF5 root ('layer_names' and one
+    # group per layer), as Keras 2's save_weights_to_hdf5_group wrote them; model.save
+    # nests them under 'model_weights' instead, so both layouts are tested.
+    from keras.src.legacy.saving import legacy_h5_format
+
+    monkeypatch.setattr(keras.utils, "get_file", _must_not_download)
+    cached = keras_home / "models" / "mobilenet_1_0_224_tf_no_top.h5"
+    cached.parent.mkdir()
+    with h5py.File(cached, "w") as file:
+        legacy_h5_format.save_weights_to_hdf5_group(file, mobilenet_source)
+    with h5py.File(cached) as file:
+        assert "layer_names" in file.attrs and "model_weights" not in file
+
     model = build_model("mobilenet", 3, 32, "imagenet")
 
     _assert_same(get_backbone(model), _values(mobilenet_source))
