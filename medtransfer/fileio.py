@@ -19,7 +19,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w") as stream:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
@@ -30,9 +30,9 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Writes ``data`` as indented JSON in one atomic rename."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Writes ``data`` as indented JSON (non-ASCII kept readable) in one atomic rename."""
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -39,6 +39,7 @@ from medtransfer.data.registry import DatasetSpec, get_dataset
 from medtransfer.data.sources import DEFAULT_MIN_CLASS_COUNT, Rejection, SourceScan
 from medtransfer.data.split import check_class_sizes, stratified_split
 from medtransfer.errors import MedtransferError
+from medtransfer.fileio import read_json, write_json_atomic
 
 __all__ = ["DEFAULT_MIN_CLASS_COUNT", "PrepareResult", "prepare_dataset"]
 
@@ -46,6 +47,7 @@ MANIFEST = "manifest.json"
 SPLIT_CSV = "split.csv"
 REJECTED_CSV = "rejected.csv"
 _STAGING = ".prepare-staging.bin"
+# fileio.write_json_atomic stages manifest.json as ".manifest.json.<random>.tmp".
 _MANIFEST_TEMP_PREFIX = ".manifest.json."
 # Below this many images per worker, starting processes costs more than it saves.
 _IMAGES_PER_WORKER = 32
@@ -214,7 +216,7 @@ def prepare_dataset(
         "selection": _selection_with_counts(scan.selection, split),
         "fingerprint": plan.fingerprint,
     }
-    write_json_atomically(out / MANIFEST, manifest)
+    write_json_atomic(out / MANIFEST, manifest)
     return _result(out, manifest, skipped=False)
 
 
@@ -467,7 +469,7 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     are gone, gives None: the folder does not hold a usable prepared dataset.
     """
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
+        manifest = read_json(folder / MANIFEST)
     except (OSError, ValueError):
         return None
     if not isinstance(manifest, dict) or manifest.get("format_version") != shards.FORMAT_VERSION:
@@ -508,18 +510,6 @@ def write_rejected(path: Path, rejected: list[Rejection], excluded: list[Rejecti
         writer.writerow(["path", "id", "reason"])
         for row in [*rejected, *excluded]:
             writer.writerow([row.path, row.id, row.reason])
-
-
-def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
-    """Writes JSON to a temporary file in the same folder, then renames it into place, so
-    readers see either no file or the complete one, even after a crash."""
-    temp = path.with_name(f"{_MANIFEST_TEMP_PREFIX}{os.getpid()}.tmp")
-    with open(temp, "w") as file:
-        json.dump(content, file, indent=2, ensure_ascii=False)
-        file.write("\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
 
 
 # --- progress ----------------------------------------------------------------------------

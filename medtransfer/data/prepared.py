@@ -9,7 +9,6 @@ unknown name, which fails with a did-you-mean.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from medtransfer.data import shards
 from medtransfer.data.prepare import MANIFEST, SPLIT_CSV, prepare_dataset
 from medtransfer.data.registry import DATASETS, DatasetSpec
 from medtransfer.errors import MedtransferError, look_up_option
+from medtransfer.fileio import read_json
 
 # Layouts for the user's own data: they have no single dataset to download.
 _OWN_DATA_LAYOUTS = ("folder", "csv", "medmnist")
@@ -97,7 +97,7 @@ def load_prepared(name: str, data_dir: Path = Path("datasets")) -> PreparedDatas
 
 def _load_folder(folder: Path) -> PreparedDataset:
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
+        manifest = read_json(folder / MANIFEST)
     except (OSError, ValueError) as error:
         raise MedtransferError(
             f"{folder / MANIFEST} cannot be read ({error}). Prepare the dataset again with "
