@@ -133,6 +133,8 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False) -> RunResult:
         return _train(config, dataset, run_dir)
     finally:
         run_dir.unlock()
+        # The precision policy is global to Keras: a notebook or a sweep runs on after us.
+        set_precision(False)
 
 
 def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -> RunResult:
@@ -263,7 +265,6 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     }
     run_dir.write_metrics(metrics)
     _remove_resume_state(run_dir)
-    set_precision(False)
     return RunResult(run_dir.path, metrics)
 
 
