@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from medtransfer.config import SCALINGS, STRATEGIES
 from medtransfer.errors import MedtransferError
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -59,14 +60,14 @@ def _run_parser(subparsers) -> None:
     add("--image-size", type=int, help="square input size (default: the net's)")
     add("--seed", type=int, help="seeds weights, shuffling and augmentation (default 0)")
     add("--train-size", type=int, help="train on a stratified subset of N training images")
-    add("--scaling", choices=["unit", "native"],
+    add("--scaling", choices=SCALINGS,
         help="unit: pixels in [0, 1] (default); native: the net's preprocess_input")
     add("--no-augment", dest="augment", action="store_const", const=False,
         help="no training augmentation at all")
     for name in ("flips", "noise", "color"):
         add(f"--{name}", dest=name, action=argparse.BooleanOptionalAction,
             help=f"switch the {name} augmentation (default: the dataset's)")
-    add("--strategy", choices=["auto", "mirrored", "default"],
+    add("--strategy", choices=STRATEGIES,
         help="auto: MirroredStrategy when more than one GPU is visible (default auto)")
     add("--mixed-precision", action="store_const", const=True,
         help="mixed_float16 compute, float32 output layer")

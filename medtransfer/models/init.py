@@ -106,8 +106,9 @@ def check_image_size(spec: NetSpec, image_size: int) -> None:
     if image_size < spec.min_input_size:
         raise MedtransferError(
             f"--image-size {image_size} is too small for net '{spec.name}': its minimum is "
-            f"{spec.min_input_size} px and its default {spec.default_input_size} px. "
-            f"Pass --image-size {spec.min_input_size} or more."
+            f"{spec.min_input_size} px and its default {spec.default_input_size} px. Use at "
+            f"least {spec.min_input_size}; below its smallest input ({spec.min_input_size} px) "
+            "the feature maps shrink to nothing."
         )
 
 

@@ -34,7 +34,7 @@ from medtransfer.models.freezing import (
     freeze_bottom_layers,
     freeze_summary,
 )
-from medtransfer.models.init import build_model, check_init
+from medtransfer.models.init import build_model, check_image_size, check_init
 from medtransfer.models.registry import get_net
 from medtransfer.training.callbacks import (
     EpochRecorder,
@@ -86,12 +86,7 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
             "the config (it is filled from the dataset) or use the dataset it was made for."
         )
     image_size = config.image_size or net.default_input_size
-    if image_size < net.min_input_size:
-        raise MedtransferError(
-            f"--image-size {image_size} is below the smallest input {config.net} accepts "
-            f"({net.min_input_size} px). Use at least {net.min_input_size}; the net's "
-            f"default is {net.default_input_size}."
-        )
+    check_image_size(net, image_size)
     check_init(net, config.init, config.weights_file)
     defaults = dataset.spec.augment
     resolved = config.replace(

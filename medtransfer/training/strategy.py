@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from medtransfer.config import STRATEGIES
 from medtransfer.errors import look_up_option
 
 
@@ -32,7 +33,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 def strategy_kind(name: str, gpu_count: int) -> str:
     """What ``--strategy name`` means with ``gpu_count`` GPUs: ``mirrored`` or ``default``."""
-    look_up_option(name, ("auto", "mirrored", "default"), "strategy")
+    look_up_option(name, STRATEGIES, "strategy")
     if name == "auto":
         return "mirrored" if gpu_count > 1 else "default"
     return name
