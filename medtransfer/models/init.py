@@ -96,6 +96,42 @@ def build_model(
     return build_classifier(backbone, num_classes, head_units=head_units, dropout=dropout)
 
 
+def rebuild_trained(
+    net: str,
+    num_classes: int,
+    image_size: int,
+    weights: str | Path,
+    *,
+    head_units: int = 256,
+    dropout: float = 0.5,
+) -> keras.Model:
+    """Rebuilds a trained classifier from its architecture and a whole-model weights file.
+
+    Unlike ``build_model(..., init=<path>)``, which transfers a backbone into a new task,
+    this restores the exact model a run saved (``best.weights.h5``): backbone and head.
+    No ImageNet file is needed: the architecture is built with random weights, then
+    every weight is loaded.
+
+    Raises:
+        MedtransferError: the file does not fit the architecture.
+    """
+    spec = get_net(net)
+    input_shape = (image_size, image_size, 3)
+    classifier = build_classifier(
+        spec.build_backbone(input_shape, None), num_classes,
+        head_units=head_units, dropout=dropout,
+    )
+    try:
+        classifier.load_weights(weights)
+    except (ValueError, KeyError) as error:
+        raise MedtransferError(
+            f"The weights file {weights} does not fit net '{net}' with {num_classes} "
+            f"classes at {image_size} px ({_first_line(error)}). It was saved from another "
+            "configuration; pass the run directory it belongs to."
+        ) from None
+    return classifier
+
+
 def check_image_size(spec: NetSpec, image_size: int) -> None:
     """Fails unless ``image_size`` is at least the net's minimum input size.
 

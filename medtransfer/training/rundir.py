@@ -29,6 +29,7 @@ from typing import Any
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
+from medtransfer.config import RunConfig, load_config_file
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import read_json, write_json_atomic
 
@@ -144,6 +145,10 @@ class RunDirectory:
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_json_atomic(self.metrics, metrics)
 
+    def read_config(self) -> RunConfig:
+        """The run's resolved config (config.yaml)."""
+        return load_config_file(self.config)
+
     # history.csv -----------------------------------------------------------------
 
     def read_history(self) -> list[dict[str, Any]]:
@@ -170,6 +175,89 @@ class RunDirectory:
             if new:
                 writer.writeheader()
             writer.writerow({key: row.get(key, "") for key in HISTORY_COLUMNS})
+
+
+class TrainedRun:
+    """A complete run, opened for reading: what report, inspect, predict and export use.
+
+    Every command that works on a finished run opens it with :func:`open_run`, which
+    fails clearly on anything that is not a complete run, and rebuilds its model and
+    data through this object instead of reading the files itself.
+
+    Attributes:
+        directory: the run directory.
+        config: its resolved config (config.yaml).
+        metrics: its metrics.json.
+    """
+
+    def __init__(self, directory: RunDirectory, config: RunConfig, metrics: dict[str, Any]):
+        self.directory, self.config, self.metrics = directory, config, metrics
+
+    @property
+    def path(self) -> Path:
+        return self.directory.path
+
+    def dataset(self):
+        """The prepared dataset the run was trained on."""
+        from medtransfer.data.prepared import load_prepared
+
+        return load_prepared(self.config.dataset, Path(self.config.data_dir))
+
+    def preprocess(self):
+        """The net's ``preprocess_input`` under ``--scaling native``; None for ``unit``."""
+        from medtransfer.models.registry import get_net
+
+        return get_net(self.config.net).preprocess_input if self.config.scaling == "native" \
+            else None
+
+    def model(self):
+        """The classifier with the best checkpoint's weights, in float32."""
+        from medtransfer.models.init import rebuild_trained
+
+        return rebuild_trained(
+            self.config.net, self.config.num_classes, self.config.image_size,
+            self.directory.best_weights, head_units=self.config.head_units,
+            dropout=self.config.dropout,
+        )
+
+    def split(self, name: str = "test", batch_size: int | None = None) -> tf.data.Dataset:
+        """A split of the run's dataset as the run evaluated it: ``(images, one_hot, ids)``
+        batches in the split's fixed order, resized and scaled as in training."""
+        from medtransfer.data.pipeline import make_dataset
+
+        dataset = self.dataset()
+        return make_dataset(
+            dataset.shard_paths(name), dataset.num_classes,
+            image_size=self.config.image_size,
+            batch_size=batch_size or self.config.batch_size, training=False,
+            include_ids=True, preprocess=self.preprocess(),
+            num_examples=len(dataset.split_frame(name)),
+            cache_limit_bytes=0,
+        )
+
+
+def open_run(path: str | Path, command: str) -> TrainedRun:
+    """Opens a complete run directory for ``command`` (report, tsne, predict, ...).
+
+    Raises:
+        MedtransferError: ``path`` is not a run directory, or its run is not complete
+            (still training, killed, or diverged), naming what was found.
+    """
+    directory = RunDirectory(Path(path).expanduser())
+    if not directory.config.is_file():
+        raise MedtransferError(
+            f"{command}: '{path}' is not a run directory: it has no config.yaml. Pass a "
+            "run directory, <logdir>/<experiment>/<run_id>, as 'medtransfer run' printed it."
+        )
+    metrics = directory.read_metrics()
+    status = (metrics or {}).get("status")
+    if status != "complete" or not directory.best_weights.is_file():
+        found = f"its status is '{status}'" if status else "it has no metrics.json yet"
+        raise MedtransferError(
+            f"{command}: the run in '{path}' is not complete ({found}). Finish it first by "
+            "running the same 'medtransfer run' command again (it resumes), then retry."
+        )
+    return TrainedRun(directory, directory.read_config(), metrics)
 
 
 def _number(text: str) -> int | float | str:
