@@ -60,6 +60,8 @@ def _run_parser(subparsers) -> None:
     add("--image-size", type=int, help="square input size (default: the net's)")
     add("--seed", type=int, help="seeds weights, shuffling and augmentation (default 0)")
     add("--train-size", type=int, help="train on a stratified subset of N training images")
+    add("--classes", help="keep only these classes, comma-separated names (e.g. 0,4); they "
+                          "become classes 0..k-1 in this order (default: every class)")
     add("--scaling", choices=SCALINGS,
         help="unit: pixels in [0, 1] (default); native: the net's preprocess_input")
     add("--no-augment", dest="augment", action="store_const", const=False,
@@ -105,6 +107,44 @@ def _run(args: argparse.Namespace) -> int:
         )
     print(f"metrics:     {result.run_dir / 'metrics.json'}")
     print(f"TensorBoard: tensorboard --logdir {result.run_dir.parent}")
+    return 0
+
+
+SWEEP_EXAMPLES = """examples:
+  medtransfer sweep configs/demo.yaml --dry-run      # the plan: every run, complete or to do
+  medtransfer sweep configs/demo.yaml                # run what is not complete yet
+  medtransfer sweep configs/kierzynka2019.yaml --logdir /shared/tensorboard_logs
+  # many machines (keras-tuner's distributed mode): the same command on every machine
+  KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 \\
+      medtransfer sweep configs/kierzynka2019.yaml   # the oracle, on 10.0.0.1
+  KERASTUNER_TUNER_ID=tuner0 KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 \\
+      medtransfer sweep configs/kierzynka2019.yaml   # a worker; tuner1, tuner2, ... likewise
+"""
+
+
+def _sweep_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sweep", help="run every configuration of a grid, on one or many machines",
+        description="Expand a sweep file (experiment, base, grid) into its runs and train "
+                    "each one not complete yet in its own process; a failed run is recorded "
+                    "in its run directory's error.txt and the others go on. Ctrl-C stops; the "
+                    "same command continues. With KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP "
+                    "and KERASTUNER_ORACLE_PORT set, machines share the grid: 'chief' serves "
+                    "the runs, every other id trains them.",
+        epilog=SWEEP_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    parser.add_argument("config", type=Path, help="the sweep file (YAML)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (every run, complete or to do) and stop")
+    parser.add_argument("--logdir", help="root of the experiments (default: base's logdir, "
+                                         "else tensorboard_logs)")
+    parser.set_defaults(handler=_sweep)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from medtransfer.study.sweep import run_sweep
+
+    run_sweep(args.config, logdir=args.logdir, dry_run=args.dry_run)
     return 0
 
 
@@ -199,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=_list)
     _prepare_parser(subparsers)
     _run_parser(subparsers)
+    _sweep_parser(subparsers)
     return parser
 
 

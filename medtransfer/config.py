@@ -10,6 +10,7 @@ is saved as ``config.yaml`` in the run directory, so that ``medtransfer run --co
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import re
 import types
@@ -45,6 +46,8 @@ class RunConfig:
         image_size: square input size; default per net.
         seed: seeds weights, shuffling and augmentation (not the prepared split).
         train_size: train on a stratified, seeded subset of this many training images.
+        classes: keep only these classes of the dataset (by name), relabelled 0..k-1 in
+            this order; every split keeps only their images. None keeps every class.
         scaling: ``unit`` (pixels in [0, 1], the study's choice) or ``native`` (the
             net's own ``preprocess_input``).
         augment: master switch for training augmentation.
@@ -72,6 +75,7 @@ class RunConfig:
     image_size: int | None = None
     seed: int = 0
     train_size: int | None = None
+    classes: tuple[str, ...] | None = None
     scaling: str = "unit"
     augment: bool = True
     flips: bool | None = None
@@ -111,11 +115,20 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        """``<dataset>-<net>-<init>-f<freeze:.2f>-s<seed>``; a path init shows its name."""
+        """``<dataset>-<net>-<init>-f<freeze:.2f>-s<seed>``; a path init shows its name,
+        a subset of classes ends it with ``-classes_<names>``."""
         init = self.init
         if self.init_is_path:
-            init = "from_" + re.sub(r"[^A-Za-z0-9_.]+", "_", Path(init).name.removesuffix(".h5"))
-        return f"{self.dataset}-{self.net}-{init}-f{self.freeze:.2f}-s{self.seed}"
+            init = "from_" + _safe_name(Path(init).name.removesuffix(".h5"))
+        run_id = f"{self.dataset}-{self.net}-{init}-f{self.freeze:.2f}-s{self.seed}"
+        if self.classes is not None:
+            names = "_".join(_safe_name(name) for name in self.classes)
+            if len(names) > _MAX_CLASSES_IN_ID:
+                # Many or long class names: a short digest keeps the folder name usable.
+                digest = hashlib.sha1("\n".join(self.classes).encode()).hexdigest()[:10]
+                names = f"{len(self.classes)}_{digest}"
+            run_id += f"-classes_{names}"
+        return run_id
 
     @property
     def run_dir(self) -> Path:
@@ -129,6 +142,11 @@ class RunConfig:
 
 
 FIELDS = {field.name: field for field in dataclasses.fields(RunConfig)}
+_MAX_CLASSES_IN_ID = 40
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", text)
 
 
 def parse_epochs(text: str) -> tuple[int, int]:
@@ -169,8 +187,9 @@ def parse_size(text: str | int, name: str) -> int:
 def _type_name(annotation: Any) -> str:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     base = args[0] if args else annotation
-    name = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
-    text = name.get(base, str(base))
+    name = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+            tuple: "a list of names (a YAML list, or comma-separated on the command line)"}
+    text = name.get(typing.get_origin(base) or base, str(base))
     return text + " or null" if type(None) in typing.get_args(annotation) else text
 
 
@@ -181,6 +200,8 @@ def _coerce(key: str, value: Any) -> Any:
     base = next(a for a in typing.get_args(annotation) or (annotation,) if a is not type(None))
     if value is None and optional:
         return None
+    if typing.get_origin(base) is tuple:
+        return _coerce_names(key, value, annotation)
     ok = (
         (base is bool and isinstance(value, bool))
         or (base is int and isinstance(value, int) and not isinstance(value, bool))
@@ -188,11 +209,26 @@ def _coerce(key: str, value: Any) -> Any:
         or (base is str and isinstance(value, str | int | float) and not isinstance(value, bool))
     )
     if not ok:
-        raise MedtransferError(
-            f"Config key '{key}' has the value {value!r} ({type(value).__name__}), but it must "
-            f"be {_type_name(annotation)}. Fix it in the config file or on the command line."
-        )
+        raise _wrong_type(key, value, annotation)
     return base(value) if base in (float, str) else value
+
+
+def _wrong_type(key: str, value: Any, annotation: Any) -> MedtransferError:
+    return MedtransferError(
+        f"Config key '{key}' has the value {value!r} ({type(value).__name__}), but it must "
+        f"be {_type_name(annotation)}. Fix it in the config file or on the command line."
+    )
+
+
+def _coerce_names(key: str, value: Any, annotation: Any) -> tuple[str, ...]:
+    """A list of names from YAML (``[0, 1]`` or ``["a", "b"]``) or a comma list ``a,b``."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple) or any(
+        isinstance(item, bool) or not isinstance(item, str | int | float) for item in value
+    ):
+        raise _wrong_type(key, value, annotation)
+    return tuple(str(item).strip() for item in value)
 
 
 def config_from_mapping(values: Mapping[str, Any], *, base: RunConfig | None = None,
@@ -291,6 +327,8 @@ def validate(config: RunConfig) -> None:
             f"--dropout {config.dropout} is outside [0, 1). It is the fraction of the head's "
             "hidden units dropped at each training step; leave it out for the default 0.5."
         )
+    if config.classes is not None:
+        _check_classes(config.classes)
     for name in ("experiment", "dataset", "net"):
         value = getattr(config, name)
         if not value or "/" in value or value in (".", ".."):
@@ -300,6 +338,18 @@ def validate(config: RunConfig) -> None:
             )
 
 
+def _check_classes(classes: tuple[str, ...]) -> None:
+    repeated = sorted({name for name in classes if classes.count(name) > 1})
+    if len(classes) < 2 or repeated or "" in classes:
+        problem = (f"names {', '.join(repeated)} more than once" if repeated
+                   else "has an empty name" if "" in classes else "keeps fewer than two")
+        raise MedtransferError(
+            f"--classes {','.join(classes)} {problem}. Give at least two different class "
+            "names of the dataset, comma-separated (for example --classes 0,4 on retina), or "
+            "leave --classes out to keep every class."
+        )
+
+
 def _check_positive(value: int, name: str) -> None:
     if value < 1:
         raise MedtransferError(f"--{name.replace('_', '-')} {value} must be a whole number ≥ 1.")
@@ -307,4 +357,7 @@ def _check_positive(value: int, name: str) -> None:
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Writes the resolved config as YAML, in field order."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    values = config.to_dict()
+    if values["classes"] is not None:
+        values["classes"] = list(values["classes"])  # a plain YAML list of names
+    Path(path).write_text(yaml.safe_dump(values, sort_keys=False))

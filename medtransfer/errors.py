@@ -20,13 +20,15 @@ class MedtransferError(Exception):
     exit_code = 2
 
 
-def look_up_option(name: str, choices: Iterable[str], kind: str) -> str:
+def look_up_option(name: str, choices: Iterable[str], kind: str,
+                   advice: str = "Run 'medtransfer list' to see them with their defaults.") -> str:
     """Returns ``name`` if it is one of ``choices``, else fails with a did-you-mean.
 
     Args:
         name: what the user asked for.
         choices: the valid names.
         kind: what the names are, for the message ("net", "dataset", ...).
+        advice: the message's last sentence: what to do next.
 
     Returns:
         ``name`` itself.
@@ -40,6 +42,5 @@ def look_up_option(name: str, choices: Iterable[str], kind: str) -> str:
     close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise MedtransferError(
-        f"Unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(choices)}. "
-        f"Run 'medtransfer list' to see them with their defaults."
+        f"Unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(choices)}. {advice}"
     )
