@@ -1,0 +1,120 @@
+"""Many machines on loopback: a real chief and two real workers share a grid.
+
+A worker is killed (SIGKILL) while its run waits after epoch 1, at a point the test
+controls (tests/sweep_gate/sitecustomize.py), then started again under the same id: the
+oracle hands it the same run, which resumes.
+"""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medtransfer.config import load_config_file
+from medtransfer.study.grid import load_sweep
+
+GATE_HOOK = Path(__file__).parent / "sweep_gate"
+ROOT = Path(__file__).parent.parent
+TIMEOUT = 600
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(condition, processes, what):
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        for name, process in processes.items():
+            assert process.poll() is None, f"{name} ended while waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def gone(pid):
+    """The process has exited (a zombie holds no file or lock any more)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def history_epochs(run_dir):
+    with (run_dir / "history.csv").open() as stream:
+        return [int(row["epoch"]) for row in csv.DictReader(stream)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc; the sweep uses prctl")
+def test_a_chief_and_two_workers_share_the_grid_and_a_killed_worker_resumes(
+        tmp_path, digits_data_dir):
+    logdir, gate = tmp_path / "logs", tmp_path / "gate"
+    gate.mkdir()
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump({
+        "experiment": "machines",
+        "base": {"dataset": "digits", "image_size": 16, "batch_size": 64, "epochs": "0+2",
+                 "train_size": 40, "data_dir": str(digits_data_dir), "logdir": str(logdir)},
+        "grid": {"seed": [0, 1, 2, 3]},
+    }))
+    run_dirs = [run.run_dir for run in load_sweep(config).runs]
+    env = {**os.environ, "SWEEP_TEST_GATE": str(gate),
+           "PYTHONPATH": os.pathsep.join([str(GATE_HOOK), str(ROOT)]),
+           "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
+
+    def start(tuner_id, log_name):
+        log = (tmp_path / f"{log_name}.log").open("w")
+        return subprocess.Popen(
+            [sys.executable, "-m", "medtransfer", "sweep", str(config)], cwd=tmp_path,
+            env={**env, "KERASTUNER_TUNER_ID": tuner_id}, stdout=log,
+            stderr=subprocess.STDOUT)
+
+    processes = {name: start(name, name) for name in ("chief", "tuner0", "tuner1")}
+    try:
+        # Both workers' first runs stop after epoch 1; take the first one to get there.
+        wait_for(lambda: any(gate.glob("waiting-*.json")), processes, "a run after epoch 1")
+        waiting = json.loads(sorted(gate.glob("waiting-*.json"))[0].read_text())
+        killed = next(name for name, p in processes.items() if p.pid == waiting["ppid"])
+        run_config = waiting["argv"][waiting["argv"].index("--config") + 1]
+        killed_run = load_config_file(run_config).run_dir
+        assert killed_run in run_dirs and history_epochs(killed_run) == [1]
+
+        processes[killed].send_signal(signal.SIGKILL)
+        processes[killed].wait()
+        # The worker's run dies with it (and releases the run's lock).
+        wait_for(lambda: gone(waiting["pid"]), {}, "the killed worker's run to end")
+        (gate / "open").touch()
+        processes[killed] = start(killed, f"{killed}-again")
+        for name, process in processes.items():
+            assert process.wait(timeout=TIMEOUT) == 0, (tmp_path / f"{name}.log").read_text()
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+
+    chief = (tmp_path / "chief.log").read_text()
+    experiment = logdir / "machines"
+    assert sorted(p.name for p in experiment.iterdir()) == sorted(
+        [*(run_dir.name for run_dir in run_dirs), "sweep.yaml"])
+    for run_dir in run_dirs:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["status"] == "complete"
+        assert chief.count(f"{run_dir.name}: complete") == 1
+        assert history_epochs(run_dir) == [1, 2]
+    logs = {path.stem: path.read_text() for path in tmp_path.glob("*.log")}
+    trainings = {run_dir.name: sum(log.count(f"Training {run_dir.name}:") for log in logs.values())
+                 for run_dir in run_dirs}
+    assert trainings == {run_dir.name: 1 + (run_dir == killed_run) for run_dir in run_dirs}
+    again = logs[f"{killed}-again"]
+    assert f"Resuming {killed_run} after epoch 1 of 2." in again
+    assert "4 of 4 runs complete." in chief
