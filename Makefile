@@ -12,9 +12,10 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# A real experiment on the bundled digits dataset (configs/demo.yaml).
+# The study's question on the bundled digits (configs/demo.yaml): a sweep, then its table.
 demo: $(STAMP)
-	$(BIN)/medtransfer run --config configs/demo.yaml
+	$(BIN)/medtransfer sweep configs/demo.yaml
+	$(BIN)/medtransfer report tensorboard_logs/demo_transfer
 
 lint: $(STAMP)
 	$(BIN)/ruff check medtransfer tests benchmarks

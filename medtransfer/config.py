@@ -263,7 +263,8 @@ def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConf
     except FileNotFoundError:
         raise MedtransferError(
             f"Config file '{path}' does not exist. Give the path of a YAML file with run "
-            "options, for example configs/demo.yaml or a run directory's config.yaml."
+            "options (only what differs from the defaults), for example a run directory's "
+            "config.yaml."
         ) from None
     except yaml.YAMLError as error:
         raise MedtransferError(
@@ -276,6 +277,11 @@ def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConf
         raise MedtransferError(
             f"Config file '{path}' must hold a mapping of run options (key: value), not a "
             f"{type(values).__name__}."
+        )
+    if "grid" in values or "base" in values:
+        raise MedtransferError(
+            f"Config file '{path}' is a sweep file (it has base or grid), not the options of "
+            f"one run. Run it with 'medtransfer sweep {path}'."
         )
     try:
         return config_from_mapping(values, base=base, source=str(path))

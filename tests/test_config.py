@@ -88,6 +88,7 @@ def test_saved_config_loads_back_identically(tmp_path):
 @pytest.mark.parametrize("content, words", [
     ("net: [unclosed", "not valid YAML"),
     ("- a\n- b\n", "must hold a mapping"),
+    ("experiment: x\ngrid: {net: [small_cnn]}\n", "is a sweep file"),
 ])
 def test_bad_yaml_files(tmp_path, content, words):
     path = tmp_path / "bad.yaml"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medtransfer.cli import main
 from medtransfer.errors import MedtransferError
 from medtransfer.study.grid import expand, load_sweep
 
@@ -105,20 +106,20 @@ def sweep(path, *extra):
                           capture_output=True, text=True, timeout=900)
 
 
-def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, digits_data_dir):
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, digits_data_dir, capsys):
     path = sweep_file(tmp_path, digits_data_dir, {"net": ["small_cnn", "cbr_tiny"],
                                                   "seed": [0, 1]})
     complete = load_sweep(path).runs[3].run_dir
     complete.mkdir(parents=True)
     (complete / "metrics.json").write_text(json.dumps({"status": "complete"}))
 
-    result = sweep(path, "--dry-run")
-    assert result.returncode == 0, result.stderr
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    stdout = capsys.readouterr().out
     ids = [run.run_id for run in load_sweep(path).runs]
     assert [run_id.split("-")[1:] for run_id in ids] == [
         ["small_cnn", "glorot", "f0.00", "s0"], ["small_cnn", "glorot", "f0.00", "s1"],
         ["cbr_tiny", "glorot", "f0.00", "s0"], ["cbr_tiny", "glorot", "f0.00", "s1"]]
-    assert result.stdout.splitlines()[1:] == [
+    assert stdout.splitlines()[1:] == [
         "4 runs: 1 complete, 3 to do",
         *(f"  to do     {run_id}" for run_id in ids[:3]),
         f"  complete  {ids[3]}",

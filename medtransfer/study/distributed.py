@@ -149,10 +149,12 @@ def _oracle_class():
 
         @synchronized
         def create_trial(self, tuner_id):
+            again = tuner_id in self.ongoing_trials
             trial = super().create_trial(tuner_id)
             if trial.status == status.RUNNING:
                 run_id = trial.hyperparameters.values["run"]
-                print(f"{self.progress.before(run_id)} on {tuner_id}", flush=True)
+                handed = "back to" if again else "to"
+                print(f"{run_id} -> {handed} {tuner_id} ({self.progress.line()})", flush=True)
             return trial
 
         @synchronized
@@ -228,7 +230,8 @@ def _work(sweep: Sweep) -> SweepResult:
     status = trial_module.TrialStatus
     runs = {run.run_id: run for run in sweep.runs}
     complete = {run.run_id for run in sweep.runs if RunDirectory(run.run_dir).is_complete()}
-    result = SweepResult(len(sweep.runs), len(complete))
+    # This worker's own runs: the chief holds the sweep's totals.
+    result = SweepResult(total=0, complete_before=0)
     if len(complete) == len(runs):
         print(f"{sweep.experiment_dir}: all {len(runs)} runs are complete; nothing to do.")
         return result
@@ -267,5 +270,6 @@ def _work(sweep: Sweep) -> SweepResult:
         client.end_trial(trial)
     print(f"{tuner_id}: the chief has no run left; {len(result.completed)} completed here.")
     if result.failed:
+        result.total = len(result.completed) + len(result.failed)
         finish(sweep, result)
     return result

@@ -49,12 +49,6 @@ class SweepFailed(MedtransferError):
     exit_code = 1
 
 
-class SweepInterrupted(MedtransferError):
-    """Ctrl-C: the running child was stopped; the same command continues."""
-
-    exit_code = 130
-
-
 @dataclass
 class SweepResult:
     """What a sweep did.
@@ -107,7 +101,8 @@ def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
     Raises:
         MedtransferError: a bad sweep file (before anything runs).
         SweepFailed: at the end, when any run failed.
-        SweepInterrupted: on Ctrl-C.
+        KeyboardInterrupt: Ctrl-C, after stopping the run in progress and saying how to
+            continue.
     """
     sweep = load_sweep(path, logdir)
     if not dry_run:
@@ -135,11 +130,11 @@ def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
                 print(f"{run.run_id}: FAILED (exit code {outcome.exit_code}), see "
                       f"{outcome.error_file}", flush=True)
     except KeyboardInterrupt:
-        raise SweepInterrupted(
-            f"Interrupted after {len(result.completed)} completed run(s); the run in progress "
-            f"was stopped. Run the same command (medtransfer sweep {path}) to continue: "
-            "complete runs are skipped and the interrupted run resumes from its last epoch."
-        ) from None
+        print(f"\nStopped after {len(result.completed)} completed run(s); the run in progress "
+              f"was stopped. Run the same command (medtransfer sweep {path}) to continue: "
+              "complete runs are skipped and the stopped run resumes from its last epoch.",
+              file=sys.stderr, flush=True)
+        raise
     finish(sweep, result)
     return result
 
@@ -211,6 +206,7 @@ class Progress:
                 f"ETA {eta}")
 
     def before(self, run_id: str) -> str:
+        """The line announcing the next run of a sweep that runs one at a time."""
         return f"[run {self.finished + 1}/{self.total}: {run_id}] {self.line()}"
 
 

@@ -1,8 +1,8 @@
-"""Many machines on loopback: a real chief and two real workers share a grid.
+"""Sweeps stopped for real: Ctrl-C on one machine, SIGKILL of a worker on many.
 
-A worker is killed (SIGKILL) while its run waits after epoch 1, at a point the test
-controls (tests/sweep_gate/sitecustomize.py), then started again under the same id: the
-oracle hands it the same run, which resumes.
+Every run waits after epoch 1 until the test opens a gate (tests/sweep_gate/
+sitecustomize.py), so the signal arrives at a known point in the middle of a run instead
+of at a moment guessed with sleeps.
 """
 
 import csv
@@ -54,23 +54,76 @@ def history_epochs(run_dir):
         return [int(row["epoch"]) for row in csv.DictReader(stream)]
 
 
+def write_sweep(tmp_path, digits_data_dir, seeds, experiment):
+    config = tmp_path / f"{experiment}.yaml"
+    config.write_text(yaml.safe_dump({
+        "experiment": experiment,
+        "base": {"dataset": "digits", "image_size": 16, "batch_size": 64, "epochs": "0+2",
+                 "train_size": 40, "data_dir": str(digits_data_dir),
+                 "logdir": str(tmp_path / "logs")},
+        "grid": {"seed": seeds},
+    }))
+    return config
+
+
+def gated_env(gate, **variables):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("KERASTUNER")}
+    return {**env, "SWEEP_TEST_GATE": str(gate),
+            "PYTHONPATH": os.pathsep.join([str(GATE_HOOK), str(ROOT)]), **variables}
+
+
+def waiting_run(gate):
+    """The first run held by the gate: its pids and its run directory."""
+    waiting = json.loads(sorted(gate.glob("waiting-*.json"))[0].read_text())
+    run_config = waiting["argv"][waiting["argv"].index("--config") + 1]
+    return waiting, load_config_file(run_config).run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_ctrl_c_stops_the_run_and_the_same_command_resumes_it(tmp_path, digits_data_dir):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    config = write_sweep(tmp_path, digits_data_dir, [0, 1], "stopped")
+    command = [sys.executable, "-m", "medtransfer", "sweep", str(config)]
+    sweep = subprocess.Popen(command, env=gated_env(gate), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: any(gate.glob("waiting-*.json")), {"sweep": sweep}, "epoch 1")
+        waiting, run_dir = waiting_run(gate)
+        sweep.send_signal(signal.SIGINT)
+        output, _ = sweep.communicate(timeout=TIMEOUT)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 130, output
+    assert gone(waiting["pid"])  # the sweep waited for its run to end
+    assert f"Run the same command (medtransfer sweep {config}) to continue" in output
+    assert "Traceback" not in output
+    assert history_epochs(run_dir) == [1] and not (run_dir / "metrics.json").exists()
+    assert not (run_dir / "error.txt").exists()  # stopped, not failed
+
+    (gate / "open").touch()
+    again = subprocess.run(command, env=gated_env(gate), capture_output=True, text=True,
+                           timeout=TIMEOUT)
+    assert again.returncode == 0, again.stderr
+    assert "2 runs: 0 complete, 2 to do" in again.stdout
+    assert f"  resume    {run_dir.name}" in again.stdout
+    assert f"Resuming {run_dir} after epoch 1 of 2." in again.stdout
+    assert history_epochs(run_dir) == [1, 2]
+    assert "2 of 2 runs complete." in again.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc; the sweep uses prctl")
 def test_a_chief_and_two_workers_share_the_grid_and_a_killed_worker_resumes(
         tmp_path, digits_data_dir):
-    logdir, gate = tmp_path / "logs", tmp_path / "gate"
+    gate = tmp_path / "gate"
     gate.mkdir()
-    config = tmp_path / "grid.yaml"
-    config.write_text(yaml.safe_dump({
-        "experiment": "machines",
-        "base": {"dataset": "digits", "image_size": 16, "batch_size": 64, "epochs": "0+2",
-                 "train_size": 40, "data_dir": str(digits_data_dir), "logdir": str(logdir)},
-        "grid": {"seed": [0, 1, 2, 3]},
-    }))
+    config = write_sweep(tmp_path, digits_data_dir, [0, 1, 2, 3], "machines")
     run_dirs = [run.run_dir for run in load_sweep(config).runs]
-    env = {**os.environ, "SWEEP_TEST_GATE": str(gate),
-           "PYTHONPATH": os.pathsep.join([str(GATE_HOOK), str(ROOT)]),
-           "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
+    env = gated_env(gate, KERASTUNER_ORACLE_IP="127.0.0.1",
+                    KERASTUNER_ORACLE_PORT=str(free_port()))
 
     def start(tuner_id, log_name):
         log = (tmp_path / f"{log_name}.log").open("w")
@@ -83,10 +136,8 @@ def test_a_chief_and_two_workers_share_the_grid_and_a_killed_worker_resumes(
     try:
         # Both workers' first runs stop after epoch 1; take the first one to get there.
         wait_for(lambda: any(gate.glob("waiting-*.json")), processes, "a run after epoch 1")
-        waiting = json.loads(sorted(gate.glob("waiting-*.json"))[0].read_text())
+        waiting, killed_run = waiting_run(gate)
         killed = next(name for name, p in processes.items() if p.pid == waiting["ppid"])
-        run_config = waiting["argv"][waiting["argv"].index("--config") + 1]
-        killed_run = load_config_file(run_config).run_dir
         assert killed_run in run_dirs and history_epochs(killed_run) == [1]
 
         processes[killed].send_signal(signal.SIGKILL)
@@ -103,7 +154,7 @@ def test_a_chief_and_two_workers_share_the_grid_and_a_killed_worker_resumes(
                 process.kill()
 
     chief = (tmp_path / "chief.log").read_text()
-    experiment = logdir / "machines"
+    experiment = tmp_path / "logs" / "machines"
     assert sorted(p.name for p in experiment.iterdir()) == sorted(
         [*(run_dir.name for run_dir in run_dirs), "sweep.yaml"])
     for run_dir in run_dirs:
