@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sweeps import sweep_file
 
 from medtransfer.cli import main
 from medtransfer.errors import MedtransferError
@@ -86,19 +87,6 @@ def test_a_bad_sweep_file_names_the_problem(sweep, words):
     with pytest.raises(MedtransferError) as error:
         expand(sweep, source="s.yaml")
     assert words in str(error.value) and "s.yaml" in str(error.value)
-
-
-def sweep_file(tmp_path, digits_data_dir, grid, experiment="sw"):
-    path = tmp_path / f"{experiment}.yaml"
-    path.write_text(yaml.safe_dump({
-        "experiment": experiment,
-        "base": {"dataset": "digits", "image_size": 16, "batch_size": 64, "epochs": "0+1",
-                 "train_size": 40, "data_dir": str(digits_data_dir),
-                 "logdir": str(tmp_path / "logs")},
-        "grid": grid,
-        "expect": "ignored by the sweep",
-    }))
-    return path
 
 
 def sweep(path, *extra):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from sweeps import sweep_file
 
 from medtransfer.config import load_config_file
 from medtransfer.study.grid import load_sweep
@@ -54,18 +54,6 @@ def history_epochs(run_dir):
         return [int(row["epoch"]) for row in csv.DictReader(stream)]
 
 
-def write_sweep(tmp_path, digits_data_dir, seeds, experiment):
-    config = tmp_path / f"{experiment}.yaml"
-    config.write_text(yaml.safe_dump({
-        "experiment": experiment,
-        "base": {"dataset": "digits", "image_size": 16, "batch_size": 64, "epochs": "0+2",
-                 "train_size": 40, "data_dir": str(digits_data_dir),
-                 "logdir": str(tmp_path / "logs")},
-        "grid": {"seed": seeds},
-    }))
-    return config
-
-
 def gated_env(gate, **variables):
     env = {key: value for key, value in os.environ.items() if not key.startswith("KERASTUNER")}
     return {**env, "SWEEP_TEST_GATE": str(gate),
@@ -84,7 +72,7 @@ def waiting_run(gate):
 def test_ctrl_c_stops_the_run_and_the_same_command_resumes_it(tmp_path, digits_data_dir):
     gate = tmp_path / "gate"
     gate.mkdir()
-    config = write_sweep(tmp_path, digits_data_dir, [0, 1], "stopped")
+    config = sweep_file(tmp_path, digits_data_dir, {"seed": [0, 1]}, "stopped", "0+2")
     command = [sys.executable, "-m", "medtransfer", "sweep", str(config)]
     sweep = subprocess.Popen(command, env=gated_env(gate), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -120,7 +108,8 @@ def test_a_chief_and_two_workers_share_the_grid_and_a_killed_worker_resumes(
         tmp_path, digits_data_dir):
     gate = tmp_path / "gate"
     gate.mkdir()
-    config = write_sweep(tmp_path, digits_data_dir, [0, 1, 2, 3], "machines")
+    config = sweep_file(tmp_path, digits_data_dir, {"seed": [0, 1, 2, 3]}, "machines",
+                        "0+2")
     run_dirs = [run.run_dir for run in load_sweep(config).runs]
     env = gated_env(gate, KERASTUNER_ORACLE_IP="127.0.0.1",
                     KERASTUNER_ORACLE_PORT=str(free_port()))

@@ -289,13 +289,18 @@ def _pass_on(stream, tail: collections.deque[str]) -> None:
 
 
 def _stop(child: subprocess.Popen) -> None:
-    """Ends a child run: SIGINT (it may have had it from the terminal), then SIGTERM."""
-    for stop, grace in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, None)):
-        if child.poll() is not None:
-            return
-        child.send_signal(stop)
+    """Ends a child run after Ctrl-C, giving it the chance to stop cleanly.
+
+    From a terminal, the child had the same SIGINT and is ending already; otherwise it
+    gets one, then SIGTERM, then SIGKILL. A run stopped any of these ways resumes.
+    """
+    steps = ((None, 2), (signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, None))
+    for stop, grace in steps:
+        if stop is not None:
+            child.send_signal(stop)
         try:
             child.wait(timeout=grace)
+            return
         except subprocess.TimeoutExpired:
             continue
 
