@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from medtransfer.data import shards
-from medtransfer.data.prepare import MANIFEST, SPLIT_CSV, prepare_dataset
+from medtransfer.data.catalog import MANIFEST, prepared_datasets
+from medtransfer.data.prepare import SPLIT_CSV, prepare_dataset
 from medtransfer.data.registry import DATASETS, DatasetSpec
 from medtransfer.errors import MedtransferError, look_up_option
 from medtransfer.fileio import read_json
@@ -145,12 +146,6 @@ def _load_folder(folder: Path) -> PreparedDataset:
     )
 
 
-def _prepared_names(data_dir: Path) -> list[str]:
-    if not data_dir.is_dir():
-        return []
-    return sorted(p.name for p in data_dir.iterdir() if (p / MANIFEST).is_file())
-
-
 def _raise_not_prepared(name: str, data_dir: Path) -> None:
     out = "" if data_dir == Path("datasets") else f" --out {data_dir / name}"
     if name in _OWN_DATA_LAYOUTS:
@@ -168,6 +163,6 @@ def _raise_not_prepared(name: str, data_dir: Path) -> None:
             f"exist). Download it: {spec.download} Then prepare it once: 'medtransfer prepare "
             f"{name} --source DIR{out}', with DIR the unzipped folder."
         )
-    prepared = _prepared_names(data_dir)
+    prepared = [summary.name for summary in prepared_datasets(data_dir)]
     choices = [*DATASETS.names(), *(p for p in prepared if p not in DATASETS)]
     look_up_option(name, choices, "dataset")
