@@ -40,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
             if not action.option_strings and action.dest != argparse.SUPPRESS
             and not isinstance(action, argparse._SubParsersAction)
         ]
-        command = " command ..." if self._subparsers is not None else ""
+        command = " command ..." if self.commands() else ""
         return f"usage: {' '.join([self.prog, *positionals])} [options]{command}\n"
 
     def error(self, message: str) -> None:
@@ -52,6 +52,10 @@ class _Parser(argparse.ArgumentParser):
         if usage:
             self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def commands(self) -> dict[str, _Parser]:
+        """The subcommands' parsers by name; empty for a parser without subcommands."""
+        return {} if self._subparsers is None else self._subparsers._group_actions[0].choices
 
     def option_strings(self) -> list[str]:
         """Every option this parser takes, ``--help`` aside, in the order of ``--help``."""
@@ -126,7 +130,7 @@ def _run_parser(subparsers) -> None:
     parser.set_defaults(
         handler=_run,
         interrupted="Every completed epoch is saved in the run directory: the same command "
-                    "resumes from the last one.",
+                    "resumes from the last one (or starts again if none had completed).",
     )
 
 
@@ -311,7 +315,7 @@ def build_parser() -> _Parser:
 
 def _parse(parser: _Parser, argv: list[str]) -> argparse.Namespace:
     """Parses ``argv``; a usage error exits with code 2 after one usage line and a paragraph."""
-    commands = parser._subparsers._group_actions[0].choices
+    commands = parser.commands()
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     if command is not None and command not in commands:
         parser.fail(unknown_name_message(command, commands, "command",

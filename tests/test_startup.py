@@ -38,7 +38,7 @@ def test_list_and_every_help_load_no_tensorflow(tmp_path):
     code = f"""
 import json, sys
 from medtransfer.cli import build_parser, main
-commands = list(build_parser()._subparsers._group_actions[0].choices)
+commands = list(build_parser().commands())
 answers = {{}}
 listing = ["list", "--data-dir", {str(tmp_path)!r}]
 for argv in [["--help"], *([c, "--help"] for c in commands), listing]:
