@@ -225,3 +225,16 @@ def test_the_options_table_lists_every_flag_of_the_parser(file, heading, command
 def test_the_readme_has_the_run_options_table():
     assert ("README.md", "### `medtransfer run`: one configuration, trained, evaluated and "
             "logged", "run") in readme_option_tables()
+
+
+def test_another_max_reject_changes_no_data_and_says_so(tmp_path, capsys):
+    source = write_folder(tmp_path / "source").source
+    args = ["prepare", "folder", "--source", str(source), "--out", str(tmp_path / "out"),
+            "--workers", "1", "--no-progress"]
+    assert run_main(args, capsys)[0] == 0
+    manifest = (tmp_path / "out" / "manifest.json").read_bytes()
+    code, out, err = run_main([*args, "--max-reject", "0.2"], capsys)
+    assert code == 0
+    assert "nothing to do (--max-reject 0.2 differs from the 0.01 it was prepared with" in (
+        out + err)
+    assert (tmp_path / "out" / "manifest.json").read_bytes() == manifest
