@@ -62,6 +62,7 @@ class _Parser(argparse.ArgumentParser):
         return [name for action in self._actions for name in action.option_strings
                 if name.startswith("--") and name != "--help"]
 
+
 RUN_EXAMPLES = """examples:
   medtransfer run --dataset digits --net small_cnn --epochs 1+4 --image-size 32
   medtransfer run --dataset cancer --net inception_v3 --init imagenet --freeze 0.5
@@ -138,8 +139,10 @@ def _run(args: argparse.Namespace) -> int:
     from medtransfer.config import RunConfig, config_from_mapping, load_config_file
 
     config = load_config_file(args.config) if args.config else RunConfig()
-    given = {key: value for key, value in vars(args).items()
-             if value is not None and key not in ("config", "overwrite", *_COMMON)}
+    given = {
+        key: value for key, value in vars(args).items()
+        if value is not None and key not in ("config", "overwrite", "handler", "command")
+    }
     # Checked before TensorFlow loads, so a bad value fails at once.
     config = config_from_mapping(given, base=config, source="the command line")
 
@@ -291,10 +294,6 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-# Namespace entries that are not options of any subcommand.
-_COMMON = ("command", "handler", "interrupted", "verbose")
-
-
 def build_parser() -> _Parser:
     parser = _Parser(
         prog="medtransfer",
@@ -345,15 +344,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from medtransfer.quiet import quiet_tensorflow_start
 
     args = _parse(build_parser(), list(sys.argv[1:] if argv is None else argv))
-    quiet_tensorflow_start(verbose=args.verbose)
+    # Handlers see only their subcommand's options (and command, handler).
+    quiet_tensorflow_start(verbose=vars(args).pop("verbose"))
+    interrupted = vars(args).pop("interrupted", "")
     try:
         return args.handler(args)
     except MedtransferError as error:
         print(f"medtransfer {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        hint = getattr(args, "interrupted", "")
-        print(f"medtransfer {args.command}: interrupted. {hint}".rstrip(), file=sys.stderr)
+        print(f"medtransfer {args.command}: interrupted. {interrupted}".rstrip(),
+              file=sys.stderr)
         return 130
 
 
