@@ -47,8 +47,10 @@ def e2e_run(tmp_path_factory, digits_data_dir):
 
 @pytest.mark.slow
 def test_every_artifact_of_a_run(e2e_run):
-    _, run_dir, result = e2e_run
-    assert "test AUC (micro)" in result.stdout and str(run_dir) in result.stdout
+    root, run_dir, result = e2e_run
+    # Printed relative to the working directory, where the run directory is.
+    assert "test AUC (micro)" in result.stdout
+    assert str(run_dir.relative_to(root) / "metrics.json") in result.stdout
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert METRICS_KEYS <= set(metrics)
