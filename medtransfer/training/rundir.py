@@ -168,7 +168,7 @@ class RunDirectory:
         except MedtransferError as error:
             raise MedtransferError(
                 f"The run directory '{self.path}' holds a run whose config.yaml cannot be "
-                f"compared with this one ({error}) Train afresh over it with --overwrite "
+                f"compared with this one: {error} Train afresh over it with --overwrite "
                 "(deletes that run), or choose another --experiment."
             ) from None
         if differences:
