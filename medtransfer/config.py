@@ -2,9 +2,12 @@
 
 Precedence, lowest first: the dataclass defaults, a YAML file (``--config``; it holds
 only what differs), the command-line flags. ``resolve`` fills what depends on the
-dataset and the net (learning rate, input size, augmentation), and the resolved config
-is saved as ``config.yaml`` in the run directory, so that ``medtransfer run --config
-<run>/config.yaml`` reproduces the run.
+dataset and the net (learning rate, input size, augmentation) and makes paths absolute,
+and the resolved config is saved as ``config.yaml`` in the run directory, from which
+``medtransfer reproduce`` trains the run again from any directory.
+
+A config's identity (every field but :data:`NOT_IDENTITY`) names its run directory
+(:func:`run_id`): two configurations never share one.
 """
 
 from __future__ import annotations
