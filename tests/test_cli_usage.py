@@ -95,7 +95,7 @@ def test_no_command_prints_the_help_and_exits_2(capsys):
     assert code == 2 and out == ""
     assert err.startswith("usage: medtransfer [-h] [--version] [--verbose] command ...")
     for command, parser in subcommands().items():
-        assert re.search(rf"^    {command} +\S", err, re.MULTILINE), command
+        assert re.search(rf"^    {command}\b", err, re.MULTILINE), command
         assert parser.description
     assert err.rstrip().splitlines()[-1] == (
         "medtransfer: error: Give a command: " + ", ".join(subcommands()) + ".")
