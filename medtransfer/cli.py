@@ -335,8 +335,6 @@ def build_parser() -> _Parser:
                     "network, and how much should I freeze?",
         epilog="Run 'medtransfer <command> --help' for the options and examples of each. "
                "'medtransfer' alone prints this help and exits with code 2.",
-        # Room for the longer command names (reproduce, similarity) beside their help.
-        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=32),
     )
     parser.add_argument("--version", action="version", version=f"medtransfer {__version__}")
     parser.add_argument("--verbose", action="store_true",
