@@ -86,7 +86,8 @@ def test_ctrl_c_stops_the_run_and_the_same_command_resumes_it(tmp_path, digits_d
             sweep.kill()
     assert sweep.returncode == 130, output
     assert gone(waiting["pid"])  # the sweep waited for its run to end
-    assert f"Run the same command (medtransfer sweep {config}) to continue" in output
+    assert "medtransfer sweep: interrupted. The run in progress was stopped" in output
+    assert "The same command continues" in output
     assert "Traceback" not in output
     assert history_epochs(run_dir) == [1] and not (run_dir / "metrics.json").exists()
     assert not (run_dir / "error.txt").exists()  # stopped, not failed

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from medtransfer.config import FIELDS, RunConfig, config_from_mapping
+from medtransfer.config import FIELDS, RunConfig, absolute_path, config_from_mapping
 from medtransfer.errors import MedtransferError, look_up_option
 
 SWEEP_KEYS = ("experiment", "base", "grid", "published", "expect")
@@ -180,7 +180,7 @@ def expand(values: Mapping[str, Any], *, source: str = "the sweep",
             source_run = None
             if isinstance(init, str) and init.startswith(RUN_REFERENCE):
                 source_run = _referenced_run(init.removeprefix(RUN_REFERENCE), names, where)
-                cell = {**cell, "init": str(source_run.run_dir.absolute())}
+                cell = {**cell, "init": absolute_path(source_run.run_dir)}
             config = _config(cell, base, where)
             grid_runs.append(PlannedRun(config, index, name, source_run))
         if name is not None:
@@ -234,9 +234,9 @@ def _without_duplicates(runs: list[PlannedRun], source: str) -> list[PlannedRun]
                       if getattr(first.config, key) != getattr(run.config, key)]
             raise MedtransferError(
                 f"In {source}: grids {first.grid + 1} and {run.grid + 1} both give the run "
-                f"{run.run_id}, but they differ in {', '.join(differ)}; they would write the "
-                "same run directory. Give one of them another seed or experiment, or make "
-                "them the same."
+                f"{run.run_id}, but they differ in {', '.join(differ)}, which a run id does "
+                "not tell apart: they would be one run directory. Make them the same, or put "
+                "them in two sweep files with different experiments."
             )
     return list(kept.values())
 
@@ -260,8 +260,8 @@ def _mapping(value: Any, what: str, source: str) -> Mapping[str, Any]:
     return value
 
 
-def _look_up(name: str, choices, kind: str, where: str, advice: str) -> None:
+def _look_up(name: str, choices, kind: str, where: str, see: str) -> None:
     try:
-        look_up_option(name, list(choices), kind, advice=advice)
+        look_up_option(name, list(choices), kind, see=see)
     except MedtransferError as error:
         raise MedtransferError(f"In {where}: {error}") from None

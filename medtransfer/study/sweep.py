@@ -101,8 +101,8 @@ def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
     Raises:
         MedtransferError: a bad sweep file (before anything runs).
         SweepFailed: at the end, when any run failed.
-        KeyboardInterrupt: Ctrl-C, after stopping the run in progress and saying how to
-            continue.
+        KeyboardInterrupt: Ctrl-C, after stopping the run in progress (the same call
+            continues: complete runs are skipped, the stopped run resumes).
     """
     sweep = load_sweep(path, logdir)
     if not dry_run:
@@ -130,10 +130,7 @@ def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
                 print(f"{run.run_id}: FAILED (exit code {outcome.exit_code}), see "
                       f"{outcome.error_file}", flush=True)
     except KeyboardInterrupt:
-        print(f"\nStopped after {len(result.completed)} completed run(s); the run in progress "
-              f"was stopped. Run the same command (medtransfer sweep {path}) to continue: "
-              "complete runs are skipped and the stopped run resumes from its last epoch.",
-              file=sys.stderr, flush=True)
+        print(f"\nStopped after {len(result.completed)} completed run(s).", flush=True)
         raise
     finish(sweep, result)
     return result
