@@ -15,6 +15,7 @@ from pathlib import Path
 
 from medtransfer.config import SCALINGS, STRATEGIES
 from medtransfer.errors import MedtransferError
+from medtransfer.serve.export import FORMATS as EXPORT_FORMATS
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 
@@ -33,6 +34,14 @@ PREPARE_EXAMPLES = """examples:
   medtransfer prepare cats_vs_dogs --source ~/kaggle/dogs-vs-cats
   medtransfer prepare folder --source ~/my_images --out datasets/my_images
   medtransfer prepare medmnist --source ~/pneumoniamnist.npz --out datasets/pneumoniamnist
+"""
+PREDICT_EXAMPLES = """examples:
+  medtransfer predict tensorboard_logs/demo/<run_id> new_scans/ --out predictions.csv
+  medtransfer predict RUN_DIR a.png b.jpg more/ list.csv     # files, folders, CSVs (path column)
+"""
+EXPORT_EXAMPLES = """examples:
+  medtransfer export tensorboard_logs/demo/<run_id>                 # RUN_DIR/export/model.keras
+  medtransfer export RUN_DIR --format saved_model --out serving/mymodel/1
 """
 
 
@@ -155,6 +164,63 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="classify new images with a finished run's best checkpoint",
+        description="Classify new images with a finished run: each image gets its dataset's "
+                    "preparation (decoding, the layout's own step, downsizing) and the run's "
+                    "resizing and scaling, then the best checkpoint. Writes a CSV with the "
+                    "path, the predicted class and one probability per class; unreadable "
+                    "files are listed with the reason in <out stem>.rejected.csv.",
+        epilog=PREDICT_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    parser.add_argument("run_dir", help="a complete run directory")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, folders of images, or CSV files with a path column")
+    parser.add_argument("--out", type=Path, default=Path("predictions.csv"),
+                        help="the predictions CSV (default predictions.csv)")
+    parser.add_argument("--batch-size", type=int, help="images per forward pass "
+                                                       "(default: the run's)")
+    parser.set_defaults(handler=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medtransfer.serve.predict import predict_images
+
+    result = predict_images(args.run_dir, args.inputs, out=args.out, batch_size=args.batch_size)
+    rejected = (f"; {len(result.rejected)} rejected (see {result.rejected_file})"
+                if result.rejected else "")
+    print(f"predicted {result.predicted} image(s) into {result.out}{rejected}")
+    return 0
+
+
+def _export_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="save a finished run as a model that needs only Keras or TF Serving",
+        description="Save a finished run's best checkpoint as a self-contained model: it takes "
+                    "uint8 RGB images of any size (batch, height, width, 3) and resizes and "
+                    "scales them itself. keras: a .keras file that keras.saving.load_model "
+                    "reads without medtransfer; saved_model: a SavedModel with a "
+                    "serving_default signature for TensorFlow Serving. The class names go in "
+                    "the model (output class_name) and in a JSON file beside it.",
+        epilog=EXPORT_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    parser.add_argument("run_dir", help="a complete run directory")
+    parser.add_argument("--format", default="keras", choices=EXPORT_FORMATS,
+                        help="keras: a .keras file (default); saved_model: for TF Serving")
+    parser.add_argument("--out", type=Path, help="the .keras file or SavedModel folder "
+                                                 "(default RUN_DIR/export/...)")
+    parser.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from medtransfer.serve.export import export_run
+
+    result = export_run(args.run_dir, format=args.format, out=args.out)
+    print(f"exported {result.path} ({len(result.class_names)} classes; {result.info})")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from medtransfer.data.registry import DATASETS
     from medtransfer.models.init import INITS
@@ -199,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=_list)
     _prepare_parser(subparsers)
     _run_parser(subparsers)
+    _predict_parser(subparsers)
+    _export_parser(subparsers)
     return parser
 
 

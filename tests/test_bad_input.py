@@ -219,6 +219,15 @@ CASES = [
     Case("prepare-no-layout", ["prepare"], ["required", "dataset"]),
     Case("prepare-max-reject-text", ["prepare", "cancer", "--max-reject", "1%"],
          ["--max-reject", "invalid float value"]),
+    Case("predict-no-input", ["predict", "{tmp}"], ["required", "INPUT"]),
+    Case("export-format-choice", ["export", "{tmp}", "--format", "onnx"],
+         ["--format", "invalid choice: 'onnx'", "'keras'", "'saved_model'"]),
+
+    # predict, export: what they read
+    Case("predict-not-a-run", ["predict", "{tmp}", "{tmp}/scan.png"],
+         ["predict: '{tmp}' is not a run directory", "config.yaml", "<run_id>"]),
+    Case("export-not-a-run", ["export", "{tmp}"],
+         ["export: '{tmp}' is not a run directory", "config.yaml"]),
 
     # run: names and values
     Case("unknown-net", run("--net", "resnet50"),
