@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from medtransfer.config import SCALINGS, STRATEGIES
+from medtransfer.config import CLASS_WEIGHTS, SCALINGS, STRATEGIES
 from medtransfer.errors import MedtransferError
 from medtransfer.serve.export import FORMATS as EXPORT_FORMATS
 
@@ -71,6 +71,12 @@ def _run_parser(subparsers) -> None:
     add("--train-size", type=int, help="train on a stratified subset of N training images")
     add("--scaling", choices=SCALINGS,
         help="unit: pixels in [0, 1] (default); native: the net's preprocess_input")
+    add("--class-weight", choices=CLASS_WEIGHTS,
+        help="none (default, the study) or balanced: weight each class's loss by "
+             "n_images / (n_classes * its count) in the training images used")
+    add("--patience", type=int,
+        help="end phase 2 when the validation micro AUC has not improved for N of its "
+             "epochs (default: off, every epoch trains)")
     add("--no-augment", dest="augment", action="store_const", const=False,
         help="no training augmentation at all")
     for name in ("flips", "noise", "color"):
