@@ -97,13 +97,14 @@ class Killed(Exception):
 
 @pytest.mark.slow
 def test_patience_stops_phase_two_and_counts_on_after_a_resume(
-    digits_data_dir, tmp_path, monkeypatch
+    skewed_data_dir, tmp_path, monkeypatch
 ):
     # A learning rate far below float32 resolution and a frozen backbone: no weight and
     # no BatchNorm statistic changes, so validation AUC never improves after epoch 1.
-    config = RunConfig(dataset="digits", data_dir=str(digits_data_dir), net="small_cnn",
-                       image_size=16, epochs="1+8", freeze=1.0, lr=1e-30, patience=3,
-                       train_size=50, batch_size=25, augment=False, logdir=str(tmp_path))
+    # Phase 2 is epochs 1-8: epochs 2, 3 and 4 without improvement end it after epoch 4.
+    config = RunConfig(dataset="skewed", data_dir=str(skewed_data_dir), net="small_cnn",
+                       image_size=16, epochs="0+8", freeze=1.0, lr=1e-30, patience=3,
+                       batch_size=20, augment=False, logdir=str(tmp_path))
     original = StopOnPlateau.on_epoch_end
 
     def killed_after_epoch_3(self, epoch, logs=None):
