@@ -70,7 +70,8 @@ def export_run(run_dir: str | Path, *, format: str = "keras",
     """
     from medtransfer.training.rundir import open_run
 
-    format = look_up_option(format, FORMATS, "export format")
+    format = look_up_option(format, FORMATS, "export format",
+                            see="'medtransfer export --help' explains each.")
     run = open_run(run_dir, "export")
     default = run.directory.export / ("model.keras" if format == "keras" else "saved_model")
     out = Path(out).expanduser() if out is not None else default
