@@ -633,7 +633,8 @@ class Study:
         out = [
             f"# Report: {self.experiment_dir.name}",
             "",
-            f"{len(self.records)} run directories in `{self.experiment_dir}`: "
+            f"{len(self.records)} run director{'y' if len(self.records) == 1 else 'ies'} in "
+            f"`{self.experiment_dir}`: "
             + ", ".join(f"{count} {word}" for word, count in sorted(counts.items())) + ".",
         ]
         if self.sweep_note:
