@@ -398,7 +398,6 @@ class Study:
         self.published = sweep.get("published") if isinstance(sweep.get("published"),
                                                               dict) else {}
         grids = _grids(sweep)
-        self.grids = grids
         grid_values = {key: [value for grid in grids for value in grid.get(key, [])]
                        for key in ("dataset", "net", "init", "freeze")}
         self.tasks_of_dataset = defaultdict(set)
@@ -569,12 +568,13 @@ class Study:
             body.append(row)
         per_task = [np.mean(values) for values, _ in improvements.values() if values]
         per_task_speed = [np.mean(ratios) for ratios, _ in speeds.values() if ratios]
+        never = sum(never for _, never in speeds.values())
         overall = [
             "overall",
-            f"{_percent(float(np.mean(per_task)))} (mean of {len(per_task)} datasets)"
+            f"{_percent(float(np.mean(per_task)))} (mean of {_datasets(len(per_task))})"
             if per_task else MISSING,
-            f"{np.mean(per_task_speed):.2f}× (mean of {len(per_task_speed)} datasets)"
-            if per_task_speed else MISSING,
+            f"{np.mean(per_task_speed):.2f}× (mean of {_datasets(len(per_task_speed))})"
+            if per_task_speed else ("never reached" if never else MISSING),
         ]
         if published:
             overall.insert(2, _published_percent(published.get("improvement"), "overall"))
@@ -834,6 +834,10 @@ def _colours(count: int) -> list:
 
     cmap = colormaps["viridis"]
     return [cmap(index / max(1, count - 1) * 0.9) for index in range(count)]
+
+
+def _datasets(count: int) -> str:
+    return f"{count} dataset{'s' if count != 1 else ''}"
 
 
 def _mean_text_percent(values: list[float], nets: int) -> str:
