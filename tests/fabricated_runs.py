@@ -7,7 +7,7 @@ from medtransfer.training.rundir import RunDirectory
 
 
 def make_run(experiment, *, dataset="cancer", net="inception_v3", init="glorot", freeze=0.0,
-             seed=0, epochs="0+4", val_aucs=(), test_auc=None, status="complete",
+             seed=0, epochs="3+50", val_aucs=(), test_auc=None, status="complete",
              predictions=None, **config_fields):
     """Writes config.yaml, history.csv and (unless in progress) metrics.json.
 
@@ -22,10 +22,10 @@ def make_run(experiment, *, dataset="cancer", net="inception_v3", init="glorot",
     Returns:
         The RunDirectory.
     """
+    # The dataset's and net's defaults otherwise, so that run ids are the study's.
     config = RunConfig(dataset=dataset, net=net, init=init, freeze=freeze, seed=seed,
-                       epochs=epochs, lr=1e-4, image_size=32, num_classes=2,
-                       experiment=experiment.name, logdir=str(experiment.parent),
-                       **config_fields)
+                       epochs=epochs, num_classes=2, experiment=experiment.name,
+                       logdir=str(experiment.parent), **config_fields)
     directory = RunDirectory(config.run_dir)
     directory.create()
     save_config(config, directory.config)

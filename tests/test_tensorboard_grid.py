@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -125,7 +126,8 @@ def test_hparams_tab_shows_each_experiments_run_with_its_test_auc(two_experiment
     assert {"best/val_auc_micro", "test/auc_micro", "test/auc_macro", "test/accuracy"} <= tags
 
     metrics = results["first"]
-    points = request(server[0], f"/data/plugin/scalars/scalars?run=first/{run_id}"
-                                "&tag=test/auc_micro")
+    # Run ids hold '+' (e0+2): the query must be encoded.
+    query = urllib.parse.urlencode({"run": f"first/{run_id}", "tag": "test/auc_micro"})
+    points = request(server[0], f"/data/plugin/scalars/scalars?{query}")
     assert [(step, pytest.approx(value, abs=1e-6)) for _, step, value in points] == [
         (metrics["best_epoch"], metrics["test_auc_micro"])]

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from medtransfer.config import NOT_IDENTITY, RUN_ID_BASE, init_source_name
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import write_text_atomic
 from medtransfer.study import figures
@@ -56,12 +57,9 @@ MIN_RESAMPLES = 1000
 GLOROT = "glorot"
 NAMED_INITS = ("glorot", "imagenet", "mean_var")
 MISSING = "—"
-# Config fields that say how or where a run ran, or that are a cell's own axes: runs
-# differing only in these are the same task.
-_NOT_TASK = frozenset({
-    "dataset", "net", "init", "freeze", "seed", "experiment", "logdir", "data_dir",
-    "strategy", "cache_limit", "deterministic", "mixed_precision", "weights_file",
-})
+# Config fields that cannot change a run's numbers, and a cell's own axes: runs that
+# differ only in these are the same task.
+_NOT_TASK = frozenset(NOT_IDENTITY) | frozenset(RUN_ID_BASE)
 
 
 @dataclass
@@ -212,10 +210,7 @@ def init_label(init: str) -> str:
     """How an init reads in a table: its name, or ``transfer from <source run id>``."""
     if init in NAMED_INITS:
         return init
-    path = Path(init)
-    # A run's best.weights.h5 is named after its run directory.
-    name = path.parent.name if path.name == "best.weights.h5" else path.name
-    return f"transfer from {name or init}"
+    return f"transfer from {init_source_name(init) or init}"
 
 
 def _slug(text: str) -> str:
