@@ -9,6 +9,7 @@ figure; :func:`save_png` writes it. A new figure is one more small function over
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,9 @@ def test_auc_against_freeze(panels: dict[str, list[Series]]) -> Figure:
 
 
 def save_png(figure: Figure, path: str | Path) -> Path:
-    """Writes ``figure`` as a PNG at 110 dpi and returns the path."""
-    figure.savefig(path, format="png", dpi=110)
-    return Path(path)
+    """Writes ``figure`` as a PNG at 110 dpi, whole or not at all; returns the path."""
+    path = Path(path)
+    staged = path.with_name(f".{path.name}.tmp")
+    figure.savefig(staged, format="png", dpi=110)
+    os.replace(staged, path)
+    return path
