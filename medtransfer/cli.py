@@ -70,7 +70,7 @@ RUN_EXAMPLES = """examples:
   medtransfer run --dataset retina --net densenet121 --init mean_var --epochs 0+50
   medtransfer run --dataset cats_vs_dogs --net resnet50_v2 --init imagenet \\
       --strategy mirrored --mixed-precision --batch-size 64
-  medtransfer run --config configs/demo.yaml --lr 0.001   # a YAML file, a flag wins over it
+  medtransfer run --config my_run.yaml --lr 0.001        # a YAML file, a flag wins over it
 """
 REPRODUCE_EXAMPLES = """examples:
   medtransfer reproduce tensorboard_logs/default/cancer-inception_v3-imagenet-f0.50-s0
