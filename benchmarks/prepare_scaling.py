@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from benchmarks.photos import PhotoDataset, write_photos
 from benchmarks.report import Figure, Target
-from benchmarks.timing import best_rates, run_measured
+from benchmarks.timing import best_rates, run_measured, usable_cores
 from medtransfer.data.pipeline import cached_bytes
 from medtransfer.data.prepare import prepare_dataset
 from medtransfer.data.prepared import load_prepared
@@ -46,7 +45,7 @@ SPLITS = ("train", "validation", "test")
 
 def measure(root: Path, photos: PhotoDataset, quick: bool) -> tuple[list[Figure], list[str]]:
     sizes = SIZES[quick]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     source = write_photos(root / "retina_like", sizes.images, sizes.width, sizes.height,
                           fundus=True, seed=1)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks.timing import usable_cores
 from medtransfer.fileio import write_json_atomic, write_text_atomic
 
 
@@ -131,8 +132,7 @@ def machine_lines() -> list[str]:
         cpu = names[0] if names else cpu
     return [
         f"- machine: {platform.platform()}, {cpu}",
-        f"- CPUs: {os.cpu_count()} (usable by this process: {len(os.sched_getaffinity(0))})"
-        if hasattr(os, "sched_getaffinity") else f"- CPUs: {os.cpu_count()}",
+        f"- CPUs: {os.cpu_count()} (usable by this process: {usable_cores()})",
         f"- GPU: {', '.join(gpus) if gpus else 'none'}",
         f"- python {platform.python_version()}, tensorflow {tf.__version__}, "
         f"keras {keras.__version__}, medtransfer {medtransfer.__version__}",

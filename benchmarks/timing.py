@@ -20,6 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity), else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def best_rates(
     sides: Mapping[str, Callable[[], float]], repeats: int, warmup: int = 0
 ) -> dict[str, float]:

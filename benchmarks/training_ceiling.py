@@ -14,7 +14,6 @@ images/s per CPU core: a GPU that trains at R images/s needs R / that many cores
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,13 @@ import tensorflow as tf
 
 from benchmarks.photos import PhotoDataset
 from benchmarks.report import Figure, Target
-from benchmarks.timing import best_rates, dataset_rate, make_epoch_timer, steady_rate
+from benchmarks.timing import (
+    best_rates,
+    dataset_rate,
+    make_epoch_timer,
+    steady_rate,
+    usable_cores,
+)
 from medtransfer.config import RunConfig
 from medtransfer.data.augment import AugmentConfig
 from medtransfer.data.pipeline import make_dataset
@@ -53,7 +58,7 @@ REPEATS = {False: 2, True: 1}
 
 def measure(photos: PhotoDataset, logdir: Path, quick: bool) -> tuple[list[Figure], list[str]]:
     figures = []
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     for case in CASES[quick]:
         config = RunConfig(
             dataset=photos.name, data_dir=str(photos.data_dir), logdir=str(logdir),

@@ -158,33 +158,31 @@ def test_config_checks_ranges_and_turns_lists_into_tuples():
         AugmentConfig(noise_std=-0.1)
 
 
+def fixed_colour(saturation: float, contrast: float) -> AugmentConfig:
+    """Colour only, with (all but) fixed amounts: no brightness or hue change."""
+    return dataclasses.replace(
+        NOTHING, color=True, saturation_range=(saturation, saturation + 1e-7),
+        brightness_delta=0.0, contrast_range=(contrast, contrast + 1e-7), hue_delta=0.0)
+
+
 def test_zero_saturation_turns_every_pixel_into_its_luma():
     # With saturation scaled by ~0 and no other colour change, YIQ keeps only luma:
     # every channel becomes 0.299 R + 0.587 G + 0.114 B.
-    config = dataclasses.replace(
-        NOTHING, color=True, saturation_range=(0.0, 1e-7), brightness_delta=0.0,
-        contrast_range=(1.0, 1.0 + 1e-7), hue_delta=0.0)
     image = asymmetric_image()
-    out = augment_image(image, tf.constant([1, 2]), config).numpy()
+    out = augment_image(image, tf.constant([1, 2]), fixed_colour(0.0, 1.0)).numpy()
     luma = image @ np.array([0.299, 0.587, 0.114], np.float32)
     np.testing.assert_allclose(out, np.repeat(luma[..., None], 3, axis=-1), atol=1e-5)
 
 
 def test_identity_colour_settings_leave_the_image_unchanged():
-    config = dataclasses.replace(
-        NOTHING, color=True, saturation_range=(1.0, 1.0 + 1e-7), brightness_delta=0.0,
-        contrast_range=(1.0, 1.0 + 1e-7), hue_delta=0.0)
     image = asymmetric_image()
-    out = augment_image(image, tf.constant([3, 4]), config).numpy()
+    out = augment_image(image, tf.constant([3, 4]), fixed_colour(1.0, 1.0)).numpy()
     np.testing.assert_allclose(out, image, atol=1e-5)
 
 
 def test_contrast_keeps_each_channels_mean_and_scales_its_spread():
-    config = dataclasses.replace(
-        NOTHING, color=True, saturation_range=(1.0, 1.0 + 1e-7), brightness_delta=0.0,
-        contrast_range=(0.5, 0.5 + 1e-7), hue_delta=0.0)
     image = asymmetric_image()
-    out = augment_image(image, tf.constant([3, 4]), config).numpy()
+    out = augment_image(image, tf.constant([3, 4]), fixed_colour(1.0, 0.5)).numpy()
     mean = image.mean(axis=(0, 1))
     np.testing.assert_allclose(out, mean + 0.5 * (image - mean), atol=1e-5)
 
