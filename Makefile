@@ -22,7 +22,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
-# Every figure of benchmarks/ (about an hour on 2 cores); writes benchmarks/results.md.
+# Every figure of benchmarks/ (roughly half an hour on 2 quiet cores); writes benchmarks/results.md.
 benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks
 

@@ -15,7 +15,7 @@ PHOTOS = {False: 2000, True: 100}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes (about a minute on 2 cores): checks every figure runs")
+                        help="tiny sizes (a few minutes on 2 cores): checks every figure runs")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.md",
                         help="where to write the table (default benchmarks/results.md)")
     parser.add_argument("--only", nargs="+", choices=FIGURES, default=FIGURES,
