@@ -23,8 +23,9 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# Every figure of benchmarks/ (roughly half an hour on 2 quiet cores); writes benchmarks/results.md.
 benchmark: $(STAMP)
-	$(BIN)/python -m benchmarks.pipeline_throughput
+	$(BIN)/python -m benchmarks
 
 clean-venv:
 	rm -rf $(VENV)

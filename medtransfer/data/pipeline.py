@@ -8,8 +8,8 @@ and, for training, shuffles, augments and one-hot encodes:
            -> [0, 1] floats -> augment -> batch -> preprocess -> prefetch
 
 Decisions, measured in ``benchmarks/pipeline_throughput.py`` (2 shared CPU cores,
-128 px: caching 1.5-2x faster for training and 3.5-4.6x for evaluation; per-image
-augmentation 2-3x faster than per batch; a uint8 cache no slower than float32):
+128 px: caching 1.5-2x faster for training and 3.5-4.6x for evaluation; a uint8 cache
+no slower than float32), and against Keras' own pipeline by ``python -m benchmarks``:
 
 - The cache holds uint8 images after resizing: a quarter of the memory of float32
   (the cancer split at 224 px is 33 GB instead of 132 GB), for one cast per image per
@@ -17,7 +17,8 @@ augmentation 2-3x faster than per batch; a uint8 cache no slower than float32):
   a split of up to ``UNCACHED_SHUFFLE_BUFFER`` images is shuffled the same way in both
   cases, so the cache limit does not change the numbers a run sees.
 - Augmentation runs per image (:func:`medtransfer.data.augment.augment_image`), in a
-  parallel map before batching, each image with its own seed.
+  parallel map before batching, each image with its own seed. Once the split is
+  cached it is what limits the stream, so it is written to touch each pixel few times.
 
 Determinism: the shuffle order and every augmentation draw are pure functions of
 ``seed`` and the epoch (stateless random ops fed from ``tf.data.Dataset.random``), so
