@@ -6,6 +6,11 @@ for phase 1), compiled as a run compiles them and fitted on images in memory; th
 epochs take turns. A frozen layer should cost its forward pass only: the row "freeze
 1.0 step vs forward pass" compares a training step at freeze 1.0 with the forward pass
 alone (``predict``), and would be near 3 if gradients flowed through the frozen backbone.
+
+``--quick`` runs the models eagerly: tracing the training step of these nets costs
+25-50 CPU seconds each (inception_v3, densenet121 at freeze 0), more than the whole
+quick mode may take, while an eager step at 75 px costs about a second. The freezing,
+the compiled loss and optimizer and the trainable-variables check are the same.
 """
 
 from __future__ import annotations
@@ -31,15 +36,22 @@ class Sizes:
     image_size: int
     images: int
     repeats: int
+    warmup: int
+    eager: bool
 
 
-SIZES = {False: Sizes(image_size=96, images=256, repeats=3),
-         True: Sizes(image_size=75, images=32, repeats=1)}
+SIZES = {False: Sizes(image_size=96, images=256, repeats=3, warmup=1, eager=False),
+         # inception_v3's smallest input; one step of 2 images; eager: nothing to warm up.
+         True: Sizes(image_size=75, images=2, repeats=1, warmup=0, eager=True)}
 NETS = ("inception_v3", "densenet121")
 
 
-def frozen_model(net: str, image_size: int, freeze: float | None) -> keras.Model:
-    """A compiled classifier frozen at ``freeze`` (None: phase 1, the whole backbone)."""
+def frozen_model(net: str, image_size: int, freeze: float | None,
+                 eager: bool = False) -> keras.Model:
+    """A compiled classifier frozen at ``freeze`` (None: phase 1, the whole backbone).
+
+    ``eager``: compiled with ``run_eagerly`` (``--quick``, see the module docstring).
+    """
     keras.utils.set_random_seed(0)
     model = build_model(net, NUM_CLASSES, image_size, "glorot")
     if freeze is None:
@@ -47,7 +59,7 @@ def frozen_model(net: str, image_size: int, freeze: float | None) -> keras.Model
     else:
         freeze_bottom_layers(get_backbone(model), freeze)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], run_eagerly=eager)
     return model
 
 
@@ -57,7 +69,7 @@ def measure(quick: bool) -> tuple[list[Figure], list[str]]:
     labels = tf.one_hot(np.arange(sizes.images) % NUM_CLASSES, NUM_CLASSES)
     figures = []
     for net in NETS:
-        models = {name: frozen_model(net, sizes.image_size, freeze)
+        models = {name: frozen_model(net, sizes.image_size, freeze, sizes.eager)
                   for name, freeze in (("f0", 0.0), ("f1", 1.0), ("phase1", None))}
         # Keras 3 keeps frozen weights out of what the optimizer and the gradient see.
         head = models["f1"].trainable_variables
@@ -71,7 +83,7 @@ def measure(quick: bool) -> tuple[list[Figure], list[str]]:
 
         sides = {name: (lambda model=model: epoch(model)) for name, model in models.items()}
         sides["forward"] = lambda frozen=models["f1"]: _forward(frozen, images)
-        rates = best_rates(sides, sizes.repeats, warmup=1)
+        rates = best_rates(sides, sizes.repeats, warmup=sizes.warmup)
         what = f"{net} {sizes.image_size}px, batch {BATCH_SIZE}"
         figures += [
             Figure(f"freeze_1_{net}", f"freeze 1.0 vs freeze 0 ({what})",
@@ -84,8 +96,9 @@ def measure(quick: bool) -> tuple[list[Figure], list[str]]:
         ]
     notes = [
         "Freezing: one epoch of model.fit on random images in memory per turn, the three "
-        f"freezes and the forward pass taking turns, best of {sizes.repeats} after a warm-up "
-        "epoch. At freeze 1.0 model.trainable_variables holds only the head's weights (the "
+        f"freezes and the forward pass taking turns, best of {sizes.repeats} after "
+        f"{sizes.warmup} warm-up epoch(s)" + (", run eagerly" if sizes.eager else "")
+        + ". At freeze 1.0 model.trainable_variables holds only the head's weights (the "
         "benchmark asserts it), so the optimizer and tape.gradient ask for no backbone "
         "gradient; the 'forward pass alone vs freeze 1.0 step' ratio shows what the frozen "
         "step still costs beyond inference (the head's backward pass and Adam): near 1 "

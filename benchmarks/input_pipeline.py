@@ -1,7 +1,7 @@
 """Figure 2: medtransfer's training input pipeline against the Keras standard.
 
-Both sides read the same photographs (500x375 JPEGs, class-per-folder), resize them to
-224, augment and batch 32 for training:
+Both sides read the same photographs (500x375 JPEGs, class-per-folder; ``--quick``: 64x48),
+resize them to 224 (quick: 32), augment and batch 32 for training:
 
 - medtransfer: the images prepared once by ``medtransfer prepare folder`` (PNG shards),
   read by ``data.pipeline.make_dataset`` (decode, resize, cache, shuffle, augment with
@@ -31,29 +31,30 @@ from benchmarks.timing import best_rates, count_images, dataset_rate, rate_of
 from medtransfer.data import pipeline
 from medtransfer.data.augment import AugmentConfig
 
-IMAGE_SIZE = 224
 BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
 class Sizes:
+    image_size: int
     repeats: int
     later_epochs: int
 
 
-SIZES = {False: Sizes(repeats=3, later_epochs=2), True: Sizes(repeats=1, later_epochs=1)}
+SIZES = {False: Sizes(image_size=224, repeats=3, later_epochs=2),
+         True: Sizes(image_size=32, repeats=1, later_epochs=1)}
 
 
-def medtransfer_dataset(photos: PhotoDataset) -> tf.data.Dataset:
+def medtransfer_dataset(photos: PhotoDataset, image_size: int) -> tf.data.Dataset:
     """The training stream a run builds, over every prepared image."""
     return pipeline.make_dataset(
-        photos.shard_paths(), len(_classes(photos)), image_size=IMAGE_SIZE,
+        photos.shard_paths(), len(_classes(photos)), image_size=image_size,
         batch_size=BATCH_SIZE, training=True, augment=AugmentConfig(),
         num_examples=photos.count,
     )
 
 
-def keras_dataset(photos: PhotoDataset, cache: bool = False) -> tf.data.Dataset:
+def keras_dataset(photos: PhotoDataset, image_size: int, cache: bool = False) -> tf.data.Dataset:
     """What a Keras user writes (see the module docstring); ``cache`` as tensorflow.org."""
     augmentation = keras.Sequential([
         keras.layers.Rescaling(1 / 255),
@@ -63,7 +64,7 @@ def keras_dataset(photos: PhotoDataset, cache: bool = False) -> tf.data.Dataset:
         keras.layers.GaussianNoise(0.02),
     ])
     dataset = keras.utils.image_dataset_from_directory(
-        photos.source, label_mode="categorical", image_size=(IMAGE_SIZE, IMAGE_SIZE),
+        photos.source, label_mode="categorical", image_size=(image_size, image_size),
         batch_size=BATCH_SIZE, shuffle=True, seed=0, verbose=False,
     )
     if cache:
@@ -78,9 +79,9 @@ def measure(photos: PhotoDataset, quick: bool) -> tuple[list[Figure], list[str]]
     """Images/s of both pipelines, first epoch and later epochs."""
     sizes = SIZES[quick]
     builders = {
-        "medtransfer": lambda: medtransfer_dataset(photos),
-        "keras": lambda: keras_dataset(photos),
-        "keras_cache": lambda: keras_dataset(photos, cache=True),
+        "medtransfer": lambda: medtransfer_dataset(photos, sizes.image_size),
+        "keras": lambda: keras_dataset(photos, sizes.image_size),
+        "keras_cache": lambda: keras_dataset(photos, sizes.image_size, cache=True),
     }
     # First epoch: a new dataset each time, built and read once (caches start empty).
     first = best_rates(
@@ -94,7 +95,8 @@ def measure(photos: PhotoDataset, quick: bool) -> tuple[list[Figure], list[str]]
     later = best_rates({name: dataset_rate(dataset) for name, dataset in datasets.items()},
                        sizes.later_epochs, warmup=1)
     with_prepare = photos.count / (photos.prepare_seconds + photos.count / first["medtransfer"])
-    what = f"{photos.count} JPEGs 500x375 -> {IMAGE_SIZE}px, batch {BATCH_SIZE}"
+    what = (f"{photos.count} JPEGs {photos.width}x{photos.height} -> {sizes.image_size}px, "
+            f"batch {BATCH_SIZE}")
     figures = [
         Figure("pipeline_first_epoch", f"input pipeline, first epoch ({what})",
                first["medtransfer"], first["keras"], "images/s", Target(at_least=1.5)),
@@ -109,8 +111,9 @@ def measure(photos: PhotoDataset, quick: bool) -> tuple[list[Figure], list[str]]
     ]
     notes = [
         "Input pipeline: both sides iterate the training stream without a model. Keras side: "
-        "`image_dataset_from_directory(label_mode='categorical', image_size=(224, 224), "
-        "batch_size=32)` + `.map(augmentation(x, training=True), num_parallel_calls=AUTOTUNE)"
+        "`image_dataset_from_directory(label_mode='categorical', image_size="
+        f"({sizes.image_size}, {sizes.image_size}), batch_size={BATCH_SIZE})` + "
+        "`.map(augmentation(x, training=True), num_parallel_calls=AUTOTUNE)"
         ".prefetch(AUTOTUNE)` with Rescaling, RandomFlip, RandomBrightness(0.1), "
         "RandomContrast(0.2), GaussianNoise(0.02), as in the keras.io example 'Image "
         "classification from scratch' (no cache there). medtransfer also applies saturation "

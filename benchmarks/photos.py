@@ -67,6 +67,8 @@ class PhotoDataset:
         data_dir: the root of the prepared datasets (``--data-dir``).
         name: the prepared dataset's name (``--dataset``).
         count: how many images.
+        width: their width in pixels.
+        height: their height in pixels.
         prepare_seconds: how long ``prepare`` took (every core).
     """
 
@@ -74,6 +76,8 @@ class PhotoDataset:
     data_dir: Path
     name: str
     count: int
+    width: int
+    height: int
     prepare_seconds: float
 
     def shard_paths(self) -> list[Path]:
@@ -91,4 +95,5 @@ def prepare_photos(root: Path, count: int, width: int = 500, height: int = 375) 
     data_dir = root / "datasets"
     start = time.perf_counter()
     prepare_dataset("folder", source, data_dir / "photos", progress=False)
-    return PhotoDataset(source, data_dir, "photos", count, time.perf_counter() - start)
+    return PhotoDataset(source, data_dir, "photos", count, width, height,
+                        time.perf_counter() - start)
