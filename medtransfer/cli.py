@@ -31,6 +31,13 @@ REPRODUCE_EXAMPLES = """examples:
   cd /tmp && medtransfer reproduce ~/medtransfer/tensorboard_logs/demo/<run_id>
   medtransfer reproduce /shared/runs/study/cancer-mobilenet-imagenet-f0.50-s0 --overwrite
 """
+LR_FIND_EXAMPLES = """examples:
+  medtransfer lr-find --dataset digits --net small_cnn --image-size 32
+  medtransfer lr-find --dataset cancer --net inception_v3 --init imagenet --freeze 0.5
+  medtransfer lr-find --dataset retina --net densenet121 --batch-size 16 --steps 300
+  medtransfer lr-find --config configs/demo.yaml --out /tmp/lr-demo
+then: medtransfer run ... --lr <the suggested rate>
+"""
 PREPARE_EXAMPLES = """examples:
   medtransfer prepare cancer --source ~/kaggle/histopathologic-cancer-detection
   medtransfer prepare retina --source ~/kaggle/aptos2019-blindness-detection --max-size 512
@@ -49,7 +56,22 @@ def _run_parser(subparsers) -> None:
                     "<logdir>/<experiment>/<run_id>/.",
         epilog=RUN_EXAMPLES, formatter_class=_FORMATTER,
     )
+    _add_run_options(parser)
     add = parser.add_argument
+    add("--overwrite", action="store_true",
+        help="train afresh over the run directory's run (complete, killed, or of another "
+             "configuration), deleting it")
+    parser.set_defaults(handler=_run)
+
+
+def _add_run_options(parser: argparse.ArgumentParser, *, without: tuple[str, ...] = ()) -> None:
+    """Adds ``run``'s options (every RunConfig field) except the dests in ``without``:
+    lr-find and tune-lr take the same options for the same run, less those they set."""
+    def add(*flags, **kwargs):
+        dest = kwargs.get("dest") or flags[0].removeprefix("--").replace("-", "_")
+        if dest not in without:
+            parser.add_argument(*flags, **kwargs)
+
     add("--config", help="YAML file with run options (only what differs from the defaults); "
                          "flags given here win over it")
     add("--dataset", help="a registered dataset or a prepared folder's name (default digits)")
@@ -85,23 +107,22 @@ def _run_parser(subparsers) -> None:
     add("--experiment", help="folder under --logdir grouping runs (default 'default')")
     add("--logdir", help="root of the run directories (default tensorboard_logs)")
     add("--data-dir", help="root of the prepared datasets (default datasets)")
-    add("--overwrite", action="store_true",
-        help="train afresh over the run directory's run (complete, killed, or of another "
-             "configuration), deleting it")
-    parser.set_defaults(handler=_run)
+
+
+def _config_from_args(args: argparse.Namespace):
+    """The run config from ``--config`` and the run options given (flags win)."""
+    from medtransfer.config import FIELDS, RunConfig, config_from_mapping, load_config_file
+
+    config = load_config_file(args.config) if args.config else RunConfig()
+    given = {key: value for key, value in vars(args).items()
+             if key in FIELDS and value is not None}
+    return config_from_mapping(given, base=config, source="the command line")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from medtransfer.config import RunConfig, config_from_mapping, load_config_file
     from medtransfer.training.run import run_experiment
 
-    config = load_config_file(args.config) if args.config else RunConfig()
-    given = {
-        key: value for key, value in vars(args).items()
-        if value is not None and key not in ("config", "overwrite", "handler", "command")
-    }
-    config = config_from_mapping(given, base=config, source="the command line")
-    result = run_experiment(config, overwrite=args.overwrite)
+    result = run_experiment(_config_from_args(args), overwrite=args.overwrite)
     metrics = result.metrics
     if "test_auc_micro" in metrics:
         print(
@@ -143,6 +164,40 @@ def _reproduce(args: argparse.Namespace) -> int:
     from medtransfer.training.reproduce import reproduce_run
 
     print(reproduce_run(args.run_dir, overwrite=args.overwrite).comparison())
+    return 0
+
+
+def _lr_find_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "lr-find", help="learning-rate range test: a suggested --lr for a run",
+        description="Train the run's own pipeline and model (frozen as in phase 2) for a few "
+                    "hundred batches with a learning rate growing exponentially from "
+                    "--min-lr to --max-lr, stop when the loss explodes, and suggest a rate: "
+                    "where the smoothed loss falls fastest, and its minimum's rate / 10. "
+                    "Writes lr_find.csv, lr_find.png and suggestion.json to --out "
+                    "(default <logdir>/lr-find/<run id without lr and epochs>/), which is "
+                    "not a run directory.",
+        epilog=LR_FIND_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    _add_run_options(parser, without=("epochs", "lr", "experiment", "deterministic"))
+    add = parser.add_argument
+    add("--steps", type=int,
+        help="training batches at most; a short training split is cycled (default 200)")
+    add("--min-lr", type=float, help="the first rate (default 1e-7)")
+    add("--max-lr", type=float, help="the last rate (default 1)")
+    add("--out", type=Path, help="where to write the curve and the suggestion")
+    parser.set_defaults(handler=_lr_find)
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from medtransfer.tune.lr_find import find_lr
+
+    given = {name: getattr(args, name) for name in ("steps", "min_lr", "max_lr")
+             if getattr(args, name) is not None}
+    result = find_lr(_config_from_args(args), out=args.out, **given)
+    print(result.summary())
+    print(f"curve:       {_shown(result.out_dir / 'lr_find.png')} "
+          f"(and lr_find.csv, suggestion.json)")
     return 0
 
 
@@ -238,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     _prepare_parser(subparsers)
     _run_parser(subparsers)
     _reproduce_parser(subparsers)
+    _lr_find_parser(subparsers)
     return parser
 
 
