@@ -38,6 +38,14 @@ LR_FIND_EXAMPLES = """examples:
   medtransfer lr-find --config configs/demo.yaml --out /tmp/lr-demo
 then: medtransfer run ... --lr <the suggested rate>
 """
+TUNE_LR_EXAMPLES = """examples:
+  medtransfer tune-lr --dataset digits --net small_cnn --image-size 32 --trials 8 --epochs 0+3
+  medtransfer tune-lr --dataset cancer --net inception_v3 --init imagenet --trials 12
+  medtransfer tune-lr --dataset retina --net densenet121 --oracle random --min-lr 1e-5
+  KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 \\
+      medtransfer tune-lr --dataset cancer --net mobilenet     # and tuner0, tuner1, ...
+then: medtransfer run --config tensorboard_logs/tune-lr-<dataset>-<net>/best.yaml
+"""
 PREPARE_EXAMPLES = """examples:
   medtransfer prepare cancer --source ~/kaggle/histopathologic-cancer-detection
   medtransfer prepare retina --source ~/kaggle/aptos2019-blindness-detection --max-size 512
@@ -201,6 +209,42 @@ def _lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune_lr_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tune-lr", help="search the learning rate with short real runs (keras-tuner)",
+        description="Train --trials short runs of the configuration at learning rates "
+                    "drawn log-uniformly from [--min-lr, --max-lr] by a seeded keras-tuner "
+                    "oracle, each an ordinary run directory under --experiment (default "
+                    "tune-lr-<dataset>-<net>), and print the rate with the best validation "
+                    "AUC. Writes <experiment>/best.yaml for 'run --config'. Killed, the "
+                    "same command continues the search; with keras-tuner's variables set "
+                    "it is shared by many machines, as a sweep is.",
+        epilog=TUNE_LR_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    _add_run_options(parser, without=("lr",))
+    add = parser.add_argument
+    add("--trials", type=int, help="runs in the search, counting an interrupted search's "
+                                   "(default 10)")
+    add("--min-lr", type=float, help="lowest rate searched (default 1e-6)")
+    add("--max-lr", type=float, help="highest rate searched (default 0.1)")
+    add("--oracle", help="bayesian (default) or random")
+    parser.set_defaults(handler=_tune_lr)
+
+
+def _tune_lr(args: argparse.Namespace) -> int:
+    from medtransfer.config import RunConfig
+    from medtransfer.tune.tune_lr import SEARCH_EPOCHS, tune_lr
+
+    config = _config_from_args(args)
+    if config.epochs == RunConfig.epochs:
+        # The run's 3+50 is the real training; a search needs short runs.
+        config = config.replace(epochs=SEARCH_EPOCHS)
+    given = {name: getattr(args, name) for name in ("trials", "min_lr", "max_lr", "oracle")
+             if getattr(args, name) is not None}
+    print(tune_lr(config, **given).summary())
+    return 0
+
+
 def _prepare_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "prepare", help="decode, check and split a downloaded dataset once",
@@ -294,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_parser(subparsers)
     _reproduce_parser(subparsers)
     _lr_find_parser(subparsers)
+    _tune_lr_parser(subparsers)
     return parser
 
 

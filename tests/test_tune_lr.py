@@ -1,0 +1,74 @@
+"""tune-lr: a real keras-tuner search of short digits runs, interrupted and resumed."""
+
+import json
+
+import pytest
+import yaml
+
+from medtransfer.cli import main
+from medtransfer.config import load_config_file
+from medtransfer.tune import tune_lr as tune_lr_module
+from medtransfer.tune.tune_lr import round_lr, tune_lr
+
+
+def test_rates_are_rounded_to_three_significant_digits():
+    assert round_lr(0.000123456) == 0.000123
+    assert round_lr(0.0603) == 0.0603
+
+
+def test_bad_search_options_fail_before_any_run(capsys):
+    assert main(["tune-lr", "--dataset", "digits", "--trials", "0"]) == 2
+    assert "--trials 0" in capsys.readouterr().err
+    assert main(["tune-lr", "--dataset", "digits", "--oracle", "bayesain"]) == 2
+    assert "Did you mean 'bayesian'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_search_resumes_after_interruption_and_writes_the_best_rate(
+        tmp_path, digits_data_dir, monkeypatch, capsys):
+    logdir = tmp_path / "logs"
+    args = ["--dataset", "digits", "--net", "small_cnn", "--image-size", "16",
+            "--batch-size", "16", "--train-size", "200", "--epochs", "0+1",
+            "--logdir", str(logdir), "--data-dir", str(digits_data_dir)]
+    trained = []
+    real_train = tune_lr_module.train_trial
+
+    def interrupted_on_second_trial(config):
+        trained.append(config.lr)
+        if len(trained) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the second run trains
+        return real_train(config)
+
+    from medtransfer.cli import _config_from_args, build_parser
+
+    config = _config_from_args(build_parser().parse_args(["tune-lr", *args]))
+    with pytest.raises(KeyboardInterrupt):
+        tune_lr(config, trials=3, oracle="random", train=interrupted_on_second_trial)
+    experiment = logdir / "tune-lr-digits-small_cnn"
+    assert not (experiment / "best.yaml").exists()
+    first, second = trained
+
+    # The same command continues: trial 1 is not trained again, trial 2 gets its rate back.
+    monkeypatch.setattr(tune_lr_module, "train_trial",
+                        lambda config: trained.append(config.lr) or real_train(config))
+    assert main(["tune-lr", *args, "--trials", "3", "--oracle", "random"]) == 0
+    printed = capsys.readouterr().out
+    assert trained[2] == second and len(trained) == 4 and first not in trained[2:]
+    rates = [first, second, trained[3]]
+    assert len(set(rates)) == 3 and all(1e-6 <= lr <= 1e-1 for lr in rates)
+
+    runs = sorted(path for path in experiment.iterdir() if (path / "config.yaml").exists())
+    assert len(runs) == 3
+    metrics = {json.loads((run / "metrics.json").read_text())["lr"]:
+               json.loads((run / "metrics.json").read_text()) for run in runs}
+    assert sorted(metrics) == sorted(rates)
+    assert all(m["status"] == "complete" for m in metrics.values())
+    best_lr = max(metrics, key=lambda lr: metrics[lr]["val_auc_micro_best"])
+
+    best = load_config_file(experiment / "best.yaml")
+    assert best.lr == best_lr
+    assert (best.dataset, best.net, best.image_size, best.train_size) == (
+        "digits", "small_cnn", 16, 200)
+    assert "epochs" not in yaml.safe_load((experiment / "best.yaml").read_text())
+    assert f"best: --lr {best_lr:.3g}" in printed
+    assert f"{metrics[best_lr]['val_auc_micro_best']:.4f}" in printed
