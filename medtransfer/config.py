@@ -30,6 +30,9 @@ from medtransfer.errors import MedtransferError, look_up_option
 
 SCALINGS = ("unit", "native")
 STRATEGIES = ("auto", "mirrored", "default")
+INITS = ("glorot", "imagenet", "mean_var")
+"""The named inits; any other ``--init`` must be an existing path."""
+SEED_LIMIT = 2**32
 _EPOCHS = re.compile(r"^\s*(\d+)\s*\+\s*(\d+)\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -61,7 +64,9 @@ class RunConfig:
         deterministic: deterministic TensorFlow ops (slower; for exact reruns).
         weights_file: a local ImageNet weights file for ``imagenet`` / ``mean_var``.
         head_units, dropout: the classifier head, the same for every net.
-        cache_limit: largest decoded split kept in memory, e.g. ``4GiB``.
+        cache_limit: memory for decoded images, e.g. ``4GiB``, given to the splits in the
+            order validation, train, test; a split that does not fit whole is read from
+            its shards every epoch.
         num_classes: filled from the dataset; a config that states it must match.
         experiment: the folder under logdir that groups runs.
         logdir: root of all experiments.
@@ -113,7 +118,7 @@ class RunConfig:
 
     @property
     def init_is_path(self) -> bool:
-        return self.init not in ("glorot", "imagenet", "mean_var")
+        return self.init not in INITS
 
     @property
     def run_id(self) -> str:
@@ -132,6 +137,11 @@ class RunConfig:
 
 
 FIELDS = {field.name: field for field in dataclasses.fields(RunConfig)}
+RUN_HELP = "'medtransfer run --help' explains each."
+CONFIG_KEYS_HELP = (
+    "Each key is a 'medtransfer run' option written with underscores (--batch-size is "
+    "batch_size); 'medtransfer run --help' explains them."
+)
 
 # Run identity ---------------------------------------------------------------------------
 # A run directory holds one configuration: every field that can change a run's numbers is
@@ -370,7 +380,7 @@ def config_from_mapping(values: Mapping[str, Any], *, base: RunConfig | None = N
     changes = {}
     for key, value in values.items():
         try:
-            look_up_option(str(key), FIELDS, "config key")
+            look_up_option(str(key), FIELDS, "config key", see=CONFIG_KEYS_HELP)
         except MedtransferError as error:
             raise MedtransferError(f"In {source}: {error}") from None
         changes[key] = _coerce(key, value)
@@ -434,8 +444,9 @@ def validate(config: RunConfig) -> None:
             "backbone's bottom layers frozen in phase 2: 0 fine-tunes everything, 1 keeps "
             "the backbone fixed; the study used 0, 0.1, 0.2, 0.3, 0.5, 0.75 and 1."
         )
-    look_up_option(config.scaling, SCALINGS, "scaling")
-    look_up_option(config.strategy, STRATEGIES, "strategy")
+    look_up_option(config.scaling, SCALINGS, "scaling", see=RUN_HELP)
+    look_up_option(config.strategy, STRATEGIES, "strategy", see=RUN_HELP)
+    check_seed(config.seed, "--seed")
     _check_positive(config.batch_size, "batch_size")
     _check_positive(config.head_units, "head_units")
     for name in ("image_size", "train_size", "num_classes"):
@@ -458,6 +469,19 @@ def validate(config: RunConfig) -> None:
                 f"{name} '{value}' is not a valid name: it names a folder, so it must be "
                 "non-empty and contain no '/'."
             )
+
+
+def check_seed(seed: int, option: str) -> None:
+    """Fails unless ``seed`` is a valid NumPy / TensorFlow seed, 0 <= seed < 2**32.
+
+    Raises:
+        MedtransferError: naming ``option``, the value and the valid range.
+    """
+    if not 0 <= seed < SEED_LIMIT:
+        raise MedtransferError(
+            f"{option} {seed} is outside [0, 2**32 - 1]. A seed is a whole number from 0 to "
+            f"{SEED_LIMIT - 1}; leave it out for the default 0."
+        )
 
 
 def _check_positive(value: int, name: str) -> None:
