@@ -274,7 +274,7 @@ def _write_outputs(result: LrFindResult, config: RunConfig, steps: int) -> None:
             zip(result.lrs, result.losses, result.smoothed, strict=True), start=1)
     ]
     write_text_atomic(result.out_dir / "lr_find.csv", "\n".join(rows) + "\n")
-    _plot(result).savefig(result.out_dir / "lr_find.png", format="png", dpi=110)
+    _plot(result, config).savefig(result.out_dir / "lr_find.png", format="png", dpi=110)
     suggestion = result.suggestion
     write_json_atomic(result.out_dir / "suggestion.json", {
         "lr": suggestion.lr,
@@ -291,7 +291,7 @@ def _write_outputs(result: LrFindResult, config: RunConfig, steps: int) -> None:
     })
 
 
-def _plot(result: LrFindResult):
+def _plot(result: LrFindResult, config: RunConfig):
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
@@ -305,17 +305,17 @@ def _plot(result: LrFindResult):
     axes.axvline(suggestion.minimum_over_10, color="C1", linestyle=":",
                  label=f"minimum / 10 {suggestion.minimum_over_10:.2g}")
     axes.set_xscale("log")
-    # The exploding tail would squash the part of the curve that matters.
-    finite = np.concatenate([result.losses, result.smoothed])
-    finite = finite[np.isfinite(finite)]
-    if len(finite):
-        low = float(np.min(finite))
-        top = min(float(np.max(finite)), EXPLODED_FACTOR * float(np.nanmin(result.smoothed)))
-        margin = 0.05 * max(top - low, 1e-6)
-        axes.set_ylim(max(0.0, low - margin), top + margin)
+    # The falling part of the curve is what matters; the exploding tail would squash it.
+    smoothed = np.where(np.isfinite(result.smoothed), result.smoothed, np.nan)
+    low = int(np.nanargmin(smoothed))
+    top = 1.05 * float(np.nanmax(smoothed[: low + 1]))
+    bottom = float(np.nanmin(np.concatenate([smoothed, result.losses])))
+    if top > bottom:
+        axes.set_ylim(max(0.0, bottom - 0.05 * (top - bottom)), top)
     axes.set_xlabel("learning rate (log scale)")
     axes.set_ylabel("training loss")
-    axes.set_title("Learning-rate range test")
+    axes.set_title(f"Learning-rate range test: {config.dataset} / {config.net} / "
+                   f"{config.init}, freeze {config.freeze:g}", fontsize=10)
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize=8)
     return figure
