@@ -377,6 +377,48 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+REPORT_EXAMPLES = """examples:
+  medtransfer report tensorboard_logs/demo
+  medtransfer report tensorboard_logs/kierzynka2019 --out paper/results
+  medtransfer report tensorboard_logs/kierzynka2019 --resamples 5000 --seed 1
+"""
+
+
+def _report_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report", help="an experiment's runs as the study's tables, statistics and figures",
+        description="Read every run directory of an experiment and write results.csv (one "
+                    "row per run), summary.md (test AUC per dataset x net x init, per freeze "
+                    "level, improvement and speed-up over glorot, bootstrap intervals and "
+                    "paired p-values) and PNG figures. Prints the main table as markdown.",
+        epilog=REPORT_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    add = parser.add_argument
+    add("experiment_dir", type=Path, help="<logdir>/<experiment>, e.g. tensorboard_logs/demo")
+    add("--out", type=Path, help="the report folder (default EXPERIMENT_DIR/report)")
+    add("--resamples", type=int, default=1000,
+        help="bootstrap resamples over the test images, at least 1000 (default 1000)")
+    add("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    parser.set_defaults(
+        handler=_report,
+        interrupted="Nothing is half-written: each report file is replaced whole.",
+    )
+
+
+def _report(args: argparse.Namespace) -> int:
+    from medtransfer.study.report import build_report
+
+    report = build_report(args.experiment_dir, args.out, resamples=args.resamples,
+                          seed=args.seed)
+    print(report.main_text)
+    for path, problem in report.skipped:
+        print(f"skipped {path}: {problem}")
+    print(f"summary: {report.summary}")
+    print(f"results: {report.results}")
+    print(f"figures: {', '.join(str(path) for path in report.figures) or 'none'}")
+    return 0
+
+
 def _list_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "list", help="nets, datasets and inits with their defaults; what is prepared",
@@ -449,6 +491,7 @@ def build_parser() -> _Parser:
     _prepare_parser(subparsers)
     _run_parser(subparsers)
     _reproduce_parser(subparsers)
+    _report_parser(subparsers)
     _lr_find_parser(subparsers)
     _tune_lr_parser(subparsers)
     return parser

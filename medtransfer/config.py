@@ -287,17 +287,22 @@ def _short_hash(value: Any, length: int = _HASH_LENGTH) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 
-def _init_label(path: str) -> str:
-    """``from_<name>_<hash>`` for an absolute path init, from the path's text alone (the
-    source may be gone by the time a sweep lists its runs)."""
+def init_source_name(path: str) -> str:
+    """The name of a path init's source: the run's directory name for a run directory or
+    its ``best.weights.h5``, else the weights file's stem (from the path's text alone:
+    the source may be gone by the time a sweep or a report lists the runs)."""
     file = Path(path)
     if file.name == "best.weights.h5":  # a run's checkpoint: name the run
-        name = file.parent.name
-    else:
-        name = file.name
-        for suffix in (".weights.h5", ".h5", ".keras"):
-            name = name.removesuffix(suffix)
-    name = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", name)[:48]
+        return file.parent.name
+    name = file.name
+    for suffix in (".weights.h5", ".h5", ".keras"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def _init_label(path: str) -> str:
+    """``from_<name>_<hash>`` for an absolute path init."""
+    name = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", init_source_name(path))[:48]
     return f"from_{name}_{_short_hash(path, 6)}"
 
 

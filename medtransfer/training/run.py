@@ -249,6 +249,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
         "medtransfer_version": __version__,
         "status": "complete",
     }
+    TensorBoardLog(run_dir.path).write_results(metrics)
     run_dir.write_metrics(metrics)
     _remove_resume_state(run_dir)
     return RunResult(run_dir.path, metrics)
