@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from medtransfer.cli import main
+from medtransfer.training.rundir import scan_experiment
 from medtransfer.tune.lr_find import (
     SKIP_START,
     exploded,
@@ -78,6 +79,7 @@ def test_digits_curve_falls_then_rises_and_suggests_a_usable_rate(tmp_path, digi
     assert sorted(path.name for path in out.iterdir()) == [
         "lr_find.csv", "lr_find.png", "suggestion.json"]
     assert [path.name for path in (logdir / "lr-find").iterdir()] == [out.name]
+    assert scan_experiment(logdir / "lr-find") == []  # report sees no run, broken or not
     assert (out / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     with (out / "lr_find.csv").open() as stream:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 _PANEL_SIZE = (4.2, 3.2)
 _COLUMNS = 3
@@ -41,7 +41,7 @@ class Series:
 
 def panel_figure(panels: dict[str, list[Series]], *, title: str, xlabel: str,
                  ylabel: str, hlines: dict[str, list[tuple[float, str]]] | None = None,
-                 integer_x: bool = False) -> Figure:
+                 integer_x: bool = False, log_x: bool = False) -> Figure:
     """One panel per entry of ``panels`` (title -> its series), in a grid of 3 columns.
 
     Args:
@@ -50,6 +50,7 @@ def panel_figure(panels: dict[str, list[Series]], *, title: str, xlabel: str,
         xlabel, ylabel: axis labels of every panel.
         hlines: panel title -> horizontal reference lines ``(y, label)``.
         integer_x: ticks on whole numbers only (epochs).
+        log_x: a logarithmic x axis, ticks labelled with the plain numbers.
 
     Returns:
         The figure, with exactly one axes per panel.
@@ -78,6 +79,9 @@ def panel_figure(panels: dict[str, list[Series]], *, title: str, xlabel: str,
         axes.grid(alpha=0.3)
         if integer_x:
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if log_x:
+            axes.set_xscale("log")
+            axes.xaxis.set_major_formatter(ScalarFormatter())
         if series_list:
             axes.legend(fontsize=7)
     return figure
@@ -102,6 +106,14 @@ def test_auc_against_freeze(panels: dict[str, list[Series]]) -> Figure:
     """Test micro AUC against the frozen fraction, with error bars (a panel per dataset)."""
     return panel_figure(panels, title="Test AUC against the frozen fraction of the backbone",
                         xlabel="frozen fraction of the backbone", ylabel="test AUC (micro)")
+
+
+def test_auc_against_train_size(panels: dict[str, list[Series]]) -> Figure:
+    """Test micro AUC against the number of training images (log axis), one line per
+    init, with error bars (a panel per dataset x net): where transfer helps most."""
+    return panel_figure(panels, title="Test AUC against the training-set size",
+                        xlabel="training images (log scale)", ylabel="test AUC (micro)",
+                        log_x=True)
 
 
 def save_png(figure: Figure, path: str | Path) -> Path:
