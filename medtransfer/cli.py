@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medtransfer import __version__
-from medtransfer.config import SCALINGS, STRATEGIES
+from medtransfer.config import CLASS_WEIGHTS, SCALINGS, STRATEGIES
 from medtransfer.errors import MedtransferError, unknown_name_message
+from medtransfer.serve.export import FORMATS as EXPORT_FORMATS
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 
@@ -99,6 +100,14 @@ PREPARE_EXAMPLES = """examples:
   medtransfer prepare folder --source ~/my_images --out datasets/my_images
   medtransfer prepare medmnist --source ~/pneumoniamnist.npz --out datasets/pneumoniamnist
 """
+PREDICT_EXAMPLES = """examples:
+  medtransfer predict tensorboard_logs/demo/<run_id> new_scans/ --out predictions.csv
+  medtransfer predict RUN_DIR a.png b.jpg more/ list.csv     # files, folders, CSVs (path column)
+"""
+EXPORT_EXAMPLES = """examples:
+  medtransfer export tensorboard_logs/demo/<run_id>                 # RUN_DIR/export/model.keras
+  medtransfer export RUN_DIR --format saved_model --out serving/mymodel/1
+"""
 
 
 def _run_parser(subparsers) -> None:
@@ -146,6 +155,12 @@ def _add_run_options(parser: argparse.ArgumentParser, *, without: tuple[str, ...
     add("--train-size", type=int, help="train on a stratified subset of N training images")
     add("--scaling", metavar="{" + ",".join(SCALINGS) + "}",
         help="unit: pixels in [0, 1] (default); native: the net's preprocess_input")
+    add("--class-weight", metavar="{" + ",".join(CLASS_WEIGHTS) + "}",
+        help="none (default, the study) or balanced: weight each class's loss by "
+             "n_images / (n_classes * its count) in the training images used")
+    add("--patience", type=int,
+        help="end phase 2 when the validation micro AUC has not improved for N of its "
+             "epochs (default: off, every epoch trains)")
     add("--no-augment", dest="augment", action="store_const", const=False,
         help="no training augmentation at all")
     for name in ("flips", "noise", "color"):
@@ -377,6 +392,63 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="classify new images with a finished run's best checkpoint",
+        description="Classify new images with a finished run: each image gets its dataset's "
+                    "preparation (decoding, the layout's own step, downsizing) and the run's "
+                    "resizing and scaling, then the best checkpoint. Writes a CSV with the "
+                    "path, the predicted class and one probability per class; unreadable "
+                    "files are listed with the reason in <out stem>.rejected.csv.",
+        epilog=PREDICT_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    parser.add_argument("run_dir", help="a complete run directory")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, folders of images, or CSV files with a path column")
+    parser.add_argument("--out", type=Path, default=Path("predictions.csv"),
+                        help="the predictions CSV (default predictions.csv)")
+    parser.add_argument("--batch-size", type=int, help="images per forward pass "
+                                                       "(default: the run's)")
+    parser.set_defaults(handler=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medtransfer.serve.predict import predict_images
+
+    result = predict_images(args.run_dir, args.inputs, out=args.out, batch_size=args.batch_size)
+    rejected = (f"; {len(result.rejected)} rejected (see {result.rejected_file})"
+                if result.rejected else "")
+    print(f"predicted {result.predicted} image(s) into {result.out}{rejected}")
+    return 0
+
+
+def _export_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="save a finished run as a model that needs only Keras or TF Serving",
+        description="Save a finished run's best checkpoint as a self-contained model: it takes "
+                    "uint8 RGB images of any size (batch, height, width, 3) and resizes and "
+                    "scales them itself. keras: a .keras file that keras.saving.load_model "
+                    "reads without medtransfer; saved_model: a SavedModel with a "
+                    "serving_default signature for TensorFlow Serving. The class names go in "
+                    "the model (output class_name) and in a JSON file beside it.",
+        epilog=EXPORT_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    parser.add_argument("run_dir", help="a complete run directory")
+    parser.add_argument("--format", default="keras", metavar="{" + ",".join(EXPORT_FORMATS) + "}",
+                        help="keras: a .keras file (default); saved_model: for TF Serving")
+    parser.add_argument("--out", type=Path, help="the .keras file or SavedModel folder "
+                                                 "(default RUN_DIR/export/...)")
+    parser.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from medtransfer.serve.export import export_run
+
+    result = export_run(args.run_dir, format=args.format, out=args.out)
+    print(f"exported {result.path} ({len(result.class_names)} classes; {result.info})")
+    return 0
+
+
 REPORT_EXAMPLES = """examples:
   medtransfer report tensorboard_logs/demo
   medtransfer report tensorboard_logs/kierzynka2019 --out paper/results
@@ -490,6 +562,8 @@ def build_parser() -> _Parser:
     _list_parser(subparsers)
     _prepare_parser(subparsers)
     _run_parser(subparsers)
+    _predict_parser(subparsers)
+    _export_parser(subparsers)
     _reproduce_parser(subparsers)
     _report_parser(subparsers)
     _lr_find_parser(subparsers)

@@ -29,6 +29,7 @@ import yaml
 from medtransfer.errors import MedtransferError, look_up_option
 
 SCALINGS = ("unit", "native")
+CLASS_WEIGHTS = ("none", "balanced")
 STRATEGIES = ("auto", "mirrored", "default")
 INITS = ("glorot", "imagenet", "mean_var")
 """The named inits; any other ``--init`` must be an existing path."""
@@ -67,6 +68,10 @@ class RunConfig:
         cache_limit: memory for decoded images, e.g. ``4GiB``, given to the splits in the
             order validation, train, test; a split that does not fit whole is read from
             its shards every epoch.
+        class_weight: ``none`` (the study) or ``balanced``: each class's loss weighted by
+            ``n_samples / (n_classes * count)`` over the training images used.
+        patience: end phase 2 once the validation micro AUC has not improved for this
+            many of its epochs; ``None`` trains every epoch (the study).
         num_classes: filled from the dataset; a config that states it must match.
         experiment: the folder under logdir that groups runs.
         logdir: root of all experiments.
@@ -95,6 +100,8 @@ class RunConfig:
     head_units: int = 256
     dropout: float = 0.5
     cache_limit: str = "4GiB"
+    class_weight: str = "none"
+    patience: int | None = None
     num_classes: int | None = None
     experiment: str = "default"
     logdir: str = "tensorboard_logs"
@@ -452,9 +459,10 @@ def validate(config: RunConfig) -> None:
     look_up_option(config.scaling, SCALINGS, "scaling", see=RUN_HELP)
     look_up_option(config.strategy, STRATEGIES, "strategy", see=RUN_HELP)
     check_seed(config.seed, "--seed")
+    look_up_option(config.class_weight, CLASS_WEIGHTS, "class weight", see=RUN_HELP)
     _check_positive(config.batch_size, "batch_size")
     _check_positive(config.head_units, "head_units")
-    for name in ("image_size", "train_size", "num_classes"):
+    for name in ("image_size", "train_size", "num_classes", "patience"):
         if getattr(config, name) is not None:
             _check_positive(getattr(config, name), name)
     if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):

@@ -224,6 +224,19 @@ CASES = [
     Case("prepare-no-layout", ["prepare"], ["required", "dataset"]),
     Case("prepare-max-reject-text", ["prepare", "cancer", "--max-reject", "1%"],
          ["--max-reject", "invalid float value"]),
+    Case("predict-no-input", ["predict", "{tmp}"], ["required", "INPUT"]),
+    Case("export-format-unknown", ["export", "{tmp}", "--format", "kears"],
+         ["Unknown export format 'kears'", "Did you mean 'keras'", "saved_model",
+          "medtransfer export --help"]),
+    Case("class-weight-unknown", run("--class-weight", "balance"),
+         ["Unknown class weight 'balance'", "Did you mean 'balanced'", "none"]),
+    Case("patience-zero", run("--patience", "0"), ["--patience 0", "≥ 1"]),
+
+    # predict, export: what they read
+    Case("predict-not-a-run", ["predict", "{tmp}", "{tmp}/scan.png"],
+         ["predict: '{tmp}' is not a run directory", "config.yaml", "<run_id>"]),
+    Case("export-not-a-run", ["export", "{tmp}"],
+         ["export: '{tmp}' is not a run directory", "config.yaml"]),
 
     # run: names and values
     Case("unknown-net", run("--net", "resnet50"),

@@ -18,6 +18,7 @@ import pandas as pd
 
 from medtransfer.data import shards
 from medtransfer.data.catalog import MANIFEST, prepared_datasets
+from medtransfer.data.images import ConvertOptions
 from medtransfer.data.prepare import SPLIT_CSV, prepare_dataset
 from medtransfer.data.registry import DATASETS, DatasetSpec
 from medtransfer.errors import (
@@ -55,6 +56,14 @@ class PreparedDataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def convert_options(self) -> ConvertOptions:
+        """How ``prepare`` turned each source image into the stored one (channel rule,
+        the layout's own step, ``--max-size``): what ``predict`` applies to new images."""
+        return ConvertOptions(
+            self.spec.channels, self.spec.preprocess, int(self.manifest["options"]["max_size"])
+        )
 
     def shard_paths(self, split: str) -> list[Path]:
         """The TFRecord files of ``split`` ("train", "validation" or "test"), in order."""

@@ -42,8 +42,11 @@ from medtransfer.training.callbacks import (
     EvaluationSet,
     RunDiverged,
     StopOnDivergence,
+    StopOnPlateau,
     TrainingState,
+    plateaued,
 )
+from medtransfer.training.class_weights import balanced_class_weights
 from medtransfer.training.metrics import evaluate_predictions
 from medtransfer.training.rundir import RunDirectory, TensorBoardLog
 from medtransfer.training.strategy import make_strategy, set_precision
@@ -183,6 +186,11 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
         flush=True,
     )
     kappa = dataset.spec.name in ORDINAL_DATASETS
+    class_weights = (balanced_class_weights(train_frame["label"], dataset.class_names)
+                     if config.class_weight == "balanced" else None)
+    # Keras wants label index -> weight; it weights each example's loss by it.
+    keras_class_weight = dict(enumerate(class_weights.values())) if class_weights else None
+    stopped_epoch = None
     warmup, total = config.warmup_epochs, config.total_epochs
     phases = [("warmup", 0, warmup, None), ("finetune", warmup, total, config.freeze)]
     summary = freeze_summary(model)
@@ -203,6 +211,11 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
             summary = freeze_summary(model)
             if last <= done:
                 continue
+            if freeze is not None and plateaued(done, state.best_epoch, first, config.patience):
+                stopped_epoch = done  # killed after the stopping epoch, before metrics.json
+                continue
+            plateau = (StopOnPlateau(config.patience, state, first)
+                       if freeze is not None and config.patience else None)
             with strategy.scope():
                 compile_model(model, config.lr)
                 if restore:
@@ -212,12 +225,15 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
             model.fit(
                 train, epochs=last, initial_epoch=max(first, done), shuffle=False,
                 verbose=1 if progress_bar else 0,
+                class_weight=keras_class_weight,
                 callbacks=[
                     StopOnDivergence(config.lr),
                     EpochRecorder(run_dir, tensorboard, validation, phase, state, kappa,
                                   announce=not progress_bar),
+                    *([plateau] if plateau else []),
                 ],
             )
+            stopped_epoch = plateau.stopped_epoch if plateau else None
             done = last
     except RunDiverged as error:
         tensorboard.close()
@@ -237,6 +253,10 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
         **_identity(config),
         "best_epoch": state.best_epoch,
         "val_auc_micro_best": state.best_auc,
+        "class_weight": config.class_weight,
+        "class_weights": class_weights,
+        "patience": config.patience,
+        "stopped_epoch": stopped_epoch,
         **{f"test_{name}": value for name, value in test_metrics.items()},
         **dataclasses.asdict(summary),
         "train_seconds": train_seconds,

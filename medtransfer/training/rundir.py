@@ -74,6 +74,7 @@ class RunDirectory:
     predictions = property(lambda self: self.path / "predictions_test.csv")
     metrics = property(lambda self: self.path / "metrics.json")
     resume = property(lambda self: self.path / "resume")
+    export = property(lambda self: self.path / "export")
 
     def read_metrics(self) -> dict[str, Any] | None:
         """The run's metrics.json, or None when it cannot be read (no run there yet)."""
@@ -401,6 +402,13 @@ class TrainedRun:
 
         return get_net(self.config.net).preprocess_input if self.config.scaling == "native" \
             else None
+
+    def class_names(self) -> list[str]:
+        """The classes in label order, from predictions_test.csv's ``prob_<class>``
+        columns: the run's own record, so no prepared dataset is needed."""
+        with self.directory.predictions.open(newline="") as stream:
+            header = next(csv.reader(stream))
+        return [name.removeprefix("prob_") for name in header if name.startswith("prob_")]
 
     def model(self):
         """The classifier with the best checkpoint's weights, in float32."""
