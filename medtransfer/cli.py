@@ -279,7 +279,8 @@ def _lr_find_parser(subparsers) -> None:
                     "not a run directory.",
         epilog=LR_FIND_EXAMPLES, formatter_class=_FORMATTER,
     )
-    _add_run_options(parser, without=("epochs", "lr", "experiment", "deterministic"))
+    _add_run_options(parser, without=("epochs", "lr", "experiment", "deterministic",
+                                      "patience"))
     add = parser.add_argument
     add("--steps", type=int,
         help="training batches at most; a short training split is cycled (default 200)")

@@ -186,10 +186,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
         flush=True,
     )
     kappa = dataset.spec.name in ORDINAL_DATASETS
-    class_weights = (balanced_class_weights(train_frame["label"], dataset.class_names)
-                     if config.class_weight == "balanced" else None)
-    # Keras wants label index -> weight; it weights each example's loss by it.
-    keras_class_weight = dict(enumerate(class_weights.values())) if class_weights else None
+    class_weights, keras_class_weight = training_class_weights(config, dataset, train_frame)
     stopped_epoch = None
     warmup, total = config.warmup_epochs, config.total_epochs
     phases = [("warmup", 0, warmup, None), ("finetune", warmup, total, config.freeze)]
@@ -305,6 +302,17 @@ def build_run_model(config: RunConfig, num_classes: int) -> keras.Model:
         weights_file=config.weights_file, seed=config.seed,
         head_units=config.head_units, dropout=config.dropout,
     )
+
+
+def training_class_weights(
+    config: RunConfig, dataset: PreparedDataset, train_frame: pd.DataFrame,
+) -> tuple[dict[str, float] | None, dict[int, float] | None]:
+    """``--class-weight``: the weights by class name (for metrics.json) and by label index
+    (Keras' ``class_weight``, which weights each example's loss); None for none."""
+    if config.class_weight != "balanced":
+        return None, None
+    weights = balanced_class_weights(train_frame["label"], dataset.class_names)
+    return weights, dict(enumerate(weights.values()))
 
 
 def compile_model(model: keras.Model, lr: float) -> None:

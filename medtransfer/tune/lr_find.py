@@ -1,8 +1,8 @@
 """``find_lr(config) -> LrFindResult``: the learning-rate range test (Smith 2017).
 
 One short pass of the run's own training: the pipeline of ``medtransfer run`` (the same
-images, ``--train-size`` subset, augmentation, batch and scaling) and its model (net,
-init, head), frozen as in phase 2 of the W+E regime (``--freeze F``), trained with Adam
+images, ``--train-size`` subset, augmentation, batch, scaling and class weights) and its
+model (net, init, head), frozen as in phase 2 of the W+E regime (``--freeze F``), trained with Adam
 at a rate that grows exponentially from ``min_lr`` (1e-7) to ``max_lr`` (1) over
 ``steps`` batches, the training stream cycled when it is shorter. The loss of each batch
 is smoothed (exponential moving average with bias correction, as in Adam) and the test
@@ -233,6 +233,7 @@ def _range_test(config: RunConfig, dataset: Any,
         build_run_model,
         compile_model,
         make_training_dataset,
+        training_class_weights,
         training_frame,
     )
     from medtransfer.training.strategy import make_strategy, set_precision
@@ -243,6 +244,7 @@ def _range_test(config: RunConfig, dataset: Any,
         strategy = make_strategy(config.strategy)
         global_batch = config.batch_size * strategy.num_replicas_in_sync
         frame = training_frame(config, dataset)
+        _, class_weight = training_class_weights(config, dataset, frame)
         batches = make_training_dataset(
             config, dataset, frame, batch_size=global_batch,
             cache_limit_bytes=config.cache_limit_bytes,
@@ -258,7 +260,9 @@ def _range_test(config: RunConfig, dataset: Any,
         losses: list[float] = []
         for lr, (images, labels) in zip(schedule, batches, strict=False):
             model.optimizer.learning_rate.assign(lr)
-            losses.append(float(model.train_on_batch(images, labels, return_dict=True)["loss"]))
+            logs = model.train_on_batch(images, labels, class_weight=class_weight,
+                                        return_dict=True)
+            losses.append(float(logs["loss"]))
             if exploded(smooth_losses(losses)):
                 break
     finally:
