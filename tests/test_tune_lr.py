@@ -2,11 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
 from medtransfer.cli import main
-from medtransfer.config import load_config_file
+from medtransfer.config import RunConfig, load_config_file
+from medtransfer.errors import MedtransferError
 from medtransfer.tune import tune_lr as tune_lr_module
 from medtransfer.tune.tune_lr import round_lr, tune_lr
 
@@ -72,3 +74,32 @@ def test_search_resumes_after_interruption_and_writes_the_best_rate(
     assert "epochs" not in yaml.safe_load((experiment / "best.yaml").read_text())
     assert f"best: --lr {best_lr:.3g}" in printed
     assert f"{metrics[best_lr]['val_auc_micro_best']:.4f}" in printed
+
+
+def fake_metrics(config):
+    """A run's metrics without training: validation AUC peaks at lr 1e-3."""
+    return {"val_auc_micro_best": 1 - abs(np.log10(config.lr) + 3) / 10, "best_epoch": 1}
+
+
+def test_a_search_grows_with_more_trials_and_refuses_another_range(tmp_path,
+                                                                   digits_data_dir):
+    config = RunConfig(dataset="digits", logdir=str(tmp_path), data_dir=str(digits_data_dir))
+    seen = []
+
+    def train(config):
+        seen.append(config.lr)
+        return fake_metrics(config)
+
+    first = tune_lr(config, trials=3, oracle="bayesian", train=train)
+    assert [trial.lr for trial in first.trials] == seen and len(set(seen)) == 3
+    assert first.experiment_dir == tmp_path / "tune-lr-digits-small_cnn"
+    assert first.best.val_auc == max(fake_metrics(config.replace(lr=lr))["val_auc_micro_best"]
+                                     for lr in seen)
+
+    more = tune_lr(config, trials=5, oracle="bayesian", train=train)
+    assert len(seen) == 5 and [trial.lr for trial in more.trials] == seen
+    assert load_config_file(more.best_file).lr == more.best.lr
+
+    with pytest.raises(MedtransferError, match="min_lr 1e-06 then, 1e-05 now"):
+        tune_lr(config, trials=6, min_lr=1e-5, train=train)
+    assert len(seen) == 5

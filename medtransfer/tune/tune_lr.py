@@ -45,6 +45,7 @@ SEARCH_EPOCHS = "1+5"
 STATE_FOLDER = "tuner"
 BEST_FILE = "best.yaml"
 _SIGNIFICANT_DIGITS = 3
+_ENDED = ("COMPLETED", "FAILED", "INVALID")
 # Keys of a run config that describe where the search filed its runs or how long they
 # trained, not the configuration the rate was chosen for.
 _NOT_IN_BEST = ("epochs", "experiment")
@@ -155,7 +156,7 @@ def tune_lr(config: RunConfig, *, trials: int = DEFAULT_TRIALS, min_lr: float = 
 
     Raises:
         MedtransferError: bad options, anything ``medtransfer run`` refuses, or a search
-            folder made with another range, oracle or trial count.
+            folder made with another range or oracle.
     """
     look_up_option(oracle, ORACLES, "oracle")
     if trials < 1:
@@ -175,8 +176,7 @@ def tune_lr(config: RunConfig, *, trials: int = DEFAULT_TRIALS, min_lr: float = 
     experiment_dir = Path(config.logdir) / config.experiment
     search = make_oracle(trials=trials, min_lr=min_lr, max_lr=max_lr, seed=config.seed,
                          oracle=oracle)
-    _open_state(search, experiment_dir, trials=trials, min_lr=min_lr, max_lr=max_lr,
-                oracle=oracle)
+    _open_state(search, experiment_dir, min_lr=min_lr, max_lr=max_lr, oracle=oracle)
     search.verbose = 0  # keras-tuner's own trial table repeats what the runs print
     train = train or train_trial
     print(f"Searching the learning rate of {config.dataset} / {config.net} in "
@@ -241,8 +241,9 @@ def _run_trial(config: RunConfig, trial, train) -> dict[str, Any] | None:
 def _open_state(search, experiment_dir: Path, **settings: Any) -> None:
     """Points the oracle at ``<experiment>/tuner/`` and reloads an earlier search there.
 
-    The search's settings are kept beside the state: an interrupted search resumed with
-    other settings would mix two searches, so it fails instead.
+    The search's range and oracle are kept beside the state: an interrupted search
+    resumed with others would mix two searches, so it fails instead. ``--trials`` may
+    grow: the same search goes on for more trials.
     """
     state = experiment_dir / STATE_FOLDER
     settings_file = state / "search.yaml"
@@ -260,6 +261,11 @@ def _open_state(search, experiment_dir: Path, **settings: Any) -> None:
     search._set_project_dir(str(experiment_dir), STATE_FOLDER)
     if (state / "oracle.json").exists():
         search.reload()
+        # keras-tuner saves oracle.json before it drops an ended trial from the ongoing
+        # ones, so the last trial to end comes back for a retry: only an unfinished one
+        # (killed while training) may run again.
+        search._retry_queue = [trial_id for trial_id in search._retry_queue
+                               if search.trials[trial_id].status not in _ENDED]
         done = sum(trial.status == "COMPLETED" for trial in search.trials.values())
         print(f"Continuing the search in {experiment_dir}: {done} trial(s) complete.")
     else:
