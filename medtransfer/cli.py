@@ -196,6 +196,12 @@ def _config_from_args(args: argparse.Namespace):
     return config_from_mapping(given, base=config, source="the command line")
 
 
+def _given(args: argparse.Namespace, *names: str) -> dict:
+    """The options among ``names`` given on the command line (the library has the
+    defaults, so that they are written once)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 def _run(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
 
@@ -293,9 +299,8 @@ def _lr_find_parser(subparsers) -> None:
 def _lr_find(args: argparse.Namespace) -> int:
     from medtransfer.tune.lr_find import find_lr
 
-    given = {name: getattr(args, name) for name in ("steps", "min_lr", "max_lr")
-             if getattr(args, name) is not None}
-    result = find_lr(_config_from_args(args), out=args.out, **given)
+    result = find_lr(_config_from_args(args), out=args.out,
+                     **_given(args, "steps", "min_lr", "max_lr"))
     print(result.summary())
     print(f"curve:       {_short_path(result.out_dir / 'lr_find.png')} "
           f"(and lr_find.csv, suggestion.json)")
@@ -336,9 +341,7 @@ def _tune_lr(args: argparse.Namespace) -> int:
     if config.epochs == RunConfig.epochs:
         # The run's 3+50 is the real training; a search needs short runs.
         config = config.replace(epochs=SEARCH_EPOCHS)
-    given = {name: getattr(args, name) for name in ("trials", "min_lr", "max_lr", "oracle")
-             if getattr(args, name) is not None}
-    print(tune_lr(config, **given).summary())
+    print(tune_lr(config, **_given(args, "trials", "min_lr", "max_lr", "oracle")).summary())
     return 0
 
 
