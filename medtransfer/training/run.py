@@ -27,7 +27,7 @@ from medtransfer.config import RunConfig, absolute_path, save_config, validate
 from medtransfer.data.augment import AugmentConfig
 from medtransfer.data.pipeline import cached_bytes, make_dataset, select_train_subset
 from medtransfer.data.prepared import PreparedDataset, load_prepared
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, look_up_option
 from medtransfer.fileio import read_json
 from medtransfer.models.classifier import get_backbone
 from medtransfer.models.freezing import (
@@ -85,10 +85,15 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
     validate(config)
     net = get_net(config.net)
     dataset = load_prepared(config.dataset, Path(config.data_dir))
-    if config.num_classes is not None and config.num_classes != dataset.num_classes:
+    for name in config.classes or ():
+        look_up_option(name, dataset.class_names, "class name", see=(
+            f"--classes takes class names of dataset '{config.dataset}', comma-separated."))
+    num_classes = len(config.classes) if config.classes else dataset.num_classes
+    if config.num_classes is not None and config.num_classes != num_classes:
         raise MedtransferError(
             f"The config says num_classes: {config.num_classes}, but dataset "
-            f"'{config.dataset}' has {dataset.num_classes} classes. Remove num_classes from "
+            f"'{config.dataset}' has {num_classes} classes"
+            f"{' kept by classes' if config.classes else ''}. Remove num_classes from "
             "the config (it is filled from the dataset) or use the dataset it was made for."
         )
     image_size = config.image_size or net.default_input_size
@@ -98,7 +103,7 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
     resolved = config.replace(
         lr=config.lr if config.lr is not None else dataset.spec.default_lr,
         image_size=image_size,
-        num_classes=dataset.num_classes,
+        num_classes=num_classes,
         flips=defaults.flips if config.flips is None else config.flips,
         noise=defaults.noise if config.noise is None else config.noise,
         color=defaults.color if config.color is None else config.color,
@@ -156,8 +161,10 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     global_batch = config.batch_size * replicas
 
     train_frame = training_frame(config, dataset)
-    frames = {"train": train_frame, "validation": dataset.split_frame("validation"),
-              "test": dataset.split_frame("test")}
+    frames = {"train": train_frame,
+              **{split: dataset.split_frame(split, config.classes)
+                 for split in ("validation", "test")}}
+    class_names = run_class_names(config, dataset)
     budgets = _cache_budgets(config, {split: len(frame) for split, frame in frames.items()})
     train = make_training_dataset(config, dataset, train_frame, batch_size=global_batch,
                                   cache_limit_bytes=budgets["train"])
@@ -170,7 +177,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     )
 
     with strategy.scope():
-        model = build_run_model(config, dataset.num_classes)
+        model = build_run_model(config, len(class_names))
     backbone = get_backbone(model)
     save_config(config, run_dir.config)
     tensorboard = TensorBoardLog(run_dir.path)
@@ -180,7 +187,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
         print(f"Resuming {run_dir.path} after epoch {done} of {config.total_epochs}.")
     print(
         f"Training {config.run_id}: {len(train_frame)} training images, "
-        f"{dataset.num_classes} classes, {config.image_size}px, global batch {global_batch} "
+        f"{len(class_names)} classes, {config.image_size}px, global batch {global_batch} "
         f"({replicas} replica{'s' if replicas > 1 else ''}), epochs {config.epochs}, "
         f"lr {config.lr:g}.",
         flush=True,
@@ -245,7 +252,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     _load_weights(model, run_dir.best_weights)
     probabilities = test.predict(model)
     test_metrics = evaluate_predictions(test.labels, probabilities, kappa=kappa)
-    _write_predictions(run_dir.predictions, test, probabilities, dataset.class_names)
+    _write_predictions(run_dir.predictions, test, probabilities, class_names)
     metrics = {
         **_identity(config),
         "best_epoch": state.best_epoch,
@@ -275,7 +282,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
 def training_frame(config: RunConfig, dataset: PreparedDataset) -> pd.DataFrame:
     """The training images a run of ``config`` trains on: the train split, or its
     stratified ``--train-size`` subset (one row per image, as in split.csv)."""
-    frame = dataset.split_frame("train")
+    frame = dataset.split_frame("train", config.classes)
     if config.train_size is not None:
         frame = select_train_subset(frame, config.train_size, config.seed)
     return frame
@@ -295,6 +302,11 @@ def make_training_dataset(config: RunConfig, dataset: PreparedDataset,
     )
 
 
+def run_class_names(config: RunConfig, dataset: PreparedDataset) -> list[str]:
+    """The classes a run trains on, in label-index order: ``--classes`` or all of them."""
+    return list(config.classes or dataset.class_names)
+
+
 def build_run_model(config: RunConfig, num_classes: int) -> keras.Model:
     """The classifier a run of ``config`` starts from (net, init, head), seeded."""
     return build_model(
@@ -311,7 +323,7 @@ def training_class_weights(
     (Keras' ``class_weight``, which weights each example's loss); None for none."""
     if config.class_weight != "balanced":
         return None, None
-    weights = balanced_class_weights(train_frame["label"], dataset.class_names)
+    weights = balanced_class_weights(train_frame["label"], run_class_names(config, dataset))
     return weights, dict(enumerate(weights.values()))
 
 
@@ -326,10 +338,11 @@ def _input_options(config: RunConfig, dataset: PreparedDataset,
     """What every split's stream shares: classes, input size, batch, pixel scaling."""
     net = get_net(config.net)
     return dict(
-        num_classes=dataset.num_classes,
+        num_classes=len(run_class_names(config, dataset)),
         image_size=config.image_size,
         batch_size=batch_size,
         preprocess=net.preprocess_input if config.scaling == "native" else None,
+        keep_labels=dataset.label_indices(config.classes),
     )
 
 
@@ -347,6 +360,7 @@ def _identity(config: RunConfig) -> dict[str, Any]:
         "batch_size": config.batch_size,
         "image_size": config.image_size,
         "num_classes": config.num_classes,
+        "classes": list(config.classes) if config.classes else None,
     }
 
 

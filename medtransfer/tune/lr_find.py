@@ -233,6 +233,7 @@ def _range_test(config: RunConfig, dataset: Any,
         build_run_model,
         compile_model,
         make_training_dataset,
+        run_class_names,
         training_class_weights,
         training_frame,
     )
@@ -250,7 +251,7 @@ def _range_test(config: RunConfig, dataset: Any,
             cache_limit_bytes=config.cache_limit_bytes,
         ).repeat().take(len(schedule))
         with strategy.scope():
-            model = build_run_model(config, dataset.num_classes)
+            model = build_run_model(config, len(run_class_names(config, dataset)))
             freeze_bottom_layers(get_backbone(model), config.freeze)
             compile_model(model, float(schedule[0]))
         print(f"Range test on {config.dataset} / {config.net} / {config.init}, freeze "
