@@ -1,6 +1,8 @@
 """tune-lr: a real keras-tuner search of short digits runs, interrupted and resumed."""
 
 import json
+import socket
+import threading
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import yaml
 from medtransfer.cli import main
 from medtransfer.config import RunConfig, load_config_file
 from medtransfer.errors import MedtransferError
+from medtransfer.study import distributed
 from medtransfer.tune import tune_lr as tune_lr_module
 from medtransfer.tune.tune_lr import round_lr, tune_lr
 
@@ -103,3 +106,52 @@ def test_a_search_grows_with_more_trials_and_refuses_another_range(tmp_path,
     with pytest.raises(MedtransferError, match="min_lr 1e-06 then, 1e-05 now"):
         tune_lr(config, trials=6, min_lr=1e-5, train=train)
     assert len(seen) == 5
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_machines_share_a_search_through_the_chief(tmp_path, digits_data_dir, monkeypatch):
+    """A real chief (gRPC on loopback) and a worker, in two threads of this process."""
+    config = RunConfig(dataset="digits", logdir=str(tmp_path), data_dir=str(digits_data_dir))
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(free_port()))
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    serving, real_serve = threading.Event(), distributed.serve
+
+    def serve(oracle, what):
+        serving.set()  # the chief has taken its role: the worker's variables may be set
+        real_serve(oracle, what)
+
+    monkeypatch.setattr(distributed, "serve", serve)
+    outcome = {}
+
+    def chief_search():
+        try:
+            outcome["chief"] = tune_lr(config, trials=4, oracle="random",
+                                       train=lambda config: pytest.fail("the chief trained"))
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            outcome["error"] = error
+            serving.set()
+
+    chief = threading.Thread(target=chief_search, daemon=True)
+    chief.start()
+    assert serving.wait(120) and "error" not in outcome, outcome
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
+    trained = []
+    worker = tune_lr(config, trials=4, oracle="random",
+                     train=lambda config: trained.append(config.lr) or fake_metrics(config))
+    chief.join(120)
+    assert not chief.is_alive() and "error" not in outcome, outcome
+
+    assert worker.worker == "tuner0" and worker.best_file is None
+    assert [trial.lr for trial in worker.trials] == trained and len(set(trained)) == 4
+    result = outcome["chief"]
+    assert [trial.lr for trial in result.trials] == trained
+    best_lr = max(trained, key=lambda lr: fake_metrics(config.replace(lr=lr))[
+        "val_auc_micro_best"])
+    assert result.best.lr == best_lr == load_config_file(result.best_file).lr
+    assert (result.experiment_dir / "tuner" / "oracle.json").exists()

@@ -20,6 +20,13 @@ The experiment folder holds, beside the run directories:
 Sampled rates are rounded to 3 significant digits so that run ids stay readable
 (``lr0.000316``); the oracle records the rounded value. A run that diverges ends its
 trial as failed (keras-tuner's FAILED: never the best) and the search goes on.
+
+Many machines, as a sweep (:mod:`medtransfer.study.distributed`, whose ``serve`` and
+``run_trials`` this reuses): with keras-tuner's variables set, the machine with
+``KERASTUNER_TUNER_ID=chief`` holds the oracle (and its state in ``tuner/``) and serves
+the trials over gRPC; every other machine runs the same command as a worker, trains the
+trials it is handed into the shared ``--logdir`` and reports their validation AUC. The
+chief prints the result and writes ``best.yaml`` once every trial has ended.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import yaml
 from medtransfer.config import RunConfig
 from medtransfer.errors import MedtransferError, look_up_option
 from medtransfer.fileio import write_text_atomic
+from medtransfer.study import distributed
 
 OBJECTIVE = "val_auc_micro_best"
 ORACLES = ("bayesian", "random")
@@ -83,23 +91,33 @@ class TuneResult:
         experiment_dir: the search's experiment folder.
         trials: every trial handed out, in order.
         best: the trial with the highest validation AUC; None when none completed.
-        best_file: ``best.yaml`` (written when a trial completed).
+        best_file: ``best.yaml`` (written when a trial completed; by the chief only).
+        worker: the worker's tuner id, when this machine only trained some trials of a
+            search served by another.
     """
 
     experiment_dir: Path
     trials: list[Trial]
     best: Trial | None
     best_file: Path | None
+    worker: str | None = None
 
     def summary(self) -> str:
         """The trials, best first, and how to use the best rate."""
-        lines = [f"{len(self.trials)} trials in {self.experiment_dir}:"]
+        if self.worker is not None:
+            lines = [f"{self.worker} trained {len(self.trials)} trials of the search in "
+                     f"{self.experiment_dir}; the chief prints the best and writes "
+                     f"{BEST_FILE}:"]
+        else:
+            lines = [f"{len(self.trials)} trials in {self.experiment_dir}:"]
         ranked = sorted(self.trials, key=lambda t: -1.0 if t.val_auc is None else t.val_auc,
                         reverse=True)
         for trial in ranked:
             auc = "failed" if trial.val_auc is None else f"validation AUC {trial.val_auc:.4f}"
             lines.append(f"  lr {trial.lr:<10.3g} {auc:<24} {trial.run_dir.name}")
-        if self.best is None:
+        if self.worker is not None:
+            pass
+        elif self.best is None:
             lines.append("No trial completed: see the runs' error messages above.")
         else:
             lines.append(f"best: --lr {self.best.lr:.3g} (validation AUC "
@@ -176,42 +194,52 @@ def tune_lr(config: RunConfig, *, trials: int = DEFAULT_TRIALS, min_lr: float = 
     experiment_dir = Path(config.logdir) / config.experiment
     search = make_oracle(trials=trials, min_lr=min_lr, max_lr=max_lr, seed=config.seed,
                          oracle=oracle)
+    train = train or train_trial
+    if distributed.is_distributed():
+        from keras_tuner.src.distribute import utils
+
+        if not utils.is_chief_oracle():
+            return _work(search, config, experiment_dir, train)
     _open_state(search, experiment_dir, min_lr=min_lr, max_lr=max_lr, oracle=oracle)
     search.verbose = 0  # keras-tuner's own trial table repeats what the runs print
-    train = train or train_trial
+    what = (f"{trials} trials of {config.epochs} epochs at learning rates in "
+            f"[{min_lr:g}, {max_lr:g}] ({oracle} search)")
     print(f"Searching the learning rate of {config.dataset} / {config.net} in "
-          f"[{min_lr:g}, {max_lr:g}] with {oracle} search: {trials} trials of "
-          f"{config.epochs} epochs, in {experiment_dir}.", flush=True)
-    run_trials(search, "local", lambda trial: _run_trial(config, trial, train))
+          f"{experiment_dir}: {what}.", flush=True)
+    if distributed.is_distributed():
+        if _trials_left(search, trials):
+            distributed.serve(search, what)
+    else:
+        distributed.run_trials(search, "local", lambda trial: _run_trial(config, trial, train))
     return _result(search, config, experiment_dir)
 
 
-def run_trials(oracle, tuner_id: str, run: Callable[[Any], dict[str, Any] | None]) -> None:
-    """Asks ``oracle`` for trials and runs them until it has none left.
+def _trials_left(search, trials: int) -> bool:
+    """Whether the search hands out another trial: a chief with none would wait forever."""
+    return len(search.trials) < trials or bool(search._retry_queue)
 
-    ``run(trial)`` trains the trial and returns its run's metrics (metrics.json), or
-    None when it failed; the oracle gets the objective at the best epoch.
-    """
-    import time
 
-    from keras_tuner.src.engine import trial as trial_module
+def _work(search, config: RunConfig, experiment_dir: Path, train) -> TuneResult:
+    """A worker: trains the trials the chief hands out; the chief writes best.yaml."""
+    from keras_tuner.src.distribute import oracle_client
 
-    status = trial_module.TrialStatus
-    while True:
-        trial = oracle.create_trial(tuner_id)
-        if trial.status == status.STOPPED:
-            return
-        if trial.status == status.IDLE:
-            time.sleep(2)
-            continue
-        metrics = run(trial)
-        if metrics is None:
-            trial.status = status.FAILED
-        else:
-            oracle.update_trial(trial.trial_id, {OBJECTIVE: float(metrics[OBJECTIVE])},
-                                step=int(metrics.get("best_epoch", 0)))
-            trial.status = status.COMPLETED
-        oracle.end_trial(trial)
+    client = oracle_client.OracleClient(search)
+    done: list[Trial] = []
+
+    def run(trial) -> dict[str, Any] | None:
+        metrics = _run_trial(config, trial, train)
+        lr = trial.hyperparameters.values["lr"]
+        done.append(Trial(trial.trial_id, lr, config.replace(lr=lr).run_dir,
+                          None if metrics is None else float(metrics[OBJECTIVE]),
+                          "FAILED" if metrics is None else "COMPLETED"))
+        return metrics
+
+    print(f"{client.tuner_id}: asking the chief for trials of the search in {experiment_dir}",
+          flush=True)
+    distributed.run_trials(client, client.tuner_id, run)
+    finished = [trial for trial in done if trial.val_auc is not None]
+    best = max(finished, key=lambda trial: trial.val_auc) if finished else None
+    return TuneResult(experiment_dir, done, best, None, worker=client.tuner_id)
 
 
 def train_trial(config: RunConfig) -> dict[str, Any] | None:
