@@ -2,11 +2,13 @@
 init, from fabricated run directories whose numbers are set by hand."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from fabricated_runs import make_run
 
+from medtransfer.study.grid import load_sweep
 from medtransfer.study.report import build_report, load_study
 from medtransfer.training.metrics import auc_micro
 
@@ -76,3 +78,24 @@ def test_report_writes_the_figure_only_with_several_sizes(size_study, tmp_path):
     for init in ("glorot", "imagenet"):
         make_run(single, init=init, val_aucs=[0.5, 0.9], test_auc=0.9)
     assert "test_auc_vs_train_size.png" not in dict(load_study(single).figures())
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_the_digits_data_size_sweep_pairs_glorot_and_transfer_at_each_size():
+    sweep = load_sweep(CONFIGS / "data_size_digits.yaml", logdir="/tmp/logs")
+    source, *target = sweep.runs
+    assert len(sweep.runs) == 1 + 5 * 2
+    assert source.config.classes == ("0", "1", "2", "3", "4")
+    pairs = {(run.config.train_size, "glorot" if run.config.init == "glorot" else
+              run.source.name) for run in target}
+    assert pairs == {(size, init) for size in (20, 50, 100, 200, None)
+                     for init in ("glorot", "source")}
+    assert {run.config.classes for run in target} == {("5", "6", "7", "8", "9")}
+
+
+def test_the_study_data_size_sweep_is_40_runs():
+    runs = [run.config for run in load_sweep(CONFIGS / "data_size_study.yaml").runs]
+    assert len({(c.dataset, c.init, c.train_size) for c in runs}) == len(runs) == 4 * 2 * 5
+    assert {c.net for c in runs} == {"mobilenet"} and {c.epochs for c in runs} == {"3+50"}

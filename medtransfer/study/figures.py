@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, ScalarFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 _PANEL_SIZE = (4.2, 3.2)
+_LEGEND_WIDTH = 36
 _COLUMNS = 3
 
 
@@ -68,9 +70,9 @@ def panel_figure(panels: dict[str, list[Series]], *, title: str, xlabel: str,
                 below = [y - low for y, low in zip(series.y, series.error_low, strict=True)]
                 above = [high - y for y, high in zip(series.y, series.error_high, strict=True)]
                 axes.errorbar(series.x, series.y, yerr=[below, above], capsize=3,
-                              label=series.label, **series.style)
+                              label=_legend_text(series.label), **series.style)
             else:
-                axes.plot(series.x, series.y, label=series.label, **series.style)
+                axes.plot(series.x, series.y, label=_legend_text(series.label), **series.style)
         for y, label in (hlines or {}).get(name, []):
             axes.axhline(y, color="grey", linestyle=":", linewidth=1, label=label)
         axes.set_title(name, fontsize=9)
@@ -80,11 +82,21 @@ def panel_figure(panels: dict[str, list[Series]], *, title: str, xlabel: str,
         if integer_x:
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         if log_x:
+            # Ticks at the measured points, as plain numbers: decades alone say little
+            # when the points are 20, 50, 100, 200 and 717.
             axes.set_xscale("log")
-            axes.xaxis.set_major_formatter(ScalarFormatter())
+            ticks = sorted({x for series in series_list for x in series.x})
+            axes.set_xticks(ticks, [f"{x:g}" for x in ticks])
+            axes.xaxis.set_minor_formatter(NullFormatter())
         if series_list:
             axes.legend(fontsize=7)
     return figure
+
+
+def _legend_text(label: str) -> str:
+    """A long label (a transfer init names its source run) on several short lines, so
+    that the legend does not squeeze the panel."""
+    return "\n".join(textwrap.wrap(label, _LEGEND_WIDTH, break_on_hyphens=True)) or label
 
 
 def validation_by_freeze(panels: dict[str, list[Series]], init_label: str) -> Figure:
