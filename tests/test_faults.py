@@ -11,7 +11,7 @@ import time
 import pytest
 from tensorboard_events import scalar_steps
 
-RUN_ID = "digits-small_cnn-glorot-f0.50-s0"
+RUN_ID = "digits-small_cnn-glorot-f0.50-s0-e{epochs}-bs64-px16"
 
 
 def run_args(root, data_dir, epochs="1+4", *extra):
@@ -45,7 +45,7 @@ def wait_for(condition, process, timeout=300):
 
 @pytest.mark.slow
 def test_sigkill_in_phase_two_resumes_from_the_last_epoch(tmp_path, digits_data_dir):
-    run_dir = tmp_path / "logs" / "faults" / RUN_ID
+    run_dir = tmp_path / "logs" / "faults" / RUN_ID.format(epochs="1+4")
     process = subprocess.Popen(run_args(tmp_path, digits_data_dir), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     # Epoch 2 is the first fine-tuning epoch: kill once it is saved, while epoch 3 trains.
@@ -70,7 +70,7 @@ def test_sigkill_in_phase_two_resumes_from_the_last_epoch(tmp_path, digits_data_
 
 @pytest.mark.slow
 def test_a_second_process_on_the_same_run_refuses(tmp_path, digits_data_dir):
-    run_dir = tmp_path / "logs" / "faults" / RUN_ID
+    run_dir = tmp_path / "logs" / "faults" / RUN_ID.format(epochs="0+3")
     first = subprocess.Popen(run_args(tmp_path, digits_data_dir, "0+3"),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: len(history_epochs(run_dir)) >= 1, first)
@@ -93,8 +93,8 @@ def test_a_diverging_run_stops_and_says_so(tmp_path, digits_data_dir):
                  "--logdir", str(tmp_path), "--data-dir", str(digits_data_dir),
                  "--strategy", "default"])
     assert code == 3
-    metrics = json.loads((tmp_path / "nan" / "digits-small_cnn-glorot-f0.00-s0" /
-                          "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "nan" / "digits-small_cnn-glorot-f0.00-s0-e0+3-lr1e+09-"
+                          "px16-ts200" / "metrics.json").read_text())
     assert metrics["status"] == "diverged" and metrics["diverged_epoch"] == 1
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -204,7 +205,7 @@ def make_dataset(
         examples = shuffled(records).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
 
     def to_model_input(image, label, image_id):
-        return tf.cast(image, tf.float32) / 255.0, tf.one_hot(label, num_classes), image_id
+        return to_unit_range(image), tf.one_hot(label, num_classes), image_id
 
     examples = examples.map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment is not None:
@@ -224,8 +225,7 @@ def make_dataset(
     batches = examples.batch(batch_size, drop_remainder=False)
 
     def finish(images, one_hot, ids):
-        if preprocess is not None:
-            images = preprocess(images * 255.0)
+        images = apply_scaling(images, preprocess)
         return (images, one_hot, ids) if include_ids else (images, one_hot)
 
     return batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -260,6 +260,38 @@ def _id_filter(keep_ids: Collection[str]) -> Callable[[dict[str, tf.Tensor]], tf
 
 
 def _decode_resized(png: tf.Tensor, image_size: int) -> tf.Tensor:
-    image = tf.io.decode_png(png, channels=3)
-    resized = tf.image.resize(image, (image_size, image_size), method="bilinear")
-    return tf.saturate_cast(tf.round(resized), _CACHED_DTYPE)
+    return resize_image(tf.io.decode_png(png, channels=3), image_size)
+
+
+# The three steps from stored pixels to a model's input. They are written with keras.ops
+# so that one definition serves the tf.data pipeline (on tensors) and the exported model
+# (on Keras symbolic tensors, see medtransfer.serve.export): what a served model does to
+# an image is then the training pipeline's own code, not a copy of it.
+
+
+def resize_image(image, image_size: int):
+    """Resizes uint8 RGB pixels to ``(image_size, image_size)``, rounded back to uint8.
+
+    Args:
+        image: ``(H, W, 3)`` or ``(batch, H, W, 3)`` uint8, a tensor or a Keras tensor.
+        image_size: the side of the square output.
+
+    Returns:
+        The resized pixels, uint8, rounded half to even as ``tf.round`` does.
+    """
+    resized = keras.ops.image.resize(
+        keras.ops.cast(image, "float32"), (image_size, image_size),
+        interpolation="bilinear", data_format="channels_last",
+    )
+    return keras.ops.cast(keras.ops.clip(keras.ops.round(resized), 0, 255), _CACHED_DTYPE.name)
+
+
+def to_unit_range(image):
+    """uint8 pixels -> float32 in [0, 1]."""
+    return keras.ops.cast(image, "float32") / 255.0
+
+
+def apply_scaling(images, preprocess: Callable | None):
+    """[0, 1] pixels -> the model's input: unchanged for ``--scaling unit``, or the net's
+    ``preprocess_input`` on [0, 255] for ``--scaling native``."""
+    return images if preprocess is None else preprocess(images * 255.0)

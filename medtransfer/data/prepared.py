@@ -17,9 +17,15 @@ from typing import Any
 import pandas as pd
 
 from medtransfer.data import shards
-from medtransfer.data.prepare import MANIFEST, SPLIT_CSV, prepare_dataset
+from medtransfer.data.catalog import MANIFEST, prepared_datasets
+from medtransfer.data.images import ConvertOptions
+from medtransfer.data.prepare import SPLIT_CSV, prepare_dataset
 from medtransfer.data.registry import DATASETS, DatasetSpec
-from medtransfer.errors import MedtransferError, look_up_option
+from medtransfer.errors import (
+    MedtransferError,
+    look_up_option,
+    working_directory_note,
+)
 from medtransfer.fileio import read_json
 
 # Layouts for the user's own data: they have no single dataset to download.
@@ -50,6 +56,14 @@ class PreparedDataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def convert_options(self) -> ConvertOptions:
+        """How ``prepare`` turned each source image into the stored one (channel rule,
+        the layout's own step, ``--max-size``): what ``predict`` applies to new images."""
+        return ConvertOptions(
+            self.spec.channels, self.spec.preprocess, int(self.manifest["options"]["max_size"])
+        )
 
     def shard_paths(self, split: str) -> list[Path]:
         """The TFRecord files of ``split`` ("train", "validation" or "test"), in order."""
@@ -93,6 +107,17 @@ def load_prepared(name: str, data_dir: Path = Path("datasets")) -> PreparedDatas
         else:
             _raise_not_prepared(name, data_dir)
     return _load_folder(folder)
+
+
+def dataset_spec(name: str, data_dir: Path = Path("datasets")) -> DatasetSpec | None:
+    """The layout whose defaults (learning rate, augmentation) a dataset name trains with,
+    without loading the dataset: the prepared folder's layout, else the registered dataset
+    of that name; None when it is neither (it cannot be trained until prepared)."""
+    try:
+        layout = read_json(Path(data_dir) / name / MANIFEST).get("layout")
+    except (OSError, ValueError, AttributeError):
+        layout = name
+    return DATASETS.get(layout) if layout in DATASETS else None
 
 
 def _load_folder(folder: Path) -> PreparedDataset:
@@ -145,12 +170,6 @@ def _load_folder(folder: Path) -> PreparedDataset:
     )
 
 
-def _prepared_names(data_dir: Path) -> list[str]:
-    if not data_dir.is_dir():
-        return []
-    return sorted(p.name for p in data_dir.iterdir() if (p / MANIFEST).is_file())
-
-
 def _raise_not_prepared(name: str, data_dir: Path) -> None:
     out = "" if data_dir == Path("datasets") else f" --out {data_dir / name}"
     if name in _OWN_DATA_LAYOUTS:
@@ -165,9 +184,16 @@ def _raise_not_prepared(name: str, data_dir: Path) -> None:
         spec = DATASETS.get(name)
         raise MedtransferError(
             f"Dataset '{name}' is not prepared yet ({data_dir / name}/manifest.json does not "
-            f"exist). Download it: {spec.download} Then prepare it once: 'medtransfer prepare "
-            f"{name} --source DIR{out}', with DIR the unzipped folder."
+            f"exist{working_directory_note(data_dir)}). Download it: {spec.download} Then "
+            f"prepare it once: 'medtransfer prepare {name} --source DIR{out}', with DIR the "
+            "unzipped folder."
         )
-    prepared = _prepared_names(data_dir)
+    prepared = [summary.name for summary in prepared_datasets(data_dir)]
     choices = [*DATASETS.names(), *(p for p in prepared if p not in DATASETS)]
-    look_up_option(name, choices, "dataset")
+    try:
+        look_up_option(name, choices, "dataset")
+    except MedtransferError as error:
+        raise MedtransferError(
+            f"{error} Prepared datasets are looked for in {data_dir}"
+            f"{working_directory_note(data_dir)}; pass --data-dir to look elsewhere."
+        ) from None

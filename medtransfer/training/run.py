@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from medtransfer import __version__
-from medtransfer.config import RunConfig, save_config, validate
+from medtransfer.config import RunConfig, absolute_path, save_config, validate
 from medtransfer.data.augment import AugmentConfig
 from medtransfer.data.pipeline import cached_bytes, make_dataset, select_train_subset
 from medtransfer.data.prepared import PreparedDataset, load_prepared
@@ -41,8 +41,11 @@ from medtransfer.training.callbacks import (
     EvaluationSet,
     RunDiverged,
     StopOnDivergence,
+    StopOnPlateau,
     TrainingState,
+    plateaued,
 )
+from medtransfer.training.class_weights import balanced_class_weights
 from medtransfer.training.metrics import evaluate_predictions
 from medtransfer.training.rundir import RunDirectory, TensorBoardLog
 from medtransfer.training.strategy import make_strategy, set_precision
@@ -69,7 +72,9 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
     """Fills the dataset's and net's defaults and checks what depends on them.
 
     Returns:
-        The resolved config (no ``None`` left where a default exists) and the dataset.
+        The resolved config (no ``None`` left where a default exists; data_dir, logdir and
+        a path init absolute, so that its config.yaml works from any directory) and the
+        dataset.
 
     Raises:
         MedtransferError: unknown dataset or net, a dataset not prepared, a class count
@@ -96,6 +101,10 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
         flips=defaults.flips if config.flips is None else config.flips,
         noise=defaults.noise if config.noise is None else config.noise,
         color=defaults.color if config.color is None else config.color,
+        data_dir=absolute_path(config.data_dir),
+        logdir=absolute_path(config.logdir),
+        init=absolute_path(config.init) if config.init_is_path else config.init,
+        weights_file=config.weights_file and absolute_path(config.weights_file),
     )
     return resolved, dataset
 
@@ -105,20 +114,24 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False) -> RunResult:
 
     Args:
         config: the run; defaults that depend on dataset and net are filled here.
-        overwrite: train again even when the run directory holds a complete run.
+        overwrite: train afresh, deleting what the run directory holds: a complete run,
+            a killed one, or a run of another configuration.
 
     Returns:
         The run directory and its metrics.
 
     Raises:
-        MedtransferError: bad input (before training starts) or a diverged run
+        MedtransferError: bad input (before training starts), a run directory holding
+            another configuration (without ``overwrite``), or a diverged run
             (:class:`RunDiverged`, after metrics.json records it).
     """
     config, dataset = resolve_config(config)
     run_dir = RunDirectory(config.run_dir)
+    if not overwrite:
+        run_dir.check_same_config(config)
     if run_dir.is_complete() and not overwrite:
-        print(f"{run_dir.path} already holds a complete run; nothing to do "
-              "(use --overwrite to train it again).")
+        print(f"{run_dir.path} already holds a complete run; nothing to do (use --overwrite "
+              "to train it again, or 'medtransfer reproduce' on it to train a copy beside it).")
         return RunResult(run_dir.path, run_dir.read_metrics() or {}, skipped=True)
     run_dir.create()
     run_dir.lock()
@@ -188,6 +201,11 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
         flush=True,
     )
     kappa = dataset.spec.name in ORDINAL_DATASETS
+    class_weights = (balanced_class_weights(train_frame["label"], dataset.class_names)
+                     if config.class_weight == "balanced" else None)
+    # Keras wants label index -> weight; it weights each example's loss by it.
+    keras_class_weight = dict(enumerate(class_weights.values())) if class_weights else None
+    stopped_epoch = None
     warmup, total = config.warmup_epochs, config.total_epochs
     phases = [("warmup", 0, warmup, None), ("finetune", warmup, total, config.freeze)]
     summary = freeze_summary(model)
@@ -208,6 +226,11 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
             summary = freeze_summary(model)
             if last <= done:
                 continue
+            if freeze is not None and plateaued(done, state.best_epoch, first, config.patience):
+                stopped_epoch = done  # killed after the stopping epoch, before metrics.json
+                continue
+            plateau = (StopOnPlateau(config.patience, state, first)
+                       if freeze is not None and config.patience else None)
             with strategy.scope():
                 model.compile(
                     optimizer=keras.optimizers.Adam(config.lr),
@@ -221,12 +244,15 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
             model.fit(
                 train, epochs=last, initial_epoch=max(first, done), shuffle=False,
                 verbose=1 if progress_bar else 0,
+                class_weight=keras_class_weight,
                 callbacks=[
                     StopOnDivergence(config.lr),
                     EpochRecorder(run_dir, tensorboard, validation, phase, state, kappa,
                                   announce=not progress_bar),
+                    *([plateau] if plateau else []),
                 ],
             )
+            stopped_epoch = plateau.stopped_epoch if plateau else None
             done = last
     except RunDiverged as error:
         tensorboard.close()
@@ -246,6 +272,10 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
         **_identity(config),
         "best_epoch": state.best_epoch,
         "val_auc_micro_best": state.best_auc,
+        "class_weight": config.class_weight,
+        "class_weights": class_weights,
+        "patience": config.patience,
+        "stopped_epoch": stopped_epoch,
         **{f"test_{name}": value for name, value in test_metrics.items()},
         **dataclasses.asdict(summary),
         "train_seconds": train_seconds,
@@ -258,6 +288,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
         "medtransfer_version": __version__,
         "status": "complete",
     }
+    TensorBoardLog(run_dir.path).write_results(metrics)
     run_dir.write_metrics(metrics)
     _remove_resume_state(run_dir)
     return RunResult(run_dir.path, metrics)
