@@ -259,5 +259,6 @@ def _draw(rows: list[BlockSimilarity], path: Path) -> Path:
     ax.set_xlabel("backbone block (input side left)")
     ax.set_ylabel("SVCCA similarity")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    # Below the axes: run ids are long, and a legend inside would hide the lines.
+    figure.legend(fontsize=7, loc="outside lower center")
     return save_figure(figure, path)
