@@ -9,6 +9,7 @@ for bit.
 
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import keras
@@ -249,6 +250,15 @@ def test_commands_refuse_what_is_not_a_complete_run(runs, tmp_path, capsys, comm
     (tmp_path / "config.yaml").write_text((runs["main"] / "config.yaml").read_text())
     code, _, err = _cli(capsys, command, tmp_path)
     assert code == 2 and "is not complete" in err and "Traceback" not in err
+
+
+def test_similarity_refuses_runs_of_another_net_or_size(runs, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(runs["main"], other)
+    config = (other / "config.yaml").read_text()
+    (other / "config.yaml").write_text(config.replace("image_size: 16", "image_size: 32"))
+    code, _, err = _cli(capsys, "similarity", runs["main"], "--against", other)
+    assert code == 2 and "16 px" in err and "32 px" in err and "Traceback" not in err
 
 
 def test_gradcam_of_an_unknown_class_names_the_classes(runs, capsys):
