@@ -12,9 +12,10 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# A real experiment on the bundled digits dataset (configs/demo.yaml).
+# The study's question on the bundled digits (configs/demo.yaml): a sweep, then its table.
 demo: $(STAMP)
-	$(BIN)/medtransfer run --config configs/demo.yaml
+	$(BIN)/medtransfer sweep configs/demo.yaml
+	$(BIN)/medtransfer report tensorboard_logs/demo_transfer
 
 # The README's pictures (docs/images/*.png), each made by its command on digits: three
 # runs that differ only in --freeze (1, 0.5, 0), then tsne, similarity and gradcam on them.
@@ -45,8 +46,9 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# Every figure of benchmarks/ (roughly half an hour on 2 quiet cores); writes benchmarks/results.md.
 benchmark: $(STAMP)
-	$(BIN)/python -m benchmarks.pipeline_throughput
+	$(BIN)/python -m benchmarks
 
 clean-venv:
 	rm -rf $(VENV)

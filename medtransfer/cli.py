@@ -70,7 +70,7 @@ RUN_EXAMPLES = """examples:
   medtransfer run --dataset retina --net densenet121 --init mean_var --epochs 0+50
   medtransfer run --dataset cats_vs_dogs --net resnet50_v2 --init imagenet \\
       --strategy mirrored --mixed-precision --batch-size 64
-  medtransfer run --config configs/demo.yaml --lr 0.001   # a YAML file, a flag wins over it
+  medtransfer run --config my_run.yaml --lr 0.001        # a YAML file, a flag wins over it
 """
 REPRODUCE_EXAMPLES = """examples:
   medtransfer reproduce tensorboard_logs/default/cancer-inception_v3-imagenet-f0.50-s0
@@ -119,6 +119,8 @@ def _run_parser(subparsers) -> None:
     add("--image-size", type=int, help="square input size (default: the net's)")
     add("--seed", type=int, help="seeds weights, shuffling and augmentation (default 0)")
     add("--train-size", type=int, help="train on a stratified subset of N training images")
+    add("--classes", help="keep only these classes, comma-separated names (e.g. 0,4); they "
+                          "become classes 0..k-1 in this order (default: every class)")
     add("--scaling", metavar="{" + ",".join(SCALINGS) + "}",
         help="unit: pixels in [0, 1] (default); native: the net's preprocess_input")
     add("--class-weight", metavar="{" + ",".join(CLASS_WEIGHTS) + "}",
@@ -233,6 +235,49 @@ def _reproduce(args: argparse.Namespace) -> int:
     from medtransfer.training.reproduce import reproduce_run
 
     print(reproduce_run(args.run_dir, overwrite=args.overwrite).comparison())
+    return 0
+
+
+SWEEP_EXAMPLES = """examples:
+  medtransfer sweep configs/demo.yaml --dry-run      # the plan: every run, complete or to do
+  medtransfer sweep configs/demo.yaml                # run what is not complete yet
+  medtransfer sweep configs/kierzynka2019.yaml --logdir /shared/tensorboard_logs
+  # many machines (keras-tuner's distributed mode): the same command on every machine
+  KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 \\
+      medtransfer sweep configs/kierzynka2019.yaml   # the oracle, on 10.0.0.1
+  KERASTUNER_TUNER_ID=tuner0 KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 \\
+      medtransfer sweep configs/kierzynka2019.yaml   # a worker; tuner1, tuner2, ... likewise
+"""
+
+
+def _sweep_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sweep", help="run every configuration of a grid, on one or many machines",
+        description="Expand a sweep file (experiment, base, grid) into its runs and train "
+                    "each one not complete yet in its own process; a failed run is recorded "
+                    "in its run directory's error.txt and the others go on. Ctrl-C stops; the "
+                    "same command continues. With KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP "
+                    "and KERASTUNER_ORACLE_PORT set, machines share the grid: 'chief' serves "
+                    "the runs, every other id trains them.",
+        epilog=SWEEP_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    parser.add_argument("config", type=Path, help="the sweep file (YAML)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (every run, complete or to do) and stop")
+    parser.add_argument("--logdir", help="root of the experiments (default: base's logdir, "
+                                         "else tensorboard_logs)")
+    parser.set_defaults(
+        handler=_sweep,
+        interrupted="The run in progress was stopped with its completed epochs saved. The "
+                    "same command continues: complete runs are skipped and the stopped run "
+                    "resumes from its last epoch.",
+    )
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from medtransfer.study.sweep import run_sweep
+
+    run_sweep(args.config, logdir=args.logdir, dry_run=args.dry_run)
     return 0
 
 
@@ -565,6 +610,7 @@ def build_parser() -> _Parser:
     _predict_parser(subparsers)
     _export_parser(subparsers)
     _reproduce_parser(subparsers)
+    _sweep_parser(subparsers)
     _report_parser(subparsers)
     _tsne_parser(subparsers)
     _similarity_parser(subparsers)

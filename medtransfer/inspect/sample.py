@@ -62,8 +62,8 @@ def sample_test_images(run: TrainedRun, max_images: int, seed: int = 0,
             f"The number of images must be at least {min_images}, got {max_images}. "
             "Pass a larger number."
         )
-    dataset = run.dataset()
-    total = len(dataset.split_frame("test"))
+    # The run's own test split: only its classes under --classes, labelled as it saw them.
+    total = len(run.dataset().split_frame("test", run.config.classes))
     if total < min_images:
         raise MedtransferError(
             f"The run's test split ({run.config.dataset}) holds {total} images; this needs "
@@ -83,4 +83,4 @@ def sample_test_images(run: TrainedRun, max_images: int, seed: int = 0,
         position += len(batch_ids)
         if position > chosen[-1]:
             break
-    return ImageSample(np.stack(pixels), np.array(labels), ids, list(dataset.class_names))
+    return ImageSample(np.stack(pixels), np.array(labels), ids, run.class_names())

@@ -26,7 +26,7 @@ from medtransfer.config import RunConfig, absolute_path, save_config, validate
 from medtransfer.data.augment import AugmentConfig
 from medtransfer.data.pipeline import cached_bytes, make_dataset, select_train_subset
 from medtransfer.data.prepared import PreparedDataset, load_prepared
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, look_up_option
 from medtransfer.fileio import read_json
 from medtransfer.models.classifier import get_backbone
 from medtransfer.models.freezing import (
@@ -84,10 +84,15 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
     validate(config)
     net = get_net(config.net)
     dataset = load_prepared(config.dataset, Path(config.data_dir))
-    if config.num_classes is not None and config.num_classes != dataset.num_classes:
+    for name in config.classes or ():
+        look_up_option(name, dataset.class_names, "class name", see=(
+            f"--classes takes class names of dataset '{config.dataset}', comma-separated."))
+    num_classes = len(config.classes) if config.classes else dataset.num_classes
+    if config.num_classes is not None and config.num_classes != num_classes:
         raise MedtransferError(
             f"The config says num_classes: {config.num_classes}, but dataset "
-            f"'{config.dataset}' has {dataset.num_classes} classes. Remove num_classes from "
+            f"'{config.dataset}' has {num_classes} classes"
+            f"{' kept by classes' if config.classes else ''}. Remove num_classes from "
             "the config (it is filled from the dataset) or use the dataset it was made for."
         )
     image_size = config.image_size or net.default_input_size
@@ -97,7 +102,7 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
     resolved = config.replace(
         lr=config.lr if config.lr is not None else dataset.spec.default_lr,
         image_size=image_size,
-        num_classes=dataset.num_classes,
+        num_classes=num_classes,
         flips=defaults.flips if config.flips is None else config.flips,
         noise=defaults.noise if config.noise is None else config.noise,
         color=defaults.color if config.color is None else config.color,
@@ -155,17 +160,20 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     global_batch = config.batch_size * replicas
     net = get_net(config.net)
 
-    train_frame = dataset.split_frame("train")
+    frames = {split: dataset.split_frame(split, config.classes)
+              for split in ("train", "validation", "test")}
+    train_frame = frames["train"]
     if config.train_size is not None:
-        train_frame = select_train_subset(train_frame, config.train_size, config.seed)
-    frames = {"train": train_frame, "validation": dataset.split_frame("validation"),
-              "test": dataset.split_frame("test")}
+        train_frame = frames["train"] = select_train_subset(train_frame, config.train_size,
+                                                            config.seed)
+    class_names = list(config.classes or dataset.class_names)
     budgets = _cache_budgets(config, {split: len(frame) for split, frame in frames.items()})
     common = dict(
-        num_classes=dataset.num_classes,
+        num_classes=len(class_names),
         image_size=config.image_size,
         batch_size=global_batch,
         preprocess=net.preprocess_input if config.scaling == "native" else None,
+        keep_labels=dataset.label_indices(config.classes),
     )
     train = make_dataset(
         dataset.shard_paths("train"), training=True, seed=config.seed,
@@ -182,7 +190,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
 
     with strategy.scope():
         model = build_model(
-            config.net, dataset.num_classes, config.image_size, config.init,
+            config.net, len(class_names), config.image_size, config.init,
             weights_file=config.weights_file, seed=config.seed,
             head_units=config.head_units, dropout=config.dropout,
         )
@@ -195,7 +203,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
         print(f"Resuming {run_dir.path} after epoch {done} of {config.total_epochs}.")
     print(
         f"Training {config.run_id}: {len(train_frame)} training images, "
-        f"{dataset.num_classes} classes, {config.image_size}px, global batch {global_batch} "
+        f"{len(class_names)} classes, {config.image_size}px, global batch {global_batch} "
         f"({replicas} replica{'s' if replicas > 1 else ''}), epochs {config.epochs}, "
         f"lr {config.lr:g}.",
         flush=True,
@@ -267,7 +275,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     _load_weights(model, run_dir.best_weights)
     probabilities = test.predict(model)
     test_metrics = evaluate_predictions(test.labels, probabilities, kappa=kappa)
-    _write_predictions(run_dir.predictions, test, probabilities, dataset.class_names)
+    _write_predictions(run_dir.predictions, test, probabilities, class_names)
     metrics = {
         **_identity(config),
         "best_epoch": state.best_epoch,
@@ -308,6 +316,7 @@ def _identity(config: RunConfig) -> dict[str, Any]:
         "batch_size": config.batch_size,
         "image_size": config.image_size,
         "num_classes": config.num_classes,
+        "classes": list(config.classes) if config.classes else None,
     }
 
 

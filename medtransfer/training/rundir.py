@@ -467,14 +467,14 @@ class TrainedRun:
         """
         from medtransfer.data.pipeline import make_dataset
 
-        dataset = self.dataset()
+        dataset, classes = self.dataset(), self.config.classes
         return make_dataset(
-            dataset.shard_paths(name), dataset.num_classes,
+            dataset.shard_paths(name), self.config.num_classes,
             image_size=self.config.image_size,
             batch_size=batch_size or self.config.batch_size, training=False,
             include_ids=True, preprocess=self.preprocess() if scaled else None,
-            num_examples=len(dataset.split_frame(name)),
-            cache_limit_bytes=0,
+            keep_labels=dataset.label_indices(classes),
+            num_examples=len(dataset.split_frame(name, classes)), cache_limit_bytes=0,
         )
 
     def to_model_input(self, images):
