@@ -333,18 +333,18 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 TSNE_EXAMPLES = """examples:
-  medtransfer tsne tensorboard_logs/demo/digits-small_cnn-glorot-f0.00-s0
+  medtransfer tsne tensorboard_logs/demo/<run_id>
   medtransfer tsne tensorboard_logs/study/cancer-inception_v3-imagenet-f{1.00,0.10,0.00}-s0 \\
       --out figures/ --max-images 2000
   tensorboard --logdir tensorboard_logs/demo   # then the Projector tab
 """
 SIMILARITY_EXAMPLES = """examples:
-  medtransfer similarity tensorboard_logs/demo/digits-small_cnn-glorot-f0.00-s0
+  medtransfer similarity tensorboard_logs/demo/<run_id>
   medtransfer similarity RUN_IMAGENET RUN_GLOROT --out figures/      # each vs its own init
   medtransfer similarity RUN_SEED0 --against RUN_SEED1               # two runs, block by block
 """
 GRADCAM_EXAMPLES = """examples:
-  medtransfer gradcam tensorboard_logs/demo/digits-small_cnn-glorot-f0.00-s0
+  medtransfer gradcam tensorboard_logs/demo/<run_id>
   medtransfer gradcam tensorboard_logs/study/cancer-inception_v3-imagenet-f0.00-s0 \\
       --images 32 --class 1 --out figures/
 """

@@ -120,8 +120,9 @@ def test_blocks_and_gradcam_of_every_net(net):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, digits_data_dir):
     """Two finished digits runs, and the weights each started from: ``main`` (freeze 0.5,
-    so blocks 1-2 never train) and ``transfer``, trained with --mixed-precision from
-    ``main``'s weights (--init <run dir>), with the same blocks frozen."""
+    so blocks 1-2 never train) and ``transfer``, trained with --mixed-precision on three
+    of the classes (--classes) from ``main``'s weights (--init <run dir>, a new head),
+    with the same blocks frozen."""
     root = tmp_path_factory.mktemp("inspect")
     started_from = []
 
@@ -137,7 +138,7 @@ def runs(tmp_path_factory, digits_data_dir):
         main_run = run_experiment(RunConfig(epochs="0+2", experiment="main", **common)).run_dir
         transfer = run_experiment(RunConfig(
             epochs="0+1", train_size=40, mixed_precision=True, init=str(main_run),
-            experiment="transfer", **common)).run_dir
+            classes=("3", "5", "7"), experiment="transfer", **common)).run_dir
     return {"main": main_run, "transfer": transfer,
             "started_from": dict(zip(("main", "transfer"), started_from, strict=True))}
 
@@ -233,6 +234,10 @@ def test_every_command_on_a_mixed_precision_run_transferred_from_another(runs, t
     pair = (runs["main"], runs["transfer"])
     assert _cli(capsys, "tsne", *pair, "--out", tmp_path, "--max-images", 30)[0] == 0
     assert (runs["transfer"] / "projector_config.pbtxt").is_file()
+    with (tmp_path / "tsne.csv").open() as stream:
+        transfer_id = open_run(runs["transfer"], "test").config.run_id
+        labels = {row["label"] for row in csv.DictReader(stream) if row["run_id"] == transfer_id}
+    assert labels == {"3", "5", "7"}  # the run's own classes, named as it named them
     assert _cli(capsys, "similarity", *pair, "--out", tmp_path, "--images", 30)[0] == 0
     with (tmp_path / "similarity.csv").open() as stream:
         lines = {row["run_id"] for row in csv.DictReader(stream)}
