@@ -77,6 +77,21 @@ REPRODUCE_EXAMPLES = """examples:
   cd /tmp && medtransfer reproduce ~/medtransfer/tensorboard_logs/demo/<run_id>
   medtransfer reproduce /shared/runs/study/cancer-mobilenet-imagenet-f0.50-s0 --overwrite
 """
+LR_FIND_EXAMPLES = """examples:
+  medtransfer lr-find --dataset digits --net small_cnn --image-size 32
+  medtransfer lr-find --dataset cancer --net inception_v3 --init imagenet --freeze 0.5
+  medtransfer lr-find --dataset retina --net densenet121 --batch-size 16 --steps 300
+  medtransfer lr-find --config configs/demo.yaml --out /tmp/lr-demo
+then: medtransfer run ... --lr <the suggested rate>
+"""
+TUNE_LR_EXAMPLES = """examples:
+  medtransfer tune-lr --dataset digits --net small_cnn --image-size 32 --trials 8 --epochs 0+3
+  medtransfer tune-lr --dataset cancer --net inception_v3 --init imagenet --trials 12
+  medtransfer tune-lr --dataset retina --net densenet121 --oracle random --min-lr 1e-5
+  KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 \\
+      medtransfer tune-lr --dataset cancer --net mobilenet     # and tuner0, tuner1, ...
+then: medtransfer run --config tensorboard_logs/tune-lr-<dataset>-<net>/best.yaml
+"""
 PREPARE_EXAMPLES = """examples:
   medtransfer prepare cancer --source ~/kaggle/histopathologic-cancer-detection
   medtransfer prepare retina --source ~/kaggle/aptos2019-blindness-detection --max-size 512
@@ -103,7 +118,26 @@ def _run_parser(subparsers) -> None:
                     "<logdir>/<experiment>/<run_id>/.",
         epilog=RUN_EXAMPLES, formatter_class=_FORMATTER,
     )
+    _add_run_options(parser)
     add = parser.add_argument
+    add("--overwrite", action="store_true",
+        help="train afresh over the run directory's run (complete, killed, or of another "
+             "configuration), deleting it")
+    parser.set_defaults(
+        handler=_run,
+        interrupted="Every completed epoch is saved in the run directory: the same command "
+                    "resumes from the last one (or starts again if none had completed).",
+    )
+
+
+def _add_run_options(parser: argparse.ArgumentParser, *, without: tuple[str, ...] = ()) -> None:
+    """Adds ``run``'s options (every RunConfig field) except the dests in ``without``:
+    lr-find and tune-lr take the same options for the same run, less those they set."""
+    def add(*flags, **kwargs):
+        dest = kwargs.get("dest") or flags[0].removeprefix("--").replace("-", "_")
+        if dest not in without:
+            parser.add_argument(*flags, **kwargs)
+
     add("--config", help="YAML file with run options (only what differs from the defaults); "
                          "flags given here win over it")
     add("--dataset", help="a registered dataset or a prepared folder's name (default digits)")
@@ -149,26 +183,29 @@ def _run_parser(subparsers) -> None:
     add("--experiment", help="folder under --logdir grouping runs (default 'default')")
     add("--logdir", help="root of the run directories (default tensorboard_logs)")
     add("--data-dir", help="root of the prepared datasets (default datasets)")
-    add("--overwrite", action="store_true",
-        help="train afresh over the run directory's run (complete, killed, or of another "
-             "configuration), deleting it")
-    parser.set_defaults(
-        handler=_run,
-        interrupted="Every completed epoch is saved in the run directory: the same command "
-                    "resumes from the last one (or starts again if none had completed).",
-    )
+
+
+def _config_from_args(args: argparse.Namespace):
+    """The run config from ``--config`` and the run options given (flags win).
+
+    Checked before TensorFlow loads, so a bad value fails at once.
+    """
+    from medtransfer.config import FIELDS, RunConfig, config_from_mapping, load_config_file
+
+    config = load_config_file(args.config) if args.config else RunConfig()
+    given = {key: value for key, value in vars(args).items()
+             if key in FIELDS and value is not None}
+    return config_from_mapping(given, base=config, source="the command line")
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict:
+    """The options among ``names`` given on the command line (the library has the
+    defaults, so that they are written once)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _run(args: argparse.Namespace) -> int:
-    from medtransfer.config import RunConfig, config_from_mapping, load_config_file
-
-    config = load_config_file(args.config) if args.config else RunConfig()
-    given = {
-        key: value for key, value in vars(args).items()
-        if value is not None and key not in ("config", "overwrite", "handler", "command")
-    }
-    # Checked before TensorFlow loads, so a bad value fails at once.
-    config = config_from_mapping(given, base=config, source="the command line")
+    config = _config_from_args(args)
 
     from medtransfer.training.run import run_experiment
 
@@ -235,6 +272,78 @@ def _reproduce(args: argparse.Namespace) -> int:
     from medtransfer.training.reproduce import reproduce_run
 
     print(reproduce_run(args.run_dir, overwrite=args.overwrite).comparison())
+    return 0
+
+
+def _lr_find_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "lr-find", help="learning-rate range test: a suggested --lr for a run",
+        description="Train the run's own pipeline and model (frozen as in phase 2) for a few "
+                    "hundred batches with a learning rate growing exponentially from "
+                    "--min-lr to --max-lr, stop when the loss explodes, and suggest a rate: "
+                    "where the smoothed loss falls fastest, and its minimum's rate / 10. "
+                    "Writes lr_find.csv, lr_find.png and suggestion.json to --out "
+                    "(default <logdir>/lr-find/<run id without lr and epochs>/), which is "
+                    "not a run directory.",
+        epilog=LR_FIND_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    _add_run_options(parser, without=("epochs", "lr", "experiment", "deterministic",
+                                      "patience"))
+    add = parser.add_argument
+    add("--steps", type=int,
+        help="training batches at most; a short training split is cycled (default 200)")
+    add("--min-lr", type=float, help="the first rate (default 1e-7)")
+    add("--max-lr", type=float, help="the last rate (default 1)")
+    add("--out", type=Path, help="where to write the curve and the suggestion")
+    parser.set_defaults(handler=_lr_find)
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from medtransfer.tune.lr_find import find_lr
+
+    result = find_lr(_config_from_args(args), out=args.out,
+                     **_given(args, "steps", "min_lr", "max_lr"))
+    print(result.summary())
+    print(f"curve:       {_short_path(result.out_dir / 'lr_find.png')} "
+          f"(and lr_find.csv, suggestion.json)")
+    return 0
+
+
+def _tune_lr_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tune-lr", help="search the learning rate with short real runs (keras-tuner)",
+        description="Train --trials short runs of the configuration at learning rates "
+                    "drawn log-uniformly from [--min-lr, --max-lr] by a seeded keras-tuner "
+                    "oracle, each an ordinary run directory under --experiment (default "
+                    "tune-lr-<dataset>-<net>), and print the rate with the best validation "
+                    "AUC. Writes <experiment>/best.yaml for 'run --config'. Killed, the "
+                    "same command continues the search; with keras-tuner's variables set "
+                    "it is shared by many machines, as a sweep is.",
+        epilog=TUNE_LR_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    _add_run_options(parser, without=("lr",))
+    add = parser.add_argument
+    add("--trials", type=int, help="runs in the search, counting an interrupted search's "
+                                   "(default 10)")
+    add("--min-lr", type=float, help="lowest rate searched (default 1e-6)")
+    add("--max-lr", type=float, help="highest rate searched (default 0.1)")
+    add("--oracle", help="bayesian (default) or random")
+    parser.set_defaults(
+        handler=_tune_lr,
+        interrupted="The search is saved after every trial: the same command continues it, "
+                    "and the trial that was training resumes from its last completed epoch.",
+    )
+
+
+def _tune_lr(args: argparse.Namespace) -> int:
+    from medtransfer.config import RunConfig
+    from medtransfer.tune.tune_lr import SEARCH_EPOCHS, tune_lr
+
+    config = _config_from_args(args)
+    if config.epochs == RunConfig.epochs:
+        # The run's 3+50 is the real training; a search needs short runs.
+        config = config.replace(epochs=SEARCH_EPOCHS)
+    print(tune_lr(config, **_given(args, "trials", "min_lr", "max_lr", "oracle")).summary())
     return 0
 
 
@@ -329,6 +438,111 @@ def _prepare(args: argparse.Namespace) -> int:
               + ", ".join(f"{split} {sum(counts.values())}"
                           for split, counts in result.counts.items())
               + f"; {result.num_rejected} rejected (see {result.path / 'rejected.csv'})")
+    return 0
+
+
+TSNE_EXAMPLES = """examples:
+  medtransfer tsne tensorboard_logs/demo/<run_id>
+  medtransfer tsne tensorboard_logs/study/cancer-inception_v3-imagenet-f{1.00,0.10,0.00}-s0 \\
+      --out figures/ --max-images 2000
+  tensorboard --logdir tensorboard_logs/demo   # then the Projector tab
+"""
+SIMILARITY_EXAMPLES = """examples:
+  medtransfer similarity tensorboard_logs/demo/<run_id>
+  medtransfer similarity RUN_IMAGENET RUN_GLOROT --out figures/      # each vs its own init
+  medtransfer similarity RUN_SEED0 --against RUN_SEED1               # two runs, block by block
+"""
+GRADCAM_EXAMPLES = """examples:
+  medtransfer gradcam tensorboard_logs/demo/<run_id>
+  medtransfer gradcam tensorboard_logs/study/cancer-inception_v3-imagenet-f0.00-s0 \\
+      --images 32 --class 1 --out figures/
+"""
+
+
+def _inspect_parser(subparsers, name: str, help_text: str, description: str,
+                    examples: str, handler) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=help_text, description=description,
+                                   epilog=examples, formatter_class=_FORMATTER)
+    parser.add_argument("--out", type=Path,
+                        help="folder for the figure and table (default <first run>/inspect)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the sample of test images (default 0)")
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _tsne_parser(subparsers) -> None:
+    parser = _inspect_parser(
+        subparsers, "tsne", "t-SNE of the penultimate features of finished runs",
+        "Embed the globally pooled features of the best checkpoint on the test split with "
+        "t-SNE, one panel per run side by side in tsne.png, coloured by class; also write "
+        "each run's features for TensorBoard's Projector (<run>/projector/).",
+        TSNE_EXAMPLES, _tsne)
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="complete run directories")
+    parser.add_argument("--max-images", type=int, default=1000,
+                        help="test images per run at most, a seeded sample (default 1000)")
+
+
+def _tsne(args: argparse.Namespace) -> int:
+    from medtransfer.inspect.tsne import run_tsne
+
+    result = run_tsne(args.run_dirs, args.out, max_images=args.max_images, seed=args.seed)
+    print(f"t-SNE:     {result.figure} ({result.table.name} beside it)")
+    for config in result.projector_configs:
+        print(f"projector: {config} (tensorboard --logdir {config.parent}, Projector tab)")
+    return 0
+
+
+def _similarity_parser(subparsers) -> None:
+    parser = _inspect_parser(
+        subparsers, "similarity", "SVCCA per backbone block: how far training moved it",
+        "For each block of the backbone, the SVCCA similarity (SVD keeping 99% of the "
+        "variance, then CCA, mean correlation) between a trained run and its own "
+        "initialisation, rebuilt from its config and seed, or another run of the same net, "
+        "on a seeded sample of test images: similarity.csv and similarity.png (one line "
+        "per run, blocks from the input side).",
+        SIMILARITY_EXAMPLES, _similarity)
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="complete run directories")
+    parser.add_argument("--against", default="init",
+                        help="'init' (each run's initial weights, the default) or a run "
+                             "directory of the same net and input size")
+    parser.add_argument("--images", type=int, default=500,
+                        help="test images at most, a seeded sample (default 500)")
+
+
+def _similarity(args: argparse.Namespace) -> int:
+    from medtransfer.inspect.similarity import run_similarity
+
+    result = run_similarity(args.run_dirs, args.against, args.out, max_images=args.images,
+                            seed=args.seed)
+    for row in result.rows:
+        print(f"{row.run_id} vs {row.against}  block {row.block} {row.layer:<22} "
+              f"{row.similarity:.3f}")
+    print(f"similarity: {result.figure} ({result.table.name} beside it)")
+    return 0
+
+
+def _gradcam_parser(subparsers) -> None:
+    parser = _inspect_parser(
+        subparsers, "gradcam", "Grad-CAM heatmaps: where the network looks",
+        "Overlay Grad-CAM heatmaps (gradient of the class score with respect to the "
+        "backbone's last feature map) of the best checkpoint on test images, in a grid "
+        "with each image's true label and the probability of the class explained.",
+        GRADCAM_EXAMPLES, _gradcam)
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a complete run directory")
+    parser.add_argument("--images", type=int, default=16,
+                        help="test images, a seeded sample (default 16)")
+    parser.add_argument("--class", dest="class_name",
+                        help="the class to explain in every image (default: each image's "
+                             "predicted class)")
+
+
+def _gradcam(args: argparse.Namespace) -> int:
+    from medtransfer.inspect.gradcam import run_gradcam
+
+    result = run_gradcam(args.run_dir, args.out, images=args.images,
+                         class_name=args.class_name, seed=args.seed)
+    print(f"Grad-CAM: {result.figure}")
     return 0
 
 
@@ -507,6 +721,11 @@ def build_parser() -> _Parser:
     _reproduce_parser(subparsers)
     _sweep_parser(subparsers)
     _report_parser(subparsers)
+    _tsne_parser(subparsers)
+    _similarity_parser(subparsers)
+    _gradcam_parser(subparsers)
+    _lr_find_parser(subparsers)
+    _tune_lr_parser(subparsers)
     return parser
 
 

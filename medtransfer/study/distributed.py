@@ -15,6 +15,10 @@ What this module adds: the order of the grid (a run that transfers from another 
 until that one has ended), runs already complete on the shared file system are not
 handed out, and a failed run is recorded, not retried.
 
+``serve`` (the chief's gRPC server) and ``run_trials`` (a worker's loop) take any
+keras-tuner oracle: ``medtransfer tune-lr`` spreads its search over machines with them too
+(:mod:`medtransfer.tune.tune_lr`).
+
 The machines share ``--logdir`` (a shared file system): all runs land in one experiment
 folder, and each run directory is locked by the process training it.
 """
@@ -24,7 +28,9 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent import futures
+from typing import Any
 
 from medtransfer.errors import MedtransferError
 from medtransfer.study.grid import PlannedRun, Sweep
@@ -185,10 +191,6 @@ def _oracle_class():
 
 def _serve(sweep: Sweep) -> SweepResult:
     """The chief: serves the runs over gRPC until every trial has ended."""
-    import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute import oracle_chief
-
     complete = print_plan(sweep)
     write_sweep_copy(sweep)
     pending = [run for run in sweep.runs if run.run_id not in complete]
@@ -196,38 +198,88 @@ def _serve(sweep: Sweep) -> SweepResult:
     if not pending:
         finish(sweep, oracle.result)
         return oracle.result
-    address = f"{os.environ[ORACLE_IP]}:{os.environ[ORACLE_PORT]}"
     with tempfile.TemporaryDirectory(prefix="medtransfer-oracle-") as state:
         # keras-tuner saves the oracle's state after every change; the run directories
         # are what this sweep trusts, so it lives for this chief only.
         oracle._set_project_dir(state, "oracle")
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-        servicer = oracle_chief.OracleServicer(oracle)
-        protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-        if server.add_insecure_port(address) == 0:
-            raise MedtransferError(
-                f"The chief cannot listen on {address}: the port is taken or the address is "
-                f"not this machine's. Set {ORACLE_IP} to this machine's address and "
-                f"{ORACLE_PORT} to a free port, on the chief and every worker alike."
-            )
-        server.start()
-        print(f"chief: serving {len(pending)} runs on {address}; start the workers with "
-              f"{TUNER_ID}=tuner0, tuner1, ...", flush=True)
-        try:
-            while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
-                time.sleep(_CHIEF_POLL_SECONDS)
-        finally:
-            server.stop(grace=5)
+        serve(oracle, f"{len(pending)} runs")
     finish(sweep, oracle.result)
     return oracle.result
+
+
+def serve(oracle, what: str) -> None:
+    """Serves ``oracle``'s trials over gRPC at ``KERASTUNER_ORACLE_IP:PORT`` until it has
+    handed out its last trial, every trial has ended and every worker was told to stop.
+
+    Args:
+        oracle: a keras-tuner oracle (the sweep's, or tune-lr's search).
+        what: what is served, for the start-up line ("12 runs").
+
+    Raises:
+        MedtransferError: the address cannot be listened on.
+    """
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    address = f"{os.environ[ORACLE_IP]}:{os.environ[ORACLE_PORT]}"
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = oracle_chief.OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    if server.add_insecure_port(address) == 0:
+        raise MedtransferError(
+            f"The chief cannot listen on {address}: the port is taken or the address is "
+            f"not this machine's. Set {ORACLE_IP} to this machine's address and "
+            f"{ORACLE_PORT} to a free port, on the chief and every worker alike."
+        )
+    server.start()
+    print(f"chief: serving {what} on {address}; start the workers with "
+          f"{TUNER_ID}=tuner0, tuner1, ...", flush=True)
+    try:
+        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+            time.sleep(_CHIEF_POLL_SECONDS)
+    finally:
+        server.stop(grace=5)
+
+
+def run_trials(oracle, tuner_id: str, run: Callable[[Any], dict[str, Any] | None]) -> None:
+    """Asks ``oracle`` for trials and runs them until it has none left: a worker's loop
+    (with a keras-tuner ``OracleClient``), or a whole search on one machine (with the
+    oracle itself).
+
+    Args:
+        oracle: an oracle or an ``OracleClient`` of the chief's.
+        tuner_id: who asks (a killed worker asking again under its id gets its unfinished
+            trial back).
+        run: trains ``trial`` and returns its run's metrics (metrics.json), or None when
+            it failed (after setting ``trial.message``); the oracle gets the objective,
+            ``val_auc_micro_best``, at the run's best epoch.
+    """
+    from keras_tuner.src.engine import trial as trial_module
+
+    status = trial_module.TrialStatus
+    while True:
+        trial = oracle.create_trial(tuner_id)
+        if trial.status == status.STOPPED:
+            return
+        if trial.status == status.IDLE:
+            # Every trial left waits on one another machine is still running.
+            time.sleep(_IDLE_POLL_SECONDS)
+            continue
+        metrics = run(trial)
+        if metrics is None:
+            trial.status = status.FAILED
+        else:
+            oracle.update_trial(trial.trial_id, {OBJECTIVE: float(metrics[OBJECTIVE])},
+                                step=int(metrics.get("best_epoch", 0)))
+            trial.status = status.COMPLETED
+        oracle.end_trial(trial)
 
 
 def _work(sweep: Sweep) -> SweepResult:
     """A worker: asks the chief for a run, trains it, reports it, until told to stop."""
     from keras_tuner.src.distribute import oracle_client
-    from keras_tuner.src.engine import trial as trial_module
 
-    status = trial_module.TrialStatus
     runs = {run.run_id: run for run in sweep.runs}
     complete = {run.run_id for run in sweep.runs if RunDirectory(run.run_dir).is_complete()}
     # This worker's own runs: the chief holds the sweep's totals.
@@ -239,35 +291,24 @@ def _work(sweep: Sweep) -> SweepResult:
     tuner_id = client.tuner_id
     print(f"{tuner_id}: asking the chief at {os.environ[ORACLE_IP]}:{os.environ[ORACLE_PORT]} "
           "for runs", flush=True)
-    while True:
-        trial = client.create_trial(tuner_id)
-        if trial.status == status.STOPPED:
-            break
-        if trial.status == status.IDLE:
-            # Every run left transfers from a run another machine is still training.
-            time.sleep(_IDLE_POLL_SECONDS)
-            continue
+
+    def train(trial) -> dict[str, Any] | None:
         run_id = trial.hyperparameters.values["run"]
         run = runs.get(run_id)
         if run is None:
-            trial.status = status.FAILED
             trial.message = (f"{tuner_id} has no run {run_id} in {sweep.path}: every machine "
                              "must run the same sweep file")
-            client.end_trial(trial)
-            continue
+            return None
         print(f"\n{tuner_id}: {run_id}", flush=True)
         outcome = launch_run(run)
-        if outcome.ok:
-            metrics = outcome.metrics or {}
-            client.update_trial(trial.trial_id, {OBJECTIVE: float(metrics[OBJECTIVE])},
-                                step=int(metrics.get("best_epoch", 0)))
-            trial.status = status.COMPLETED
-            result.completed.append(run_id)
-        else:
-            trial.status = status.FAILED
+        if not outcome.ok:
             trial.message = f"exit code {outcome.exit_code}, see {outcome.error_file}"
             result.failed[run_id] = outcome.error_file
-        client.end_trial(trial)
+            return None
+        result.completed.append(run_id)
+        return outcome.metrics or {}
+
+    run_trials(client, tuner_id, train)
     print(f"{tuner_id}: the chief has no run left; {len(result.completed)} completed here.")
     if result.failed:
         result.total = len(result.completed) + len(result.failed)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 _PANEL_SIZE = (4.2, 3.2)
+_LEGEND_WIDTH = 36
 _COLUMNS = 3
 
 
@@ -41,7 +43,7 @@ class Series:
 
 def panel_figure(panels: dict[str, list[Series]], *, title: str, xlabel: str,
                  ylabel: str, hlines: dict[str, list[tuple[float, str]]] | None = None,
-                 integer_x: bool = False) -> Figure:
+                 integer_x: bool = False, log_x: bool = False) -> Figure:
     """One panel per entry of ``panels`` (title -> its series), in a grid of 3 columns.
 
     Args:
@@ -50,6 +52,7 @@ def panel_figure(panels: dict[str, list[Series]], *, title: str, xlabel: str,
         xlabel, ylabel: axis labels of every panel.
         hlines: panel title -> horizontal reference lines ``(y, label)``.
         integer_x: ticks on whole numbers only (epochs).
+        log_x: a logarithmic x axis, ticks labelled with the plain numbers.
 
     Returns:
         The figure, with exactly one axes per panel.
@@ -67,9 +70,9 @@ def panel_figure(panels: dict[str, list[Series]], *, title: str, xlabel: str,
                 below = [y - low for y, low in zip(series.y, series.error_low, strict=True)]
                 above = [high - y for y, high in zip(series.y, series.error_high, strict=True)]
                 axes.errorbar(series.x, series.y, yerr=[below, above], capsize=3,
-                              label=series.label, **series.style)
+                              label=_legend_text(series.label), **series.style)
             else:
-                axes.plot(series.x, series.y, label=series.label, **series.style)
+                axes.plot(series.x, series.y, label=_legend_text(series.label), **series.style)
         for y, label in (hlines or {}).get(name, []):
             axes.axhline(y, color="grey", linestyle=":", linewidth=1, label=label)
         axes.set_title(name, fontsize=9)
@@ -78,9 +81,22 @@ def panel_figure(panels: dict[str, list[Series]], *, title: str, xlabel: str,
         axes.grid(alpha=0.3)
         if integer_x:
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if log_x:
+            # Ticks at the measured points, as plain numbers: decades alone say little
+            # when the points are 20, 50, 100, 200 and 717.
+            axes.set_xscale("log")
+            ticks = sorted({x for series in series_list for x in series.x})
+            axes.set_xticks(ticks, [f"{x:g}" for x in ticks])
+            axes.xaxis.set_minor_formatter(NullFormatter())
         if series_list:
             axes.legend(fontsize=7)
     return figure
+
+
+def _legend_text(label: str) -> str:
+    """A long label (a transfer init names its source run) on several short lines, so
+    that the legend does not squeeze the panel."""
+    return "\n".join(textwrap.wrap(label, _LEGEND_WIDTH, break_on_hyphens=True)) or label
 
 
 def validation_by_freeze(panels: dict[str, list[Series]], init_label: str) -> Figure:
@@ -102,6 +118,14 @@ def test_auc_against_freeze(panels: dict[str, list[Series]]) -> Figure:
     """Test micro AUC against the frozen fraction, with error bars (a panel per dataset)."""
     return panel_figure(panels, title="Test AUC against the frozen fraction of the backbone",
                         xlabel="frozen fraction of the backbone", ylabel="test AUC (micro)")
+
+
+def test_auc_against_train_size(panels: dict[str, list[Series]]) -> Figure:
+    """Test micro AUC against the number of training images (log axis), one line per
+    init, with error bars (a panel per dataset x net): where transfer helps most."""
+    return panel_figure(panels, title="Test AUC against the training-set size",
+                        xlabel="training images (log scale)", ylabel="test AUC (micro)",
+                        log_x=True)
 
 
 def save_png(figure: Figure, path: str | Path) -> Path:

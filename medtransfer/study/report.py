@@ -93,6 +93,7 @@ class _Run:
     init: str
     freeze: float
     seed: int
+    task_any_size: str = ""  # the task label without the training-set size
 
     @property
     def complete(self) -> bool:
@@ -221,13 +222,15 @@ def _freeze_text(freeze: float) -> str:
     return f"{freeze:g}"
 
 
-def _task_labels(records: list[RunRecord]) -> dict[Path, str]:
-    """Dataset label per run: the dataset, plus what differs between tasks on it."""
+def _task_labels(records: list[RunRecord], ignore: tuple[str, ...] = ()) -> dict[Path, str]:
+    """Dataset label per run: the dataset, plus what differs between tasks on it (except
+    the config fields in ``ignore``)."""
     settings: dict[tuple[str, str], dict[Path, dict[str, Any]]] = defaultdict(dict)
     for record in records:
         config = record.config.to_dict()
         settings[(config["dataset"], config["net"])][record.path] = {
-            key: value for key, value in config.items() if key not in _NOT_TASK}
+            key: value for key, value in config.items()
+            if key not in _NOT_TASK and key not in ignore}
     labels = {}
     for (dataset, _), by_run in settings.items():
         keys = sorted({key for setting in by_run.values() for key in setting})
@@ -381,11 +384,15 @@ class Study:
                         if record.status == "broken"]
         placed = [record for record in records if record.config is not None]
         labels = _task_labels(placed)
+        any_size = _task_labels(placed, ignore=("train_size",))
         self.runs = [
             _Run(record, labels[record.path], record.config.dataset, record.config.net,
-                 record.config.init, float(record.config.freeze), int(record.config.seed))
+                 record.config.init, float(record.config.freeze), int(record.config.seed),
+                 any_size[record.path])
             for record in placed
         ]
+        # None (the whole training split) is a size too.
+        self.train_sizes = {record.config.train_size for record in placed}
         self.cells: dict[tuple, list[_Run]] = defaultdict(list)
         for run in sorted(self.runs, key=lambda run: run.seed):
             self.cells[(run.task, run.net, run.init, run.freeze)].append(run)
@@ -679,8 +686,9 @@ class Study:
         figure_names = [name for name, _ in self.figure_specs()]
         if figure_names:
             out += ["", "## Figures", "", *(f"- [{name}]({name})" for name in figure_names),
-                    "", "Error bars of the freeze figure: the bootstrap interval for one "
-                    "seed, ± the sample standard deviation over seeds for several."]
+                    "", "Error bars of the freeze and training-set size figures: the "
+                    "bootstrap interval for one seed, ± the sample standard deviation over "
+                    "seeds for several."]
         return "\n".join(out) + "\n", "\n".join(main) + "\n"
 
     def _run_of(self, record: RunRecord) -> _Run:
@@ -734,6 +742,9 @@ class Study:
         if self._auc_freeze_panels():
             specs.append(("test_auc_vs_freeze.png",
                           lambda: figures.test_auc_against_freeze(self._auc_freeze_panels())))
+        if self._auc_size_panels():
+            specs.append(("test_auc_vs_train_size.png",
+                          lambda: figures.test_auc_against_train_size(self._auc_size_panels())))
         return specs
 
     def _mean_curve(self, runs: list[_Run]) -> tuple[list[float], list[float]]:
@@ -814,6 +825,47 @@ class Study:
                 panels[task] = series
         return panels
 
+    def _auc_size_panels(self) -> dict[str, list[figures.Series]]:
+        """Test AUC against training images, a panel per task (at any size) and net, a
+        line per init (and freeze, when an init has several); only when the experiment
+        has more than one ``train_size``."""
+        if len(self.train_sizes) < 2:
+            return {}
+        groups: dict[tuple, dict[tuple, list[_Run]]] = defaultdict(lambda: defaultdict(list))
+        for run in self.runs:
+            if run.complete:
+                groups[(run.task_any_size, run.net)][(run.init, run.freeze)].append(run)
+        panels = {}
+        for (task, net), lines in groups.items():
+            freezes = defaultdict(set)
+            for init, freeze in lines:
+                freezes[init].add(freeze)
+            keys = sorted(lines, key=lambda key: (self.inits.index(key[0]), key[1]))
+            others = iter(_colours(sum(init != GLOROT for init, _ in keys)))
+            series = []
+            for init, freeze in keys:
+                # glorot in black, as in the other figures.
+                colour = "black" if init == GLOROT else next(others)
+                by_size = defaultdict(list)
+                for run in lines[(init, freeze)]:
+                    # A run of the whole split from before metrics.json had train_images
+                    # has no place on the axis.
+                    if _train_images(run) is not None:
+                        by_size[_train_images(run)].append(run)
+                if not by_size:
+                    continue
+                points = sorted((size, *self._auc_with_error(done))
+                                for size, done in by_size.items())
+                label = init_label(init)
+                if len(freezes[init]) > 1:
+                    label += f", freeze {_freeze_text(freeze)}"
+                x, y, low, high = (list(column) for column in zip(*points, strict=True))
+                series.append(figures.Series(label, x, y, low, high,
+                                             {"color": colour, "marker": "o"}))
+            if any(len(item.x) > 1 for item in series):
+                panels[f"{task} · {net}"] = series
+        return panels
+
     def _auc_with_error(self, done: list[_Run]) -> tuple[float, float, float]:
         if len(done) == 1:
             interval = self.bootstrap.interval(done[0])
@@ -829,6 +881,13 @@ def _colours(count: int) -> list:
 
     cmap = colormaps["viridis"]
     return [cmap(index / max(1, count - 1) * 0.9) for index in range(count)]
+
+
+def _train_images(run: _Run) -> int | None:
+    """How many images the run trained on: metrics.json's count (the whole split when
+    train_size is unset), else its train_size; None when neither says."""
+    count = run.record.metrics.get("train_images", run.record.config.train_size)
+    return None if count is None else int(count)
 
 
 def _datasets(count: int) -> str:

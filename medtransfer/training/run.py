@@ -19,6 +19,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from medtransfer import __version__
@@ -158,42 +159,25 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     strategy = make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
-    net = get_net(config.net)
 
-    frames = {split: dataset.split_frame(split, config.classes)
-              for split in ("train", "validation", "test")}
-    train_frame = frames["train"]
-    if config.train_size is not None:
-        train_frame = frames["train"] = select_train_subset(train_frame, config.train_size,
-                                                            config.seed)
-    class_names = list(config.classes or dataset.class_names)
+    train_frame = training_frame(config, dataset)
+    frames = {"train": train_frame,
+              **{split: dataset.split_frame(split, config.classes)
+                 for split in ("validation", "test")}}
+    class_names = run_class_names(config, dataset)
     budgets = _cache_budgets(config, {split: len(frame) for split, frame in frames.items()})
-    common = dict(
-        num_classes=len(class_names),
-        image_size=config.image_size,
-        batch_size=global_batch,
-        preprocess=net.preprocess_input if config.scaling == "native" else None,
-        keep_labels=dataset.label_indices(config.classes),
-    )
-    train = make_dataset(
-        dataset.shard_paths("train"), training=True, seed=config.seed,
-        augment=_augment_config(config),
-        keep_ids=set(train_frame["id"]) if config.train_size is not None else None,
-        num_examples=len(train_frame), cache_limit_bytes=budgets["train"], **common,
-    )
+    train = make_training_dataset(config, dataset, train_frame, batch_size=global_batch,
+                                  cache_limit_bytes=budgets["train"])
     validation, test = (
         EvaluationSet.from_dataset(make_dataset(
             dataset.shard_paths(split), training=False, include_ids=True,
-            num_examples=len(frames[split]), cache_limit_bytes=budgets[split], **common))
+            num_examples=len(frames[split]), cache_limit_bytes=budgets[split],
+            **_input_options(config, dataset, global_batch)))
         for split in ("validation", "test")
     )
 
     with strategy.scope():
-        model = build_model(
-            config.net, len(class_names), config.image_size, config.init,
-            weights_file=config.weights_file, seed=config.seed,
-            head_units=config.head_units, dropout=config.dropout,
-        )
+        model = build_run_model(config, len(class_names))
     backbone = get_backbone(model)
     save_config(config, run_dir.config)
     tensorboard = TensorBoardLog(run_dir.path)
@@ -209,10 +193,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
         flush=True,
     )
     kappa = dataset.spec.name in ORDINAL_DATASETS
-    class_weights = (balanced_class_weights(train_frame["label"], dataset.class_names)
-                     if config.class_weight == "balanced" else None)
-    # Keras wants label index -> weight; it weights each example's loss by it.
-    keras_class_weight = dict(enumerate(class_weights.values())) if class_weights else None
+    class_weights, keras_class_weight = training_class_weights(config, dataset, train_frame)
     stopped_epoch = None
     warmup, total = config.warmup_epochs, config.total_epochs
     phases = [("warmup", 0, warmup, None), ("finetune", warmup, total, config.freeze)]
@@ -240,11 +221,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
             plateau = (StopOnPlateau(config.patience, state, first)
                        if freeze is not None and config.patience else None)
             with strategy.scope():
-                model.compile(
-                    optimizer=keras.optimizers.Adam(config.lr),
-                    loss="categorical_crossentropy",
-                    metrics=["accuracy"],
-                )
+                compile_model(model, config.lr)
                 if restore:
                     model.optimizer.build(model.trainable_variables)
                     _load_weights(model, run_dir.resume / "state.weights.h5")
@@ -300,6 +277,73 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     run_dir.write_metrics(metrics)
     _remove_resume_state(run_dir)
     return RunResult(run_dir.path, metrics)
+
+
+def training_frame(config: RunConfig, dataset: PreparedDataset) -> pd.DataFrame:
+    """The training images a run of ``config`` trains on: the train split, or its
+    stratified ``--train-size`` subset (one row per image, as in split.csv)."""
+    frame = dataset.split_frame("train", config.classes)
+    if config.train_size is not None:
+        frame = select_train_subset(frame, config.train_size, config.seed)
+    return frame
+
+
+def make_training_dataset(config: RunConfig, dataset: PreparedDataset,
+                          train_frame: pd.DataFrame, *, batch_size: int,
+                          cache_limit_bytes: int) -> tf.data.Dataset:
+    """The run's training stream: ``train_frame``'s images, shuffled and augmented as the
+    config says, ``batch_size`` (global) images a batch, one pass per iteration."""
+    return make_dataset(
+        dataset.shard_paths("train"), training=True, seed=config.seed,
+        augment=_augment_config(config),
+        keep_ids=set(train_frame["id"]) if config.train_size is not None else None,
+        num_examples=len(train_frame), cache_limit_bytes=cache_limit_bytes,
+        **_input_options(config, dataset, batch_size),
+    )
+
+
+def run_class_names(config: RunConfig, dataset: PreparedDataset) -> list[str]:
+    """The classes a run trains on, in label-index order: ``--classes`` or all of them."""
+    return list(config.classes or dataset.class_names)
+
+
+def build_run_model(config: RunConfig, num_classes: int) -> keras.Model:
+    """The classifier a run of ``config`` starts from (net, init, head), seeded."""
+    return build_model(
+        config.net, num_classes, config.image_size, config.init,
+        weights_file=config.weights_file, seed=config.seed,
+        head_units=config.head_units, dropout=config.dropout,
+    )
+
+
+def training_class_weights(
+    config: RunConfig, dataset: PreparedDataset, train_frame: pd.DataFrame,
+) -> tuple[dict[str, float] | None, dict[int, float] | None]:
+    """``--class-weight``: the weights by class name (for metrics.json) and by label index
+    (Keras' ``class_weight``, which weights each example's loss); None for none."""
+    if config.class_weight != "balanced":
+        return None, None
+    weights = balanced_class_weights(train_frame["label"], run_class_names(config, dataset))
+    return weights, dict(enumerate(weights.values()))
+
+
+def compile_model(model: keras.Model, lr: float) -> None:
+    """Compiles for one phase of the regime: a fresh Adam at ``lr``, cross-entropy."""
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+
+
+def _input_options(config: RunConfig, dataset: PreparedDataset,
+                   batch_size: int) -> dict[str, Any]:
+    """What every split's stream shares: classes, input size, batch, pixel scaling."""
+    net = get_net(config.net)
+    return dict(
+        num_classes=len(run_class_names(config, dataset)),
+        image_size=config.image_size,
+        batch_size=batch_size,
+        preprocess=net.preprocess_input if config.scaling == "native" else None,
+        keep_labels=dataset.label_indices(config.classes),
+    )
 
 
 def _identity(config: RunConfig) -> dict[str, Any]:

@@ -6,6 +6,8 @@ One run never spans machines: ``MultiWorkerMirroredStrategy`` does not work with
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import tensorflow as tf
 
@@ -20,15 +22,29 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         name: ``auto`` picks MirroredStrategy when more than one GPU is visible, else the
             default strategy; ``mirrored`` always mirrors, over the GPUs or, on a machine
             without GPUs, over the logical CPU devices (how the tests stand in two CPUs
-            for two GPUs); ``default`` is one device.
+            for two GPUs); ``default`` is one device. Every mirrored run in a process gets
+            the same strategy object (see ``_shared_mirrored_strategy``).
     """
     gpus = tf.config.list_logical_devices("GPU")
     if strategy_kind(name, len(gpus)) == "default":
         return tf.distribute.get_strategy()
-    if gpus:
-        return tf.distribute.MirroredStrategy()
-    cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices=cpus)
+    cpus = () if gpus else tuple(device.name for device in tf.config.list_logical_devices("CPU"))
+    return _shared_mirrored_strategy(cpus)
+
+
+@functools.cache
+def _shared_mirrored_strategy(cpus: tuple[str, ...]) -> tf.distribute.MirroredStrategy:
+    """One MirroredStrategy per process, over the GPUs or else over ``cpus``.
+
+    Every new MirroredStrategy numbers its all-reduces from the same collective keys
+    (group 1, instance 100), and the TensorFlow runtime keeps what it learnt about each
+    key, such as the tensor's shape, for the life of the process. A second strategy
+    whose model trains a different set of weights -- the next run of a sweep or a
+    notebook, with another ``freeze`` -- reuses the keys with another gradient size and
+    aborts with "Shape mismatch in the collective instance 100"
+    (tensorflow/tensorflow#62790). One shared strategy keeps numbering on.
+    """
+    return tf.distribute.MirroredStrategy(devices=list(cpus) or None)
 
 
 def strategy_kind(name: str, gpu_count: int) -> str:
