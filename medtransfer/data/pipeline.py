@@ -4,8 +4,8 @@
 decodes and resizes in parallel, caches the decoded split in memory when it fits,
 and, for training, shuffles, augments and one-hot encodes:
 
-    shards -> parse -> keep ids -> decode + resize (uint8) -> cache? -> shuffle
-           -> [0, 1] floats -> augment -> batch -> preprocess -> prefetch
+    shards -> parse -> keep ids -> decode + resize (uint8) -> cache? -> shuffle(epoch)
+           -> [0, 1] floats -> augment(epoch) -> batch -> preprocess -> prefetch
 
 Decisions, measured in ``benchmarks/pipeline_throughput.py`` (2 shared CPU cores,
 128 px: caching 1.5-2x faster for training and 3.5-4.6x for evaluation; per-image
@@ -19,9 +19,10 @@ augmentation 2-3x faster than per batch; a uint8 cache no slower than float32):
 - Augmentation runs per image (:func:`medtransfer.data.augment.augment_image`), in a
   parallel map before batching, each image with its own seed.
 
-Determinism: the shuffle order and every augmentation draw are pure functions of
-``seed`` and the epoch (stateless random ops fed from ``tf.data.Dataset.random``), so
-two datasets built with the same seed yield the same batches epoch after epoch.
+Determinism: the shuffle order and every augmentation draw of epoch k are pure functions
+of ``seed`` and k (stateless random ops seeded with both), not of how many epochs this
+process has iterated: a run resumed at epoch k sees exactly the batches an uninterrupted
+run sees there. A training dataset is a range of epochs (``first_epoch``, ``epochs``).
 
 ``select_train_subset`` is the ``--train-size`` option: a stratified, seeded subset of
 the train split for data-size experiments.
@@ -29,6 +30,8 @@ the train split for data-size experiments.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
@@ -127,21 +130,24 @@ def make_dataset(
     keep_ids: Collection[str] | None = None,
     include_ids: bool = False,
     num_examples: int | None = None,
+    first_epoch: int = 0,
+    epochs: int = 1,
 ) -> tf.data.Dataset:
     """Builds the batched input stream of one split.
 
     Args:
         shard_paths: the split's TFRecord shards.
         num_classes: the length of the one-hot labels.
-        image_size: images are resized (bilinear) to ``(image_size, image_size)``.
-        batch_size: images per batch; the last batch may be smaller.
-        training: shuffle every epoch and apply ``augment``. Otherwise the order is
-            fixed (the shards' records, interleaved), the same on every iteration, and
-            ``augment`` is ignored.
+        image_size: images are resized to ``(image_size, image_size)``: bilinear, with
+            antialiasing when shrinking (see :func:`resize_image`).
+        batch_size: images per batch; the last batch of each epoch may be smaller.
+        training: shuffle and apply ``augment``, differently in every epoch. Otherwise
+            the order is fixed (the shards' records, interleaved), the same on every
+            iteration, and ``augment``, ``first_epoch`` and ``epochs`` are ignored.
         augment: the augmentations to apply when training; ``None`` for none.
         preprocess: a net's own ``preprocess_input`` (``--scaling native``). It receives
             [0, 255] floats, after augmentation. ``None`` keeps pixels in [0, 1].
-        seed: decides the shuffle order and the augmentation draws of every epoch.
+        seed: with the epoch, decides the shuffle order and the augmentation draws.
         cache_limit_bytes: cache the decoded, resized split in memory when it needs at
             most this many bytes (see :func:`cached_bytes`).
         keep_ids: if given, only examples whose id is in it (``--train-size``).
@@ -153,6 +159,12 @@ def make_dataset(
             counted by reading the shards once. It decides caching and the shuffle
             buffer, and tells Keras the number of steps; a pass that finds a different
             number fails with ``tf.errors.FailedPreconditionError``.
+        first_epoch: training only: the (0-based) epoch the stream starts with. Epoch k
+            is a pure function of ``seed`` and k, so a resumed run that starts at epoch
+            k sees what an uninterrupted run sees there.
+        epochs: training only: how many consecutive epochs one pass of the dataset
+            yields, each ``ceil(num_examples / batch_size)`` batches (give Keras that
+            as ``steps_per_epoch``). Iterating the dataset again replays the same epochs.
 
     Returns:
         A dataset of ``(images, one_hot)`` or ``(images, one_hot, ids)`` batches;
@@ -163,65 +175,89 @@ def make_dataset(
         raise ValueError("make_dataset needs at least one shard path")
     if num_examples is None:
         num_examples = len(keep_ids) if keep_ids is not None else count_examples(shard_paths)
-    shuffle_seed, files_seed, augment_seed = (
-        int(part) for part in np.random.SeedSequence(seed).generate_state(3)
-    )
-
     cached = fits_in_cache(num_examples, image_size, cache_limit_bytes)
     # The whole split when cached; otherwise a few thousand still-encoded records. Small
     # splits get the same buffer either way, so caching never changes their order.
     shuffle_buffer = max(num_examples if cached else min(num_examples, UNCACHED_SHUFFLE_BUFFER), 1)
+    # Only a split larger than the buffer needs its shard order shuffled too; the cache
+    # would replay the first epoch's shard order anyway.
+    shuffle_files = training and num_examples > shuffle_buffer
+    parse = _parse_checked(num_classes)
+    id_filter = _id_filter(keep_ids) if keep_ids is not None else None
 
-    files = tf.data.Dataset.from_tensor_slices([str(path) for path in shard_paths])
-    if training and num_examples > shuffle_buffer:
-        # Only a split larger than the buffer needs its shard order shuffled too; the
-        # cache would replay the first epoch's shard order anyway.
-        files = files.shuffle(len(shard_paths), seed=files_seed, reshuffle_each_iteration=True)
-    records = files.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(len(shard_paths), _PARALLEL_SHARDS),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    ).map(_parse_checked(num_classes), num_parallel_calls=tf.data.AUTOTUNE)
-    if keep_ids is not None:
-        records = records.filter(_id_filter(keep_ids))
-    # A known length gives Keras its steps per epoch (progress bar, no "ran out of data"
-    # warning), and a split.csv that disagrees with the shards fails instead of training
-    # on the wrong images.
-    records = records.apply(tf.data.experimental.assert_cardinality(num_examples))
+    def read_records(files_order_seed):
+        files = tf.data.Dataset.from_tensor_slices([str(path) for path in shard_paths])
+        if files_order_seed is not None:
+            files = files.shuffle(len(shard_paths), seed=files_order_seed,
+                                  reshuffle_each_iteration=False)
+        records = files.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(shard_paths), _PARALLEL_SHARDS),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        ).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        if id_filter is not None:
+            records = records.filter(id_filter)
+        # A known length gives Keras its steps per epoch (progress bar, no "ran out of
+        # data" warning), and a split.csv that disagrees with the shards fails instead
+        # of training on the wrong images.
+        return records.apply(tf.data.experimental.assert_cardinality(num_examples))
 
     def decode(example):
         return _decode_resized(example["image"], image_size), example["label"], example["id"]
 
-    def shuffled(dataset):
-        if not training:
-            return dataset
-        return dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-
-    if cached:
-        examples = shuffled(records.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache())
-    else:
-        examples = shuffled(records).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-
     def to_model_input(image, label, image_id):
         return tf.cast(image, tf.float32) / 255.0, tf.one_hot(label, num_classes), image_id
 
-    examples = examples.map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE)
-    if training and augment is not None:
-        # One seed per image, from a stream that is new every epoch but still decided
-        # by `seed`: flips, colour and noise differ between images and between epochs.
-        image_seeds = tf.data.Dataset.random(
-            seed=augment_seed, rerandomize_each_iteration=True
-        ).batch(2)
+    # Built once, outside the per-epoch streams, so that every epoch reads the same cache.
+    decoded = read_records(None).map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache() \
+        if cached else None
 
-        def augmented(example, image_seed):
-            image, one_hot, image_id = example
-            return augment_image(image, image_seed, augment), one_hot, image_id
+    def in_fixed_order():
+        return decoded if cached else read_records(None).map(
+            decode, num_parallel_calls=tf.data.AUTOTUNE)
 
-        examples = tf.data.Dataset.zip(examples, image_seeds).map(
-            augmented, num_parallel_calls=tf.data.AUTOTUNE
+    def shuffled(shuffle_seed, files_seed):
+        if cached:
+            return decoded.shuffle(shuffle_buffer, seed=shuffle_seed,
+                                   reshuffle_each_iteration=False)
+        records = read_records(files_seed if shuffle_files else None)
+        return records.shuffle(shuffle_buffer, seed=shuffle_seed,
+                               reshuffle_each_iteration=False).map(
+            decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def one_epoch(epoch):
+        """The batches of training epoch ``epoch``: seeded by ``(seed, epoch)`` alone.
+
+        Plain integer seeds, built in Python per epoch: tf.data's shuffle mishandles a
+        tensor seed when TensorFlow's global seed is 0.
+        """
+        shuffle_seed, files_seed, augment_seed = (
+            int(part) for part in np.random.SeedSequence([seed, epoch]).generate_state(3)
         )
-    batches = examples.batch(batch_size, drop_remainder=False)
+        examples = shuffled(shuffle_seed, files_seed).map(
+            to_model_input, num_parallel_calls=tf.data.AUTOTUNE)
+        if augment is not None:
+            # One seed per image, (epoch's seed, position in the epoch): flips, colour
+            # and noise differ between images and between epochs.
+            def augmented(position, example):
+                image, one_hot, image_id = example
+                image_seed = tf.stack([tf.constant(augment_seed, tf.int64), position])
+                return augment_image(image, image_seed, augment), one_hot, image_id
+
+            examples = examples.enumerate().map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
+        return examples.batch(batch_size, drop_remainder=False)
+
+    if training:
+        steps = math.ceil(num_examples / batch_size)
+        batches = functools.reduce(
+            tf.data.Dataset.concatenate,
+            [one_epoch(epoch) for epoch in range(first_epoch, first_epoch + epochs)],
+        )
+        batches = batches.apply(tf.data.experimental.assert_cardinality(epochs * steps))
+    else:
+        batches = in_fixed_order().map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE) \
+            .batch(batch_size, drop_remainder=False)
 
     def finish(images, one_hot, ids):
         if preprocess is not None:
@@ -259,7 +295,23 @@ def _id_filter(keep_ids: Collection[str]) -> Callable[[dict[str, tf.Tensor]], tf
     return lambda example: table.lookup(example["id"]) == 1
 
 
+def resize_image(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Resizes ``(height, width, channels)`` to a square ``image_size``, bilinear.
+
+    Shrinking antialiases (the bilinear kernel widened to the scale factor, like
+    ``prepare``'s INTER_AREA): without it a 512 px image shrunk to 224 px samples only a
+    few of its pixels and aliases fine texture into false patterns. Enlarging is plain
+    bilinear interpolation (antialiasing changes nothing there). Returns float32.
+    """
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    size = (image_size, image_size)
+    return tf.cond(
+        tf.logical_or(height > image_size, width > image_size),
+        lambda: tf.image.resize(image, size, method="bilinear", antialias=True),
+        lambda: tf.image.resize(image, size, method="bilinear"),
+    )
+
+
 def _decode_resized(png: tf.Tensor, image_size: int) -> tf.Tensor:
     image = tf.io.decode_png(png, channels=3)
-    resized = tf.image.resize(image, (image_size, image_size), method="bilinear")
-    return tf.saturate_cast(tf.round(resized), _CACHED_DTYPE)
+    return tf.saturate_cast(tf.round(resize_image(image, image_size)), _CACHED_DTYPE)
