@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from medtransfer.config import SCALINGS, STRATEGIES
+from medtransfer.config import BN_STATS, SCALINGS, STRATEGIES
 from medtransfer.errors import MedtransferError
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -73,6 +73,10 @@ def _run_parser(subparsers) -> None:
         help="mixed_float16 compute, float32 output layer")
     add("--deterministic", action="store_const", const=True,
         help="deterministic TensorFlow ops: identical numbers for the same seed (slower)")
+    add("--bn-stats", choices=BN_STATS,
+        help="BatchNorm statistics for evaluation: precise (re-estimated over fixed "
+             "training batches before each evaluation, default) or moving (Keras' "
+             "moving averages)")
     add("--weights-file", help="local ImageNet weights file for imagenet / mean_var")
     add("--head-units", type=int, help="units of the head's hidden Dense layer (default 256)")
     add("--dropout", type=float, help="head dropout rate (default 0.5)")

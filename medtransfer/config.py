@@ -24,6 +24,7 @@ from medtransfer.errors import MedtransferError, look_up_option
 
 SCALINGS = ("unit", "native")
 STRATEGIES = ("auto", "mirrored", "default")
+BN_STATS = ("precise", "moving")
 _EPOCHS = re.compile(r"^\s*(\d+)\s*\+\s*(\d+)\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -53,6 +54,9 @@ class RunConfig:
             ``default``.
         mixed_precision: ``mixed_float16`` compute with a float32 output layer.
         deterministic: deterministic TensorFlow ops (slower; for exact reruns).
+        bn_stats: the BatchNorm statistics evaluation uses: ``precise`` (re-estimated
+            over fixed training batches before each evaluation) or ``moving`` (Keras'
+            moving averages).
         weights_file: a local ImageNet weights file for ``imagenet`` / ``mean_var``.
         head_units, dropout: the classifier head, the same for every net.
         cache_limit: largest decoded split kept in memory, e.g. ``4GiB``.
@@ -80,6 +84,7 @@ class RunConfig:
     strategy: str = "auto"
     mixed_precision: bool = False
     deterministic: bool = False
+    bn_stats: str = "precise"
     weights_file: str | None = None
     head_units: int = 256
     dropout: float = 0.5
@@ -276,6 +281,7 @@ def validate(config: RunConfig) -> None:
         )
     look_up_option(config.scaling, SCALINGS, "scaling")
     look_up_option(config.strategy, STRATEGIES, "strategy")
+    look_up_option(config.bn_stats, BN_STATS, "bn_stats")
     _check_positive(config.batch_size, "batch_size")
     _check_positive(config.head_units, "head_units")
     for name in ("image_size", "train_size", "num_classes"):

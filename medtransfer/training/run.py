@@ -13,6 +13,7 @@ import math
 import shutil
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,22 +31,31 @@ from medtransfer.errors import MedtransferError
 from medtransfer.fileio import read_json
 from medtransfer.models.classifier import get_backbone
 from medtransfer.models.freezing import (
+    FreezeSummary,
     freeze_backbone,
     freeze_bottom_layers,
     freeze_summary,
 )
 from medtransfer.models.init import build_model, check_image_size, check_init
 from medtransfer.models.registry import get_net
+from medtransfer.training.batchnorm import PRECISE_BN_IMAGES, PreciseBatchNorm
 from medtransfer.training.callbacks import (
     EpochRecorder,
     EvaluationSet,
     RunDiverged,
+    SeedDropoutPerEpoch,
     StopOnDivergence,
     TrainingState,
+    check_finite_predictions,
 )
 from medtransfer.training.metrics import evaluate_predictions
 from medtransfer.training.rundir import RunDirectory, TensorBoardLog
-from medtransfer.training.strategy import make_strategy, set_precision
+from medtransfer.training.strategy import (
+    make_strategy,
+    op_determinism_enabled,
+    set_op_determinism,
+    set_precision,
+)
 
 ORDINAL_DATASETS = ("retina",)
 
@@ -120,147 +130,242 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False) -> RunResult:
         print(f"{run_dir.path} already holds a complete run; nothing to do "
               "(use --overwrite to train it again).")
         return RunResult(run_dir.path, run_dir.read_metrics() or {}, skipped=True)
-    run_dir.create()
+    created = run_dir.create()
     run_dir.lock()
+    determinism = op_determinism_enabled()
     try:
         if overwrite:
             run_dir.clear()
         return _train(config, dataset, run_dir)
     finally:
         run_dir.unlock()
-        # The precision policy is global to Keras: a notebook or a sweep runs on after us.
+        if created:
+            # An error before anything was written (weights that do not fit the built
+            # model, say) leaves no run directory behind, not one holding a lone .lock.
+            run_dir.remove_if_empty()
+        # Precision and determinism are process-wide: a notebook or a sweep runs on after us.
         set_precision(False)
+        set_op_determinism(determinism)
+
+
+@dataclass
+class _Inputs:
+    """The data of a run, from the pipeline.
+
+    Attributes:
+        train_images: images in the (possibly subset) train split.
+        steps_per_epoch: training batches per epoch.
+        train_epochs: ``(first_epoch, epochs) -> dataset`` of those training epochs,
+            each a pure function of the seed and its (0-based) number.
+        validation, test: the evaluation splits.
+        batchnorm_batches: the fixed training batches precise BatchNorm estimates
+            over, or None under ``bn_stats: moving``.
+    """
+
+    train_images: int
+    steps_per_epoch: int
+    train_epochs: Callable[[int, int], tf.data.Dataset]
+    validation: EvaluationSet
+    test: EvaluationSet
+    batchnorm_batches: tf.data.Dataset | None
 
 
 def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -> RunResult:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        set_op_determinism(True)
     set_precision(config.mixed_precision)
     strategy = make_strategy(config.strategy)
-    replicas = strategy.num_replicas_in_sync
-    global_batch = config.batch_size * replicas
-    net = get_net(config.net)
-
-    train_frame = dataset.split_frame("train")
-    if config.train_size is not None:
-        train_frame = select_train_subset(train_frame, config.train_size, config.seed)
-    frames = {"train": train_frame, "validation": dataset.split_frame("validation"),
-              "test": dataset.split_frame("test")}
-    budgets = _cache_budgets(config, {split: len(frame) for split, frame in frames.items()})
-    common = dict(
-        num_classes=dataset.num_classes,
-        image_size=config.image_size,
-        batch_size=global_batch,
-        preprocess=net.preprocess_input if config.scaling == "native" else None,
-    )
-    train = make_dataset(
-        dataset.shard_paths("train"), training=True, seed=config.seed,
-        augment=_augment_config(config),
-        keep_ids=set(train_frame["id"]) if config.train_size is not None else None,
-        num_examples=len(train_frame), cache_limit_bytes=budgets["train"], **common,
-    )
-    validation, test = (
-        EvaluationSet.from_dataset(make_dataset(
-            dataset.shard_paths(split), training=False, include_ids=True,
-            num_examples=len(frames[split]), cache_limit_bytes=budgets[split], **common))
-        for split in ("validation", "test")
-    )
-
+    inputs = _make_inputs(config, dataset, strategy.num_replicas_in_sync)
     with strategy.scope():
         model = build_model(
             config.net, dataset.num_classes, config.image_size, config.init,
             weights_file=config.weights_file, seed=config.seed,
             head_units=config.head_units, dropout=config.dropout,
         )
-    backbone = get_backbone(model)
     save_config(config, run_dir.config)
     tensorboard = TensorBoardLog(run_dir.path)
     tensorboard.write_hparams(config.to_dict())
     state, done = _restore_progress(run_dir, tensorboard)
     if done:
         print(f"Resuming {run_dir.path} after epoch {done} of {config.total_epochs}.")
+    replicas = strategy.num_replicas_in_sync
     print(
-        f"Training {config.run_id}: {len(train_frame)} training images, "
-        f"{dataset.num_classes} classes, {config.image_size}px, global batch {global_batch} "
-        f"({replicas} replica{'s' if replicas > 1 else ''}), epochs {config.epochs}, "
-        f"lr {config.lr:g}.",
+        f"Training {config.run_id}: {inputs.train_images} training images, "
+        f"{dataset.num_classes} classes, {config.image_size}px, global batch "
+        f"{config.batch_size * replicas} ({replicas} replica{'s' if replicas > 1 else ''}), "
+        f"epochs {config.epochs}, lr {config.lr:g}, {config.bn_stats} BatchNorm statistics.",
         flush=True,
     )
     kappa = dataset.spec.name in ORDINAL_DATASETS
-    warmup, total = config.warmup_epochs, config.total_epochs
-    phases = [("warmup", 0, warmup, None), ("finetune", warmup, total, config.freeze)]
-    summary = freeze_summary(model)
-    restore = done > 0
-    # Keras' progress bar within each epoch in a terminal (it shows the val_* metrics the
-    # recorder adds); in a log file, the recorder's one line per epoch.
-    progress_bar = sys.stdout.isatty()
     try:
-        for phase, first, last, freeze in phases:
-            if last <= first:
-                continue
-            # The phase's freeze is applied even when a resume skips its epochs, so that
-            # the recorded freeze summary is the one training ended with.
-            if freeze is None:
-                freeze_backbone(backbone)
-            else:
-                freeze_bottom_layers(backbone, freeze)
-            summary = freeze_summary(model)
-            if last <= done:
-                continue
-            with strategy.scope():
-                model.compile(
-                    optimizer=keras.optimizers.Adam(config.lr),
-                    loss="categorical_crossentropy",
-                    metrics=["accuracy"],
-                )
-                if restore:
-                    model.optimizer.build(model.trainable_variables)
-                    _load_weights(model, run_dir.resume / "state.weights.h5")
-                    restore = False
-            model.fit(
-                train, epochs=last, initial_epoch=max(first, done), shuffle=False,
-                verbose=1 if progress_bar else 0,
-                callbacks=[
-                    StopOnDivergence(config.lr),
-                    EpochRecorder(run_dir, tensorboard, validation, phase, state, kappa,
-                                  announce=not progress_bar),
-                ],
-            )
-            done = last
+        summary = _run_regime(config, model, strategy, inputs, run_dir, tensorboard,
+                              state, done, kappa)
+        test_metrics = _test_best(config, model, inputs.test, run_dir, dataset.class_names,
+                                  kappa, state.best_epoch)
     except RunDiverged as error:
         tensorboard.close()
-        run_dir.write_metrics({
-            **_identity(config), "status": "diverged", "diverged_epoch": error.epoch,
-            "diverged_batch": error.batch + 1, "loss": str(error.loss),
-        })
+        run_dir.write_metrics({**_identity(config), **error.record()})
         raise
-    train_seconds = sum(row["seconds"] for row in state.rows)
     tensorboard.close()
+    metrics = _complete_metrics(config, inputs, state, summary, test_metrics, replicas)
+    run_dir.write_metrics(metrics)
+    _remove_resume_state(run_dir)
+    return RunResult(run_dir.path, metrics)
 
-    _load_weights(model, run_dir.best_weights)
-    probabilities = test.predict(model)
-    test_metrics = evaluate_predictions(test.labels, probabilities, kappa=kappa)
-    _write_predictions(run_dir.predictions, test, probabilities, dataset.class_names)
-    metrics = {
+
+def _complete_metrics(config: RunConfig, inputs: _Inputs, state: TrainingState,
+                      summary: FreezeSummary, test_metrics: dict[str, float],
+                      replicas: int) -> dict[str, Any]:
+    """The content of a complete run's metrics.json."""
+    return {
         **_identity(config),
         "best_epoch": state.best_epoch,
         "val_auc_micro_best": state.best_auc,
         **{f"test_{name}": value for name, value in test_metrics.items()},
         **dataclasses.asdict(summary),
-        "train_seconds": train_seconds,
-        "images_per_second": _steady_images_per_second(state.rows, len(train_frame)),
-        "train_images": len(train_frame),
-        "validation_images": len(validation.labels),
-        "test_images": len(test.labels),
+        "train_seconds": sum(row["seconds"] for row in state.rows),
+        "images_per_second": _steady_images_per_second(state.rows, inputs.train_images),
+        "train_images": inputs.train_images,
+        "validation_images": len(inputs.validation.labels),
+        "test_images": len(inputs.test.labels),
         "replicas": replicas,
-        "global_batch_size": global_batch,
+        "global_batch_size": config.batch_size * replicas,
         "medtransfer_version": __version__,
         "status": "complete",
     }
-    run_dir.write_metrics(metrics)
-    _remove_resume_state(run_dir)
-    return RunResult(run_dir.path, metrics)
+
+
+def _make_inputs(config: RunConfig, dataset: PreparedDataset, replicas: int) -> _Inputs:
+    """The pipeline: training epochs, the precise-BatchNorm batches, validation and test."""
+    global_batch = config.batch_size * replicas
+    train_frame = dataset.split_frame("train")
+    if config.train_size is not None:
+        train_frame = select_train_subset(train_frame, config.train_size, config.seed)
+    batchnorm_frame = None
+    if config.bn_stats == "precise":
+        batchnorm_frame = train_frame if len(train_frame) <= PRECISE_BN_IMAGES else \
+            select_train_subset(train_frame, PRECISE_BN_IMAGES, config.seed)
+    frames = {"train": train_frame, "validation": dataset.split_frame("validation"),
+              "test": dataset.split_frame("test"), "batchnorm": batchnorm_frame}
+    budgets = _cache_budgets(config, {split: len(frame) for split, frame in frames.items()
+                                      if frame is not None})
+    net = get_net(config.net)
+    common = dict(
+        num_classes=dataset.num_classes,
+        image_size=config.image_size,
+        preprocess=net.preprocess_input if config.scaling == "native" else None,
+    )
+    train_shards = dataset.shard_paths("train")
+    train_ids = set(train_frame["id"]) if config.train_size is not None else None
+
+    def train_epochs(first_epoch: int, epochs: int) -> tf.data.Dataset:
+        return make_dataset(
+            train_shards, training=True, seed=config.seed, batch_size=global_batch,
+            augment=_augment_config(config), keep_ids=train_ids,
+            num_examples=len(train_frame), cache_limit_bytes=budgets["train"],
+            first_epoch=first_epoch, epochs=epochs, **common,
+        )
+
+    validation, test = (
+        EvaluationSet.from_dataset(make_dataset(
+            dataset.shard_paths(split), training=False, include_ids=True,
+            batch_size=global_batch, num_examples=len(frames[split]),
+            cache_limit_bytes=budgets[split], **common))
+        for split in ("validation", "test")
+    )
+    batchnorm_batches = None
+    if batchnorm_frame is not None:
+        # Epoch 0 of its own stream, never augmented: the same batches every time, in
+        # the per-replica batch size that a training step's BatchNorm sees.
+        batchnorm_batches = make_dataset(
+            train_shards, training=True, seed=config.seed, batch_size=config.batch_size,
+            keep_ids=set(batchnorm_frame["id"]), num_examples=len(batchnorm_frame),
+            cache_limit_bytes=budgets["batchnorm"], **common,
+        )
+    return _Inputs(
+        train_images=len(train_frame),
+        steps_per_epoch=math.ceil(len(train_frame) / global_batch),
+        train_epochs=train_epochs,
+        validation=validation,
+        test=test,
+        batchnorm_batches=batchnorm_batches,
+    )
+
+
+def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.Strategy,
+                inputs: _Inputs, run_dir: RunDirectory, tensorboard: TensorBoardLog,
+                state: TrainingState, done: int, kappa: bool) -> FreezeSummary:
+    """The W+E regime from epoch ``done`` on; returns the freeze summary training ended with.
+
+    Raises:
+        RunDiverged: the loss, the weights or the validation predictions diverged.
+    """
+    backbone = get_backbone(model)
+    warmup, total = config.warmup_epochs, config.total_epochs
+    phases = [("warmup", 0, warmup, None), ("finetune", warmup, total, config.freeze)]
+    summary = freeze_summary(model)
+    restore = done > 0
+    batchnorm = PreciseBatchNorm(model, inputs.batchnorm_batches) \
+        if inputs.batchnorm_batches is not None else None
+    # Keras' progress bar within each epoch in a terminal (it shows the val_* metrics the
+    # recorder adds); in a log file, the recorder's one line per epoch.
+    progress_bar = sys.stdout.isatty()
+    for phase, first, last, freeze in phases:
+        if last <= first:
+            continue
+        # The phase's freeze is applied even when a resume skips its epochs, so that
+        # the recorded freeze summary is the one training ended with.
+        if freeze is None:
+            freeze_backbone(backbone)
+        else:
+            freeze_bottom_layers(backbone, freeze)
+        summary = freeze_summary(model)
+        if last <= done:
+            continue
+        with strategy.scope():
+            model.compile(
+                optimizer=keras.optimizers.Adam(config.lr),
+                loss="categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            if restore:
+                # The optimizer state is only this phase's: resumed at the start of phase
+                # 2, the model weights load and Adam starts fresh, as in a run that was
+                # never interrupted.
+                if state.phase == phase:
+                    model.optimizer.build(model.trainable_variables)
+                _load_weights(model, run_dir.resume / "state.weights.h5")
+                restore = False
+        start = max(first, done)
+        model.fit(
+            inputs.train_epochs(start, last - start), epochs=last, initial_epoch=start,
+            steps_per_epoch=inputs.steps_per_epoch, shuffle=False,
+            verbose=1 if progress_bar else 0,
+            callbacks=[
+                SeedDropoutPerEpoch(config.seed),
+                StopOnDivergence(config.lr, config.num_classes),
+                EpochRecorder(run_dir, tensorboard, inputs.validation, phase, state, kappa,
+                              announce=not progress_bar, batchnorm=batchnorm),
+            ],
+        )
+        done = last
+    return summary
+
+
+def _test_best(config: RunConfig, model: keras.Model, test: EvaluationSet,
+               run_dir: RunDirectory, class_names: list[str], kappa: bool,
+               best_epoch: int) -> dict[str, float]:
+    """Test metrics of the best checkpoint; writes predictions_test.csv.
+
+    best.weights.h5 was saved after its epoch's BatchNorm statistics were re-estimated
+    (under ``bn_stats: precise``), so the test split is evaluated with those statistics.
+    """
+    _load_weights(model, run_dir.best_weights)
+    probabilities = test.predict(model)
+    check_finite_predictions(probabilities, best_epoch, "test", config.lr)
+    _write_predictions(run_dir.predictions, test, probabilities, class_names)
+    return evaluate_predictions(test.labels, probabilities, kappa=kappa)
 
 
 def _identity(config: RunConfig) -> dict[str, Any]:
@@ -277,6 +382,7 @@ def _identity(config: RunConfig) -> dict[str, Any]:
         "batch_size": config.batch_size,
         "image_size": config.image_size,
         "num_classes": config.num_classes,
+        "bn_stats": config.bn_stats,
     }
 
 
@@ -287,14 +393,18 @@ def _augment_config(config: RunConfig) -> AugmentConfig | None:
 
 
 def _cache_budgets(config: RunConfig, sizes: dict[str, int]) -> dict[str, int]:
-    """Shares --cache-limit between the splits: validation, then train, then test.
+    """Shares --cache-limit between the splits: validation, the precise-BatchNorm
+    subset, train, then test.
 
-    Validation and train are read every epoch, test once after training, so they come
-    first; a split that does not fit whole gets no cache (tf.data caches all or nothing).
+    Validation, the BatchNorm subset and train are read every epoch, test once after
+    training, so they come first (the small ones first); a split that does not fit
+    whole gets no cache (tf.data caches all or nothing).
     """
     left = config.cache_limit_bytes
     budgets = {}
-    for split in ("validation", "train", "test"):
+    for split in ("validation", "batchnorm", "train", "test"):
+        if split not in sizes:
+            continue
         need = cached_bytes(sizes[split], config.image_size)
         budgets[split] = need if need <= left else 0
         left -= budgets[split]
@@ -320,14 +430,16 @@ def _restore_progress(run_dir: RunDirectory,
     rows = [row for row in run_dir.read_history() if int(row["epoch"]) <= done]
     run_dir.write_history(rows)
     tensorboard.rewrite(rows)
-    return TrainingState(saved["val_auc_micro_best"], saved["best_epoch"], rows), done
+    state = TrainingState(saved["val_auc_micro_best"], saved["best_epoch"], rows,
+                          phase=saved["phase"])
+    return state, done
 
 
 def _load_weights(model: keras.Model, path: Path) -> None:
-    """Loads model (and, when it matches, optimizer) weights.
+    """Loads model weights, and optimizer weights when the optimizer is built.
 
-    A state saved in the other phase holds the other phase's optimizer; Keras then skips
-    the optimizer with a warning, which is what the regime wants: fresh Adam state.
+    An optimizer not built has no variables: Keras then skips the file's optimizer state
+    with a warning, which is how a new phase starts with fresh Adam state.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
