@@ -24,7 +24,12 @@ RUN_EXAMPLES = """examples:
   medtransfer run --dataset retina --net densenet121 --init mean_var --epochs 0+50
   medtransfer run --dataset cats_vs_dogs --net resnet50_v2 --init imagenet \\
       --strategy mirrored --mixed-precision --batch-size 64
-  medtransfer run --config tensorboard_logs/demo/<run_id>/config.yaml   # reproduce a run
+  medtransfer run --config configs/demo.yaml --lr 0.001   # a YAML file, a flag wins over it
+"""
+REPRODUCE_EXAMPLES = """examples:
+  medtransfer reproduce tensorboard_logs/default/cancer-inception_v3-imagenet-f0.50-s0
+  cd /tmp && medtransfer reproduce ~/medtransfer/tensorboard_logs/demo/<run_id>
+  medtransfer reproduce /shared/runs/study/cancer-mobilenet-imagenet-f0.50-s0 --overwrite
 """
 PREPARE_EXAMPLES = """examples:
   medtransfer prepare cancer --source ~/kaggle/histopathologic-cancer-detection
@@ -84,7 +89,9 @@ def _run_parser(subparsers) -> None:
     add("--experiment", help="folder under --logdir grouping runs (default 'default')")
     add("--logdir", help="root of the run directories (default tensorboard_logs)")
     add("--data-dir", help="root of the prepared datasets (default datasets)")
-    add("--overwrite", action="store_true", help="train again over a complete run")
+    add("--overwrite", action="store_true",
+        help="train afresh over the run directory's run (complete, killed, or of another "
+             "configuration), deleting it")
     parser.set_defaults(handler=_run)
 
 
@@ -107,8 +114,39 @@ def _run(args: argparse.Namespace) -> int:
             f"(best epoch {metrics['best_epoch']}, validation AUC "
             f"{metrics['val_auc_micro_best']:.4f})"
         )
-    print(f"metrics:     {result.run_dir / 'metrics.json'}")
-    print(f"TensorBoard: tensorboard --logdir {result.run_dir.parent}")
+    print(f"metrics:     {_shown(result.run_dir / 'metrics.json')}")
+    print(f"TensorBoard: tensorboard --logdir {_shown(result.run_dir.parent)}")
+    return 0
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working directory when inside it (run directories are
+    stored absolute so that their config works from anywhere, but read better short)."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def _reproduce_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reproduce", help="train a finished run's configuration again, beside it, and compare",
+        description="Read RUN_DIR/config.yaml and train that configuration again into "
+                    "<logdir>/<experiment>-repro/<run_id>/ (the original is never touched), "
+                    "then print both runs' test metrics side by side. Works from any "
+                    "directory: config.yaml holds absolute paths.",
+        epilog=REPRODUCE_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    parser.add_argument("run_dir", help="the run directory, <logdir>/<experiment>/<run_id>")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train the copy again from scratch (the original is never written)")
+    parser.set_defaults(handler=_reproduce)
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from medtransfer.training.reproduce import reproduce_run
+
+    print(reproduce_run(args.run_dir, overwrite=args.overwrite).comparison())
     return 0
 
 
@@ -203,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=_list)
     _prepare_parser(subparsers)
     _run_parser(subparsers)
+    _reproduce_parser(subparsers)
     return parser
 
 

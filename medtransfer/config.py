@@ -2,15 +2,21 @@
 
 Precedence, lowest first: the dataclass defaults, a YAML file (``--config``; it holds
 only what differs), the command-line flags. ``resolve`` fills what depends on the
-dataset and the net (learning rate, input size, augmentation), and the resolved config
-is saved as ``config.yaml`` in the run directory, so that ``medtransfer run --config
-<run>/config.yaml`` reproduces the run.
+dataset and the net (learning rate, input size, augmentation) and makes paths absolute,
+and the resolved config is saved as ``config.yaml`` in the run directory, from which
+``medtransfer reproduce`` trains the run again from any directory.
+
+A config's identity (every field but :data:`NOT_IDENTITY`) names its run directory
+(:func:`run_id`): two configurations never share one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import os
 import re
 import types
 import typing
@@ -116,11 +122,8 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        """``<dataset>-<net>-<init>-f<freeze:.2f>-s<seed>``; a path init shows its name."""
-        init = self.init
-        if self.init_is_path:
-            init = "from_" + re.sub(r"[^A-Za-z0-9_.]+", "_", Path(init).name.removesuffix(".h5"))
-        return f"{self.dataset}-{self.net}-{init}-f{self.freeze:.2f}-s{self.seed}"
+        """The run directory's name: one per configuration (see :func:`run_id`)."""
+        return run_id(self)
 
     @property
     def run_dir(self) -> Path:
@@ -134,6 +137,163 @@ class RunConfig:
 
 
 FIELDS = {field.name: field for field in dataclasses.fields(RunConfig)}
+
+# Run identity ---------------------------------------------------------------------------
+# A run directory holds one configuration: every field that can change a run's numbers is
+# part of its identity, so a field added to RunConfig is identity unless it is listed here.
+NOT_IDENTITY = {
+    "experiment": "where the run is filed, not what it trains (it names the folder above)",
+    "logdir": "where the run is filed, not what it trains",
+    "data_dir": "where the prepared dataset is read from; the dataset's name identifies it, "
+                "and a dataset moved to another disk or machine is the same data",
+    "cache_limit": "memory only: the same images reach the model whether cached or not",
+    "strategy": "how the run uses the machine, not what it trains; the replicas and the "
+                "global batch it led to are recorded in metrics.json",
+    "deterministic": "bit-exact reruns of the same configuration, at some speed; without "
+                     "it the numbers differ only by floating-point noise",
+    "weights_file": "where the published ImageNet file is found (the Keras cache or a "
+                    "local copy); init imagenet / mean_var is part of the identity",
+    "num_classes": "filled from the dataset, which is part of the identity",
+}
+RUN_ID_BASE = ("dataset", "net", "init", "freeze", "seed")
+"""The fields every run id starts with: ``<dataset>-<net>-<init>-f<freeze>-s<seed>``."""
+RUN_ID_ABBREVIATIONS = {
+    "epochs": "e", "lr": "lr", "batch_size": "bs", "image_size": "px", "train_size": "ts",
+}
+"""Short prefixes of the most swept fields; any other field shows as ``name=value``."""
+RUN_ID_MAX_LENGTH = 120
+_ID_SAFE = re.compile(r"^[A-Za-z0-9_.,+:]*$")
+_GENERIC_VALUE_MAX = 24
+_HASH_LENGTH = 8
+
+
+def absolute_path(path: str | Path) -> str:
+    """``path`` made absolute from the working directory, ``~`` expanded, symlinks kept."""
+    return os.path.abspath(os.path.expanduser(str(path)))
+
+
+def resolved_defaults(config: RunConfig) -> RunConfig:
+    """The config a run of ``config``'s dataset and net gets when no option is given.
+
+    The learning rate and augmentation are the dataset's (its layout's, for a folder
+    prepared under another name), the input size the net's: a run that states them
+    explicitly is the same configuration as one that leaves them out.
+    """
+    from medtransfer.data.prepared import dataset_spec
+    from medtransfer.models.registry import get_net
+
+    defaults = RunConfig(dataset=config.dataset, net=config.net)
+    spec = dataset_spec(config.dataset, Path(config.data_dir))
+    changes: dict[str, Any] = {"image_size": get_net(config.net).default_input_size}
+    if spec is not None:
+        changes.update(lr=spec.default_lr, flips=spec.augment.flips,
+                       noise=spec.augment.noise, color=spec.augment.color)
+    return defaults.replace(**changes)
+
+
+def identity(config: RunConfig, defaults: RunConfig | None = None) -> dict[str, Any]:
+    """The values that make a run what it is: every field not in :data:`NOT_IDENTITY`.
+
+    ``None`` (the dataset's or net's default) is replaced by that default, epochs are
+    written ``W+E`` and a path init is made absolute, so that two spellings of one
+    configuration have one identity.
+    """
+    defaults = defaults or resolved_defaults(config)
+    values = {}
+    for name in FIELDS:
+        if name in NOT_IDENTITY:
+            continue
+        value = getattr(config, name)
+        if value is None:
+            value = getattr(defaults, name)
+        if name == "epochs":
+            value = "{}+{}".format(*parse_epochs(value))
+        elif name == "init" and config.init_is_path:
+            value = absolute_path(value)
+        values[name] = value
+    return values
+
+
+def run_id(config: RunConfig) -> str:
+    """``<dataset>-<net>-<init>-f<freeze>-s<seed>``, then every identity field that differs
+    from the resolved defaults, in field order.
+
+    The freeze shows at least two decimals and every digit it has (``f0.50``, ``f0.125``).
+    A path init shows as ``from_<name>_<hash>``: the source run's directory name (for a run
+    directory or its ``best.weights.h5``) or the file's stem, and 6 hex digits of the
+    absolute path. Differing fields follow as ``lr0.0005``, ``e1+3``, ``bs8``, ``px64``,
+    ``ts200`` (:data:`RUN_ID_ABBREVIATIONS`) or ``name=value`` for any other field; a value
+    that is long or not filename-safe shows as ``name~<hash>``, and when the id would
+    exceed :data:`RUN_ID_MAX_LENGTH` characters those ``name=value`` parts become one
+    ``cfg~<hash>`` of all of them. The defaults alone give the study's ids, for example
+    ``cancer-inception_v3-imagenet-f0.50-s0``.
+    """
+    defaults = resolved_defaults(config)
+    values, default_values = identity(config, defaults), identity(defaults, defaults)
+    init = _init_label(values["init"]) if config.init_is_path else values["init"]
+    base = (f"{values['dataset']}-{values['net']}-{init}-f{_freeze_text(values['freeze'])}"
+            f"-s{values['seed']}")
+    short, generic = [], {}
+    for name, value in values.items():
+        if name in RUN_ID_BASE or value == default_values[name]:
+            continue
+        if name in RUN_ID_ABBREVIATIONS:
+            short.append(RUN_ID_ABBREVIATIONS[name] + _value_text(value))
+        else:
+            generic[name] = value
+    parts = [base, *short, *(_generic_part(name, value) for name, value in generic.items())]
+    if len("-".join(parts)) > RUN_ID_MAX_LENGTH and generic:
+        parts = [base, *short, "cfg~" + _short_hash(generic)]
+    return "-".join(parts)
+
+
+def identity_differences(saved: RunConfig, current: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """The identity fields whose values differ: ``{name: (saved value, current value)}``."""
+    before, now = identity(saved), identity(current)
+    return {name: (before[name], now[name]) for name in now if before[name] != now[name]}
+
+
+def _freeze_text(freeze: float) -> str:
+    text = f"{freeze:.2f}"
+    return text if float(text) == freeze else repr(float(freeze))
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    if isinstance(value, float):
+        # The shorter of two exact spellings: 1e+09 rather than 1000000000.0, 0.0005 as is.
+        short = f"{value:g}"
+        return short if float(short) == value and len(short) < len(repr(value)) else repr(value)
+    if isinstance(value, list | tuple):
+        return ",".join(_value_text(item) for item in value)
+    return str(value)
+
+
+def _generic_part(name: str, value: Any) -> str:
+    text = _value_text(value)
+    if _ID_SAFE.match(text) and len(text) <= _GENERIC_VALUE_MAX:
+        return f"{name}={text}"
+    return f"{name}~{_short_hash(value)}"
+
+
+def _short_hash(value: Any, length: int = _HASH_LENGTH) -> str:
+    canonical = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def _init_label(path: str) -> str:
+    """``from_<name>_<hash>`` for an absolute path init, from the path's text alone (the
+    source may be gone by the time a sweep lists its runs)."""
+    file = Path(path)
+    if file.name == "best.weights.h5":  # a run's checkpoint: name the run
+        name = file.parent.name
+    else:
+        name = file.name
+        for suffix in (".weights.h5", ".h5", ".keras"):
+            name = name.removesuffix(suffix)
+    name = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", name)[:48]
+    return f"from_{name}_{_short_hash(path, 6)}"
 
 
 def parse_epochs(text: str) -> tuple[int, int]:

@@ -8,7 +8,9 @@ traceback.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class MedtransferError(Exception):
@@ -43,3 +45,13 @@ def look_up_option(name: str, choices: Iterable[str], kind: str) -> str:
         f"Unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(choices)}. "
         f"Run 'medtransfer list' to see them with their defaults."
     )
+
+
+def working_directory_note(path: str | Path) -> str:
+    """`` (relative to the working directory /x)`` for a relative path, else ``""``.
+
+    A path from a config file is read from where the command runs, not from where the
+    file is: an error about a missing relative path says from where it was read.
+    """
+    path = Path(os.path.expanduser(str(path)))
+    return "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"

@@ -29,7 +29,7 @@ def test_prepare_then_train_one_epoch(case, tmp_path, capsys):
                  "--image-size", "16", "--epochs", "0+1", "--batch-size", "16",
                  "--logdir", str(tmp_path / "logs"), "--strategy", "default"])
     assert code == 0, capsys.readouterr().err
-    run_dir = tmp_path / "logs" / "default" / f"{case}-small_cnn-glorot-f0.00-s0"
+    run_dir = tmp_path / "logs" / "default" / f"{case}-small_cnn-glorot-f0.00-s0-e0+1-bs16-px16"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "complete"
     assert metrics["num_classes"] == manifest["num_classes"]

@@ -41,14 +41,16 @@ def e2e_run(tmp_path_factory, digits_data_dir):
             "--data-dir", str(digits_data_dir)]
     result = medtransfer(*args, cwd=root)
     assert result.returncode == 0, result.stderr
-    run_dir = root / "logs" / "e2e" / "digits-small_cnn-glorot-f0.50-s0"
+    run_dir = root / "logs" / "e2e" / "digits-small_cnn-glorot-f0.50-s0-e1+1-bs64-px16"
     return root, run_dir, result
 
 
 @pytest.mark.slow
 def test_every_artifact_of_a_run(e2e_run):
-    _, run_dir, result = e2e_run
-    assert "test AUC (micro)" in result.stdout and str(run_dir) in result.stdout
+    root, run_dir, result = e2e_run
+    # Printed relative to the working directory, where the run directory is.
+    assert "test AUC (micro)" in result.stdout
+    assert str(run_dir.relative_to(root) / "metrics.json") in result.stdout
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert METRICS_KEYS <= set(metrics)
@@ -122,7 +124,8 @@ def test_another_seed_trains_differently_on_the_same_split(e2e_run, digits_data_
     other = medtransfer("run", "--config", str(run_dir / "config.yaml"), "--seed", "1",
                         cwd=root)
     assert other.returncode == 0, other.stderr
-    assert history_numbers(run_dir.with_name(run_dir.name[:-1] + "1")) != history_numbers(run_dir)
+    seed_1 = run_dir.with_name(run_dir.name.replace("-s0-", "-s1-"))
+    assert history_numbers(seed_1) != history_numbers(run_dir)
     assert (digits_data_dir / "digits" / "split.csv").read_bytes() == split
 
 

@@ -19,7 +19,11 @@ import pandas as pd
 from medtransfer.data import shards
 from medtransfer.data.prepare import MANIFEST, SPLIT_CSV, prepare_dataset
 from medtransfer.data.registry import DATASETS, DatasetSpec
-from medtransfer.errors import MedtransferError, look_up_option
+from medtransfer.errors import (
+    MedtransferError,
+    look_up_option,
+    working_directory_note,
+)
 from medtransfer.fileio import read_json
 
 # Layouts for the user's own data: they have no single dataset to download.
@@ -95,6 +99,17 @@ def load_prepared(name: str, data_dir: Path = Path("datasets")) -> PreparedDatas
     return _load_folder(folder)
 
 
+def dataset_spec(name: str, data_dir: Path = Path("datasets")) -> DatasetSpec | None:
+    """The layout whose defaults (learning rate, augmentation) a dataset name trains with,
+    without loading the dataset: the prepared folder's layout, else the registered dataset
+    of that name; None when it is neither (it cannot be trained until prepared)."""
+    try:
+        layout = read_json(Path(data_dir) / name / MANIFEST).get("layout")
+    except (OSError, ValueError, AttributeError):
+        layout = name
+    return DATASETS.get(layout) if layout in DATASETS else None
+
+
 def _load_folder(folder: Path) -> PreparedDataset:
     try:
         manifest = read_json(folder / MANIFEST)
@@ -165,9 +180,16 @@ def _raise_not_prepared(name: str, data_dir: Path) -> None:
         spec = DATASETS.get(name)
         raise MedtransferError(
             f"Dataset '{name}' is not prepared yet ({data_dir / name}/manifest.json does not "
-            f"exist). Download it: {spec.download} Then prepare it once: 'medtransfer prepare "
-            f"{name} --source DIR{out}', with DIR the unzipped folder."
+            f"exist{working_directory_note(data_dir)}). Download it: {spec.download} Then "
+            f"prepare it once: 'medtransfer prepare {name} --source DIR{out}', with DIR the "
+            "unzipped folder."
         )
     prepared = _prepared_names(data_dir)
     choices = [*DATASETS.names(), *(p for p in prepared if p not in DATASETS)]
-    look_up_option(name, choices, "dataset")
+    try:
+        look_up_option(name, choices, "dataset")
+    except MedtransferError as error:
+        raise MedtransferError(
+            f"{error} Prepared datasets are looked for in {data_dir}"
+            f"{working_directory_note(data_dir)}; pass --data-dir to look elsewhere."
+        ) from None

@@ -33,7 +33,11 @@ import keras
 import numpy as np
 import yaml
 
-from medtransfer.errors import MedtransferError, look_up_option
+from medtransfer.errors import (
+    MedtransferError,
+    look_up_option,
+    working_directory_note,
+)
 from medtransfer.models.classifier import build_classifier, get_backbone
 from medtransfer.models.registry import NETS, NetSpec, get_net
 from medtransfer.models.weights_io import load_classifier_weights
@@ -172,9 +176,10 @@ def check_init(spec: NetSpec, init: str, weights_file: str | Path | None = None)
     if not Path(init).expanduser().exists():
         if _looks_like_path(init):
             raise MedtransferError(
-                f"--init {init} does not exist. A path init is an earlier run directory "
-                f"(<logdir>/<experiment>/<run_id>, holding config.yaml and {RUN_WEIGHTS}) or a "
-                f"weights file; check the path, or use one of the inits {', '.join(INITS)}."
+                f"--init {init} does not exist{working_directory_note(init)}. A path init is "
+                f"an earlier run directory (<logdir>/<experiment>/<run_id>, holding "
+                f"config.yaml and {RUN_WEIGHTS}) or a weights file; check the path, or use one "
+                f"of the inits {', '.join(INITS)}."
             )
         try:
             look_up_option(init, INITS, "init")

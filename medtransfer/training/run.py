@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from medtransfer import __version__
-from medtransfer.config import RunConfig, save_config, validate
+from medtransfer.config import RunConfig, absolute_path, save_config, validate
 from medtransfer.data.augment import AugmentConfig
 from medtransfer.data.pipeline import cached_bytes, make_dataset, select_train_subset
 from medtransfer.data.prepared import PreparedDataset, load_prepared
@@ -79,7 +79,9 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
     """Fills the dataset's and net's defaults and checks what depends on them.
 
     Returns:
-        The resolved config (no ``None`` left where a default exists) and the dataset.
+        The resolved config (no ``None`` left where a default exists; data_dir, logdir and
+        a path init absolute, so that its config.yaml works from any directory) and the
+        dataset.
 
     Raises:
         MedtransferError: unknown dataset or net, a dataset not prepared, a class count
@@ -106,6 +108,10 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
         flips=defaults.flips if config.flips is None else config.flips,
         noise=defaults.noise if config.noise is None else config.noise,
         color=defaults.color if config.color is None else config.color,
+        data_dir=absolute_path(config.data_dir),
+        logdir=absolute_path(config.logdir),
+        init=absolute_path(config.init) if config.init_is_path else config.init,
+        weights_file=config.weights_file and absolute_path(config.weights_file),
     )
     return resolved, dataset
 
@@ -115,20 +121,24 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False) -> RunResult:
 
     Args:
         config: the run; defaults that depend on dataset and net are filled here.
-        overwrite: train again even when the run directory holds a complete run.
+        overwrite: train afresh, deleting what the run directory holds: a complete run,
+            a killed one, or a run of another configuration.
 
     Returns:
         The run directory and its metrics.
 
     Raises:
-        MedtransferError: bad input (before training starts) or a diverged run
+        MedtransferError: bad input (before training starts), a run directory holding
+            another configuration (without ``overwrite``), or a diverged run
             (:class:`RunDiverged`, after metrics.json records it).
     """
     config, dataset = resolve_config(config)
     run_dir = RunDirectory(config.run_dir)
+    if not overwrite:
+        run_dir.check_same_config(config)
     if run_dir.is_complete() and not overwrite:
-        print(f"{run_dir.path} already holds a complete run; nothing to do "
-              "(use --overwrite to train it again).")
+        print(f"{run_dir.path} already holds a complete run; nothing to do (use --overwrite "
+              "to train it again, or 'medtransfer reproduce' on it to train a copy beside it).")
         return RunResult(run_dir.path, run_dir.read_metrics() or {}, skipped=True)
     created = run_dir.create()
     run_dir.lock()

@@ -29,8 +29,8 @@ from typing import Any
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from medtransfer.config import RunConfig, load_config_file
-from medtransfer.errors import MedtransferError
+from medtransfer.config import RunConfig, identity_differences, load_config_file
+from medtransfer.errors import MedtransferError, working_directory_note
 from medtransfer.fileio import read_json, write_json_atomic
 
 HISTORY_COLUMNS = (
@@ -165,6 +165,39 @@ class RunDirectory:
         """The run's resolved config (config.yaml)."""
         return load_config_file(self.config)
 
+    def check_same_config(self, config: RunConfig) -> None:
+        """Fails unless the run saved here (if any) is ``config``'s configuration.
+
+        Only identity fields count (:data:`medtransfer.config.NOT_IDENTITY` lists the
+        others), so the same run resumed with another ``--cache-limit`` or ``--logdir``
+        passes, while one whose learning rate or epochs changed does not.
+
+        Raises:
+            MedtransferError: the saved config.yaml differs (listing each key, saved and
+                now) or cannot be read.
+        """
+        if not self.config.is_file():
+            return
+        try:
+            saved = self.read_config()
+            differences = identity_differences(saved, config)
+        except MedtransferError as error:
+            raise MedtransferError(
+                f"The run directory '{self.path}' holds a run whose config.yaml cannot be "
+                f"compared with this one: {error} Train afresh over it with --overwrite "
+                "(deletes that run), or choose another --experiment."
+            ) from None
+        if differences:
+            listed = "; ".join(f"{key}: {before!r} there, {now!r} now"
+                               for key, (before, now) in differences.items())
+            raise MedtransferError(
+                f"The run directory '{self.path}' holds a run of another configuration "
+                f"({listed}). A run directory holds one configuration, so this run would "
+                "resume or skip a run trained with other settings. Train afresh over it "
+                "with --overwrite (deletes that run), or choose another --experiment to "
+                "keep both."
+            )
+
     # history.csv -----------------------------------------------------------------
 
     def read_history(self) -> list[dict[str, Any]]:
@@ -252,6 +285,22 @@ class TrainedRun:
         )
 
 
+def find_run(path: str | Path, command: str) -> RunDirectory:
+    """The run directory at ``path``, finished or not, for ``command``.
+
+    Raises:
+        MedtransferError: ``path`` is not a run directory (it has no config.yaml).
+    """
+    directory = RunDirectory(Path(path).expanduser())
+    if not directory.config.is_file():
+        raise MedtransferError(
+            f"{command}: '{path}' is not a run directory: it has no config.yaml"
+            f"{working_directory_note(path)}. Pass a run directory, "
+            "<logdir>/<experiment>/<run_id>, as 'medtransfer run' printed it."
+        )
+    return directory
+
+
 def open_run(path: str | Path, command: str) -> TrainedRun:
     """Opens a complete run directory for ``command`` (report, tsne, predict, ...).
 
@@ -259,12 +308,7 @@ def open_run(path: str | Path, command: str) -> TrainedRun:
         MedtransferError: ``path`` is not a run directory, or its run is not complete
             (still training, killed, or diverged), naming what was found.
     """
-    directory = RunDirectory(Path(path).expanduser())
-    if not directory.config.is_file():
-        raise MedtransferError(
-            f"{command}: '{path}' is not a run directory: it has no config.yaml. Pass a "
-            "run directory, <logdir>/<experiment>/<run_id>, as 'medtransfer run' printed it."
-        )
+    directory = find_run(path, command)
     metrics = directory.read_metrics()
     status = (metrics or {}).get("status")
     if status != "complete" or not directory.best_weights.is_file():
