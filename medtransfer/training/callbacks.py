@@ -2,11 +2,12 @@
 
 Everything that happens at the end of an epoch happens in one callback, in one fixed
 order, because each step depends on the one before: precise BatchNorm statistics (when
-on), exact validation metrics, then the
-best weights (held back in resume/), then history.csv and TensorBoard, then the resume
-state, and last best.weights.h5, so that a kill at any point leaves a state from which
-the run resumes with each epoch logged once and the best weights of a kept epoch
-(see ``medtransfer.training.rundir``).
+on), exact validation metrics (NaN predictions are a divergence), then the best weights
+(held back in resume/), then history.csv and TensorBoard, then the resume state, and
+last best.weights.h5, so that a kill at any point leaves a state from which the run
+resumes with each epoch logged once and the best weights of a kept epoch (see
+``medtransfer.training.rundir``). The divergence guard runs first: weights that are not
+finite never reach a checkpoint.
 """
 
 from __future__ import annotations
