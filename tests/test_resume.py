@@ -76,6 +76,7 @@ def test_kills_inside_phase_one_at_the_boundary_and_inside_phase_two(
         assert resumed.metrics[key] == whole.metrics[key], key
 
 
+@pytest.mark.slow
 def test_phase_two_resumed_at_the_boundary_starts_a_fresh_adam(
         tmp_path, digits_data_dir, monkeypatch):
     # --freeze 1.0 trains the same head in both phases, so phase 1's Adam state would
