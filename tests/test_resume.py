@@ -52,28 +52,30 @@ def config_for(tmp_path, data_dir, experiment, **changes):
     return RunConfig(**settings)
 
 
-def run_with_kills(config, kills, monkeypatch):
-    """Runs ``config``, killed after each epoch in ``kills`` and started again each time."""
+def assert_resume_equals_no_interruption(tmp_path, data_dir, monkeypatch, kills, **changes):
+    """Runs a config whole, and again killed after each epoch in ``kills`` and started
+    again each time; both must log the same history and reach the same results."""
+    whole = run_experiment(config_for(tmp_path, data_dir, "whole", **changes))
+    killed = config_for(tmp_path, data_dir, "killed", **changes)
     for epoch in kills:
         with monkeypatch.context() as patch:
             killed_after(patch, epoch)
             with pytest.raises(Killed):
-                run_experiment(config)
-    return run_experiment(config)
+                run_experiment(killed)
+    resumed = run_experiment(killed)
+    assert history(resumed.run_dir) == history(whole.run_dir)
+    for key in ("best_epoch", "val_auc_micro_best", "test_auc_micro", "test_accuracy"):
+        assert resumed.metrics[key] == whole.metrics[key], key
+    return history(resumed.run_dir)
 
 
 @pytest.mark.slow
 def test_kills_inside_phase_one_at_the_boundary_and_inside_phase_two(
         tmp_path, digits_data_dir, monkeypatch):
     # 2+2: killed after epoch 1 (inside phase 1), 2 (the boundary) and 3 (inside phase 2).
-    whole = run_experiment(config_for(tmp_path, digits_data_dir, "whole", epochs="2+2",
-                                      freeze=0.5))
-    resumed = run_with_kills(config_for(tmp_path, digits_data_dir, "killed", epochs="2+2",
-                                        freeze=0.5), [1, 2, 3], monkeypatch)
-    assert [row["epoch"] for row in history(resumed.run_dir)] == ["1", "2", "3", "4"]
-    assert history(resumed.run_dir) == history(whole.run_dir)
-    for key in ("best_epoch", "val_auc_micro_best", "test_auc_micro", "test_accuracy"):
-        assert resumed.metrics[key] == whole.metrics[key], key
+    rows = assert_resume_equals_no_interruption(tmp_path, digits_data_dir, monkeypatch,
+                                                [1, 2, 3], epochs="2+2", freeze=0.5)
+    assert [row["epoch"] for row in rows] == ["1", "2", "3", "4"]
 
 
 @pytest.mark.slow
@@ -81,8 +83,5 @@ def test_phase_two_resumed_at_the_boundary_starts_a_fresh_adam(
         tmp_path, digits_data_dir, monkeypatch):
     # --freeze 1.0 trains the same head in both phases, so phase 1's Adam state would
     # fit phase 2's variables; the regime says phase 2 starts fresh, resumed or not.
-    whole = run_experiment(config_for(tmp_path, digits_data_dir, "whole", epochs="1+1",
-                                      freeze=1.0))
-    resumed = run_with_kills(config_for(tmp_path, digits_data_dir, "killed", epochs="1+1",
-                                        freeze=1.0), [1], monkeypatch)
-    assert history(resumed.run_dir) == history(whole.run_dir)
+    assert_resume_equals_no_interruption(tmp_path, digits_data_dir, monkeypatch, [1],
+                                         epochs="1+1", freeze=1.0)
