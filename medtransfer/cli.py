@@ -1,22 +1,68 @@
 """The ``medtransfer`` command: parses flags and calls one library function per subcommand.
 
 Bad input ends in a one-paragraph message on stderr and exit code 2 (a diverged run:
-3), never a traceback.
+3), never a traceback. A mistyped flag or value gets the subcommand's one-line usage and
+the same did-you-mean as a mistyped name. Nothing here imports TensorFlow: handlers
+import the library lazily, so ``--help`` and ``list`` answer at once.
+
+A subcommand is one ``_<name>_parser(subparsers)`` function, which sets ``handler`` (and
+optionally ``interrupted``: what a Ctrl-C leaves behind), plus that handler.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import shutil
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from medtransfer.config import BN_STATS, SCALINGS, STRATEGIES
-from medtransfer.errors import MedtransferError
+from medtransfer import __version__
+from medtransfer.config import BN_STATS, CLASS_WEIGHTS, SCALINGS, STRATEGIES
+from medtransfer.errors import MedtransferError, unknown_name_message
+from medtransfer.serve.export import FORMATS as EXPORT_FORMATS
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with medtransfer's errors: one usage line, then one paragraph, exit 2.
+
+    Subparsers are of this class too, so every subcommand gets it without asking.
+    """
+
+    def format_usage(self) -> str:
+        # The full usage of 'run' is 14 lines; an error needs one. --help keeps the full one.
+        positionals = [
+            action.metavar or action.dest for action in self._actions
+            if not action.option_strings and action.dest != argparse.SUPPRESS
+            and not isinstance(action, argparse._SubParsersAction)
+        ]
+        command = " command ..." if self.commands() else ""
+        return f"usage: {' '.join([self.prog, *positionals])} [options]{command}\n"
+
+    def error(self, message: str) -> None:
+        self.fail(f"{message[:1].upper()}{message[1:]}. Run '{self.prog} --help' to see every "
+                  "option, with examples.")
+
+    def fail(self, message: str, *, usage: bool = True) -> None:
+        """Prints the one-line usage and ``message`` as one paragraph; exits with code 2."""
+        if usage:
+            self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def commands(self) -> dict[str, _Parser]:
+        """The subcommands' parsers by name; empty for a parser without subcommands."""
+        return {} if self._subparsers is None else self._subparsers._group_actions[0].choices
+
+    def option_strings(self) -> list[str]:
+        """Every option this parser takes, ``--help`` aside, in the order of ``--help``."""
+        return [name for action in self._actions for name in action.option_strings
+                if name.startswith("--") and name != "--help"]
+
 
 RUN_EXAMPLES = """examples:
   medtransfer run --dataset digits --net small_cnn --epochs 1+4 --image-size 32
@@ -38,6 +84,14 @@ PREPARE_EXAMPLES = """examples:
   medtransfer prepare cats_vs_dogs --source ~/kaggle/dogs-vs-cats
   medtransfer prepare folder --source ~/my_images --out datasets/my_images
   medtransfer prepare medmnist --source ~/pneumoniamnist.npz --out datasets/pneumoniamnist
+"""
+PREDICT_EXAMPLES = """examples:
+  medtransfer predict tensorboard_logs/demo/<run_id> new_scans/ --out predictions.csv
+  medtransfer predict RUN_DIR a.png b.jpg more/ list.csv     # files, folders, CSVs (path column)
+"""
+EXPORT_EXAMPLES = """examples:
+  medtransfer export tensorboard_logs/demo/<run_id>                 # RUN_DIR/export/model.keras
+  medtransfer export RUN_DIR --format saved_model --out serving/mymodel/1
 """
 
 
@@ -65,14 +119,20 @@ def _run_parser(subparsers) -> None:
     add("--image-size", type=int, help="square input size (default: the net's)")
     add("--seed", type=int, help="seeds weights, shuffling and augmentation (default 0)")
     add("--train-size", type=int, help="train on a stratified subset of N training images")
-    add("--scaling", choices=SCALINGS,
+    add("--scaling", metavar="{" + ",".join(SCALINGS) + "}",
         help="unit: pixels in [0, 1] (default); native: the net's preprocess_input")
+    add("--class-weight", metavar="{" + ",".join(CLASS_WEIGHTS) + "}",
+        help="none (default, the study) or balanced: weight each class's loss by "
+             "n_images / (n_classes * its count) in the training images used")
+    add("--patience", type=int,
+        help="end phase 2 when the validation micro AUC has not improved for N of its "
+             "epochs (default: off, every epoch trains)")
     add("--no-augment", dest="augment", action="store_const", const=False,
         help="no training augmentation at all")
     for name in ("flips", "noise", "color"):
         add(f"--{name}", dest=name, action=argparse.BooleanOptionalAction,
             help=f"switch the {name} augmentation (default: the dataset's)")
-    add("--strategy", choices=STRATEGIES,
+    add("--strategy", metavar="{" + ",".join(STRATEGIES) + "}",
         help="auto: MirroredStrategy when more than one GPU is visible (default auto)")
     add("--mixed-precision", action="store_const", const=True,
         help="mixed_float16 compute, float32 output layer")
@@ -85,26 +145,35 @@ def _run_parser(subparsers) -> None:
     add("--weights-file", help="local ImageNet weights file for imagenet / mean_var")
     add("--head-units", type=int, help="units of the head's hidden Dense layer (default 256)")
     add("--dropout", type=float, help="head dropout rate (default 0.5)")
-    add("--cache-limit", help="largest decoded split kept in memory (default 4GiB)")
+    add("--cache-limit", help="memory for decoded images, given to the splits in the order "
+                              "validation, train, test; a split that does not fit whole is "
+                              "read from disk every epoch (default 4GiB)")
     add("--experiment", help="folder under --logdir grouping runs (default 'default')")
     add("--logdir", help="root of the run directories (default tensorboard_logs)")
     add("--data-dir", help="root of the prepared datasets (default datasets)")
     add("--overwrite", action="store_true",
         help="train afresh over the run directory's run (complete, killed, or of another "
              "configuration), deleting it")
-    parser.set_defaults(handler=_run)
+    parser.set_defaults(
+        handler=_run,
+        interrupted="Every completed epoch is saved in the run directory: the same command "
+                    "resumes from the last one (or starts again if none had completed).",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
     from medtransfer.config import RunConfig, config_from_mapping, load_config_file
-    from medtransfer.training.run import run_experiment
 
     config = load_config_file(args.config) if args.config else RunConfig()
     given = {
         key: value for key, value in vars(args).items()
         if value is not None and key not in ("config", "overwrite", "handler", "command")
     }
+    # Checked before TensorFlow loads, so a bad value fails at once.
     config = config_from_mapping(given, base=config, source="the command line")
+
+    from medtransfer.training.run import run_experiment
+
     result = run_experiment(config, overwrite=args.overwrite)
     metrics = result.metrics
     if "test_auc_micro" in metrics:
@@ -114,18 +183,36 @@ def _run(args: argparse.Namespace) -> int:
             f"(best epoch {metrics['best_epoch']}, validation AUC "
             f"{metrics['val_auc_micro_best']:.4f})"
         )
-    print(f"metrics:     {_shown(result.run_dir / 'metrics.json')}")
-    print(f"TensorBoard: tensorboard --logdir {_shown(result.run_dir.parent)}")
+    print(f"metrics:     {_short_path(result.run_dir / 'metrics.json')}")
+    print(f"TensorBoard: {tensorboard_command(result.run_dir.parent)}")
     return 0
 
 
-def _shown(path: Path) -> Path:
-    """``path`` relative to the working directory when inside it (run directories are
-    stored absolute so that their config works from anywhere, but read better short)."""
-    try:
-        return path.relative_to(Path.cwd())
-    except ValueError:
-        return path
+def tensorboard_command(logdir: Path) -> str:
+    """``tensorboard --logdir DIR`` as the user can type it where they stand.
+
+    ``tensorboard`` when it is on PATH (an activated venv), else the one installed beside
+    this Python (``.venv/bin/tensorboard`` after ``make demo``), else ``python -m``.
+    """
+    if shutil.which("tensorboard"):
+        program = "tensorboard"
+    elif (beside := Path(sys.prefix) / "bin" / "tensorboard").exists():
+        program = shlex.quote(_short_path(beside))
+    else:
+        program = f"{shlex.quote(_short_path(Path(sys.executable)))} -m tensorboard.main"
+    return f"{program} --logdir {shlex.quote(_short_path(logdir))}"
+
+
+def _short_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is inside it, else absolute.
+
+    Run directories are stored absolute, so that their config works from anywhere, but read
+    better short. ``abspath``, not ``resolve``: a venv's ``bin/python`` is a symlink that
+    must stay one.
+    """
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    return absolute if relative.startswith("..") else relative
 
 
 def _reproduce_parser(subparsers) -> None:
@@ -140,7 +227,10 @@ def _reproduce_parser(subparsers) -> None:
     parser.add_argument("run_dir", help="the run directory, <logdir>/<experiment>/<run_id>")
     parser.add_argument("--overwrite", action="store_true",
                         help="train the copy again from scratch (the original is never written)")
-    parser.set_defaults(handler=_reproduce)
+    parser.set_defaults(
+        handler=_reproduce,
+        interrupted="Every completed epoch of the copy is saved: the same command resumes it.",
+    )
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -177,7 +267,11 @@ def _prepare_parser(subparsers) -> None:
     add("--force", action="store_true", help="prepare again even if already prepared")
     add("--no-progress", dest="progress", action="store_false",
         help="no progress lines (count, rate, ETA) on stderr")
-    parser.set_defaults(handler=_prepare)
+    parser.set_defaults(
+        handler=_prepare,
+        interrupted="The folder is usable only once manifest.json is written, last: the same "
+                    "command prepares it again from the start (or, had it finished, says so).",
+    )
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -197,10 +291,123 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="classify new images with a finished run's best checkpoint",
+        description="Classify new images with a finished run: each image gets its dataset's "
+                    "preparation (decoding, the layout's own step, downsizing) and the run's "
+                    "resizing and scaling, then the best checkpoint. Writes a CSV with the "
+                    "path, the predicted class and one probability per class; unreadable "
+                    "files are listed with the reason in <out stem>.rejected.csv.",
+        epilog=PREDICT_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    parser.add_argument("run_dir", help="a complete run directory")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, folders of images, or CSV files with a path column")
+    parser.add_argument("--out", type=Path, default=Path("predictions.csv"),
+                        help="the predictions CSV (default predictions.csv)")
+    parser.add_argument("--batch-size", type=int, help="images per forward pass "
+                                                       "(default: the run's)")
+    parser.set_defaults(handler=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medtransfer.serve.predict import predict_images
+
+    result = predict_images(args.run_dir, args.inputs, out=args.out, batch_size=args.batch_size)
+    rejected = (f"; {len(result.rejected)} rejected (see {result.rejected_file})"
+                if result.rejected else "")
+    print(f"predicted {result.predicted} image(s) into {result.out}{rejected}")
+    return 0
+
+
+def _export_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="save a finished run as a model that needs only Keras or TF Serving",
+        description="Save a finished run's best checkpoint as a self-contained model: it takes "
+                    "uint8 RGB images of any size (batch, height, width, 3) and resizes and "
+                    "scales them itself. keras: a .keras file that keras.saving.load_model "
+                    "reads without medtransfer; saved_model: a SavedModel with a "
+                    "serving_default signature for TensorFlow Serving. The class names go in "
+                    "the model (output class_name) and in a JSON file beside it.",
+        epilog=EXPORT_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    parser.add_argument("run_dir", help="a complete run directory")
+    parser.add_argument("--format", default="keras", metavar="{" + ",".join(EXPORT_FORMATS) + "}",
+                        help="keras: a .keras file (default); saved_model: for TF Serving")
+    parser.add_argument("--out", type=Path, help="the .keras file or SavedModel folder "
+                                                 "(default RUN_DIR/export/...)")
+    parser.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from medtransfer.serve.export import export_run
+
+    result = export_run(args.run_dir, format=args.format, out=args.out)
+    print(f"exported {result.path} ({len(result.class_names)} classes; {result.info})")
+    return 0
+
+
+REPORT_EXAMPLES = """examples:
+  medtransfer report tensorboard_logs/demo
+  medtransfer report tensorboard_logs/kierzynka2019 --out paper/results
+  medtransfer report tensorboard_logs/kierzynka2019 --resamples 5000 --seed 1
+"""
+
+
+def _report_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report", help="an experiment's runs as the study's tables, statistics and figures",
+        description="Read every run directory of an experiment and write results.csv (one "
+                    "row per run), summary.md (test AUC per dataset x net x init, per freeze "
+                    "level, improvement and speed-up over glorot, bootstrap intervals and "
+                    "paired p-values) and PNG figures. Prints the main table as markdown.",
+        epilog=REPORT_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    add = parser.add_argument
+    add("experiment_dir", type=Path, help="<logdir>/<experiment>, e.g. tensorboard_logs/demo")
+    add("--out", type=Path, help="the report folder (default EXPERIMENT_DIR/report)")
+    add("--resamples", type=int, default=1000,
+        help="bootstrap resamples over the test images, at least 1000 (default 1000)")
+    add("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    parser.set_defaults(
+        handler=_report,
+        interrupted="Nothing is half-written: each report file is replaced whole.",
+    )
+
+
+def _report(args: argparse.Namespace) -> int:
+    from medtransfer.study.report import build_report
+
+    report = build_report(args.experiment_dir, args.out, resamples=args.resamples,
+                          seed=args.seed)
+    print(report.main_text)
+    for path, problem in report.skipped:
+        print(f"skipped {path}: {problem}")
+    print(f"summary: {report.summary}")
+    print(f"results: {report.results}")
+    print(f"figures: {', '.join(str(path) for path in report.figures) or 'none'}")
+    return 0
+
+
+def _list_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "list", help="nets, datasets and inits with their defaults; what is prepared",
+        description="List the registered nets, datasets and inits with their defaults, and "
+                    "every dataset prepared under --data-dir with its classes and counts.",
+        epilog="examples:\n  medtransfer list\n  medtransfer list --data-dir /shared/datasets",
+        formatter_class=_FORMATTER)
+    parser.add_argument("--data-dir", type=Path, default=Path("datasets"),
+                        help="root of the prepared datasets (default datasets)")
+    parser.set_defaults(handler=_list)
+
+
 def _list(args: argparse.Namespace) -> int:
+    # Registries and manifests only: no TensorFlow, so the answer is immediate.
+    from medtransfer.config import INITS
+    from medtransfer.data.catalog import prepared_datasets
     from medtransfer.data.registry import DATASETS
-    from medtransfer.models.init import INITS
-    from medtransfer.models.registry import NETS
+    from medtransfer.models import NETS
 
     print("nets:")
     print(f"  {'name':<14}{'input':>6}{'min':>6}  imagenet  description")
@@ -218,44 +425,92 @@ def _list(args: argparse.Namespace) -> int:
         print(f"  {spec.name:<14}{classes:>8}{spec.default_lr:>8g}  {ready:<9} {augment}")
         print(textwrap.fill(spec.description, width=88, initial_indent=" " * 6,
                             subsequent_indent=" " * 6))
+    prepared = prepared_datasets(args.data_dir)
+    print(f"\nprepared in {args.data_dir}/ (run --dataset NAME):")
+    if not prepared:
+        print("  none yet: 'medtransfer prepare' makes one, and 'run --dataset digits' "
+              "prepares digits itself")
+    else:
+        print(f"  {'name':<14}{'layout':<14}{'classes':>7}{'train':>8}{'validation':>11}"
+              f"{'test':>7}")
+    for summary in prepared:
+        totals = summary.totals
+        print(f"  {summary.name:<14}{summary.layout:<14}{len(summary.class_names):>7}"
+              f"{totals.get('train', 0):>8}{totals.get('validation', 0):>11}"
+              f"{totals.get('test', 0):>7}")
+        print(textwrap.fill("classes: " + ", ".join(summary.class_names), width=88,
+                            initial_indent=" " * 6, subsequent_indent=" " * 15))
     print("\ninits: " + ", ".join(INITS) + ", or a path to a run directory / weights file")
     print("defaults: --epochs 3+50, --freeze 0, --init glorot, --scaling unit, "
           "--batch-size 32")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> _Parser:
+    parser = _Parser(
         prog="medtransfer",
         description="Does ImageNet transfer learning help on my medical images, with which "
                     "network, and how much should I freeze?",
-        epilog="Run 'medtransfer <command> --help' for the options and examples of each.",
+        epilog="Run 'medtransfer <command> --help' for the options and examples of each. "
+               "'medtransfer' alone prints this help and exits with code 2.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="command", required=True)
-    listing = subparsers.add_parser(
-        "list", help="nets, datasets and inits with their defaults",
-        description="List the registered nets, datasets and inits with their defaults.",
-        epilog="example:\n  medtransfer list", formatter_class=_FORMATTER)
-    listing.add_argument("--data-dir", type=Path, default=Path("datasets"),
-                         help="root of the prepared datasets (default datasets)")
-    listing.set_defaults(handler=_list)
+    parser.add_argument("--version", action="version", version=f"medtransfer {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up messages (also MEDTRANSFER_VERBOSE=1)")
+    subparsers = parser.add_subparsers(dest="command", metavar="command")
+    _list_parser(subparsers)
     _prepare_parser(subparsers)
     _run_parser(subparsers)
+    _predict_parser(subparsers)
+    _export_parser(subparsers)
     _reproduce_parser(subparsers)
+    _report_parser(subparsers)
     return parser
+
+
+def _parse(parser: _Parser, argv: list[str]) -> argparse.Namespace:
+    """Parses ``argv``; a usage error exits with code 2 after one usage line and a paragraph."""
+    commands = parser.commands()
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command is not None and command not in commands:
+        parser.fail(unknown_name_message(command, commands, "command",
+                                         see="Run 'medtransfer --help' to see what each does."))
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None and not extra:
+        parser.print_help(sys.stderr)
+        parser.fail(f"Give a command: {', '.join(commands)}.", usage=False)
+    subparser = commands.get(args.command, parser)
+    options = [arg.split("=", 1)[0] for arg in extra if arg.startswith("-")]
+    if options and options[0] in parser.option_strings() and subparser is not parser:
+        subparser.fail(f"'{options[0]}' is an option of medtransfer itself, so it goes before "
+                       f"the command: 'medtransfer {options[0]} {args.command} ...'.")
+    if options:
+        subparser.fail(unknown_name_message(
+            options[0], subparser.option_strings(), "option",
+            see=f"Run '{subparser.prog} --help' to see what each does."))
+    if extra:
+        subparser.fail(f"Unexpected argument '{extra[0]}'. Each option's value follows it "
+                       f"(for example --dataset digits); run '{subparser.prog} --help' to see "
+                       "them.")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
+    from medtransfer.quiet import quiet_tensorflow_start
+
+    args = _parse(build_parser(), list(sys.argv[1:] if argv is None else argv))
+    # Handlers see only their subcommand's options (and command, handler).
+    quiet_tensorflow_start(verbose=vars(args).pop("verbose"))
+    interrupted = vars(args).pop("interrupted", "")
     try:
         return args.handler(args)
     except MedtransferError as error:
         print(f"medtransfer {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print(f"medtransfer {args.command}: interrupted", file=sys.stderr)
+        print(f"medtransfer {args.command}: interrupted. {interrupted}".rstrip(),
+              file=sys.stderr)
         return 130
 
 

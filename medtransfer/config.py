@@ -29,8 +29,12 @@ import yaml
 from medtransfer.errors import MedtransferError, look_up_option
 
 SCALINGS = ("unit", "native")
+CLASS_WEIGHTS = ("none", "balanced")
 STRATEGIES = ("auto", "mirrored", "default")
 BN_STATS = ("precise", "moving")
+INITS = ("glorot", "imagenet", "mean_var")
+"""The named inits; any other ``--init`` must be an existing path."""
+SEED_LIMIT = 2**32
 _EPOCHS = re.compile(r"^\s*(\d+)\s*\+\s*(\d+)\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -65,7 +69,13 @@ class RunConfig:
             moving averages).
         weights_file: a local ImageNet weights file for ``imagenet`` / ``mean_var``.
         head_units, dropout: the classifier head, the same for every net.
-        cache_limit: largest decoded split kept in memory, e.g. ``4GiB``.
+        cache_limit: memory for decoded images, e.g. ``4GiB``, given to the splits in the
+            order validation, the precise-BatchNorm subset, train, test; a split that
+            does not fit whole is read from its shards every epoch.
+        class_weight: ``none`` (the study) or ``balanced``: each class's loss weighted by
+            ``n_samples / (n_classes * count)`` over the training images used.
+        patience: end phase 2 once the validation micro AUC has not improved for this
+            many of its epochs; ``None`` trains every epoch (the study).
         num_classes: filled from the dataset; a config that states it must match.
         experiment: the folder under logdir that groups runs.
         logdir: root of all experiments.
@@ -95,6 +105,8 @@ class RunConfig:
     head_units: int = 256
     dropout: float = 0.5
     cache_limit: str = "4GiB"
+    class_weight: str = "none"
+    patience: int | None = None
     num_classes: int | None = None
     experiment: str = "default"
     logdir: str = "tensorboard_logs"
@@ -118,7 +130,7 @@ class RunConfig:
 
     @property
     def init_is_path(self) -> bool:
-        return self.init not in ("glorot", "imagenet", "mean_var")
+        return self.init not in INITS
 
     @property
     def run_id(self) -> str:
@@ -137,6 +149,11 @@ class RunConfig:
 
 
 FIELDS = {field.name: field for field in dataclasses.fields(RunConfig)}
+RUN_HELP = "'medtransfer run --help' explains each."
+CONFIG_KEYS_HELP = (
+    "Each key is a 'medtransfer run' option written with underscores (--batch-size is "
+    "batch_size); 'medtransfer run --help' explains them."
+)
 
 # Run identity ---------------------------------------------------------------------------
 # A run directory holds one configuration: every field that can change a run's numbers is
@@ -282,17 +299,22 @@ def _short_hash(value: Any, length: int = _HASH_LENGTH) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 
-def _init_label(path: str) -> str:
-    """``from_<name>_<hash>`` for an absolute path init, from the path's text alone (the
-    source may be gone by the time a sweep lists its runs)."""
+def init_source_name(path: str) -> str:
+    """The name of a path init's source: the run's directory name for a run directory or
+    its ``best.weights.h5``, else the weights file's stem (from the path's text alone:
+    the source may be gone by the time a sweep or a report lists the runs)."""
     file = Path(path)
     if file.name == "best.weights.h5":  # a run's checkpoint: name the run
-        name = file.parent.name
-    else:
-        name = file.name
-        for suffix in (".weights.h5", ".h5", ".keras"):
-            name = name.removesuffix(suffix)
-    name = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", name)[:48]
+        return file.parent.name
+    name = file.name
+    for suffix in (".weights.h5", ".h5", ".keras"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def _init_label(path: str) -> str:
+    """``from_<name>_<hash>`` for an absolute path init."""
+    name = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", init_source_name(path))[:48]
     return f"from_{name}_{_short_hash(path, 6)}"
 
 
@@ -375,7 +397,7 @@ def config_from_mapping(values: Mapping[str, Any], *, base: RunConfig | None = N
     changes = {}
     for key, value in values.items():
         try:
-            look_up_option(str(key), FIELDS, "config key")
+            look_up_option(str(key), FIELDS, "config key", see=CONFIG_KEYS_HELP)
         except MedtransferError as error:
             raise MedtransferError(f"In {source}: {error}") from None
         changes[key] = _coerce(key, value)
@@ -439,12 +461,14 @@ def validate(config: RunConfig) -> None:
             "backbone's bottom layers frozen in phase 2: 0 fine-tunes everything, 1 keeps "
             "the backbone fixed; the study used 0, 0.1, 0.2, 0.3, 0.5, 0.75 and 1."
         )
-    look_up_option(config.scaling, SCALINGS, "scaling")
-    look_up_option(config.strategy, STRATEGIES, "strategy")
-    look_up_option(config.bn_stats, BN_STATS, "bn_stats")
+    look_up_option(config.scaling, SCALINGS, "scaling", see=RUN_HELP)
+    look_up_option(config.strategy, STRATEGIES, "strategy", see=RUN_HELP)
+    look_up_option(config.bn_stats, BN_STATS, "bn_stats", see=RUN_HELP)
+    check_seed(config.seed, "--seed")
+    look_up_option(config.class_weight, CLASS_WEIGHTS, "class weight", see=RUN_HELP)
     _check_positive(config.batch_size, "batch_size")
     _check_positive(config.head_units, "head_units")
-    for name in ("image_size", "train_size", "num_classes"):
+    for name in ("image_size", "train_size", "num_classes", "patience"):
         if getattr(config, name) is not None:
             _check_positive(getattr(config, name), name)
     if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
@@ -464,6 +488,19 @@ def validate(config: RunConfig) -> None:
                 f"{name} '{value}' is not a valid name: it names a folder, so it must be "
                 "non-empty and contain no '/'."
             )
+
+
+def check_seed(seed: int, option: str) -> None:
+    """Fails unless ``seed`` is a valid NumPy / TensorFlow seed, 0 <= seed < 2**32.
+
+    Raises:
+        MedtransferError: naming ``option``, the value and the valid range.
+    """
+    if not 0 <= seed < SEED_LIMIT:
+        raise MedtransferError(
+            f"{option} {seed} is outside [0, 2**32 - 1]. A seed is a whole number from 0 to "
+            f"{SEED_LIMIT - 1}; leave it out for the default 0."
+        )
 
 
 def _check_positive(value: int, name: str) -> None:

@@ -22,13 +22,17 @@ class MedtransferError(Exception):
     exit_code = 2
 
 
-def look_up_option(name: str, choices: Iterable[str], kind: str) -> str:
+LIST_HELP = "Run 'medtransfer list' to see them with their defaults."
+
+
+def look_up_option(name: str, choices: Iterable[str], kind: str, *, see: str = LIST_HELP) -> str:
     """Returns ``name`` if it is one of ``choices``, else fails with a did-you-mean.
 
     Args:
         name: what the user asked for.
         choices: the valid names.
         kind: what the names are, for the message ("net", "dataset", ...).
+        see: the last sentence: where to read about the valid names.
 
     Returns:
         ``name`` itself.
@@ -39,12 +43,21 @@ def look_up_option(name: str, choices: Iterable[str], kind: str) -> str:
     choices = list(choices)
     if name in choices:
         return name
-    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise MedtransferError(
-        f"Unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(choices)}. "
-        f"Run 'medtransfer list' to see them with their defaults."
-    )
+    raise MedtransferError(unknown_name_message(name, choices, kind, see=see))
+
+
+def unknown_name_message(name: str, choices: Iterable[str], kind: str, *,
+                         see: str = LIST_HELP) -> str:
+    """The one wording of every unknown name: what was asked, a did-you-mean, the valid ones.
+
+    ``-`` and ``_`` count as the same letter in the did-you-mean, so that ``--image_size``
+    (a config file's spelling) finds ``--image-size``.
+    """
+    choices = list(choices)
+    by_spelling = {choice.replace("_", "-"): choice for choice in choices}
+    close = difflib.get_close_matches(str(name).replace("_", "-"), by_spelling, n=1, cutoff=0.5)
+    hint = f" Did you mean '{by_spelling[close[0]]}'?" if close else ""
+    return f"Unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(choices)}. {see}".rstrip()
 
 
 def working_directory_note(path: str | Path) -> str:

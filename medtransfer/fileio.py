@@ -15,10 +15,16 @@ from typing import Any
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Replaces ``path`` with ``text`` in one atomic rename."""
+    """Replaces ``path`` with ``text`` in one atomic rename.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (0666 less the
+    umask, so 0644 usually): ``mkstemp`` makes it 0600, which would hide results in a
+    shared ``--logdir`` from the rest of the team.
+    """
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, 0o666 & ~_umask())
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
@@ -27,6 +33,13 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    # The umask can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:

@@ -222,11 +222,13 @@ def load_rgb(candidate: Candidate, channels: str) -> np.ndarray:
     return decode_image_file(candidate.paths[0], channels)
 
 
-def convert_candidate(candidate: Candidate, options: ConvertOptions) -> tuple[bytes, int, int]:
-    """Decodes, preprocesses, downsizes and PNG-encodes one candidate.
+def prepared_pixels(candidate: Candidate, options: ConvertOptions) -> np.ndarray:
+    """Decodes, preprocesses and downsizes one candidate: the pixels ``prepare`` stores.
+
+    ``predict`` calls it too, so a new image gets exactly its dataset's preparation.
 
     Returns:
-        ``(png_bytes, height, width)`` of the stored image.
+        ``(H, W, 3)`` uint8 RGB, contiguous.
 
     Raises:
         ImageRejected: the candidate cannot be used.
@@ -234,7 +236,19 @@ def convert_candidate(candidate: Candidate, options: ConvertOptions) -> tuple[by
     rgb = load_rgb(candidate, options.channels)
     if options.preprocess is not None:
         rgb = options.preprocess(rgb)
-    rgb = np.ascontiguousarray(downsize(rgb, options.max_size))
+    return np.ascontiguousarray(downsize(rgb, options.max_size))
+
+
+def convert_candidate(candidate: Candidate, options: ConvertOptions) -> tuple[bytes, int, int]:
+    """:func:`prepared_pixels`, PNG-encoded.
+
+    Returns:
+        ``(png_bytes, height, width)`` of the stored image.
+
+    Raises:
+        ImageRejected: the candidate cannot be used.
+    """
+    rgb = prepared_pixels(candidate, options)
     return encode_png(rgb), rgb.shape[0], rgb.shape[1]
 
 

@@ -35,6 +35,7 @@ import math
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -207,7 +208,7 @@ def make_dataset(
         return _decode_resized(example["image"], image_size), example["label"], example["id"]
 
     def to_model_input(image, label, image_id):
-        return tf.cast(image, tf.float32) / 255.0, tf.one_hot(label, num_classes), image_id
+        return to_unit_range(image), tf.one_hot(label, num_classes), image_id
 
     # Built once, outside the per-epoch streams, so that every epoch reads the same cache.
     decoded = read_records(None).map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache() \
@@ -260,8 +261,7 @@ def make_dataset(
             .batch(batch_size, drop_remainder=False)
 
     def finish(images, one_hot, ids):
-        if preprocess is not None:
-            images = preprocess(images * 255.0)
+        images = apply_scaling(images, preprocess)
         return (images, one_hot, ids) if include_ids else (images, one_hot)
 
     return batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -295,23 +295,63 @@ def _id_filter(keep_ids: Collection[str]) -> Callable[[dict[str, tf.Tensor]], tf
     return lambda example: table.lookup(example["id"]) == 1
 
 
-def resize_image(image: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Resizes ``(height, width, channels)`` to a square ``image_size``, bilinear.
-
-    Shrinking antialiases (the bilinear kernel widened to the scale factor, like
-    ``prepare``'s INTER_AREA): without it a 512 px image shrunk to 224 px samples only a
-    few of its pixels and aliases fine texture into false patterns. Enlarging is plain
-    bilinear interpolation (antialiasing changes nothing there). Returns float32.
-    """
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
-    size = (image_size, image_size)
-    return tf.cond(
-        tf.logical_or(height > image_size, width > image_size),
-        lambda: tf.image.resize(image, size, method="bilinear", antialias=True),
-        lambda: tf.image.resize(image, size, method="bilinear"),
-    )
-
-
 def _decode_resized(png: tf.Tensor, image_size: int) -> tf.Tensor:
-    image = tf.io.decode_png(png, channels=3)
-    return tf.saturate_cast(tf.round(resize_image(image, image_size)), _CACHED_DTYPE)
+    return resize_image(tf.io.decode_png(png, channels=3), image_size)
+
+
+# The three steps from stored pixels to a model's input. They are written with keras.ops
+# so that one definition serves the tf.data pipeline (on tensors) and the exported model
+# (on Keras symbolic tensors, see medtransfer.serve.export): what a served model does to
+# an image is then the training pipeline's own code, not a copy of it.
+
+
+def resize_image(image, image_size: int):
+    """Resizes uint8 RGB pixels to ``(image_size, image_size)``, rounded back to uint8.
+
+    Bilinear. Shrinking antialiases (the kernel widened to the scale factor, as
+    ``prepare``'s INTER_AREA averages): without it a 512 px image shrunk to 224 px samples
+    a few of its pixels and aliases fine texture into false patterns. An image that no
+    side of exceeds ``image_size`` is enlarged by plain bilinear interpolation, exactly
+    as before antialiasing existed (antialias=True would move some pixels by a grey
+    level). The choice is made per image (per batch) inside the graph, with ops a Keras
+    model records, so that an exported model whose input size is unknown decides as the
+    pipeline does.
+
+    Args:
+        image: ``(H, W, 3)`` or ``(batch, H, W, 3)`` uint8, a tensor or a Keras tensor.
+        image_size: the side of the square output.
+
+    Returns:
+        The resized pixels, uint8, rounded half to even as ``tf.round`` does.
+    """
+    pixels = keras.ops.cast(image, "float32")
+    resized = [
+        keras.ops.image.resize(pixels, (image_size, image_size), interpolation="bilinear",
+                               antialias=antialias, data_format="channels_last")
+        for antialias in (False, True)
+    ]
+    # 1.0 when shrinking, else 0.0; both terms are exact (x * 0 + y == y), so each case
+    # is exactly one of the two resizes.
+    shrinking = keras.ops.cast(_longest_side(pixels) > image_size, "float32")
+    resized = resized[1] * shrinking + resized[0] * (1.0 - shrinking)
+    return keras.ops.cast(keras.ops.clip(keras.ops.round(resized), 0, 255), _CACHED_DTYPE.name)
+
+
+def _longest_side(pixels):
+    """The longer of height and width of ``(..., H, W, C)``, as a tensor: computed with
+    recorded ops (not ``shape``), since an exported model's input size is unknown."""
+    corner = (0,) * (len(pixels.shape) - 3)
+    height = keras.ops.sum(keras.ops.ones_like(pixels[(*corner, slice(None), 0, 0)]))
+    width = keras.ops.sum(keras.ops.ones_like(pixels[(*corner, 0, slice(None), 0)]))
+    return keras.ops.maximum(height, width)
+
+
+def to_unit_range(image):
+    """uint8 pixels -> float32 in [0, 1]."""
+    return keras.ops.cast(image, "float32") / 255.0
+
+
+def apply_scaling(images, preprocess: Callable | None):
+    """[0, 1] pixels -> the model's input: unchanged for ``--scaling unit``, or the net's
+    ``preprocess_input`` on [0, 255] for ``--scaling native``."""
+    return images if preprocess is None else preprocess(images * 255.0)

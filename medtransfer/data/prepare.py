@@ -34,7 +34,9 @@ from typing import Any, TextIO
 import pandas as pd
 
 from medtransfer import __version__
+from medtransfer.config import check_seed
 from medtransfer.data import images, shards
+from medtransfer.data.catalog import MANIFEST
 from medtransfer.data.registry import DatasetSpec, get_dataset
 from medtransfer.data.sources import DEFAULT_MIN_CLASS_COUNT, Rejection, SourceScan
 from medtransfer.data.split import check_class_sizes, stratified_split
@@ -43,7 +45,6 @@ from medtransfer.fileio import read_json, write_json_atomic
 
 __all__ = ["DEFAULT_MIN_CLASS_COUNT", "PrepareResult", "prepare_dataset"]
 
-MANIFEST = "manifest.json"
 SPLIT_CSV = "split.csv"
 REJECTED_CSV = "rejected.csv"
 _STAGING = ".prepare-staging.bin"
@@ -122,7 +123,7 @@ def prepare_dataset(
             already prepared from another source or with other options.
     """
     spec = get_dataset(layout)
-    _check_arguments(max_reject, max_size, min_class_count, workers)
+    _check_arguments(seed, max_reject, max_size, min_class_count, workers)
     out = Path(out)
     if source is not None:
         source = Path(source).expanduser().resolve()
@@ -138,8 +139,15 @@ def prepare_dataset(
     existing = read_manifest(out)
     if existing is not None and not force:
         if existing.get("fingerprint") == plan.fingerprint:
+            # Only the arguments that change the data are compared (_Plan.significant).
+            recorded = existing.get("options", {}).get("max_reject", max_reject)
+            aside = (
+                f" (--max-reject {max_reject:g} differs from the {recorded:g} it was prepared "
+                f"with, but it only decides whether a prepare succeeds, not the data)"
+                if recorded != max_reject else ""
+            )
             _say(
-                f"{out} is already prepared ({_summary(existing)}); nothing to do. Use "
+                f"{out} is already prepared ({_summary(existing)}); nothing to do{aside}. Use "
                 f"--force to prepare it again."
             )
             return _result(out, existing, skipped=True)
@@ -368,8 +376,9 @@ def _read_staged(staged, location: tuple[int, int]) -> bytes:
 
 
 def _check_arguments(
-    max_reject: float, max_size: int, min_class_count: int, workers: int | None
+    seed: int, max_reject: float, max_size: int, min_class_count: int, workers: int | None
 ) -> None:
+    check_seed(seed, "--seed")
     if not 0 <= max_reject < 1:
         raise MedtransferError(
             f"--max-reject must be a fraction in [0, 1), got {max_reject}; e.g. 0.01 allows "

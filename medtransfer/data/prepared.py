@@ -17,7 +17,9 @@ from typing import Any
 import pandas as pd
 
 from medtransfer.data import shards
-from medtransfer.data.prepare import MANIFEST, SPLIT_CSV, prepare_dataset
+from medtransfer.data.catalog import MANIFEST, prepared_datasets
+from medtransfer.data.images import ConvertOptions
+from medtransfer.data.prepare import SPLIT_CSV, prepare_dataset
 from medtransfer.data.registry import DATASETS, DatasetSpec
 from medtransfer.errors import (
     MedtransferError,
@@ -54,6 +56,14 @@ class PreparedDataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def convert_options(self) -> ConvertOptions:
+        """How ``prepare`` turned each source image into the stored one (channel rule,
+        the layout's own step, ``--max-size``): what ``predict`` applies to new images."""
+        return ConvertOptions(
+            self.spec.channels, self.spec.preprocess, int(self.manifest["options"]["max_size"])
+        )
 
     def shard_paths(self, split: str) -> list[Path]:
         """The TFRecord files of ``split`` ("train", "validation" or "test"), in order."""
@@ -160,12 +170,6 @@ def _load_folder(folder: Path) -> PreparedDataset:
     )
 
 
-def _prepared_names(data_dir: Path) -> list[str]:
-    if not data_dir.is_dir():
-        return []
-    return sorted(p.name for p in data_dir.iterdir() if (p / MANIFEST).is_file())
-
-
 def _raise_not_prepared(name: str, data_dir: Path) -> None:
     out = "" if data_dir == Path("datasets") else f" --out {data_dir / name}"
     if name in _OWN_DATA_LAYOUTS:
@@ -184,7 +188,7 @@ def _raise_not_prepared(name: str, data_dir: Path) -> None:
             f"prepare it once: 'medtransfer prepare {name} --source DIR{out}', with DIR the "
             "unzipped folder."
         )
-    prepared = _prepared_names(data_dir)
+    prepared = [summary.name for summary in prepared_datasets(data_dir)]
     choices = [*DATASETS.names(), *(p for p in prepared if p not in DATASETS)]
     try:
         look_up_option(name, choices, "dataset")

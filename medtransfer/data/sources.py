@@ -61,6 +61,18 @@ PROTEIN_CLASSES = (
 )
 """Human Protein Atlas class names; the position is the class id used in ``Target``."""
 
+PROTEIN_RGB_STAINS = ("red", "green", "blue")
+"""The stains that make a protein image's red, green and blue channels (yellow is unused)."""
+
+PROTEIN_STAIN_FILE = re.compile(r"^(?P<id>.+)_(?P<stain>red|green|blue|yellow)\.png$")
+"""A Human Protein Atlas stain file's name: ``<Id>_<stain>.png``."""
+
+
+def protein_stain_files(image_id: str) -> list[str]:
+    """The file names of one protein image's red, green and blue stains, in that order."""
+    return [f"{image_id}_{stain}.png" for stain in PROTEIN_RGB_STAINS]
+
+
 DEFAULT_MIN_CLASS_COUNT = 100
 """Proteins: a class enters the single-label subset with at least this many images."""
 
@@ -372,7 +384,7 @@ def read_proteins(source: Path | None, *, min_class_count: int) -> SourceScan:
             )
             builder.excluded.append(Rejection(path, image_id, reason))
             continue
-        names = [f"{image_id}_{stain}.png" for stain in ("red", "green", "blue")]
+        names = protein_stain_files(image_id)
         paths = tuple(str(images / n) for n in names)
         if builder.check_files(image_id, paths, [sizes.get(n) for n in names]):
             builder.candidates.append(Candidate(image_id, name, paths))
@@ -403,7 +415,7 @@ def read_proteins(source: Path | None, *, min_class_count: int) -> SourceScan:
     )
 
 
-def _image_files(folder: Path) -> Iterator[Path]:
+def image_files(folder: Path) -> Iterator[Path]:
     """Every visible file under ``folder``, recursively, in sorted order."""
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -430,14 +442,14 @@ def read_cats_vs_dogs(source: Path | None, *, min_class_count: int) -> SourceSca
     pets = source / "PetImages" if (source / "PetImages").is_dir() else source
     if (source / "train").is_dir():
         train = source / "train"
-        for path in _image_files(train):
+        for path in image_files(train):
             label = path.name.split(".", 1)[0].lower()
             image_id = path.relative_to(train).with_suffix("").as_posix()
             builder.add(image_id, label, (str(path),), [path.stat().st_size], str(path))
     elif (pets / "Cat").is_dir() or (pets / "Dog").is_dir():
         for folder in sorted(p for p in pets.iterdir() if p.is_dir() and _visible(p.name)):
             label = folder.name.lower()
-            for path in _image_files(folder):
+            for path in image_files(folder):
                 image_id = f"{label}.{path.relative_to(folder).with_suffix('').as_posix()}"
                 builder.add(image_id, label, (str(path),), [path.stat().st_size], str(path))
     elif (source / "train.zip").is_file():
@@ -473,7 +485,7 @@ def read_folder(source: Path | None, *, min_class_count: int) -> SourceScan:
     by_name = {folder.name: folder for folder in folders}
     builder = _ScanBuilder(class_order(by_name))
     for label in builder.class_names:
-        for path in _image_files(by_name[label]):
+        for path in image_files(by_name[label]):
             image_id = path.relative_to(source).as_posix()
             builder.add(image_id, label, (str(path),), [path.stat().st_size], image_id)
     return builder.scan([], str(source))

@@ -7,6 +7,9 @@ download for ImageNet is recorded in the :class:`NetSpec` (``imagenet_file``,
 ``imagenet_url``, ``imagenet_file_hash``), copied from the Keras 3 sources; the lookup in
 the Keras cache and the download live in :mod:`medtransfer.models.init`.
 
+Keras is imported when a backbone is built or an image preprocessed, not when the nets are
+registered: ``medtransfer list`` reads the registry without loading TensorFlow.
+
 MobileNet: Keras publishes ImageNet weights trained at 128, 160, 192 and 224 px and uses the
 224 px file at any other size. The backbone's weight shapes do not depend on the input
 size, so medtransfer always uses the 224 px file (``mobilenet_1_0_224_tf_no_top.h5``).
@@ -16,20 +19,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING
 
 from medtransfer.models.registry import NETS, NetSpec
-from medtransfer.models.weights_io import load_backbone_weights
+
+if TYPE_CHECKING:
+    import keras
 
 _KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 
-def _backbone_builder(net: str, application: Callable[..., keras.Model]):
+def _backbone_builder(net: str, application: str) -> Callable[..., keras.Model]:
+    """``build_backbone`` for ``keras.applications.<application>``, importing Keras on call."""
+
     def build_backbone(
         input_shape: tuple[int, int, int], weights: str | Path | None = None
     ) -> keras.Model:
-        backbone = application(
+        import keras
+
+        from medtransfer.models.weights_io import load_backbone_weights
+
+        backbone = getattr(keras.applications, application)(
             include_top=False,
             weights=None,
             input_shape=tuple(input_shape),
@@ -44,13 +54,25 @@ def _backbone_builder(net: str, application: Callable[..., keras.Model]):
     return build_backbone
 
 
+def _preprocessor(module: str) -> Callable:
+    """``keras.applications.<module>.preprocess_input``, importing Keras on call."""
+
+    def preprocess_input(x, data_format=None):
+        import keras
+
+        return getattr(keras.applications, module).preprocess_input(x, data_format=data_format)
+
+    preprocess_input.__doc__ = f"keras.applications.{module}.preprocess_input"
+    return preprocess_input
+
+
 def _register(
     name: str,
     description: str,
     default_input_size: int,
     min_input_size: int,
-    application: Callable[..., keras.Model],
-    preprocess_input: Callable,
+    application: str,
+    preprocess_module: str,
     imagenet_file: str,
     imagenet_url: str,
     imagenet_file_hash: str | None,
@@ -66,7 +88,7 @@ def _register(
             imagenet_file=imagenet_file,
             imagenet_url=imagenet_url,
             imagenet_file_hash=imagenet_file_hash,
-            preprocess_input=preprocess_input,
+            preprocess_input=_preprocessor(preprocess_module),
             build_backbone=_backbone_builder(name, application),
         ),
     )
@@ -77,8 +99,8 @@ _register(
     "keras.applications InceptionV3 (Szegedy et al. 2016)",
     299,
     75,
-    keras.applications.InceptionV3,
-    keras.applications.inception_v3.preprocess_input,
+    "InceptionV3",
+    "inception_v3",
     "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
     _KERAS_WEIGHTS + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "bcbd6486424b2319ff4ef7d526e38f63",
@@ -88,8 +110,8 @@ _register(
     "keras.applications ResNet50V2 (He et al. 2016, pre-activation)",
     224,
     32,
-    keras.applications.ResNet50V2,
-    keras.applications.resnet_v2.preprocess_input,
+    "ResNet50V2",
+    "resnet_v2",
     "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
     _KERAS_WEIGHTS + "resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "fac2f116257151a9d068a22e544a4917",
@@ -99,8 +121,8 @@ _register(
     "keras.applications DenseNet121 (Huang et al. 2017)",
     224,
     32,
-    keras.applications.DenseNet121,
-    keras.applications.densenet.preprocess_input,
+    "DenseNet121",
+    "densenet",
     "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
     _KERAS_WEIGHTS + "densenet/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "30ee3e1110167f948a6b9946edeeb738",
@@ -110,8 +132,8 @@ _register(
     "keras.applications MobileNet, alpha 1.0 (Howard et al. 2017)",
     224,
     32,
-    keras.applications.MobileNet,
-    keras.applications.mobilenet.preprocess_input,
+    "MobileNet",
+    "mobilenet",
     "mobilenet_1_0_224_tf_no_top.h5",
     _KERAS_WEIGHTS + "mobilenet/mobilenet_1_0_224_tf_no_top.h5",
     None,

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING
 
 from medtransfer.models.registry import NETS, NetSpec
-from medtransfer.models.weights_io import load_backbone_weights
+
+if TYPE_CHECKING:
+    import keras
 
 # name -> (kernel size, filters per block, pool after the last block, description)
 CBR_NETS: dict[str, tuple[int, tuple[int, ...], bool, str]] = {
@@ -58,6 +59,11 @@ def build_cbr_backbone(
     Raises:
         MedtransferError: ``weights`` does not fit the backbone.
     """
+    # Keras only now: registering the net must not load TensorFlow (``medtransfer list``).
+    import keras
+
+    from medtransfer.models.weights_io import load_backbone_weights
+
     kernel_size, filters, pool_last, _ = CBR_NETS[net]
     inputs = keras.Input(shape=input_shape)
     x = inputs

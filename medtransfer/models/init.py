@@ -33,6 +33,7 @@ import keras
 import numpy as np
 import yaml
 
+from medtransfer.config import INITS
 from medtransfer.errors import (
     MedtransferError,
     look_up_option,
@@ -41,9 +42,6 @@ from medtransfer.errors import (
 from medtransfer.models.classifier import build_classifier, get_backbone
 from medtransfer.models.registry import NETS, NetSpec, get_net
 from medtransfer.models.weights_io import load_classifier_weights
-
-INITS = ("glorot", "imagenet", "mean_var")
-"""The named inits; any other ``--init`` must be an existing path."""
 
 DOWNLOAD_TIMEOUT_SECONDS = 15.0
 """Longest silence (connect or read) tolerated while downloading ImageNet weights."""

@@ -2,6 +2,11 @@
 
 Each net module registers its own nets (``applications``, ``small_cnn``, ``cbr``); importing
 ``medtransfer.models`` imports them, so :data:`NETS` is complete whenever it is reachable.
+
+Registering a net imports no Keras: a spec's metadata are plain values and its
+``build_backbone`` / ``preprocess_input`` import Keras when first called. So ``medtransfer
+list`` and ``--help`` answer without loading TensorFlow (seconds), and a new net is still
+one registration.
 """
 
 from __future__ import annotations
@@ -9,12 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING
 
 from medtransfer.registry import Registry
 
-BuildBackbone = Callable[[tuple[int, int, int], "str | Path | None"], keras.Model]
+if TYPE_CHECKING:
+    import keras
+
+BuildBackbone = Callable[[tuple[int, int, int], "str | Path | None"], "keras.Model"]
 
 
 @dataclass(frozen=True)
@@ -33,10 +40,12 @@ class NetSpec:
         imagenet_url: where Keras downloads that file from; ``None`` without ImageNet weights.
         imagenet_file_hash: the hash Keras checks a download against (``None``: no check).
         preprocess_input: the net's ``keras.applications`` ``preprocess_input`` (for
-            ``--scaling native``); ``None`` for nets that expect pixels in [0, 1].
+            ``--scaling native``); ``None`` for nets that expect pixels in [0, 1]. It may
+            import Keras when called, never when registered.
         build_backbone: ``build_backbone(input_shape, weights)`` with ``weights`` ``None``
             (Keras default initialisers) or a local weights file; returns the backbone
-            without top and without pooling, named ``"backbone"``.
+            without top and without pooling, named ``"backbone"``. It imports Keras when
+            called, never when registered.
     """
 
     name: str

@@ -12,11 +12,12 @@ halves the side rounding down; four of them reach a 1x1 map at 16 px, the smalle
 from __future__ import annotations
 
 from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING
 
 from medtransfer.models.registry import NETS, NetSpec
-from medtransfer.models.weights_io import load_backbone_weights
+
+if TYPE_CHECKING:
+    import keras
 
 FILTERS = (32, 64, 128, 256)
 KERNEL_SIZE = 7
@@ -38,6 +39,11 @@ def build_small_cnn_backbone(
     Raises:
         MedtransferError: ``weights`` does not fit the backbone.
     """
+    # Keras only now: registering the net must not load TensorFlow (``medtransfer list``).
+    import keras
+
+    from medtransfer.models.weights_io import load_backbone_weights
+
     inputs = keras.Input(shape=input_shape)
     x = inputs
     for block, filters in enumerate(FILTERS, start=1):

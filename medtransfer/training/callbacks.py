@@ -162,6 +162,39 @@ class EvaluationSet:
         return np.asarray(model.predict(self.images, verbose=0), dtype=np.float64)
 
 
+def plateaued(epoch: int, best_epoch: int, phase_start: int, patience: int | None) -> bool:
+    """Whether phase 2 ends after ``epoch`` under ``--patience``.
+
+    It ends once ``patience`` of its epochs have passed without a new best validation
+    micro AUC: counted from the best epoch, or from the end of phase 1 (``phase_start``)
+    when the best came before phase 2, so phase 2 always gets ``patience`` epochs. Only
+    the epoch numbers count, which history.csv and the resume state keep: a resumed run
+    counts on from where it was killed.
+    """
+    return bool(patience) and epoch - max(best_epoch, phase_start) >= patience
+
+
+class StopOnPlateau(keras.callbacks.Callback):
+    """Ends phase 2 early (``--patience``); runs after the :class:`EpochRecorder`.
+
+    Attributes:
+        stopped_epoch: the epoch it stopped after, or None.
+    """
+
+    def __init__(self, patience: int, state: TrainingState, phase_start: int):
+        super().__init__()
+        self.patience, self.state, self.phase_start = patience, state, phase_start
+        self.stopped_epoch: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if plateaued(epoch + 1, self.state.best_epoch, self.phase_start, self.patience):
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
+            print(f"Stopping after epoch {epoch + 1}: the validation micro AUC has not "
+                  f"improved for {self.patience} epochs (--patience; best epoch "
+                  f"{self.state.best_epoch}).", flush=True)
+
+
 @dataclass
 class TrainingState:
     """What the recorder knows across both phases (and across a resume)."""

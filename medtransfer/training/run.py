@@ -45,9 +45,12 @@ from medtransfer.training.callbacks import (
     RunDiverged,
     SeedDropoutPerEpoch,
     StopOnDivergence,
+    StopOnPlateau,
     TrainingState,
     check_finite_predictions,
+    plateaued,
 )
+from medtransfer.training.class_weights import balanced_class_weights
 from medtransfer.training.metrics import evaluate_predictions
 from medtransfer.training.rundir import RunDirectory, TensorBoardLog
 from medtransfer.training.strategy import (
@@ -170,6 +173,8 @@ class _Inputs:
         validation, test: the evaluation splits.
         batchnorm_batches: the fixed training batches precise BatchNorm estimates
             over, or None under ``bn_stats: moving``.
+        class_weights: class name -> loss weight under ``class_weight: balanced``, else
+            None.
     """
 
     train_images: int
@@ -178,6 +183,7 @@ class _Inputs:
     validation: EvaluationSet
     test: EvaluationSet
     batchnorm_batches: tf.data.Dataset | None
+    class_weights: dict[str, float] | None
 
 
 def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -> RunResult:
@@ -209,8 +215,8 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     )
     kappa = dataset.spec.name in ORDINAL_DATASETS
     try:
-        summary = _run_regime(config, model, strategy, inputs, run_dir, tensorboard,
-                              state, done, kappa)
+        summary, stopped_epoch = _run_regime(config, model, strategy, inputs, run_dir,
+                                             tensorboard, state, done, kappa)
         test_metrics = _test_best(config, model, inputs.test, run_dir, dataset.class_names,
                                   kappa, state.best_epoch)
     except RunDiverged as error:
@@ -218,20 +224,26 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
         run_dir.write_metrics({**_identity(config), **error.record()})
         raise
     tensorboard.close()
-    metrics = _complete_metrics(config, inputs, state, summary, test_metrics, replicas)
+    metrics = _complete_metrics(config, inputs, state, summary, stopped_epoch, test_metrics,
+                                replicas)
+    TensorBoardLog(run_dir.path).write_results(metrics)
     run_dir.write_metrics(metrics)
     _remove_resume_state(run_dir)
     return RunResult(run_dir.path, metrics)
 
 
 def _complete_metrics(config: RunConfig, inputs: _Inputs, state: TrainingState,
-                      summary: FreezeSummary, test_metrics: dict[str, float],
-                      replicas: int) -> dict[str, Any]:
+                      summary: FreezeSummary, stopped_epoch: int | None,
+                      test_metrics: dict[str, float], replicas: int) -> dict[str, Any]:
     """The content of a complete run's metrics.json."""
     return {
         **_identity(config),
         "best_epoch": state.best_epoch,
         "val_auc_micro_best": state.best_auc,
+        "class_weight": config.class_weight,
+        "class_weights": inputs.class_weights,
+        "patience": config.patience,
+        "stopped_epoch": stopped_epoch,
         **{f"test_{name}": value for name, value in test_metrics.items()},
         **dataclasses.asdict(summary),
         "train_seconds": sum(row["seconds"] for row in state.rows),
@@ -300,13 +312,20 @@ def _make_inputs(config: RunConfig, dataset: PreparedDataset, replicas: int) -> 
         validation=validation,
         test=test,
         batchnorm_batches=batchnorm_batches,
+        class_weights=(balanced_class_weights(train_frame["label"], dataset.class_names)
+                       if config.class_weight == "balanced" else None),
     )
 
 
 def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.Strategy,
                 inputs: _Inputs, run_dir: RunDirectory, tensorboard: TensorBoardLog,
-                state: TrainingState, done: int, kappa: bool) -> FreezeSummary:
-    """The W+E regime from epoch ``done`` on; returns the freeze summary training ended with.
+                state: TrainingState, done: int,
+                kappa: bool) -> tuple[FreezeSummary, int | None]:
+    """The W+E regime from epoch ``done`` on.
+
+    Returns:
+        The freeze summary training ended with, and the epoch ``--patience`` stopped
+        phase 2 after (None when every epoch trained).
 
     Raises:
         RunDiverged: the loss, the weights or the validation predictions diverged.
@@ -315,7 +334,11 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
     warmup, total = config.warmup_epochs, config.total_epochs
     phases = [("warmup", 0, warmup, None), ("finetune", warmup, total, config.freeze)]
     summary = freeze_summary(model)
+    stopped_epoch = None
     restore = done > 0
+    # Keras wants label index -> weight; it weights each example's loss by it.
+    class_weights = inputs.class_weights
+    keras_class_weight = dict(enumerate(class_weights.values())) if class_weights else None
     batchnorm = PreciseBatchNorm(model, inputs.batchnorm_batches) \
         if inputs.batchnorm_batches is not None else None
     # Keras' progress bar within each epoch in a terminal (it shows the val_* metrics the
@@ -333,6 +356,11 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
         summary = freeze_summary(model)
         if last <= done:
             continue
+        if freeze is not None and plateaued(done, state.best_epoch, first, config.patience):
+            stopped_epoch = done  # killed after the stopping epoch, before metrics.json
+            continue
+        plateau = (StopOnPlateau(config.patience, state, first)
+                   if freeze is not None and config.patience else None)
         with strategy.scope():
             model.compile(
                 optimizer=keras.optimizers.Adam(config.lr),
@@ -352,15 +380,18 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
             inputs.train_epochs(start, last - start), epochs=last, initial_epoch=start,
             steps_per_epoch=inputs.steps_per_epoch, shuffle=False,
             verbose=1 if progress_bar else 0,
+            class_weight=keras_class_weight,
             callbacks=[
                 SeedDropoutPerEpoch(config.seed),
                 StopOnDivergence(config.lr, config.num_classes),
                 EpochRecorder(run_dir, tensorboard, inputs.validation, phase, state, kappa,
                               announce=not progress_bar, batchnorm=batchnorm),
+                *([plateau] if plateau else []),
             ],
         )
+        stopped_epoch = plateau.stopped_epoch if plateau else None
         done = last
-    return summary
+    return summary, stopped_epoch
 
 
 def _test_best(config: RunConfig, model: keras.Model, test: EvaluationSet,

@@ -14,6 +14,10 @@ belong to it; anything newer is dropped on resume.
 
 TensorBoard scalars are derived from ``history.csv``: after a resume they are written
 again from it, so each epoch appears exactly once.
+
+Readers never open these files themselves: :func:`read_run` (and :func:`scan_experiment`
+for a whole experiment) is the one reader of a run directory in any state, and
+:func:`open_run` the one opener of a complete run.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from __future__ import annotations
 import csv
 import errno
 import fcntl
+import functools
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tensorflow as tf
-from tensorboard.plugins.hparams import api as hparams_api
+import numpy as np
 
 from medtransfer.config import RunConfig, identity_differences, load_config_file
 from medtransfer.errors import MedtransferError, working_directory_note
@@ -40,6 +45,16 @@ HISTORY_COLUMNS = (
 TRAIN_SCALARS = ("loss", "accuracy", "lr")
 VALIDATION_SCALARS = ("val_loss", "val_accuracy", "val_auc_micro", "val_auc_macro")
 HPARAMS = ("dataset", "net", "init", "freeze", "epochs", "lr", "seed", "batch_size", "image_size")
+# Scalars written once a run completes, at step = best epoch, in the run's top folder;
+# the HParams tab shows them per run. Tag -> metrics.json key.
+RESULT_SCALARS = {
+    "best/val_auc_micro": "val_auc_micro_best",
+    "test/auc_micro": "test_auc_micro",
+    "test/auc_macro": "test_auc_macro",
+    "test/accuracy": "test_accuracy",
+}
+# What a complete run's metrics.json must hold for a reader to use it.
+REQUIRED_METRICS = ("dataset", "net", "init", "freeze", "seed", "best_epoch", "test_auc_micro")
 
 
 class RunDirectory:
@@ -59,6 +74,7 @@ class RunDirectory:
     predictions = property(lambda self: self.path / "predictions_test.csv")
     metrics = property(lambda self: self.path / "metrics.json")
     resume = property(lambda self: self.path / "resume")
+    export = property(lambda self: self.path / "export")
 
     def read_metrics(self) -> dict[str, Any] | None:
         """The run's metrics.json, or None when it cannot be read (no run there yet)."""
@@ -122,6 +138,20 @@ class RunDirectory:
                 "finish, or give this run another --experiment or --seed."
             ) from None
         self._lock_handle = handle
+
+    def is_locked(self) -> bool:
+        """True while a process holds :meth:`lock`: a run is training into this folder."""
+        try:
+            handle = open(self.path / ".lock")  # noqa: SIM115 -- closed below
+        except OSError:
+            return False
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            handle.close()  # closing releases a shared lock taken here
+        return False
 
     def unlock(self) -> None:
         if self._lock_handle is not None:
@@ -210,6 +240,34 @@ class RunDirectory:
             for row in rows
         ]
 
+    def read_predictions(self) -> Predictions:
+        """predictions_test.csv: ``id, label, prob_<class>...`` as written at the run's end.
+
+        Raises:
+            MedtransferError: the file is missing or not in that format.
+        """
+        try:
+            with self.predictions.open(newline="") as stream:
+                rows = list(csv.reader(stream))
+            header, body = rows[0], rows[1:]
+            class_names = [name.removeprefix("prob_") for name in header[2:]]
+            if header[:2] != ["id", "label"] or not class_names:
+                raise ValueError("the header is not id, label, prob_<class>...")
+            index = {name: position for position, name in enumerate(class_names)}
+            return Predictions(
+                ids=[row[0] for row in body],
+                labels=np.array([index[row[1]] for row in body], dtype=np.int64),
+                probabilities=np.array([[float(v) for v in row[2:]] for row in body],
+                                       dtype=np.float64).reshape(len(body), len(class_names)),
+                class_names=class_names,
+            )
+        except (OSError, IndexError, KeyError, ValueError) as error:
+            raise MedtransferError(
+                f"Cannot read the test predictions '{self.predictions}' ({error!r}). It is "
+                "written when a run completes; train the run again with --overwrite to "
+                "recreate it."
+            ) from None
+
     def write_history(self, rows: list[dict[str, Any]]) -> None:
         """Rewrites history.csv with ``rows`` (used to drop epochs a kill left unfinished)."""
         with self.history.open("w", newline="") as stream:
@@ -224,6 +282,108 @@ class RunDirectory:
             if new:
                 writer.writeheader()
             writer.writerow({key: row.get(key, "") for key in HISTORY_COLUMNS})
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A run's test predictions: ``labels`` are indices into ``class_names``."""
+
+    ids: list[str]
+    labels: np.ndarray
+    probabilities: np.ndarray
+    class_names: list[str]
+
+
+@dataclass
+class RunRecord:
+    """One run directory as a reader finds it, in whatever state it is.
+
+    Attributes:
+        directory: the run directory.
+        status: ``complete``, ``in progress`` (no metrics.json yet), ``diverged``,
+            ``broken`` (config.yaml or metrics.json unreadable, see ``problem``), or any
+            other status metrics.json records.
+        config: the resolved config; None when config.yaml cannot be read.
+        metrics: metrics.json (empty while in progress).
+        history: history.csv's rows, one per epoch logged so far.
+        running: in progress and a live process holds the directory's lock (else the
+            run was interrupted and resumes when its command runs again).
+        problem: why the directory is broken.
+    """
+
+    directory: RunDirectory
+    status: str
+    config: RunConfig | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    running: bool = False
+    problem: str = ""
+
+    @property
+    def path(self) -> Path:
+        return self.directory.path
+
+    @property
+    def epochs_done(self) -> int:
+        return max((int(row["epoch"]) for row in self.history), default=0)
+
+    @functools.cached_property
+    def predictions(self) -> Predictions:
+        """The test predictions, read on first use (only complete runs have them)."""
+        return self.directory.read_predictions()
+
+
+def read_run(path: str | Path) -> RunRecord:
+    """Reads a run directory in any state; never fails on a broken one (see ``status``)."""
+    directory = RunDirectory(Path(path).expanduser())
+    metrics: dict[str, Any] = {}
+    if directory.metrics.exists():
+        try:
+            metrics = read_json(directory.metrics)
+            if not isinstance(metrics, dict):
+                raise ValueError(f"it holds a {type(metrics).__name__}, not an object")
+        except (OSError, ValueError) as error:
+            return RunRecord(directory, "broken", problem=f"unreadable metrics.json ({error})")
+    if not directory.config.is_file():
+        return RunRecord(directory, "broken", metrics=metrics, problem="no config.yaml")
+    try:
+        config = directory.read_config()
+        history = directory.read_history()
+    except (MedtransferError, OSError, ValueError) as error:
+        return RunRecord(directory, "broken", metrics=metrics,
+                         problem=f"unreadable config.yaml or history.csv ({error})")
+    if metrics and "status" not in metrics:
+        return RunRecord(directory, "broken", config, metrics, history,
+                         problem="metrics.json has no status")
+    status = str(metrics.get("status", "in progress"))
+    missing = [key for key in REQUIRED_METRICS if key not in metrics]
+    if status == "complete" and missing:
+        return RunRecord(directory, "broken", config, metrics, history,
+                         problem=f"metrics.json has no {', '.join(missing)}")
+    running = status == "in progress" and directory.is_locked()
+    return RunRecord(directory, status, config, metrics, history, running)
+
+
+def scan_experiment(path: str | Path) -> list[RunRecord]:
+    """Every run directory directly under an experiment folder, sorted by name.
+
+    A sub-folder is a run directory when it holds config.yaml, metrics.json or
+    history.csv; anything else (a report folder, say) is not looked at.
+
+    Raises:
+        MedtransferError: ``path`` is not a folder.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise MedtransferError(
+            f"'{path}' is not a folder. Pass an experiment folder, "
+            "<logdir>/<experiment> (for example tensorboard_logs/demo)."
+        )
+    run_files = ("config.yaml", "metrics.json", "history.csv")
+    return [
+        read_run(child) for child in sorted(root.iterdir())
+        if child.is_dir() and any((child / name).exists() for name in run_files)
+    ]
 
 
 class TrainedRun:
@@ -259,6 +419,13 @@ class TrainedRun:
         return get_net(self.config.net).preprocess_input if self.config.scaling == "native" \
             else None
 
+    def class_names(self) -> list[str]:
+        """The classes in label order, from predictions_test.csv's ``prob_<class>``
+        columns: the run's own record, so no prepared dataset is needed."""
+        with self.directory.predictions.open(newline="") as stream:
+            header = next(csv.reader(stream))
+        return [name.removeprefix("prob_") for name in header if name.startswith("prob_")]
+
     def model(self):
         """The classifier with the best checkpoint's weights, in float32."""
         from medtransfer.models.init import rebuild_trained
@@ -269,7 +436,7 @@ class TrainedRun:
             dropout=self.config.dropout,
         )
 
-    def split(self, name: str = "test", batch_size: int | None = None) -> tf.data.Dataset:
+    def split(self, name: str = "test", batch_size: int | None = None):
         """A split of the run's dataset as the run evaluated it: ``(images, one_hot, ids)``
         batches in the split's fixed order, resized and scaled as in training."""
         from medtransfer.data.pipeline import make_dataset
@@ -308,16 +475,21 @@ def open_run(path: str | Path, command: str) -> TrainedRun:
         MedtransferError: ``path`` is not a run directory, or its run is not complete
             (still training, killed, or diverged), naming what was found.
     """
-    directory = find_run(path, command)
-    metrics = directory.read_metrics()
-    status = (metrics or {}).get("status")
-    if status != "complete" or not directory.best_weights.is_file():
-        found = f"its status is '{status}'" if status else "it has no metrics.json yet"
+    record = read_run(find_run(path, command).path)
+    if record.status == "broken":
+        raise MedtransferError(
+            f"{command}: the run directory '{path}' is broken: {record.problem}. Train its "
+            "configuration again with 'medtransfer run ... --overwrite'."
+        )
+    if record.status != "complete" or not record.directory.best_weights.is_file():
+        found = {"in progress": "it has no metrics.json yet",
+                 "complete": "its best.weights.h5 is missing"}.get(
+                     record.status, f"its status is '{record.status}'")
         raise MedtransferError(
             f"{command}: the run in '{path}' is not complete ({found}). Finish it first by "
             "running the same 'medtransfer run' command again (it resumes), then retry."
         )
-    return TrainedRun(directory, directory.read_config(), metrics)
+    return TrainedRun(record.directory, record.config, record.metrics)
 
 
 def _number(text: str) -> int | float | str:
@@ -334,7 +506,9 @@ class TensorBoardLog:
 
     Tags are the history.csv column names (``loss``, ``accuracy``, ``lr`` in train;
     ``val_loss``, ``val_accuracy``, ``val_auc_micro``, ``val_auc_macro`` in validation),
-    so a curve in TensorBoard and a column in history.csv always agree.
+    so a curve in TensorBoard and a column in history.csv always agree. A complete run
+    adds its results (``best/val_auc_micro``, ``test/auc_micro``, ...; see
+    ``RESULT_SCALARS``) in its top folder, which the HParams tab shows as metrics.
     """
 
     def __init__(self, run_dir: Path):
@@ -342,6 +516,8 @@ class TensorBoardLog:
         self._writers: dict[str, Any] = {}
 
     def _writer(self, name: str):
+        import tensorflow as tf  # here, so that readers of runs (report) never load it
+
         if name not in self._writers:
             folder = self.run_dir if name == "hparams" else self.run_dir / name
             self._writers[name] = tf.summary.create_file_writer(str(folder))
@@ -349,20 +525,37 @@ class TensorBoardLog:
 
     def write_hparams(self, config: dict[str, Any]) -> None:
         """Writes the HParams entry once, so TensorBoard's HParams tab compares runs."""
+        from tensorboard.plugins.hparams import api as hparams_api
+
         values = {key: _hparam(config[key]) for key in HPARAMS if key in config}
         # A resumed run writes it again: drop the old entry so the tab shows the run once.
         for old in self.run_dir.glob("events.out.tfevents.*"):
             old.unlink()
+        metrics = [hparams_api.Metric(tag, display_name=tag) for tag in RESULT_SCALARS]
+        metrics += [hparams_api.Metric(tag, group="validation", display_name=f"last {tag}")
+                    for tag in ("val_auc_micro", "val_loss")]
         with self._writer("hparams").as_default():
             hparams_api.hparams_config(
-                hparams=[hparams_api.HParam(key) for key in values],
-                metrics=[hparams_api.Metric(tag, group="validation", display_name=tag)
-                         for tag in ("val_auc_micro", "val_loss", "val_accuracy")],
-            )
-            hparams_api.hparams(values, trial_id=self.run_dir.name)
+                hparams=[hparams_api.HParam(key) for key in values], metrics=metrics)
+            # The trial id names the session in the HParams tab: with the experiment in
+            # it, the same run id in two experiments stays two rows under one logdir.
+            hparams_api.hparams(
+                values, trial_id=f"{self.run_dir.parent.name}/{self.run_dir.name}")
         self._writers["hparams"].flush()
 
+    def write_results(self, metrics: dict[str, Any]) -> None:
+        """Writes a complete run's results (``RESULT_SCALARS``) at step = best epoch."""
+        import tensorflow as tf
+
+        with self._writer("hparams").as_default():
+            for tag, key in RESULT_SCALARS.items():
+                if isinstance(metrics.get(key), int | float):
+                    tf.summary.scalar(tag, float(metrics[key]), step=int(metrics["best_epoch"]))
+        self.close()
+
     def write_epoch(self, row: dict[str, Any]) -> None:
+        import tensorflow as tf
+
         step = int(row["epoch"])
         for writer_name, tags in (("train", TRAIN_SCALARS), ("validation", VALIDATION_SCALARS)):
             with self._writer(writer_name).as_default():

@@ -1,0 +1,156 @@
+"""Bootstrap confidence intervals for test AUCs, and paired bootstraps of their differences.
+
+Resampling is over test images and stratified by class: each resample draws, with
+replacement, as many images of each class as the test split holds. The test split is
+itself stratified (8:1:1), so a stratified resample looks like a test split of the same
+dataset, and every resample holds every class: a micro AUC is always defined and no
+resample is dropped. The same seed and the same labels give the same resamples, so two
+runs evaluated on the same test split are resampled on the same image indices (paired).
+
+Every resample's micro AUC is computed at once in numpy: a resample is a vector of
+counts (how often each image was drawn), and the AUC of a weighted sample follows from
+one sort of the scores shared by all resamples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from medtransfer.training.metrics import auc_micro, one_hot
+
+LEVEL = 0.95
+# Elements (resamples x scores) processed at once: bounds memory to a few 100 MB.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate and its percentile bootstrap interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A difference of two AUCs (A - B) with its paired bootstrap interval and p-value.
+
+    Attributes:
+        p_value: the share of resamples on the other side of zero from ``estimate``
+            (ties at zero count as the other side), doubled, capped at 1; 1 when the
+            estimate is 0. Its smallest value is 0: read it as "< 1 / resamples".
+    """
+
+    estimate: float
+    low: float
+    high: float
+    p_value: float
+    resamples: int
+
+
+def resample_counts(labels: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """Stratified bootstrap resamples of a test split, as draw counts per image.
+
+    Args:
+        labels: class index per image, shape ``(N,)``.
+        resamples: number of resamples ``B``.
+        seed: seeds the draws; the same seed and labels give the same counts.
+
+    Returns:
+        ``(B, N)`` int32: how often each image is drawn in each resample; every row sums
+        to N and keeps each class's count.
+    """
+    labels = np.asarray(labels)
+    size = len(labels)
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((resamples, size), dtype=np.int32)
+    offsets = (np.arange(resamples, dtype=np.int64) * size)[:, None]
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        drawn = members[rng.integers(0, len(members), size=(resamples, len(members)))]
+        counts += np.bincount((drawn + offsets).ravel(),
+                              minlength=resamples * size).reshape(resamples, size).astype(np.int32)
+    return counts
+
+
+def resampled_auc_micro(labels: np.ndarray, probabilities: np.ndarray,
+                        counts: np.ndarray) -> np.ndarray:
+    """The micro AUC of every resample: one ROC AUC over all (image, class) scores.
+
+    A resample drawing image i ``w`` times weighs each of its C scores by ``w``. With
+    the scores sorted once, the weighted AUC of a resample is
+    ``sum over score levels of pos_at * (neg_below + neg_at / 2) / (pos * neg)``: ties
+    count one half, as in scikit-learn.
+
+    Args:
+        labels: class index per image, ``(N,)``.
+        probabilities: ``(N, C)``.
+        counts: ``(B, N)`` draw counts, from :func:`resample_counts` (a row of ones
+            gives the AUC of the split itself).
+
+    Returns:
+        ``(B,)`` micro AUCs.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    classes = probabilities.shape[1]
+    scores = probabilities.ravel()
+    order = np.argsort(scores, kind="stable")
+    positive = one_hot(labels, classes).ravel()[order].astype(bool)
+    image = order // classes
+    ranked = scores[order]
+    level_starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    result = np.empty(len(counts))
+    rows = max(1, _CHUNK_ELEMENTS // len(scores))
+    for first in range(0, len(counts), rows):
+        weights = counts[first:first + rows][:, image].astype(np.float64)
+        positives = np.add.reduceat(np.where(positive, weights, 0.0), level_starts, axis=1)
+        negatives = np.add.reduceat(np.where(positive, 0.0, weights), level_starts, axis=1)
+        negatives_below = np.cumsum(negatives, axis=1) - negatives
+        wins = (positives * (negatives_below + 0.5 * negatives)).sum(axis=1)
+        result[first:first + rows] = wins / (positives.sum(axis=1) * negatives.sum(axis=1))
+    return result
+
+
+def percentile_interval(estimate: float, samples: np.ndarray, level: float = LEVEL) -> Interval:
+    """The percentile bootstrap interval of ``samples`` around ``estimate``."""
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return Interval(float(estimate), float(low), float(high))
+
+
+def paired_difference(estimate: float, samples_a: np.ndarray, samples_b: np.ndarray,
+                      level: float = LEVEL) -> Difference:
+    """Interval and p-value of ``A - B`` from resamples drawn on the same image indices."""
+    differences = np.asarray(samples_a) - np.asarray(samples_b)
+    interval = percentile_interval(estimate, differences, level)
+    if estimate > 0:
+        other_side = np.mean(differences <= 0)
+    elif estimate < 0:
+        other_side = np.mean(differences >= 0)
+    else:
+        other_side = 1.0
+    return Difference(interval.estimate, interval.low, interval.high,
+                      float(min(1.0, 2 * other_side)), len(differences))
+
+
+def bootstrap_auc_micro(labels: np.ndarray, probabilities: np.ndarray, *,
+                        resamples: int = 1000, seed: int = 0) -> Interval:
+    """95% percentile bootstrap interval of a test micro AUC (stratified resamples)."""
+    counts = resample_counts(labels, resamples, seed)
+    return percentile_interval(auc_micro(labels, probabilities),
+                               resampled_auc_micro(labels, probabilities, counts))
+
+
+def paired_bootstrap_auc_micro(labels: np.ndarray, probabilities_a: np.ndarray,
+                               probabilities_b: np.ndarray, *, resamples: int = 1000,
+                               seed: int = 0) -> Difference:
+    """Paired bootstrap of ``AUC_A - AUC_B`` for two models on the same test images."""
+    counts = resample_counts(labels, resamples, seed)
+    return paired_difference(
+        auc_micro(labels, probabilities_a) - auc_micro(labels, probabilities_b),
+        resampled_auc_micro(labels, probabilities_a, counts),
+        resampled_auc_micro(labels, probabilities_b, counts),
+    )
