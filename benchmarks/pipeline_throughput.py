@@ -1,16 +1,18 @@
 """Throughput of the input pipeline, and the three choices behind it.
 
 Run: ``.venv/bin/python -m benchmarks.pipeline_throughput`` (under a minute on 2 cores).
+It is not part of ``make benchmark``, which compares medtransfer with other ways.
 
 On 1,000 synthetic 96x96 images resized to 128x128 in batches of 64, it measures
 images per second (best of two epochs after a warm-up epoch, the two sides of each
-comparison alternating) and prints ratios measured in this one run:
+comparison taking turns: :func:`benchmarks.timing.best_rates`) and prints ratios
+measured in this one run:
 
 1. ``make_dataset`` with the split cached in memory vs decoded every epoch, for
    training (default augmentation) and for evaluation (no augmentation);
-2. augmentation per image (``augment_image`` mapped before batching, what the pipeline
-   does) vs a vectorised per-batch version with the same ops and per-image draws
-   (``augment_batch_vectorised`` below, the alternative that lost);
+2. ``augment_image`` (one flip copy, the colour ops as one 3x3 matrix, noise from a
+   quantile table) vs the same augmentation with ``tf.image``'s ops
+   (``augment_image_tf_image`` below, the alternative that lost);
 3. the cache holding uint8 images (cast to float after) vs float32 images.
 """
 
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.timing import best_rates, dataset_rate  # noqa: E402
 from medtransfer.data import pipeline, shards  # noqa: E402
 from medtransfer.data.augment import AugmentConfig, augment_image  # noqa: E402
 
@@ -51,61 +53,32 @@ def write_synthetic_shards(out_dir: Path) -> list[Path]:
 
 
 def images_per_second(first: tf.data.Dataset, second: tf.data.Dataset) -> tuple[float, float]:
-    """Images/s of two datasets: one warm-up epoch each (fills caches, traces functions),
-    then ``TIMED_EPOCHS`` alternating timed epochs each, keeping each one's best.
-
-    Alternating and keeping the best is for the shared CPU: a burst of someone else's
-    work slows one epoch, not one side of the comparison.
-    """
-    datasets = (first, second)
-    for dataset in datasets:
-        for _ in dataset:
-            pass
-    best = [float("inf"), float("inf")]
-    for _ in range(TIMED_EPOCHS):
-        for index, dataset in enumerate(datasets):
-            start = time.perf_counter()
-            count = sum(int(tf.shape(element[0])[0]) for element in dataset)
-            best[index] = min(best[index], time.perf_counter() - start)
-    return count / best[0], count / best[1]
+    """Images/s of two datasets: one warm-up epoch each, then ``TIMED_EPOCHS`` epochs
+    taking turns, each side's best (see :func:`benchmarks.timing.best_rates`)."""
+    rates = best_rates({"first": dataset_rate(first), "second": dataset_rate(second)},
+                       TIMED_EPOCHS, warmup=1)
+    return rates["first"], rates["second"]
 
 
-def augment_batch_vectorised(images: tf.Tensor, seed: tf.Tensor, config: AugmentConfig):
-    """The same augmentation as ``augment_image`` on a whole batch, drawn per image.
+def augment_image_tf_image(image: tf.Tensor, seed: tf.Tensor, config: AugmentConfig):
+    """The same augmentation with ``tf.image``'s own ops (the alternative that lost).
 
-    tf.image's random colour ops draw one factor per call, so per-image factors on a
-    batch need broadcasting arithmetic and one trip through ``rgb_to_hsv``.
+    Two flips, brightness, saturation and hue each through HSV, contrast, and
+    ``stateless_normal`` noise: what ``augment_image`` did before it folded the colour
+    ops into one matrix and drew noise from a quantile table.
     """
     flip_lr, flip_ud, brightness, saturation, hue, contrast, noise = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=7)
     )
-    per_image = tf.stack([tf.shape(images)[0], 1, 1, 1])
-
-    def uniform(op_seed, low, high):
-        return tf.random.stateless_uniform(per_image, op_seed, minval=low, maxval=high)
-
-    flip = tf.round(uniform(flip_lr, 0.0, 1.0))
-    images = flip * tf.reverse(images, axis=[2]) + (1 - flip) * images
-    flip = tf.round(uniform(flip_ud, 0.0, 1.0))
-    images = flip * tf.reverse(images, axis=[1]) + (1 - flip) * images
-    delta = config.brightness_delta
-    images = tf.clip_by_value(images + uniform(brightness, -delta, delta), 0.0, 1.0)
-    hsv = tf.image.rgb_to_hsv(images)
-    hue_shift = uniform(hue, -config.hue_delta, config.hue_delta)[..., 0]
-    saturation_factor = uniform(saturation, *config.saturation_range)[..., 0]
-    hsv = tf.stack(
-        [
-            tf.math.floormod(hsv[..., 0] + hue_shift, 1.0),
-            tf.clip_by_value(hsv[..., 1] * saturation_factor, 0.0, 1.0),
-            hsv[..., 2],
-        ],
-        axis=-1,
-    )
-    images = tf.image.hsv_to_rgb(hsv)
-    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-    images = (images - mean) * uniform(contrast, *config.contrast_range) + mean
-    images = images + config.noise_std * tf.random.stateless_normal(tf.shape(images), noise)
-    return tf.clip_by_value(images, 0.0, 1.0)
+    image = tf.image.stateless_random_flip_left_right(image, flip_lr)
+    image = tf.image.stateless_random_flip_up_down(image, flip_ud)
+    image = tf.image.stateless_random_brightness(image, config.brightness_delta, brightness)
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    image = tf.image.stateless_random_saturation(image, *config.saturation_range, saturation)
+    image = tf.image.stateless_random_hue(image, config.hue_delta, hue)
+    image = tf.image.stateless_random_contrast(image, *config.contrast_range, contrast)
+    image = image + config.noise_std * tf.random.stateless_normal(tf.shape(image), noise)
+    return tf.clip_by_value(image, 0.0, 1.0)
 
 
 def decoded_stream(paths: list[Path], cache_dtype: tf.DType) -> tf.data.Dataset:
@@ -156,16 +129,13 @@ def main() -> None:
             return tf.data.Dataset.random(seed=1, rerandomize_each_iteration=True).batch(2)
 
         stream = decoded_stream(paths, tf.uint8)
-        per_image, per_batch = images_per_second(
+        ours, tf_image = images_per_second(*(
             tf.data.Dataset.zip(stream, seeds())
-            .map(lambda image, seed: augment_image(image, seed, config), tf.data.AUTOTUNE)
+            .map(lambda image, seed, op=op: op(image, seed, config), tf.data.AUTOTUNE)
             .batch(BATCH_SIZE)
-            .map(lambda images: (images,)),
-            tf.data.Dataset.zip(stream.batch(BATCH_SIZE), seeds()).map(
-                lambda images, seed: (augment_batch_vectorised(images, seed, config),),
-                tf.data.AUTOTUNE,
-            ),
-        )
+            .map(lambda images: (images,))
+            for op in (augment_image, augment_image_tf_image)
+        ))
         uint8_cache, float_cache = images_per_second(
             *(
                 decoded_stream(paths, dtype).batch(BATCH_SIZE).map(lambda images: (images,))
@@ -185,8 +155,8 @@ def main() -> None:
             f"  cached/not = {cached / uncached:.2f}"
         )
     print(
-        f"augmentation per image {per_image:7.0f}  per batch {per_batch:7.0f}"
-        f"  per-image/per-batch = {per_image / per_batch:.2f}"
+        f"augment_image {ours:7.0f}  tf.image ops {tf_image:7.0f}"
+        f"  augment_image/tf.image = {ours / tf_image:.2f}"
     )
     print(
         f"cache uint8 {uint8_cache:7.0f}  float32 {float_cache:7.0f}"

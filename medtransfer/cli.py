@@ -70,7 +70,7 @@ RUN_EXAMPLES = """examples:
   medtransfer run --dataset retina --net densenet121 --init mean_var --epochs 0+50
   medtransfer run --dataset cats_vs_dogs --net resnet50_v2 --init imagenet \\
       --strategy mirrored --mixed-precision --batch-size 64
-  medtransfer run --config configs/demo.yaml --lr 0.001   # a YAML file, a flag wins over it
+  medtransfer run --config my_run.yaml --lr 0.001        # a YAML file, a flag wins over it
 """
 REPRODUCE_EXAMPLES = """examples:
   medtransfer reproduce tensorboard_logs/default/cancer-inception_v3-imagenet-f0.50-s0
@@ -119,6 +119,8 @@ def _run_parser(subparsers) -> None:
     add("--image-size", type=int, help="square input size (default: the net's)")
     add("--seed", type=int, help="seeds weights, shuffling and augmentation (default 0)")
     add("--train-size", type=int, help="train on a stratified subset of N training images")
+    add("--classes", help="keep only these classes, comma-separated names (e.g. 0,4); they "
+                          "become classes 0..k-1 in this order (default: every class)")
     add("--scaling", metavar="{" + ",".join(SCALINGS) + "}",
         help="unit: pixels in [0, 1] (default); native: the net's preprocess_input")
     add("--class-weight", metavar="{" + ",".join(CLASS_WEIGHTS) + "}",
@@ -240,6 +242,49 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+SWEEP_EXAMPLES = """examples:
+  medtransfer sweep configs/demo.yaml --dry-run      # the plan: every run, complete or to do
+  medtransfer sweep configs/demo.yaml                # run what is not complete yet
+  medtransfer sweep configs/kierzynka2019.yaml --logdir /shared/tensorboard_logs
+  # many machines (keras-tuner's distributed mode): the same command on every machine
+  KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 \\
+      medtransfer sweep configs/kierzynka2019.yaml   # the oracle, on 10.0.0.1
+  KERASTUNER_TUNER_ID=tuner0 KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 \\
+      medtransfer sweep configs/kierzynka2019.yaml   # a worker; tuner1, tuner2, ... likewise
+"""
+
+
+def _sweep_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sweep", help="run every configuration of a grid, on one or many machines",
+        description="Expand a sweep file (experiment, base, grid) into its runs and train "
+                    "each one not complete yet in its own process; a failed run is recorded "
+                    "in its run directory's error.txt and the others go on. Ctrl-C stops; the "
+                    "same command continues. With KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP "
+                    "and KERASTUNER_ORACLE_PORT set, machines share the grid: 'chief' serves "
+                    "the runs, every other id trains them.",
+        epilog=SWEEP_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    parser.add_argument("config", type=Path, help="the sweep file (YAML)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (every run, complete or to do) and stop")
+    parser.add_argument("--logdir", help="root of the experiments (default: base's logdir, "
+                                         "else tensorboard_logs)")
+    parser.set_defaults(
+        handler=_sweep,
+        interrupted="The run in progress was stopped with its completed epochs saved. The "
+                    "same command continues: complete runs are skipped and the stopped run "
+                    "resumes from its last epoch.",
+    )
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from medtransfer.study.sweep import run_sweep
+
+    run_sweep(args.config, logdir=args.logdir, dry_run=args.dry_run)
+    return 0
+
+
 def _prepare_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "prepare", help="decode, check and split a downloaded dataset once",
@@ -288,6 +333,111 @@ def _prepare(args: argparse.Namespace) -> int:
               + ", ".join(f"{split} {sum(counts.values())}"
                           for split, counts in result.counts.items())
               + f"; {result.num_rejected} rejected (see {result.path / 'rejected.csv'})")
+    return 0
+
+
+TSNE_EXAMPLES = """examples:
+  medtransfer tsne tensorboard_logs/demo/<run_id>
+  medtransfer tsne tensorboard_logs/study/cancer-inception_v3-imagenet-f{1.00,0.10,0.00}-s0 \\
+      --out figures/ --max-images 2000
+  tensorboard --logdir tensorboard_logs/demo   # then the Projector tab
+"""
+SIMILARITY_EXAMPLES = """examples:
+  medtransfer similarity tensorboard_logs/demo/<run_id>
+  medtransfer similarity RUN_IMAGENET RUN_GLOROT --out figures/      # each vs its own init
+  medtransfer similarity RUN_SEED0 --against RUN_SEED1               # two runs, block by block
+"""
+GRADCAM_EXAMPLES = """examples:
+  medtransfer gradcam tensorboard_logs/demo/<run_id>
+  medtransfer gradcam tensorboard_logs/study/cancer-inception_v3-imagenet-f0.00-s0 \\
+      --images 32 --class 1 --out figures/
+"""
+
+
+def _inspect_parser(subparsers, name: str, help_text: str, description: str,
+                    examples: str, handler) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=help_text, description=description,
+                                   epilog=examples, formatter_class=_FORMATTER)
+    parser.add_argument("--out", type=Path,
+                        help="folder for the figure and table (default <first run>/inspect)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the sample of test images (default 0)")
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _tsne_parser(subparsers) -> None:
+    parser = _inspect_parser(
+        subparsers, "tsne", "t-SNE of the penultimate features of finished runs",
+        "Embed the globally pooled features of the best checkpoint on the test split with "
+        "t-SNE, one panel per run side by side in tsne.png, coloured by class; also write "
+        "each run's features for TensorBoard's Projector (<run>/projector/).",
+        TSNE_EXAMPLES, _tsne)
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="complete run directories")
+    parser.add_argument("--max-images", type=int, default=1000,
+                        help="test images per run at most, a seeded sample (default 1000)")
+
+
+def _tsne(args: argparse.Namespace) -> int:
+    from medtransfer.inspect.tsne import run_tsne
+
+    result = run_tsne(args.run_dirs, args.out, max_images=args.max_images, seed=args.seed)
+    print(f"t-SNE:     {result.figure} ({result.table.name} beside it)")
+    for config in result.projector_configs:
+        print(f"projector: {config} (tensorboard --logdir {config.parent}, Projector tab)")
+    return 0
+
+
+def _similarity_parser(subparsers) -> None:
+    parser = _inspect_parser(
+        subparsers, "similarity", "SVCCA per backbone block: how far training moved it",
+        "For each block of the backbone, the SVCCA similarity (SVD keeping 99% of the "
+        "variance, then CCA, mean correlation) between a trained run and its own "
+        "initialisation, rebuilt from its config and seed, or another run of the same net, "
+        "on a seeded sample of test images: similarity.csv and similarity.png (one line "
+        "per run, blocks from the input side).",
+        SIMILARITY_EXAMPLES, _similarity)
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="complete run directories")
+    parser.add_argument("--against", default="init",
+                        help="'init' (each run's initial weights, the default) or a run "
+                             "directory of the same net and input size")
+    parser.add_argument("--images", type=int, default=500,
+                        help="test images at most, a seeded sample (default 500)")
+
+
+def _similarity(args: argparse.Namespace) -> int:
+    from medtransfer.inspect.similarity import run_similarity
+
+    result = run_similarity(args.run_dirs, args.against, args.out, max_images=args.images,
+                            seed=args.seed)
+    for row in result.rows:
+        print(f"{row.run_id} vs {row.against}  block {row.block} {row.layer:<22} "
+              f"{row.similarity:.3f}")
+    print(f"similarity: {result.figure} ({result.table.name} beside it)")
+    return 0
+
+
+def _gradcam_parser(subparsers) -> None:
+    parser = _inspect_parser(
+        subparsers, "gradcam", "Grad-CAM heatmaps: where the network looks",
+        "Overlay Grad-CAM heatmaps (gradient of the class score with respect to the "
+        "backbone's last feature map) of the best checkpoint on test images, in a grid "
+        "with each image's true label and the probability of the class explained.",
+        GRADCAM_EXAMPLES, _gradcam)
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a complete run directory")
+    parser.add_argument("--images", type=int, default=16,
+                        help="test images, a seeded sample (default 16)")
+    parser.add_argument("--class", dest="class_name",
+                        help="the class to explain in every image (default: each image's "
+                             "predicted class)")
+
+
+def _gradcam(args: argparse.Namespace) -> int:
+    from medtransfer.inspect.gradcam import run_gradcam
+
+    result = run_gradcam(args.run_dir, args.out, images=args.images,
+                         class_name=args.class_name, seed=args.seed)
+    print(f"Grad-CAM: {result.figure}")
     return 0
 
 
@@ -464,7 +614,11 @@ def build_parser() -> _Parser:
     _predict_parser(subparsers)
     _export_parser(subparsers)
     _reproduce_parser(subparsers)
+    _sweep_parser(subparsers)
     _report_parser(subparsers)
+    _tsne_parser(subparsers)
+    _similarity_parser(subparsers)
+    _gradcam_parser(subparsers)
     return parser
 
 

@@ -56,6 +56,8 @@ class RunConfig:
         image_size: square input size; default per net.
         seed: seeds weights, shuffling and augmentation (not the prepared split).
         train_size: train on a stratified, seeded subset of this many training images.
+        classes: keep only these classes of the dataset (by name), relabelled 0..k-1 in
+            this order; every split keeps only their images. None keeps every class.
         scaling: ``unit`` (pixels in [0, 1], the study's choice) or ``native`` (the
             net's own ``preprocess_input``).
         augment: master switch for training augmentation.
@@ -92,6 +94,7 @@ class RunConfig:
     image_size: int | None = None
     seed: int = 0
     train_size: int | None = None
+    classes: tuple[str, ...] | None = None
     scaling: str = "unit"
     augment: bool = True
     flips: bool | None = None
@@ -356,8 +359,9 @@ def parse_size(text: str | int, name: str) -> int:
 def _type_name(annotation: Any) -> str:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     base = args[0] if args else annotation
-    name = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
-    text = name.get(base, str(base))
+    name = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+            tuple: "a list of names (a YAML list, or comma-separated on the command line)"}
+    text = name.get(typing.get_origin(base) or base, str(base))
     return text + " or null" if type(None) in typing.get_args(annotation) else text
 
 
@@ -368,6 +372,8 @@ def _coerce(key: str, value: Any) -> Any:
     base = next(a for a in typing.get_args(annotation) or (annotation,) if a is not type(None))
     if value is None and optional:
         return None
+    if typing.get_origin(base) is tuple:
+        return _coerce_names(key, value, annotation)
     ok = (
         (base is bool and isinstance(value, bool))
         or (base is int and isinstance(value, int) and not isinstance(value, bool))
@@ -375,11 +381,26 @@ def _coerce(key: str, value: Any) -> Any:
         or (base is str and isinstance(value, str | int | float) and not isinstance(value, bool))
     )
     if not ok:
-        raise MedtransferError(
-            f"Config key '{key}' has the value {value!r} ({type(value).__name__}), but it must "
-            f"be {_type_name(annotation)}. Fix it in the config file or on the command line."
-        )
+        raise _wrong_type(key, value, annotation)
     return base(value) if base in (float, str) else value
+
+
+def _wrong_type(key: str, value: Any, annotation: Any) -> MedtransferError:
+    return MedtransferError(
+        f"Config key '{key}' has the value {value!r} ({type(value).__name__}), but it must "
+        f"be {_type_name(annotation)}. Fix it in the config file or on the command line."
+    )
+
+
+def _coerce_names(key: str, value: Any, annotation: Any) -> tuple[str, ...]:
+    """A list of names from YAML (``[0, 1]`` or ``["a", "b"]``) or a comma list ``a,b``."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple) or any(
+        isinstance(item, bool) or not isinstance(item, str | int | float) for item in value
+    ):
+        raise _wrong_type(key, value, annotation)
+    return tuple(str(item).strip() for item in value)
 
 
 def config_from_mapping(values: Mapping[str, Any], *, base: RunConfig | None = None,
@@ -414,7 +435,8 @@ def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConf
     except FileNotFoundError:
         raise MedtransferError(
             f"Config file '{path}' does not exist. Give the path of a YAML file with run "
-            "options, for example configs/demo.yaml or a run directory's config.yaml."
+            "options (only what differs from the defaults), for example a run directory's "
+            "config.yaml."
         ) from None
     except yaml.YAMLError as error:
         raise MedtransferError(
@@ -427,6 +449,11 @@ def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConf
         raise MedtransferError(
             f"Config file '{path}' must hold a mapping of run options (key: value), not a "
             f"{type(values).__name__}."
+        )
+    if "grid" in values or "base" in values:
+        raise MedtransferError(
+            f"Config file '{path}' is a sweep file (it has base or grid), not the options of "
+            f"one run. Run it with 'medtransfer sweep {path}'."
         )
     try:
         return config_from_mapping(values, base=base, source=str(path))
@@ -481,6 +508,8 @@ def validate(config: RunConfig) -> None:
             f"--dropout {config.dropout} is outside [0, 1). It is the fraction of the head's "
             "hidden units dropped at each training step; leave it out for the default 0.5."
         )
+    if config.classes is not None:
+        _check_classes(config.classes)
     for name in ("experiment", "dataset", "net"):
         value = getattr(config, name)
         if not value or "/" in value or value in (".", ".."):
@@ -488,6 +517,18 @@ def validate(config: RunConfig) -> None:
                 f"{name} '{value}' is not a valid name: it names a folder, so it must be "
                 "non-empty and contain no '/'."
             )
+
+
+def _check_classes(classes: tuple[str, ...]) -> None:
+    repeated = sorted({name for name in classes if classes.count(name) > 1})
+    if len(classes) < 2 or repeated or "" in classes:
+        problem = (f"names {', '.join(repeated)} more than once" if repeated
+                   else "has an empty name" if "" in classes else "keeps fewer than two")
+        raise MedtransferError(
+            f"--classes {','.join(classes)} {problem}. Give at least two different class "
+            "names of the dataset, comma-separated (for example --classes 0,4 on retina), or "
+            "leave --classes out to keep every class."
+        )
 
 
 def check_seed(seed: int, option: str) -> None:
@@ -510,4 +551,7 @@ def _check_positive(value: int, name: str) -> None:
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Writes the resolved config as YAML, in field order."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    values = config.to_dict()
+    if values["classes"] is not None:
+        values["classes"] = list(values["classes"])  # a plain YAML list of names
+    Path(path).write_text(yaml.safe_dump(values, sort_keys=False))

@@ -156,3 +156,40 @@ def test_config_checks_ranges_and_turns_lists_into_tuples():
         AugmentConfig(hue_delta=0.7)
     with pytest.raises(ValueError, match="noise_std"):
         AugmentConfig(noise_std=-0.1)
+
+
+def fixed_colour(saturation: float, contrast: float) -> AugmentConfig:
+    """Colour only, with (all but) fixed amounts: no brightness or hue change."""
+    return dataclasses.replace(
+        NOTHING, color=True, saturation_range=(saturation, saturation + 1e-7),
+        brightness_delta=0.0, contrast_range=(contrast, contrast + 1e-7), hue_delta=0.0)
+
+
+def test_zero_saturation_turns_every_pixel_into_its_luma():
+    # With saturation scaled by ~0 and no other colour change, YIQ keeps only luma:
+    # every channel becomes 0.299 R + 0.587 G + 0.114 B.
+    image = asymmetric_image()
+    out = augment_image(image, tf.constant([1, 2]), fixed_colour(0.0, 1.0)).numpy()
+    luma = image @ np.array([0.299, 0.587, 0.114], np.float32)
+    np.testing.assert_allclose(out, np.repeat(luma[..., None], 3, axis=-1), atol=1e-5)
+
+
+def test_identity_colour_settings_leave_the_image_unchanged():
+    image = asymmetric_image()
+    out = augment_image(image, tf.constant([3, 4]), fixed_colour(1.0, 1.0)).numpy()
+    np.testing.assert_allclose(out, image, atol=1e-5)
+
+
+def test_contrast_keeps_each_channels_mean_and_scales_its_spread():
+    image = asymmetric_image()
+    out = augment_image(image, tf.constant([3, 4]), fixed_colour(1.0, 0.5)).numpy()
+    mean = image.mean(axis=(0, 1))
+    np.testing.assert_allclose(out, mean + 0.5 * (image - mean), atol=1e-5)
+
+
+def test_noise_is_gaussian_not_merely_of_the_right_std():
+    # Kurtosis 3 (a uniform distribution has 1.8); 64*64*3 samples: standard error ~0.04.
+    config = dataclasses.replace(NOTHING, noise=True, noise_std=0.05)
+    out = augment_image(grey_image(size=64), tf.constant([7, 8]), config).numpy() - 0.5
+    kurtosis = (out**4).mean() / (out**2).mean() ** 2
+    assert abs(kurtosis - 3.0) < 0.2

@@ -89,6 +89,7 @@ def test_saved_config_loads_back_identically(tmp_path):
 @pytest.mark.parametrize("content, words", [
     ("net: [unclosed", "not valid YAML"),
     ("- a\n- b\n", "must hold a mapping"),
+    ("experiment: x\ngrid: {net: [small_cnn]}\n", "is a sweep file"),
 ])
 def test_bad_yaml_files(tmp_path, content, words):
     path = tmp_path / "bad.yaml"
@@ -107,3 +108,41 @@ def test_learning_rate_defaults_are_the_studys():
 
     study = {"cancer": 1e-5, "retina": 1e-4, "proteins": 1e-4, "cats_vs_dogs": 1e-5}
     assert {name: get_dataset(name).default_lr for name in study} == study
+
+
+@pytest.mark.parametrize("value", [[5, 6, 9], ["5", "6", "9"], "5,6,9", " 5, 6 ,9"])
+def test_classes_come_as_a_yaml_list_or_a_comma_list(value):
+    config = config_from_mapping({"classes": value})
+    assert config.classes == ("5", "6", "9")
+    assert config.run_id == "digits-small_cnn-glorot-f0.00-s0-classes=5,6,9"
+
+
+def test_classes_are_saved_as_a_list_and_load_back(tmp_path):
+    config = RunConfig(classes=("grade 0", "grade 4"))
+    save_config(config, tmp_path / "config.yaml")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["classes"] == [
+        "grade 0", "grade 4"]
+    assert load_config_file(tmp_path / "config.yaml") == config
+    # Not file-name-safe: a hash, different for another subset.
+    assert config.run_id.startswith("digits-small_cnn-glorot-f0.00-s0-classes~")
+    assert RunConfig(classes=("grade 0", "grade 3")).run_id != config.run_id
+
+
+@pytest.mark.parametrize("value, words", [
+    (["3"], "fewer than two"), (["3", "4", "3"], "names 3 more than once"),
+    (["3", ""], "empty name"), ({"a": 1}, "a list of names"), ([True, 1], "a list of names"),
+])
+def test_bad_classes_are_named(value, words):
+    with pytest.raises(MedtransferError, match=words):
+        config_from_mapping({"classes": value})
+
+
+def test_a_class_the_dataset_does_not_have_fails_with_did_you_mean(digits_data_dir):
+    from medtransfer.training.run import resolve_config
+
+    config = RunConfig(classes=("1", "x9"), data_dir=str(digits_data_dir))
+    with pytest.raises(MedtransferError, match="class name 'x9'. Did you mean '9'") as error:
+        resolve_config(config)
+    assert "class names of dataset 'digits'" in str(error.value)
+    resolved, _ = resolve_config(config.replace(classes=("9", "1")))
+    assert resolved.num_classes == 2

@@ -8,8 +8,8 @@ and, for training, shuffles, augments and one-hot encodes:
            -> [0, 1] floats -> augment(epoch) -> batch -> preprocess -> prefetch
 
 Decisions, measured in ``benchmarks/pipeline_throughput.py`` (2 shared CPU cores,
-128 px: caching 1.5-2x faster for training and 3.5-4.6x for evaluation; per-image
-augmentation 2-3x faster than per batch; a uint8 cache no slower than float32):
+128 px: caching 1.5-2x faster for training and 3.5-4.6x for evaluation; a uint8 cache
+no slower than float32), and against Keras' own pipeline by ``python -m benchmarks``:
 
 - The cache holds uint8 images after resizing: a quarter of the memory of float32
   (the cancer split at 224 px is 33 GB instead of 132 GB), for one cast per image per
@@ -17,7 +17,8 @@ augmentation 2-3x faster than per batch; a uint8 cache no slower than float32):
   a split of up to ``UNCACHED_SHUFFLE_BUFFER`` images is shuffled the same way in both
   cases, so the cache limit does not change the numbers a run sees.
 - Augmentation runs per image (:func:`medtransfer.data.augment.augment_image`), in a
-  parallel map before batching, each image with its own seed.
+  parallel map before batching, each image with its own seed. Once the split is
+  cached it is what limits the stream, so it is written to touch each pixel few times.
 
 Determinism: the shuffle order and every augmentation draw of epoch k are pure functions
 of ``seed`` and k (stateless random ops seeded with both), not of how many epochs this
@@ -129,6 +130,7 @@ def make_dataset(
     seed: int = 0,
     cache_limit_bytes: int = DEFAULT_CACHE_LIMIT_BYTES,
     keep_ids: Collection[str] | None = None,
+    keep_labels: Sequence[int] | None = None,
     include_ids: bool = False,
     num_examples: int | None = None,
     first_epoch: int = 0,
@@ -152,6 +154,8 @@ def make_dataset(
         cache_limit_bytes: cache the decoded, resized split in memory when it needs at
             most this many bytes (see :func:`cached_bytes`).
         keep_ids: if given, only examples whose id is in it (``--train-size``).
+        keep_labels: if given, only examples whose label index is in it, relabelled to
+            their position in it (``--classes``); ``num_classes`` is then its length.
         include_ids: add each example's id (a string tensor) as a third element, for
             writing predictions. Keras would read a third element as sample weights, so
             leave it off for ``fit``.
@@ -196,7 +200,12 @@ def make_dataset(
             cycle_length=min(len(shard_paths), _PARALLEL_SHARDS),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
-        ).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        )
+        if keep_labels is None:
+            records = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            records = records.map(shards.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+            records = records.filter(_label_filter(keep_labels)).map(_relabel(keep_labels))
         if id_filter is not None:
             records = records.filter(id_filter)
         # A known length gives Keras its steps per epoch (progress bar, no "ran out of
@@ -293,6 +302,22 @@ def _id_filter(keep_ids: Collection[str]) -> Callable[[dict[str, tf.Tensor]], tf
         default_value=0,
     )
     return lambda example: table.lookup(example["id"]) == 1
+
+
+def _label_filter(keep_labels: Sequence[int]) -> Callable[[dict[str, tf.Tensor]], tf.Tensor]:
+    kept = tf.constant(list(keep_labels), tf.int64)
+    return lambda example: tf.reduce_any(tf.equal(example["label"], kept))
+
+
+def _relabel(keep_labels: Sequence[int]) -> Callable[[dict[str, tf.Tensor]], dict]:
+    """Maps a kept label index to its position in ``keep_labels`` (the model's class)."""
+    kept = tf.constant(list(keep_labels), tf.int64)
+
+    def relabel(example):
+        position = tf.argmax(tf.cast(tf.equal(example["label"], kept), tf.int64))
+        return {**example, "label": position}
+
+    return relabel
 
 
 def _decode_resized(png: tf.Tensor, image_size: int) -> tf.Tensor:

@@ -10,6 +10,7 @@ unknown name, which fails with a did-you-mean.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,23 @@ class PreparedDataset:
             raise ValueError(f"split must be one of {shards.SPLITS}, got {split!r}")
         return [self.path / name for name in self.manifest["shards"][split]]
 
-    def split_frame(self, split: str) -> pd.DataFrame:
-        """The rows of ``split.csv`` for ``split``, in shard order, indexed from 0."""
+    def split_frame(self, split: str, classes: Sequence[str] | None = None) -> pd.DataFrame:
+        """The rows of ``split.csv`` for ``split``, in shard order, indexed from 0.
+
+        Args:
+            split: "train", "validation" or "test".
+            classes: keep only the rows of these classes (``--classes``); None keeps all.
+        """
         if split not in shards.SPLITS:
             raise ValueError(f"split must be one of {shards.SPLITS}, got {split!r}")
-        return self.split[self.split["split"] == split].reset_index(drop=True)
+        rows = self.split["split"] == split
+        if classes is not None:
+            rows &= self.split["label"].isin(classes)
+        return self.split[rows].reset_index(drop=True)
+
+    def label_indices(self, classes: Sequence[str] | None) -> list[int] | None:
+        """The label index of each class name (the pipeline's ``keep_labels``); None for None."""
+        return None if classes is None else [self.class_names.index(name) for name in classes]
 
 
 def load_prepared(name: str, data_dir: Path = Path("datasets")) -> PreparedDataset:

@@ -76,6 +76,7 @@ def _register(
     imagenet_file: str,
     imagenet_url: str,
     imagenet_file_hash: str | None,
+    block_pattern: str,
 ) -> None:
     NETS.register(
         name,
@@ -90,6 +91,7 @@ def _register(
             imagenet_file_hash=imagenet_file_hash,
             preprocess_input=_preprocessor(preprocess_module),
             build_backbone=_backbone_builder(name, application),
+            block_pattern=block_pattern,
         ),
     )
 
@@ -104,6 +106,7 @@ _register(
     "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
     _KERAS_WEIGHTS + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "bcbd6486424b2319ff4ef7d526e38f63",
+    r"(mixed\d+)$",  # the 11 Inception modules mixed0..mixed10
 )
 _register(
     "resnet50_v2",
@@ -115,6 +118,7 @@ _register(
     "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
     _KERAS_WEIGHTS + "resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "fac2f116257151a9d068a22e544a4917",
+    r"(conv\d)_block\d+_out$",  # the 4 residual stages conv2..conv5
 )
 _register(
     "densenet121",
@@ -126,6 +130,7 @@ _register(
     "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
     _KERAS_WEIGHTS + "densenet/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "30ee3e1110167f948a6b9946edeeb738",
+    r"(conv\d)_block\d+_concat$",  # the 4 dense blocks conv2..conv5
 )
 _register(
     "mobilenet",
@@ -137,4 +142,5 @@ _register(
     "mobilenet_1_0_224_tf_no_top.h5",
     _KERAS_WEIGHTS + "mobilenet/mobilenet_1_0_224_tf_no_top.h5",
     None,
+    r"conv_pw_(\d+)_relu$",  # the 13 depthwise-separable blocks
 )

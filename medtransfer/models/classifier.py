@@ -21,6 +21,9 @@ import keras
 from medtransfer.errors import MedtransferError
 
 BACKBONE_LAYER = "backbone"
+FEATURES_LAYER = "head_pool"
+"""The global average pooling: its output is the penultimate feature vector (t-SNE)."""
+OUTPUT_LAYER = "head_output"
 
 
 def build_classifier(
@@ -51,11 +54,11 @@ def build_classifier(
     backbone.name = BACKBONE_LAYER
     inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
     x = backbone(inputs)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(x)
     x = keras.layers.Dense(head_units, activation="relu", name="head_dense")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(
-        num_classes, activation="softmax", dtype="float32", name="head_output"
+        num_classes, activation="softmax", dtype="float32", name=OUTPUT_LAYER
     )(x)
     return keras.Model(inputs, outputs, name="classifier")
 
@@ -63,3 +66,10 @@ def build_classifier(
 def get_backbone(classifier: keras.Model) -> keras.Model:
     """Returns the backbone nested in a classifier built by :func:`build_classifier`."""
     return classifier.get_layer(BACKBONE_LAYER)
+
+
+def head_layers(classifier: keras.Model) -> list[keras.layers.Layer]:
+    """The layers above the backbone, in order: pooling, hidden Dense, dropout, output."""
+    layers = [layer for layer in classifier.layers
+              if not isinstance(layer, keras.layers.InputLayer)]
+    return layers[layers.index(get_backbone(classifier)) + 1:]

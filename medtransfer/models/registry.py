@@ -11,6 +11,7 @@ one registration.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,10 @@ class NetSpec:
             in ``$KERAS_HOME/models``; ``None`` without ImageNet weights.
         imagenet_url: where Keras downloads that file from; ``None`` without ImageNet weights.
         imagenet_file_hash: the hash Keras checks a download against (``None``: no check).
+        block_pattern: a regular expression over the backbone's layer names whose first
+            group names the block a layer belongs to; the last matching layer of each block
+            is its output (see :meth:`block_outputs`). It marks the net's natural stages,
+            the unit of ``medtransfer similarity``.
         preprocess_input: the net's ``keras.applications`` ``preprocess_input`` (for
             ``--scaling native``); ``None`` for nets that expect pixels in [0, 1]. It may
             import Keras when called, never when registered.
@@ -58,6 +63,32 @@ class NetSpec:
     preprocess_input: Callable | None
     build_backbone: BuildBackbone
     imagenet_file_hash: str | None = None
+    block_pattern: str | None = None
+
+    def block_outputs(self, backbone: keras.Model) -> list[str]:
+        """The names of the layers that end each block of a built backbone, bottom first.
+
+        Args:
+            backbone: a backbone built by :attr:`build_backbone` (at any input size).
+
+        Returns:
+            One layer name per block, in Keras order: for each block (the first group of
+            :attr:`block_pattern`), the last layer whose name matches.
+
+        Raises:
+            ValueError: the net registers no block pattern, or it matches no layer.
+        """
+        if not self.block_pattern:
+            raise ValueError(f"net '{self.name}' registers no block_pattern")
+        pattern = re.compile(self.block_pattern)
+        last_layer: dict[str, str] = {}  # insertion order: the order blocks first appear
+        for layer in backbone.layers:
+            match = pattern.match(layer.name)
+            if match:
+                last_layer[match.group(1)] = layer.name
+        if not last_layer:
+            raise ValueError(f"block_pattern of net '{self.name}' matches no layer")
+        return list(last_layer.values())
 
 
 NETS: Registry[NetSpec] = Registry("net")

@@ -70,5 +70,6 @@ NETS.register(
         imagenet_url=None,
         preprocess_input=None,
         build_backbone=build_small_cnn_backbone,
+        block_pattern=r"(block\d+)_",
     ),
 )

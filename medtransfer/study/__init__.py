@@ -1,5 +1,9 @@
-"""The study across runs: grids of runs and the report that compares them.
+"""The study across runs: grids of runs, on one machine or many, and the report that
+compares them.
 
+- ``grid``: reads a sweep file and expands its grids into the list of runs.
+- ``sweep``: ``run_sweep(path)``, a sweep on this machine, each run in its own process.
+- ``distributed``: spreads a sweep over many machines with keras-tuner's chief and workers.
 - ``report``: ``build_report(experiment_dir)``, an experiment's runs as the study's tables.
 - ``stats``: stratified bootstrap intervals of test AUCs and paired bootstraps of differences.
 - ``figures``: the study's figures as small matplotlib functions (Agg, no pyplot).

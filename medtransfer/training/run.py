@@ -27,7 +27,7 @@ from medtransfer.config import RunConfig, absolute_path, save_config, validate
 from medtransfer.data.augment import AugmentConfig
 from medtransfer.data.pipeline import cached_bytes, make_dataset, select_train_subset
 from medtransfer.data.prepared import PreparedDataset, load_prepared
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, look_up_option
 from medtransfer.fileio import read_json
 from medtransfer.models.classifier import get_backbone
 from medtransfer.models.freezing import (
@@ -94,10 +94,15 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
     validate(config)
     net = get_net(config.net)
     dataset = load_prepared(config.dataset, Path(config.data_dir))
-    if config.num_classes is not None and config.num_classes != dataset.num_classes:
+    for name in config.classes or ():
+        look_up_option(name, dataset.class_names, "class name", see=(
+            f"--classes takes class names of dataset '{config.dataset}', comma-separated."))
+    num_classes = len(config.classes) if config.classes else dataset.num_classes
+    if config.num_classes is not None and config.num_classes != num_classes:
         raise MedtransferError(
             f"The config says num_classes: {config.num_classes}, but dataset "
-            f"'{config.dataset}' has {dataset.num_classes} classes. Remove num_classes from "
+            f"'{config.dataset}' has {num_classes} classes"
+            f"{' kept by classes' if config.classes else ''}. Remove num_classes from "
             "the config (it is filled from the dataset) or use the dataset it was made for."
         )
     image_size = config.image_size or net.default_input_size
@@ -107,7 +112,7 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
     resolved = config.replace(
         lr=config.lr if config.lr is not None else dataset.spec.default_lr,
         image_size=image_size,
-        num_classes=dataset.num_classes,
+        num_classes=num_classes,
         flips=defaults.flips if config.flips is None else config.flips,
         noise=defaults.noise if config.noise is None else config.noise,
         color=defaults.color if config.color is None else config.color,
@@ -166,6 +171,8 @@ class _Inputs:
     """The data of a run, from the pipeline.
 
     Attributes:
+        class_names: the model's classes, in the order of its outputs (``--classes``
+            keeps a subset of the dataset's).
         train_images: images in the (possibly subset) train split.
         steps_per_epoch: training batches per epoch.
         train_epochs: ``(first_epoch, epochs) -> dataset`` of those training epochs,
@@ -177,6 +184,7 @@ class _Inputs:
             None.
     """
 
+    class_names: list[str]
     train_images: int
     steps_per_epoch: int
     train_epochs: Callable[[int, int], tf.data.Dataset]
@@ -195,7 +203,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     inputs = _make_inputs(config, dataset, strategy.num_replicas_in_sync)
     with strategy.scope():
         model = build_model(
-            config.net, dataset.num_classes, config.image_size, config.init,
+            config.net, len(inputs.class_names), config.image_size, config.init,
             weights_file=config.weights_file, seed=config.seed,
             head_units=config.head_units, dropout=config.dropout,
         )
@@ -208,7 +216,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     replicas = strategy.num_replicas_in_sync
     print(
         f"Training {config.run_id}: {inputs.train_images} training images, "
-        f"{dataset.num_classes} classes, {config.image_size}px, global batch "
+        f"{len(inputs.class_names)} classes, {config.image_size}px, global batch "
         f"{config.batch_size * replicas} ({replicas} replica{'s' if replicas > 1 else ''}), "
         f"epochs {config.epochs}, lr {config.lr:g}, {config.bn_stats} BatchNorm statistics.",
         flush=True,
@@ -217,7 +225,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     try:
         summary, stopped_epoch = _run_regime(config, model, strategy, inputs, run_dir,
                                              tensorboard, state, done, kappa)
-        test_metrics = _test_best(config, model, inputs.test, run_dir, dataset.class_names,
+        test_metrics = _test_best(config, model, inputs.test, run_dir, inputs.class_names,
                                   kappa, state.best_epoch)
     except RunDiverged as error:
         tensorboard.close()
@@ -261,22 +269,25 @@ def _complete_metrics(config: RunConfig, inputs: _Inputs, state: TrainingState,
 def _make_inputs(config: RunConfig, dataset: PreparedDataset, replicas: int) -> _Inputs:
     """The pipeline: training epochs, the precise-BatchNorm batches, validation and test."""
     global_batch = config.batch_size * replicas
-    train_frame = dataset.split_frame("train")
+    class_names = list(config.classes or dataset.class_names)
+    train_frame = dataset.split_frame("train", config.classes)
     if config.train_size is not None:
         train_frame = select_train_subset(train_frame, config.train_size, config.seed)
     batchnorm_frame = None
     if config.bn_stats == "precise":
         batchnorm_frame = train_frame if len(train_frame) <= PRECISE_BN_IMAGES else \
             select_train_subset(train_frame, PRECISE_BN_IMAGES, config.seed)
-    frames = {"train": train_frame, "validation": dataset.split_frame("validation"),
-              "test": dataset.split_frame("test"), "batchnorm": batchnorm_frame}
+    frames = {"train": train_frame, "batchnorm": batchnorm_frame,
+              **{split: dataset.split_frame(split, config.classes)
+                 for split in ("validation", "test")}}
     budgets = _cache_budgets(config, {split: len(frame) for split, frame in frames.items()
                                       if frame is not None})
     net = get_net(config.net)
     common = dict(
-        num_classes=dataset.num_classes,
+        num_classes=len(class_names),
         image_size=config.image_size,
         preprocess=net.preprocess_input if config.scaling == "native" else None,
+        keep_labels=dataset.label_indices(config.classes),
     )
     train_shards = dataset.shard_paths("train")
     train_ids = set(train_frame["id"]) if config.train_size is not None else None
@@ -306,6 +317,7 @@ def _make_inputs(config: RunConfig, dataset: PreparedDataset, replicas: int) -> 
             cache_limit_bytes=budgets["batchnorm"], **common,
         )
     return _Inputs(
+        class_names=class_names,
         train_images=len(train_frame),
         steps_per_epoch=math.ceil(len(train_frame) / global_batch),
         train_epochs=train_epochs,
@@ -423,6 +435,7 @@ def _identity(config: RunConfig) -> dict[str, Any]:
         "batch_size": config.batch_size,
         "image_size": config.image_size,
         "num_classes": config.num_classes,
+        "classes": list(config.classes) if config.classes else None,
         "bn_stats": config.bn_stats,
     }
 

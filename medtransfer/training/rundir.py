@@ -28,6 +28,7 @@ import fcntl
 import functools
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -427,29 +428,90 @@ class TrainedRun:
         return [name.removeprefix("prob_") for name in header if name.startswith("prob_")]
 
     def model(self):
-        """The classifier with the best checkpoint's weights, in float32."""
+        """The classifier with the best checkpoint's weights, in float32 (also for a run
+        trained with ``--mixed-precision``: analysis wants full precision)."""
         from medtransfer.models.init import rebuild_trained
 
-        return rebuild_trained(
-            self.config.net, self.config.num_classes, self.config.image_size,
-            self.directory.best_weights, head_units=self.config.head_units,
-            dropout=self.config.dropout,
-        )
+        with _float32_policy():
+            return rebuild_trained(
+                self.config.net, self.config.num_classes, self.config.image_size,
+                self.directory.best_weights, head_units=self.config.head_units,
+                dropout=self.config.dropout,
+            )
 
-    def split(self, name: str = "test", batch_size: int | None = None):
+    def initial_model(self):
+        """The classifier as the run initialised it, before its first training step.
+
+        Rebuilt as ``run`` built it: ``keras.utils.set_random_seed(seed)`` (which reseeds
+        Python, NumPy and TensorFlow in this process), then ``build_model`` with the
+        run's net, init and seed, in float32. The weights are bit-identical to the run's
+        initial weights. An ``imagenet`` or ``mean_var`` run needs its ImageNet file, a
+        path init the run directory or file it started from.
+
+        Raises:
+            MedtransferError: what the init needs is no longer there.
+        """
+        import keras
+
+        from medtransfer.models.init import build_model
+
+        config = self.config
+        keras.utils.set_random_seed(config.seed)
+        try:
+            with _float32_policy():
+                return build_model(
+                    config.net, config.num_classes, config.image_size, config.init,
+                    weights_file=config.weights_file, seed=config.seed,
+                    head_units=config.head_units, dropout=config.dropout,
+                )
+        except MedtransferError as error:
+            raise MedtransferError(
+                f"Cannot rebuild the initial model of the run in '{self.path}' from its "
+                f"config (init '{config.init}'): {error}"
+            ) from None
+
+    def split(self, name: str = "test", batch_size: int | None = None, *,
+              scaled: bool = True):
         """A split of the run's dataset as the run evaluated it: ``(images, one_hot, ids)``
-        batches in the split's fixed order, resized and scaled as in training."""
+        batches in the split's fixed order, resized and scaled as in training.
+
+        Args:
+            name: ``train``, ``validation`` or ``test``.
+            batch_size: default the run's.
+            scaled: ``False`` keeps pixels in [0, 1] even under ``--scaling native``
+                (to draw them); pass such images through :meth:`to_model_input`.
+        """
         from medtransfer.data.pipeline import make_dataset
 
-        dataset = self.dataset()
+        dataset, classes = self.dataset(), self.config.classes
         return make_dataset(
-            dataset.shard_paths(name), dataset.num_classes,
+            dataset.shard_paths(name), self.config.num_classes,
             image_size=self.config.image_size,
             batch_size=batch_size or self.config.batch_size, training=False,
-            include_ids=True, preprocess=self.preprocess(),
-            num_examples=len(dataset.split_frame(name)),
-            cache_limit_bytes=0,
+            include_ids=True, preprocess=self.preprocess() if scaled else None,
+            keep_labels=dataset.label_indices(classes),
+            num_examples=len(dataset.split_frame(name, classes)), cache_limit_bytes=0,
         )
+
+    def to_model_input(self, images):
+        """Images with pixels in [0, 1] (``split(scaled=False)``) scaled as the run's model
+        expects them."""
+        preprocess = self.preprocess()
+        return images if preprocess is None else preprocess(images * 255.0)
+
+
+@contextmanager
+def _float32_policy():
+    # The precision policy is global to Keras; a run trained mixed (or a notebook that set
+    # it) must not make the rebuilt model float16.
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def find_run(path: str | Path, command: str) -> RunDirectory:

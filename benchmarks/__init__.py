@@ -1,0 +1,18 @@
+"""medtransfer's speed, measured against what a user would write instead and the hardware.
+
+``python -m benchmarks`` (``make benchmark``) runs every figure and writes
+``benchmarks/results.md``; ``--quick`` runs them at tiny sizes in a few minutes.
+
+- ``timing``: the one way to measure (sides take turns, best of several), peak memory.
+- ``report``: figures, targets and the results table.
+- ``photos``: synthetic photo-like JPEGs and the prepared dataset figures share.
+- ``startup``: ``--help`` and ``list`` start-up time.
+- ``input_pipeline``: the training input pipeline vs Keras' image_dataset_from_directory.
+- ``training_ceiling``: a real run vs the same model fitted on tensors in memory.
+- ``freezing``: training speed at freeze 1.0 and in phase 1 vs freeze 0.
+- ``prepare_scaling``: ``prepare`` on every core vs one; memory of prepare and run.
+- ``pipeline_throughput``: the pipeline's own design choices against their alternatives.
+
+This package's entry point stays light at import time: ``prepare`` starts its workers by
+spawning, and each worker imports the main module again.
+"""

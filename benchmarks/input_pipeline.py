@@ -1,0 +1,131 @@
+"""Figure 2: medtransfer's training input pipeline against the Keras standard.
+
+Both sides read the same photographs (500x375 JPEGs, class-per-folder), resize them to
+224, augment and batch 32 for training:
+
+- medtransfer: the images prepared once by ``medtransfer prepare folder`` (PNG shards),
+  read by ``data.pipeline.make_dataset`` (decode, resize, cache, shuffle, augment with
+  flips + brightness, saturation, hue, contrast + noise, batch, prefetch).
+- Keras: ``keras.utils.image_dataset_from_directory`` + Keras augmentation layers
+  (Rescaling, RandomFlip, RandomBrightness, RandomContrast, GaussianNoise) mapped on
+  the dataset with ``num_parallel_calls=AUTOTUNE``, then ``.prefetch(AUTOTUNE)``: the
+  keras.io example "Image classification from scratch" (option 2, augmentation in the
+  tf.data pipeline). It does not cache, so every epoch decodes the JPEGs again; the row
+  "Keras + .cache()" adds the cache of tensorflow.org's "Load and preprocess images"
+  tutorial (``.cache()`` after decoding, before augmentation), for the record.
+
+The first epoch builds the datasets and reads them once (no warm-up); medtransfer's
+first epoch does not include ``prepare``, so ``prepare`` is timed too and a row adds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+from benchmarks.photos import PhotoDataset
+from benchmarks.report import Figure, Target
+from benchmarks.timing import best_rates, count_images, dataset_rate, rate_of
+from medtransfer.data import pipeline
+from medtransfer.data.augment import AugmentConfig
+
+IMAGE_SIZE = 224
+BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Sizes:
+    repeats: int
+    later_epochs: int
+
+
+SIZES = {False: Sizes(repeats=3, later_epochs=2), True: Sizes(repeats=1, later_epochs=1)}
+
+
+def medtransfer_dataset(photos: PhotoDataset) -> tf.data.Dataset:
+    """The training stream a run builds, over every prepared image."""
+    return pipeline.make_dataset(
+        photos.shard_paths(), len(_classes(photos)), image_size=IMAGE_SIZE,
+        batch_size=BATCH_SIZE, training=True, augment=AugmentConfig(),
+        num_examples=photos.count,
+    )
+
+
+def keras_dataset(photos: PhotoDataset, cache: bool = False) -> tf.data.Dataset:
+    """What a Keras user writes (see the module docstring); ``cache`` as tensorflow.org."""
+    augmentation = keras.Sequential([
+        keras.layers.Rescaling(1 / 255),
+        keras.layers.RandomFlip("horizontal_and_vertical"),
+        keras.layers.RandomBrightness(0.1, value_range=(0, 1)),
+        keras.layers.RandomContrast(0.2, value_range=(0, 1)),
+        keras.layers.GaussianNoise(0.02),
+    ])
+    dataset = keras.utils.image_dataset_from_directory(
+        photos.source, label_mode="categorical", image_size=(IMAGE_SIZE, IMAGE_SIZE),
+        batch_size=BATCH_SIZE, shuffle=True, seed=0, verbose=False,
+    )
+    if cache:
+        dataset = dataset.cache()
+    return dataset.map(
+        lambda images, labels: (augmentation(images, training=True), labels),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+def measure(photos: PhotoDataset, quick: bool) -> tuple[list[Figure], list[str]]:
+    """Images/s of both pipelines, first epoch and later epochs."""
+    sizes = SIZES[quick]
+    builders = {
+        "medtransfer": lambda: medtransfer_dataset(photos),
+        "keras": lambda: keras_dataset(photos),
+        "keras_cache": lambda: keras_dataset(photos, cache=True),
+    }
+    # First epoch: a new dataset each time, built and read once (caches start empty).
+    first = best_rates(
+        {name: (lambda build=build: rate_of(lambda: count_images(build())))
+         for name, build in builders.items()},
+        sizes.repeats,
+    )
+    # Later epochs: one dataset per side, read once untimed (the first epoch), then
+    # epochs taking turns.
+    datasets = {name: build() for name, build in builders.items()}
+    later = best_rates({name: dataset_rate(dataset) for name, dataset in datasets.items()},
+                       sizes.later_epochs, warmup=1)
+    with_prepare = photos.count / (photos.prepare_seconds + photos.count / first["medtransfer"])
+    what = f"{photos.count} JPEGs 500x375 -> {IMAGE_SIZE}px, batch {BATCH_SIZE}"
+    figures = [
+        Figure("pipeline_first_epoch", f"input pipeline, first epoch ({what})",
+               first["medtransfer"], first["keras"], "images/s", Target(at_least=1.5)),
+        Figure("pipeline_later_epochs", f"input pipeline, later epochs ({what})",
+               later["medtransfer"], later["keras"], "images/s", Target(at_least=10)),
+        Figure("pipeline_first_epoch_with_prepare",
+               "input pipeline, prepare + first epoch vs Keras first epoch",
+               with_prepare, first["keras"], "images/s"),
+        Figure("pipeline_later_epochs_vs_keras_cache",
+               "input pipeline, later epochs vs Keras + .cache()",
+               later["medtransfer"], later["keras_cache"], "images/s"),
+    ]
+    notes = [
+        "Input pipeline: both sides iterate the training stream without a model. Keras side: "
+        "`image_dataset_from_directory(label_mode='categorical', image_size=(224, 224), "
+        "batch_size=32)` + `.map(augmentation(x, training=True), num_parallel_calls=AUTOTUNE)"
+        ".prefetch(AUTOTUNE)` with Rescaling, RandomFlip, RandomBrightness(0.1), "
+        "RandomContrast(0.2), GaussianNoise(0.02), as in the keras.io example 'Image "
+        "classification from scratch' (no cache there). medtransfer also applies saturation "
+        "and hue, which the Keras side does not: more work on medtransfer's side. 'Keras + "
+        ".cache()' caches the decoded batches as tensorflow.org's 'Load and preprocess "
+        "images' tutorial does. First epoch: datasets built and read once, no warm-up, best "
+        f"of {sizes.repeats}; later epochs: best of {sizes.later_epochs} after one untimed "
+        "epoch.",
+        f"medtransfer's first epoch excludes `prepare`, which took {photos.prepare_seconds:.1f} "
+        f"s for these {photos.count} images ({photos.count / photos.prepare_seconds:.0f} "
+        "images/s, every core) and is done once per dataset; the row 'prepare + first "
+        "epoch' counts it.",
+    ]
+    return figures, notes
+
+
+def _classes(photos: PhotoDataset) -> list[str]:
+    return sorted(path.name for path in photos.source.iterdir() if path.is_dir())

@@ -1,0 +1,119 @@
+"""Figure 3: a real run's training speed against the compute ceiling of its model.
+
+- medtransfer: ``run_experiment`` on the prepared photographs with the dataset's default
+  augmentation; ``metrics.json`` ``images_per_second`` (phase-2 epochs after the first,
+  training steps only).
+- ceiling: the same net, built and compiled the same way (``build_model``, Adam,
+  categorical cross-entropy, accuracy), fitted with the same batch size on random images
+  already in memory as a tensor, no augmentation: the model alone. Same statistic
+  (epochs after the first, training time only).
+
+Beside it, the pipeline alone (the run's training stream, read without a model) in
+images/s per CPU core: a GPU that trains at R images/s needs R / that many cores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from benchmarks.photos import PhotoDataset
+from benchmarks.report import Figure, Target
+from benchmarks.timing import (
+    best_rates,
+    dataset_rate,
+    make_epoch_timer,
+    steady_rate,
+    usable_cores,
+)
+from medtransfer.config import RunConfig
+from medtransfer.data.augment import AugmentConfig
+from medtransfer.data.pipeline import make_dataset
+from medtransfer.data.prepared import load_prepared
+from medtransfer.models.init import build_model
+from medtransfer.training.run import run_experiment
+
+BATCH_SIZE = 32
+EPOCHS = 3  # the first is warm-up (tracing, filling the cache); the last two are timed
+
+
+@dataclass(frozen=True)
+class Case:
+    net: str
+    image_size: int
+    train_images: int
+
+
+CASES = {
+    # Each side trains >= ~10 s per timed epoch pair on 2 cores.
+    False: [Case("small_cnn", 128, 640), Case("mobilenet", 224, 320)],
+    True: [Case("small_cnn", 32, 64), Case("mobilenet", 32, 64)],
+}
+REPEATS = {False: 2, True: 1}
+
+
+def measure(photos: PhotoDataset, logdir: Path, quick: bool) -> tuple[list[Figure], list[str]]:
+    figures = []
+    cores = usable_cores()
+    for case in CASES[quick]:
+        config = RunConfig(
+            dataset=photos.name, data_dir=str(photos.data_dir), logdir=str(logdir),
+            experiment="ceiling", net=case.net, image_size=case.image_size,
+            epochs=f"0+{EPOCHS}", batch_size=BATCH_SIZE, train_size=case.train_images,
+        )
+        rates = best_rates({
+            "run": lambda config=config: _run_rate(config),
+            "ceiling": lambda case=case, config=config: _ceiling_rate(case, config),
+        }, REPEATS[quick])
+        pipeline = best_rates({"pipeline": dataset_rate(_train_stream(photos, case))},
+                              REPEATS[quick], warmup=1)["pipeline"]
+        what = f"{case.net} {case.image_size}px, batch {BATCH_SIZE}"
+        figures += [
+            Figure(f"training_{case.net}", f"training vs model alone ({what})",
+                   rates["run"], rates["ceiling"], "images/s", Target(at_least=0.95)),
+            Figure(f"pipeline_per_core_{case.net}",
+                   f"pipeline per CPU core vs model ({what}, {cores} cores)",
+                   pipeline / cores, rates["ceiling"], "images/s"),
+        ]
+    notes = [
+        "Training vs model alone: a real `run_experiment` (0+3 epochs, --train-size "
+        "images of the prepared photographs, the dataset's default augmentation: flips, "
+        "colour, noise), its metrics.json images_per_second (epochs 2-3, training steps "
+        "only) against the same net built by build_model and compiled as a run compiles "
+        "it, fitted on random images held in memory as a tensor, same batch, same "
+        f"statistic; best of {REPEATS[quick]}, the two taking turns.",
+        "Pipeline per CPU core: the run's training stream alone (cached, augmented, "
+        "later epochs) divided by the cores; a GPU training at R images/s needs about "
+        "R / (this number) cores to be fed.",
+    ]
+    return figures, notes
+
+
+def _run_rate(config: RunConfig) -> float:
+    return float(run_experiment(config, overwrite=True).metrics["images_per_second"])
+
+
+def _ceiling_rate(case: Case, config: RunConfig) -> float:
+    keras.utils.set_random_seed(0)
+    num_classes = load_prepared(config.dataset, Path(config.data_dir)).num_classes
+    model = build_model(case.net, num_classes, case.image_size, "glorot")
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+    images = tf.random.uniform((case.train_images, case.image_size, case.image_size, 3))
+    labels = tf.one_hot(np.arange(case.train_images) % num_classes, num_classes)
+    timer = make_epoch_timer()
+    model.fit(images, labels, batch_size=BATCH_SIZE, epochs=EPOCHS, shuffle=False, verbose=0,
+              callbacks=[timer])
+    return steady_rate(timer.seconds, case.train_images)
+
+
+def _train_stream(photos: PhotoDataset, case: Case) -> tf.data.Dataset:
+    dataset = load_prepared(photos.name, photos.data_dir)
+    return make_dataset(
+        dataset.shard_paths("train"), dataset.num_classes, image_size=case.image_size,
+        batch_size=BATCH_SIZE, training=True, augment=AugmentConfig(),
+    )

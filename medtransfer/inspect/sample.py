@@ -1,0 +1,86 @@
+"""A fixed, seeded sample of a run's test images, the input of every inspect command."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from medtransfer.errors import MedtransferError
+from medtransfer.training.rundir import TrainedRun
+
+
+@dataclass(frozen=True)
+class ImageSample:
+    """Test images of one run, in split order.
+
+    Attributes:
+        pixels: ``(n, size, size, 3)`` uint8, as the run's pipeline resized them (kept
+            as bytes: a thousand 299 px images fit in 270 MB).
+        labels: ``(n,)`` class indices.
+        ids: the image ids.
+        class_names: the dataset's classes; a label is a position in it.
+    """
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    ids: list[str]
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def images(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Images ``start:stop`` as float32 pixels in [0, 1] (to draw them)."""
+        return self.pixels[start:stop].astype(np.float32) / 255.0
+
+    def batches(self, run: TrainedRun, batch_size: int = 32) -> Iterator[np.ndarray]:
+        """The images scaled as ``run``'s model expects them, ``batch_size`` at a time."""
+        for start in range(0, len(self), batch_size):
+            yield np.asarray(run.to_model_input(self.images(start, start + batch_size)))
+
+
+def sample_test_images(run: TrainedRun, max_images: int, seed: int = 0,
+                       min_images: int = 1) -> ImageSample:
+    """Draws up to ``max_images`` test images of ``run``, uniformly without replacement.
+
+    The draw depends only on the seed and the size of the test split, so runs on the
+    same prepared dataset get the same images and their pictures compare.
+
+    Args:
+        run: an opened run.
+        max_images: how many images at most; the whole split when it is smaller.
+        seed: seeds the draw.
+        min_images: fewer images than this (a tiny test split) is an error.
+
+    Raises:
+        MedtransferError: ``max_images`` or the test split is below ``min_images``.
+    """
+    if max_images < min_images:
+        raise MedtransferError(
+            f"The number of images must be at least {min_images}, got {max_images}. "
+            "Pass a larger number."
+        )
+    # The run's own test split: only its classes under --classes, labelled as it saw them.
+    total = len(run.dataset().split_frame("test", run.config.classes))
+    if total < min_images:
+        raise MedtransferError(
+            f"The run's test split ({run.config.dataset}) holds {total} images; this needs "
+            f"at least {min_images}. Inspect a run on a larger dataset."
+        )
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(total, size=min(max_images, total), replace=False))
+    wanted = set(chosen.tolist())
+    pixels, labels, ids = [], [], []
+    position = 0
+    for images, one_hot, batch_ids in run.split("test", scaled=False):
+        for index in range(len(batch_ids)):
+            if position + index in wanted:
+                pixels.append(np.round(images[index].numpy() * 255.0).astype(np.uint8))
+                labels.append(int(np.argmax(one_hot[index].numpy())))
+                ids.append(batch_ids[index].numpy().decode())
+        position += len(batch_ids)
+        if position > chosen[-1]:
+            break
+    return ImageSample(np.stack(pixels), np.array(labels), ids, run.class_names())

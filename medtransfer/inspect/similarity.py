@@ -1,0 +1,264 @@
+"""``medtransfer similarity``: how far training moved each block of the backbone (SVCCA).
+
+Transfusion (Raghu et al., NeurIPS 2019, figure 4) measures, block by block, the SVCCA
+similarity between a trained network and its own initialisation: 1 means the block
+computes what it computed before training, lower means training moved it. This module
+does the same, or compares two runs block by block.
+
+SVCCA (Raghu et al., NeurIPS 2017): centre each representation (data points x neurons),
+keep the top singular directions that hold 99% of its variance, run CCA between the two
+reduced representations, and average the canonical correlations. CCA between two data
+matrices is the cosines of the principal angles between their column spaces, so after the
+SVD the canonical correlations are the singular values of ``U_a^T U_b``, where ``U`` are
+the kept left singular vectors (an orthonormal basis of each reduced representation).
+
+Conv activations: every spatial position of every image is a data point (as in Raghu et
+al. for conv layers), so a block with C channels gives C neurons. Both networks see the
+same images and the same positions. Positions are subsampled per image, seeded, to about
+``max(4000, 10 x C)`` data points per block (all of them when the sample has fewer):
+finite-sample CCA is biased upwards by about ``sqrt(dims / data points)``, so the CSV
+records both, and a block with few positions (the last of a small input) reads higher
+than it is. Averaging positions away instead would leave only one data point per image.
+
+Blocks are the net's natural stages (``NetSpec.block_outputs``): small_cnn's and CBR's
+conv blocks, Inception modules mixed0..mixed10, ResNet50V2 stages, dense blocks, MobileNet
+depthwise blocks.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medtransfer.errors import MedtransferError
+from medtransfer.inspect.plots import save_figure
+from medtransfer.inspect.sample import ImageSample, sample_test_images
+from medtransfer.training.rundir import TrainedRun, open_run
+
+VARIANCE_KEPT = 0.99
+MIN_DATA_POINTS = 4000
+DATA_POINTS_PER_NEURON = 10
+AGAINST_INIT = "init"
+
+
+def svcca(a: np.ndarray, b: np.ndarray, variance_kept: float = VARIANCE_KEPT) -> float:
+    """SVCCA similarity of two representations of the same data points.
+
+    Args:
+        a: ``(data points, neurons_a)``.
+        b: ``(data points, neurons_b)``, the same data points in the same order.
+        variance_kept: share of each representation's variance its SVD keeps.
+
+    Returns:
+        The mean canonical correlation, in [0, 1]: 1 for representations that span the
+        same space (the same one, a permutation of its neurons, any invertible linear map
+        of it); near 0 for independent ones (given many more data points than neurons).
+        NaN when either representation is constant.
+
+    Raises:
+        ValueError: ``a`` and ``b`` hold different numbers of data points.
+    """
+    return _svcca(a, b, variance_kept)[0]
+
+
+def _svcca(a: np.ndarray, b: np.ndarray, variance_kept: float) -> tuple[float, int, int]:
+    """SVCCA, and how many directions each representation kept."""
+    if len(a) != len(b):
+        raise ValueError(f"a and b need the same data points, got {len(a)} and {len(b)} rows")
+    basis_a, basis_b = _kept_basis(a, variance_kept), _kept_basis(b, variance_kept)
+    dims = (basis_a.shape[1], basis_b.shape[1])
+    if not min(dims):
+        return math.nan, *dims
+    correlations = np.clip(np.linalg.svd(basis_a.T @ basis_b, compute_uv=False), 0.0, 1.0)
+    return float(np.mean(correlations)), *dims
+
+
+def _kept_basis(x: np.ndarray, variance_kept: float) -> np.ndarray:
+    """An orthonormal basis (columns) of the top directions holding ``variance_kept``
+    of the centred ``x``'s variance."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    # Directions at round-off level are no direction (a rank-deficient representation).
+    s = s[s > s[:1].max(initial=0.0) * max(x.shape) * np.finfo(np.float64).eps]
+    if not len(s):
+        return u[:, :0]
+    variance = np.cumsum(s**2) / np.sum(s**2)
+    kept = int(np.searchsorted(variance, variance_kept - 1e-12) + 1)
+    return u[:, :min(kept, len(s))]
+
+
+@dataclass(frozen=True)
+class BlockSimilarity:
+    """One row of ``similarity.csv``."""
+
+    run_id: str
+    against: str
+    block: int
+    layer: str
+    similarity: float
+    data_points: int
+    dims: int
+    dims_against: int
+
+
+@dataclass(frozen=True)
+class SimilarityResult:
+    """What ``run_similarity`` wrote: the CSV, the PNG, and every row."""
+
+    table: Path
+    figure: Path
+    rows: list[BlockSimilarity]
+
+
+def run_similarity(run_dirs: list[str | Path], against: str | Path = AGAINST_INIT,
+                   out: str | Path | None = None, max_images: int = 500,
+                   seed: int = 0) -> SimilarityResult:
+    """SVCCA per backbone block between each run and its initialisation, or another run.
+
+    Args:
+        run_dirs: complete run directories; one line each in the figure.
+        against: ``"init"`` (each run's own initial model, rebuilt exactly from its
+            config and seed) or a complete run directory of the same net and input size.
+        out: folder for ``similarity.csv`` and ``similarity.png``; default
+            ``<first run>/inspect``.
+        max_images: test images at most (a seeded sample of the first run's test split,
+            shown to both networks).
+        seed: seeds the sample and the positions drawn from each feature map.
+
+    Returns:
+        The files written and one row per run and block.
+
+    Raises:
+        MedtransferError: a path is not a complete run, the runs' nets or input sizes
+            differ, or the initial model cannot be rebuilt.
+    """
+    runs = [open_run(path, "similarity") for path in run_dirs]
+    other = None if str(against) == AGAINST_INIT else open_run(against, "similarity --against")
+    for run in runs + ([other] if other else []):
+        _check_comparable(runs[0], run)
+    out = Path(out) if out is not None else runs[0].path / "inspect"
+    sample = sample_test_images(runs[0], max_images, seed)
+    rows = []
+    for run in runs:
+        reference = other.model() if other else run.initial_model()
+        label = other.config.run_id if other else AGAINST_INIT
+        rows.extend(compare_models(run, run.model(), other or run, reference, sample, seed,
+                                   label))
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "similarity.csv"
+    with table.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(list(BlockSimilarity.__dataclass_fields__))
+        for row in rows:
+            writer.writerow([row.run_id, row.against, row.block, row.layer,
+                             f"{row.similarity:.6f}", row.data_points, row.dims,
+                             row.dims_against])
+    return SimilarityResult(table, _draw(rows, out / "similarity.png"), rows)
+
+
+def compare_models(run: TrainedRun, model, reference_run: TrainedRun, reference,
+                   sample: ImageSample, seed: int, against: str) -> list[BlockSimilarity]:
+    """SVCCA at every block output of two classifiers of the same net on ``sample``.
+
+    Each classifier gets the images scaled as its own run expects them; both give the
+    same data points (images and positions).
+    """
+    from medtransfer.models.registry import get_net
+
+    blocks = get_net(run.config.net).block_outputs(_backbone(model))
+    activations = _block_activations(run, model, blocks, sample, seed)
+    reference_activations = _block_activations(reference_run, reference, blocks, sample, seed)
+    rows = []
+    for index, (layer, a, b) in enumerate(zip(blocks, activations, reference_activations,
+                                              strict=True), start=1):
+        similarity, dims, dims_against = _svcca(a, b, VARIANCE_KEPT)
+        rows.append(BlockSimilarity(run.config.run_id, against, index, layer, similarity,
+                                    len(a), dims, dims_against))
+    return rows
+
+
+def _backbone(model):
+    from medtransfer.models.classifier import get_backbone
+
+    return get_backbone(model)
+
+
+def _block_activations(run: TrainedRun, model, blocks: list[str], sample: ImageSample,
+                       seed: int) -> list[np.ndarray]:
+    """Each block's output at the sampled positions of every image, ``(points, channels)``.
+
+    Positions are drawn per batch as they come, so no whole feature map of the sample
+    is ever held (inception's mixed0 at 299 px is 1.2 MB per image).
+    """
+    import keras
+
+    backbone = _backbone(model)
+    extractor = keras.Model(backbone.input, [backbone.get_layer(name).output for name in blocks])
+    positions = [_position_sample(len(sample), output.shape[1:], seed + index)
+                 for index, output in enumerate(extractor.outputs, start=1)]
+    points: list[list[np.ndarray]] = [[] for _ in blocks]
+    start = 0
+    for batch in sample.batches(run):
+        values = extractor.predict_on_batch(batch)
+        for store, value, drawn in zip(points, values, positions, strict=True):
+            store.append(_gather(np.asarray(value, dtype=np.float32),
+                                 drawn[start:start + len(batch)]))
+        start += len(batch)
+    return [np.concatenate(store) for store in points]
+
+
+def _position_sample(images: int, feature_shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """For each image, the flat spatial positions that are data points, ``(images, k)``.
+
+    ``k`` gives about ``max(4000, 10 x channels)`` data points in all, at most every
+    position; drawn without replacement per image, seeded.
+    """
+    height, width, channels = feature_shape
+    positions = height * width
+    wanted = max(MIN_DATA_POINTS, DATA_POINTS_PER_NEURON * channels)
+    per_image = min(positions, math.ceil(wanted / images))
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.choice(positions, size=per_image, replace=False)
+                     for _ in range(images)])
+
+
+def _gather(activations: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    images, height, width, channels = activations.shape
+    flat = activations.reshape(images, height * width, channels)
+    return np.take_along_axis(flat, positions[:, :, None], axis=1).reshape(-1, channels)
+
+
+def _check_comparable(first: TrainedRun, run: TrainedRun) -> None:
+    if (run.config.net, run.config.image_size) != (first.config.net, first.config.image_size):
+        raise MedtransferError(
+            f"similarity compares the same blocks of the same net: '{first.path}' is "
+            f"{first.config.net} at {first.config.image_size} px but '{run.path}' is "
+            f"{run.config.net} at {run.config.image_size} px. Compare runs of one net and "
+            "input size, or each run against its init (the default)."
+        )
+
+
+def _draw(rows: list[BlockSimilarity], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    layers = list(dict.fromkeys(row.layer for row in rows))
+    figure = Figure(figsize=(max(6.0, 0.55 * len(layers) + 3.0), 4.4), layout="constrained")
+    ax = figure.subplots()
+    lines = dict.fromkeys((row.run_id, row.against) for row in rows)
+    for run_id, against in lines:
+        points = [row for row in rows if (row.run_id, row.against) == (run_id, against)]
+        ax.plot([row.block for row in points], [row.similarity for row in points],
+                marker="o", label=f"{run_id} vs {against}")
+    ax.set_xticks(range(1, len(layers) + 1), layers, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("backbone block (input side left)")
+    ax.set_ylabel("SVCCA similarity")
+    ax.grid(alpha=0.3)
+    # Below the axes: run ids are long, and a legend inside would hide the lines.
+    figure.legend(fontsize=7, loc="outside lower center")
+    return save_figure(figure, path)

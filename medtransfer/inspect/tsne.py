@@ -1,0 +1,191 @@
+"""``medtransfer tsne``: the penultimate features of runs, embedded with t-SNE side by side.
+
+For each run, the best checkpoint maps a fixed, seeded sample of test images to the
+output of the global average pooling (``head_pool``: the feature vector the classifier
+reads). The features are embedded in 2-D by scikit-learn's t-SNE (seeded, PCA start) and
+drawn one panel per run, coloured by class, in one PNG, so that runs (for example three
+freeze levels) compare at a glance. The same features go to TensorBoard's Projector:
+``<run>/projector/`` holds ``tensors.tsv``, ``metadata.tsv`` (id and label) and
+``sprite.png`` (the images as thumbnails), and ``<run>/projector_config.pbtxt`` names
+them, where TensorBoard looks for it (every folder holding event files).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from medtransfer.inspect.plots import (
+    class_colours,
+    class_legend_handles,
+    save_figure,
+    short_title,
+)
+from medtransfer.inspect.sample import ImageSample, sample_test_images
+from medtransfer.training.rundir import TrainedRun, open_run
+
+PROJECTOR_DIR = "projector"
+PROJECTOR_CONFIG = "projector_config.pbtxt"  # the name TensorBoard looks for
+MAX_PERPLEXITY = 30.0
+MAX_THUMBNAIL = 64
+MAX_SPRITE_SIDE = 8192  # TensorBoard's limit for a sprite image
+MIN_IMAGES = 5
+
+
+@dataclass(frozen=True)
+class TsneResult:
+    """What ``run_tsne`` wrote.
+
+    Attributes:
+        figure: the PNG, one panel per run.
+        table: ``tsne.csv``: run_id, id, label, x, y per image and run.
+        projector_configs: each run's ``projector_config.pbtxt``.
+        embeddings: each run's ``(n, 2)`` t-SNE coordinates.
+        labels: each run's ``(n,)`` class indices, in the order of its embedding.
+    """
+
+    figure: Path
+    table: Path
+    projector_configs: list[Path]
+    embeddings: list[np.ndarray]
+    labels: list[np.ndarray]
+
+
+def run_tsne(run_dirs: list[str | Path], out: str | Path | None = None,
+             max_images: int = 1000, seed: int = 0) -> TsneResult:
+    """Embeds the penultimate features of each run's test images and draws them.
+
+    Args:
+        run_dirs: complete run directories, one panel each, in this order.
+        out: folder for ``tsne.png`` and ``tsne.csv``; default ``<first run>/inspect``.
+        max_images: test images per run at most (a seeded sample, the same images for
+            runs on the same dataset).
+        seed: seeds the sample and t-SNE.
+
+    Returns:
+        The files written and the embeddings.
+
+    Raises:
+        MedtransferError: a path is not a complete run (checked for every run before any
+            work), or the test split has fewer than 5 images.
+    """
+    runs = [open_run(path, "tsne") for path in run_dirs]
+    out = Path(out) if out is not None else runs[0].path / "inspect"
+    embeddings, samples, configs = [], [], []
+    for run in runs:
+        sample = sample_test_images(run, max_images, seed, min_images=MIN_IMAGES)
+        features = penultimate_features(run, sample)
+        configs.append(write_projector(run.path, features, sample))
+        embeddings.append(embed(features, seed))
+        samples.append(sample)
+    out.mkdir(parents=True, exist_ok=True)
+    figure = _draw(runs, embeddings, samples, out / "tsne.png")
+    table = out / "tsne.csv"
+    with table.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["run_id", "id", "label", "x", "y"])
+        for run, embedding, sample in zip(runs, embeddings, samples, strict=True):
+            for image_id, label, (x, y) in zip(sample.ids, sample.labels, embedding, strict=True):
+                writer.writerow([run.config.run_id, image_id, sample.class_names[label],
+                                 f"{x:.6g}", f"{y:.6g}"])
+    return TsneResult(figure, table, configs, embeddings, [s.labels for s in samples])
+
+
+def penultimate_features(run: TrainedRun, sample: ImageSample) -> np.ndarray:
+    """The globally pooled backbone output of the best checkpoint, ``(n, channels)``."""
+    import keras
+
+    from medtransfer.models.classifier import FEATURES_LAYER
+
+    model = run.model()
+    extractor = keras.Model(model.input, model.get_layer(FEATURES_LAYER).output)
+    return np.concatenate([
+        np.asarray(extractor.predict_on_batch(batch), dtype=np.float64)
+        for batch in sample.batches(run)
+    ])
+
+
+def embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    """t-SNE in 2-D, seeded, PCA start; the perplexity is 30, or ``(n - 1) / 3`` when
+    fewer than 91 points would not support 30 (scikit-learn needs it below ``n``)."""
+    from sklearn.manifold import TSNE
+
+    perplexity = min(MAX_PERPLEXITY, (len(features) - 1) / 3)
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
+                random_state=seed).fit_transform(features)
+
+
+def write_projector(run_dir: Path, features: np.ndarray, sample: ImageSample) -> Path:
+    """Writes the Projector files of one run; returns its ``projector_config.pbtxt``.
+
+    TensorBoard reads a ``projector_config.pbtxt`` in any folder that holds event files;
+    the run directory holds its HParams events, so the config goes there and names the
+    files in ``projector/`` by paths relative to it.
+    """
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+    folder = run_dir / PROJECTOR_DIR
+    folder.mkdir(exist_ok=True)
+    np.savetxt(folder / "tensors.tsv", features, delimiter="\t", fmt="%.7g")
+    with (folder / "metadata.tsv").open("w", newline="") as stream:
+        stream.write("id\tlabel\n")
+        for image_id, label in zip(sample.ids, sample.labels, strict=True):
+            stream.write(f"{_tsv_cell(image_id)}\t{_tsv_cell(sample.class_names[label])}\n")
+    side = _write_sprite(folder / "sprite.png", sample.pixels)
+
+    config = ProjectorConfig()
+    embedding = config.embeddings.add()
+    embedding.tensor_name = "penultimate_features"
+    embedding.tensor_path = f"{PROJECTOR_DIR}/tensors.tsv"
+    embedding.tensor_shape.extend(features.shape)
+    embedding.metadata_path = f"{PROJECTOR_DIR}/metadata.tsv"
+    embedding.sprite.image_path = f"{PROJECTOR_DIR}/sprite.png"
+    embedding.sprite.single_image_dim.extend([side, side])
+    path = run_dir / PROJECTOR_CONFIG
+    path.write_text(text_format.MessageToString(config))
+    return path
+
+
+def _write_sprite(path: Path, pixels: np.ndarray) -> int:
+    """All images as thumbnails in a square grid, row by row, padded with black (the
+    layout TensorBoard's Projector reads); returns the thumbnail side."""
+    columns = math.ceil(math.sqrt(len(pixels)))
+    side = min(pixels.shape[1], MAX_THUMBNAIL, MAX_SPRITE_SIDE // columns)
+    sprite = np.zeros((columns * side, columns * side, 3), np.uint8)
+    for index, image in enumerate(pixels):
+        row, column = divmod(index, columns)
+        sprite[row * side:(row + 1) * side, column * side:(column + 1) * side] = \
+            cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+    if not cv2.imwrite(str(path), cv2.cvtColor(sprite, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+    return side
+
+
+def _tsv_cell(text: str) -> str:
+    return str(text).replace("\t", " ").replace("\n", " ")
+
+
+def _draw(runs: list[TrainedRun], embeddings: list[np.ndarray], samples: list[ImageSample],
+          path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.6 * len(runs), 4.9), layout="constrained")
+    axes = figure.subplots(1, len(runs), squeeze=False)[0]
+    for ax, run, embedding, sample in zip(axes, runs, embeddings, samples, strict=True):
+        colours = class_colours(len(sample.class_names))
+        for label, name in enumerate(sample.class_names):
+            points = embedding[sample.labels == label]
+            if len(points):
+                ax.scatter(points[:, 0], points[:, 1], s=9, color=colours[label], label=name)
+        ax.set_title(short_title(run), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    figure.legend(handles=class_legend_handles(samples[0].class_names),
+                  loc="outside right center", title="class", fontsize=8)
+    return save_figure(figure, path)

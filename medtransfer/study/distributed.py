@@ -1,0 +1,275 @@
+"""One sweep on many machines, on keras-tuner's distributed mode.
+
+Every machine runs the same ``medtransfer sweep CONFIG`` with keras-tuner's variables:
+``KERASTUNER_TUNER_ID=chief`` makes it the oracle, which hands out the runs over gRPC
+(``KERASTUNER_ORACLE_IP``, ``KERASTUNER_ORACLE_PORT``); any other id (``tuner0``,
+``tuner1``, ...) makes it a worker, which asks for a run, trains it in its own process
+(:func:`medtransfer.study.sweep.launch_run`), reports it and asks again. One keras-tuner
+trial is one run; the trial's only hyperparameter is the run id.
+
+What keras-tuner gives: the oracle hands a worker that comes back under the same id its
+unfinished trial again (``Oracle.create_trial``), so a killed worker started again
+resumes its run where the run directory left it; the chief stops serving once every
+trial has ended and every worker has been told to stop (``oracle_chief.exit_chief``).
+What this module adds: the order of the grid (a run that transfers from another waits
+until that one has ended), runs already complete on the shared file system are not
+handed out, and a failed run is recorded, not retried.
+
+The machines share ``--logdir`` (a shared file system): all runs land in one experiment
+folder, and each run directory is locked by the process training it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from concurrent import futures
+
+from medtransfer.errors import MedtransferError
+from medtransfer.study.grid import PlannedRun, Sweep
+from medtransfer.study.sweep import (
+    ERROR_FILE,
+    Progress,
+    SweepResult,
+    finish,
+    launch_run,
+    print_plan,
+    write_sweep_copy,
+)
+from medtransfer.training.rundir import RunDirectory
+
+TUNER_ID, ORACLE_IP, ORACLE_PORT = (
+    "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+OBJECTIVE = "val_auc_micro_best"
+# How often a worker asks again while every run left waits for a source run elsewhere,
+# and how often the chief checks whether it may stop.
+_IDLE_POLL_SECONDS = 2.0
+_CHIEF_POLL_SECONDS = 0.2
+
+
+def is_distributed() -> bool:
+    """Whether keras-tuner's variables ask for the distributed mode.
+
+    Raises:
+        MedtransferError: some of the three variables are set but not all.
+    """
+    given = [name for name in (TUNER_ID, ORACLE_IP, ORACLE_PORT) if os.environ.get(name)]
+    if not given:
+        return False
+    if len(given) < 3:
+        missing = [name for name in (TUNER_ID, ORACLE_IP, ORACLE_PORT) if name not in given]
+        raise MedtransferError(
+            f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} set but "
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not. To share a "
+            f"sweep between machines set all three on every machine ({TUNER_ID}=chief on the "
+            f"one that serves the runs, tuner0, tuner1, ... on the others; {ORACLE_IP} and "
+            f"{ORACLE_PORT}: the chief's address); to run it here alone, unset them."
+        )
+    from keras_tuner.src.distribute import utils as dist_utils
+
+    return dist_utils.has_chief_oracle()
+
+
+def run_distributed(sweep: Sweep) -> SweepResult:
+    """Serves the sweep's runs (chief) or trains them (worker), by ``KERASTUNER_TUNER_ID``.
+
+    Returns:
+        The chief: every run's outcome; a worker: the runs it trained.
+
+    Raises:
+        SweepFailed: any run failed (the chief: of the whole sweep; a worker: of its own).
+    """
+    from keras_tuner.src.distribute import utils as dist_utils
+
+    if dist_utils.is_chief_oracle():
+        return _serve(sweep)
+    return _work(sweep)
+
+
+def _oracle_class():
+    """The oracle class, built on first use: importing keras_tuner imports TensorFlow."""
+    import keras_tuner
+    from keras_tuner.src.engine import trial as trial_module
+    from keras_tuner.src.engine.oracle import synchronized
+
+    status = trial_module.TrialStatus
+
+    class SweepOracle(keras_tuner.Oracle):
+        """Hands out the sweep's runs in grid order, one trial per run.
+
+        Args:
+            sweep: the expanded sweep.
+            pending: the runs to hand out (those not complete when the chief started).
+        """
+
+        def __init__(self, sweep: Sweep, pending: list[PlannedRun]):
+            space = keras_tuner.HyperParameters()
+            space.Choice("run", [run.run_id for run in sweep.runs])
+            super().__init__(
+                objective=keras_tuner.Objective(OBJECTIVE, "max"), hyperparameters=space,
+                allow_new_entries=False, tune_new_entries=False, max_retries_per_trial=0,
+                # A failed run is recorded and the sweep goes on, whatever the count.
+                max_consecutive_failed_trials=None,
+            )
+            self.verbose = 0
+            self.pending = pending
+            self.runs = {run.run_id: run for run in sweep.runs}
+            self.progress = Progress(len(pending))
+            self.result = SweepResult(len(sweep.runs), len(sweep.runs) - len(pending))
+
+        def _run_trials(self):
+            return {trial.hyperparameters.values["run"]: trial for trial in self.trials.values()}
+
+        def populate_space(self, trial_id):
+            handed_out = self._run_trials()
+            waiting = [run for run in self.pending if run.run_id not in handed_out]
+            if not waiting:
+                return {"status": status.STOPPED}
+            for run in waiting:
+                if self._source_ended(run, handed_out):
+                    return {"status": status.RUNNING, "values": {"run": run.run_id}}
+            return {"status": status.IDLE}
+
+        def _source_ended(self, run: PlannedRun, handed_out) -> bool:
+            if run.source is None or run.source not in self.pending:
+                return True
+            trial = handed_out.get(run.source.run_id)
+            return trial is not None and trial.status in (
+                status.COMPLETED, status.FAILED, status.INVALID)
+
+        def _known(self, trial_id, run_id=None) -> bool:
+            """False for a trial of an earlier chief (this one restarted since)."""
+            trial = self.trials.get(trial_id)
+            known = trial is not None and run_id in (None, trial.hyperparameters.values["run"])
+            if not known:
+                print(f"ignoring trial {trial_id} ({run_id or '?'}): it was handed out by an "
+                      "earlier chief", flush=True)
+            return known
+
+        @synchronized
+        def create_trial(self, tuner_id):
+            again = tuner_id in self.ongoing_trials
+            trial = super().create_trial(tuner_id)
+            if trial.status == status.RUNNING:
+                run_id = trial.hyperparameters.values["run"]
+                handed = "back to" if again else "to"
+                print(f"{run_id} -> {handed} {tuner_id} ({self.progress.line()})", flush=True)
+            return trial
+
+        @synchronized
+        def update_trial(self, trial_id, metrics, step=0):
+            if not self._known(trial_id):
+                return trial_module.Trial(self.get_space(), trial_id, status.RUNNING)
+            return super().update_trial(trial_id, metrics, step=step)
+
+        @synchronized
+        def end_trial(self, trial):
+            run_id = trial.hyperparameters.values.get("run")
+            if not self._known(trial.trial_id, run_id):
+                return
+            super().end_trial(trial)
+            self.progress.done()
+            if self.trials[trial.trial_id].status == status.COMPLETED:
+                self.result.completed.append(run_id)
+                outcome = "complete"
+            else:
+                # keras-tuner's Trial proto does not carry the message: point at the file.
+                error = self.runs[run_id].run_dir / ERROR_FILE
+                self.result.failed[run_id] = error
+                outcome = f"FAILED, see {error}"
+            print(f"{run_id}: {outcome} ({self.progress.line()})", flush=True)
+
+    return SweepOracle
+
+
+def _serve(sweep: Sweep) -> SweepResult:
+    """The chief: serves the runs over gRPC until every trial has ended."""
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    complete = print_plan(sweep)
+    write_sweep_copy(sweep)
+    pending = [run for run in sweep.runs if run.run_id not in complete]
+    oracle = _oracle_class()(sweep, pending)
+    if not pending:
+        finish(sweep, oracle.result)
+        return oracle.result
+    address = f"{os.environ[ORACLE_IP]}:{os.environ[ORACLE_PORT]}"
+    with tempfile.TemporaryDirectory(prefix="medtransfer-oracle-") as state:
+        # keras-tuner saves the oracle's state after every change; the run directories
+        # are what this sweep trusts, so it lives for this chief only.
+        oracle._set_project_dir(state, "oracle")
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+        servicer = oracle_chief.OracleServicer(oracle)
+        protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+        if server.add_insecure_port(address) == 0:
+            raise MedtransferError(
+                f"The chief cannot listen on {address}: the port is taken or the address is "
+                f"not this machine's. Set {ORACLE_IP} to this machine's address and "
+                f"{ORACLE_PORT} to a free port, on the chief and every worker alike."
+            )
+        server.start()
+        print(f"chief: serving {len(pending)} runs on {address}; start the workers with "
+              f"{TUNER_ID}=tuner0, tuner1, ...", flush=True)
+        try:
+            while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+                time.sleep(_CHIEF_POLL_SECONDS)
+        finally:
+            server.stop(grace=5)
+    finish(sweep, oracle.result)
+    return oracle.result
+
+
+def _work(sweep: Sweep) -> SweepResult:
+    """A worker: asks the chief for a run, trains it, reports it, until told to stop."""
+    from keras_tuner.src.distribute import oracle_client
+    from keras_tuner.src.engine import trial as trial_module
+
+    status = trial_module.TrialStatus
+    runs = {run.run_id: run for run in sweep.runs}
+    complete = {run.run_id for run in sweep.runs if RunDirectory(run.run_dir).is_complete()}
+    # This worker's own runs: the chief holds the sweep's totals.
+    result = SweepResult(total=0, complete_before=0)
+    if len(complete) == len(runs):
+        print(f"{sweep.experiment_dir}: all {len(runs)} runs are complete; nothing to do.")
+        return result
+    client = oracle_client.OracleClient(_oracle_class()(sweep, []))
+    tuner_id = client.tuner_id
+    print(f"{tuner_id}: asking the chief at {os.environ[ORACLE_IP]}:{os.environ[ORACLE_PORT]} "
+          "for runs", flush=True)
+    while True:
+        trial = client.create_trial(tuner_id)
+        if trial.status == status.STOPPED:
+            break
+        if trial.status == status.IDLE:
+            # Every run left transfers from a run another machine is still training.
+            time.sleep(_IDLE_POLL_SECONDS)
+            continue
+        run_id = trial.hyperparameters.values["run"]
+        run = runs.get(run_id)
+        if run is None:
+            trial.status = status.FAILED
+            trial.message = (f"{tuner_id} has no run {run_id} in {sweep.path}: every machine "
+                             "must run the same sweep file")
+            client.end_trial(trial)
+            continue
+        print(f"\n{tuner_id}: {run_id}", flush=True)
+        outcome = launch_run(run)
+        if outcome.ok:
+            metrics = outcome.metrics or {}
+            client.update_trial(trial.trial_id, {OBJECTIVE: float(metrics[OBJECTIVE])},
+                                step=int(metrics.get("best_epoch", 0)))
+            trial.status = status.COMPLETED
+            result.completed.append(run_id)
+        else:
+            trial.status = status.FAILED
+            trial.message = f"exit code {outcome.exit_code}, see {outcome.error_file}"
+            result.failed[run_id] = outcome.error_file
+        client.end_trial(trial)
+    print(f"{tuner_id}: the chief has no run left; {len(result.completed)} completed here.")
+    if result.failed:
+        result.total = len(result.completed) + len(result.failed)
+        finish(sweep, result)
+    return result

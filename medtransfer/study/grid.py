@@ -1,0 +1,267 @@
+"""A sweep config, read and expanded into the list of runs it stands for.
+
+A sweep file names the ``experiment``, the run options every run shares (``base``) and a
+``grid``: every combination of its lists is one run, and a list of grids joins several
+(for example glorot at freeze 0 plus imagenet at every freeze level). A grid may carry a
+``name``; a later grid transfers from that grid's run with ``init: ["run:NAME"]``, which
+becomes the run's directory. The runs come out in file order, so a run's source always
+comes before it. Top-level ``published`` and ``expect`` are for ``report``; the sweep
+only checks they are there as data.
+
+Run directories are ``RunConfig.run_dir``: the sweep never invents its own ids.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medtransfer.config import FIELDS, RunConfig, absolute_path, config_from_mapping
+from medtransfer.errors import MedtransferError, look_up_option
+
+SWEEP_KEYS = ("experiment", "base", "grid", "published", "expect")
+RUN_REFERENCE = "run:"
+# Options that place runs: one experiment folder per sweep, so only top-level or base.
+_SWEEP_WIDE = ("experiment", "logdir")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One cell of the grid.
+
+    Attributes:
+        config: the run's options (defaults that depend on the dataset are filled when
+            it runs).
+        grid: the grid's position in the file (0 for a single grid).
+        name: the grid's ``name``, if it has one.
+        source: the earlier run this one transfers from (``init: run:NAME``), if any.
+    """
+
+    config: RunConfig
+    grid: int
+    name: str | None = None
+    source: PlannedRun | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config.run_dir
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep file, read and expanded.
+
+    Attributes:
+        path: the file.
+        text: its content as given (copied to ``<experiment>/sweep.yaml`` when it runs).
+        experiment: the experiment's name.
+        logdir: the root of the experiments.
+        runs: every run, in the order they run.
+    """
+
+    path: Path
+    text: str
+    experiment: str
+    logdir: Path
+    runs: list[PlannedRun]
+
+    @property
+    def experiment_dir(self) -> Path:
+        return self.logdir / self.experiment
+
+
+def load_sweep(path: str | Path, logdir: str | Path | None = None) -> Sweep:
+    """Reads and expands a sweep file.
+
+    Args:
+        path: the YAML sweep file.
+        logdir: overrides the root of the experiments (``--logdir``); default: ``base``'s
+            ``logdir`` or ``tensorboard_logs``.
+
+    Raises:
+        MedtransferError: the file is missing or not YAML, a key is unknown (with a
+            did-you-mean), a grid value is not a list, a run option is invalid, a
+            ``run:NAME`` names no single earlier run, or two different cells would write
+            the same run directory.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+        values = yaml.safe_load(text)
+    except FileNotFoundError:
+        raise MedtransferError(
+            f"Sweep file '{path}' does not exist. Give a YAML file with experiment, base and "
+            "grid, for example configs/demo.yaml or configs/kierzynka2019.yaml."
+        ) from None
+    except yaml.YAMLError as error:
+        raise MedtransferError(
+            f"Sweep file '{path}' is not valid YAML ({' '.join(str(error).split())}). Fix "
+            "the syntax and run the same command again."
+        ) from None
+    if not isinstance(values, dict):
+        raise MedtransferError(
+            f"Sweep file '{path}' must hold a mapping with the keys experiment, base and grid, "
+            f"not a {type(values).__name__}. See configs/demo.yaml for an example."
+        )
+    runs = expand(values, source=str(path), logdir=logdir)
+    config = runs[0].config
+    return Sweep(path, text, config.experiment, Path(config.logdir), runs)
+
+
+def expand(values: Mapping[str, Any], *, source: str = "the sweep",
+           logdir: str | Path | None = None) -> list[PlannedRun]:
+    """Expands a sweep mapping (a sweep file's content) into its runs, in order.
+
+    Args:
+        values: ``experiment``, ``base``, ``grid`` (a mapping, or a list of mappings),
+            and optionally ``published`` and ``expect``.
+        source: where the values come from, for error messages.
+        logdir: overrides ``base``'s ``logdir``.
+
+    Returns:
+        One :class:`PlannedRun` per distinct run directory, grid by grid, each grid's
+        combinations in the order of its keys and values.
+
+    Raises:
+        MedtransferError: see :func:`load_sweep`.
+    """
+    for key in values:
+        _look_up(str(key), SWEEP_KEYS, "sweep key", source,
+                 "A sweep file has experiment, base and grid (and, for report, published "
+                 "and expect).")
+    base_values = _mapping(values.get("base") or {}, "base", source)
+    for key in _SWEEP_WIDE[:1]:
+        if key in base_values:
+            raise MedtransferError(
+                f"In {source}: put '{key}' at the top level of the sweep file, not in base: "
+                "every run of a sweep lands in one experiment folder."
+            )
+    experiment = values.get("experiment") or Path(source).stem
+    base_values = {**base_values, "experiment": str(experiment)}
+    if logdir is not None:
+        base_values["logdir"] = str(logdir)
+    base = _config(base_values, None, f"{source}, base")
+
+    grids = values.get("grid")
+    if grids is None:
+        grids = [{}]  # no grid: the base alone is one run
+    if isinstance(grids, Mapping):
+        grids = [grids]
+    if not isinstance(grids, list) or not grids:
+        raise MedtransferError(
+            f"In {source}: grid must be a mapping of option lists, or a list of such "
+            "mappings (joined), for example grid: {net: [small_cnn, cbr_tiny], freeze: [0, 1]}."
+        )
+
+    runs: list[PlannedRun] = []
+    names: dict[str, list[PlannedRun]] = {}
+    for index, grid in enumerate(grids):
+        where = f"{source}, grid {index + 1}"
+        grid = dict(_mapping(grid, f"grid {index + 1}", source))
+        name = grid.pop("name", None)
+        if name is not None and (not isinstance(name, str) or name in names):
+            raise MedtransferError(
+                f"In {where}: name {name!r} must be a string that no earlier grid uses; "
+                "later grids refer to this grid's run as init: [\"run:NAME\"]."
+            )
+        cells = _cells(grid, where)
+        grid_runs = []
+        for cell in cells:
+            init = cell.get("init", base.init)
+            source_run = None
+            if isinstance(init, str) and init.startswith(RUN_REFERENCE):
+                source_run = _referenced_run(init.removeprefix(RUN_REFERENCE), names, where)
+                cell = {**cell, "init": absolute_path(source_run.run_dir)}
+            config = _config(cell, base, where)
+            grid_runs.append(PlannedRun(config, index, name, source_run))
+        if name is not None:
+            names[name] = grid_runs
+        runs.extend(grid_runs)
+    return _without_duplicates(runs, source)
+
+
+def _cells(grid: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    for key, choices in grid.items():
+        _look_up(str(key), [*FIELDS, "name"], "run option", where,
+                 "Grid keys are run options written with underscores, plus 'name'.")
+        if key in _SWEEP_WIDE:
+            raise MedtransferError(
+                f"In {where}: '{key}' cannot vary within a sweep: every run of a sweep lands in "
+                "one experiment folder. Set experiment at the top level and logdir in base."
+            )
+        if not isinstance(choices, list) or not choices:
+            raise MedtransferError(
+                f"In {where}: grid key '{key}' must be a non-empty list of values (every "
+                f"combination of the lists is one run), for example {key}: [{choices!r}]. A "
+                "value every run shares belongs in base."
+            )
+    keys = list(grid)
+    return [dict(zip(keys, combination, strict=True))
+            for combination in itertools.product(*(grid[key] for key in keys))]
+
+
+def _referenced_run(name: str, names: dict[str, list[PlannedRun]], where: str) -> PlannedRun:
+    if name not in names:
+        _look_up(name, names, "run name", where,
+                 "init: run:NAME names a run of an earlier grid of the same file by that "
+                 "grid's 'name' key; give the source grid a name and list it first.")
+    runs = names[name]
+    if len(runs) != 1:
+        raise MedtransferError(
+            f"In {where}: run:{name} is ambiguous: the grid named '{name}' has {len(runs)} "
+            "runs. A grid that others transfer from must expand to exactly one run; split it "
+            "into one named grid per run."
+        )
+    return runs[0]
+
+
+def _without_duplicates(runs: list[PlannedRun], source: str) -> list[PlannedRun]:
+    """Keeps the first of identical cells; two different cells in one run directory fail."""
+    kept: dict[Path, PlannedRun] = {}
+    for run in runs:
+        first = kept.setdefault(run.run_dir, run)
+        if first.config != run.config:
+            differ = [key for key in FIELDS
+                      if getattr(first.config, key) != getattr(run.config, key)]
+            raise MedtransferError(
+                f"In {source}: grids {first.grid + 1} and {run.grid + 1} both give the run "
+                f"{run.run_id}, but they differ in {', '.join(differ)}, which a run id does "
+                "not tell apart: they would be one run directory. Make them the same, or put "
+                "them in two sweep files with different experiments."
+            )
+    return list(kept.values())
+
+
+def _config(values: Mapping[str, Any], base: RunConfig | None, where: str) -> RunConfig:
+    """The run options, any error naming the part of the sweep file they come from."""
+    try:
+        return config_from_mapping(values, base=base, source=where)
+    except MedtransferError as error:
+        message = str(error)
+        raise MedtransferError(
+            message if message.startswith("In ") else f"In {where}: {message}") from None
+
+
+def _mapping(value: Any, what: str, source: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise MedtransferError(
+            f"In {source}: {what} must be a mapping of run options (key: value), not a "
+            f"{type(value).__name__}."
+        )
+    return value
+
+
+def _look_up(name: str, choices, kind: str, where: str, see: str) -> None:
+    try:
+        look_up_option(name, list(choices), kind, see=see)
+    except MedtransferError as error:
+        raise MedtransferError(f"In {where}: {error}") from None

@@ -1,0 +1,344 @@
+"""``run_sweep(path)``: every run of a sweep file, each in its own process.
+
+The plan (total, complete, to do) comes first. Complete runs are skipped and interrupted
+ones resume (``run_experiment`` resumes from the last completed epoch). Each run is a
+``python -m medtransfer run --config FILE`` child process, so that a crash or an
+out-of-memory kill ends that run only; a failed run leaves ``error.txt`` (exit code, the
+config, the last lines of its stderr) in its run directory and the sweep goes on, then
+exits non-zero with a summary. Ctrl-C stops the running child; the same command
+continues where it stopped.
+
+With keras-tuner's variables set (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``,
+``KERASTUNER_ORACLE_PORT``) the same call spreads the runs over machines instead
+(:mod:`medtransfer.study.distributed`).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medtransfer.config import RunConfig
+from medtransfer.errors import MedtransferError
+from medtransfer.fileio import write_text_atomic
+from medtransfer.study.grid import PlannedRun, Sweep, load_sweep
+from medtransfer.training.rundir import RunDirectory
+
+ERROR_FILE = "error.txt"
+SWEEP_COPY = "sweep.yaml"
+STDERR_LINES_KEPT = 30
+_PR_SET_PDEATHSIG = 1
+
+
+class SweepFailed(MedtransferError):
+    """Some runs of the sweep failed; the others completed."""
+
+    exit_code = 1
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did.
+
+    Attributes:
+        total: runs in the sweep.
+        complete_before: runs already complete when it started.
+        completed: run ids completed by this invocation.
+        failed: run id -> where its error is recorded (error.txt), for each failed run.
+    """
+
+    total: int
+    complete_before: int
+    completed: list[str] = field(default_factory=list)
+    failed: dict[str, Path | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How one child run ended.
+
+    Attributes:
+        ok: the run directory holds a complete run.
+        exit_code: the child's exit code (negative: killed by that signal); 0 when the
+            run was complete already.
+        seconds: wall time of the child.
+        metrics: the run's metrics.json when ok.
+        error_file: the written error.txt when not ok.
+    """
+
+    ok: bool
+    exit_code: int
+    seconds: float
+    metrics: dict[str, Any] | None = None
+    error_file: Path | None = None
+
+
+def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
+              dry_run: bool = False) -> SweepResult:
+    """Runs every run of a sweep file not yet complete, here or on many machines.
+
+    Args:
+        path: the sweep file (``experiment``, ``base``, ``grid``).
+        logdir: overrides the root of the experiments.
+        dry_run: print the plan and stop.
+
+    Returns:
+        What ran; on a dry run, only the counts.
+
+    Raises:
+        MedtransferError: a bad sweep file (before anything runs).
+        SweepFailed: at the end, when any run failed.
+        KeyboardInterrupt: Ctrl-C, after stopping the run in progress (the same call
+            continues: complete runs are skipped, the stopped run resumes).
+    """
+    sweep = load_sweep(path, logdir)
+    if not dry_run:
+        from medtransfer.study import distributed
+
+        if distributed.is_distributed():
+            return distributed.run_distributed(sweep)
+    complete = print_plan(sweep)
+    result = SweepResult(len(sweep.runs), len(complete))
+    if dry_run:
+        return result
+    write_sweep_copy(sweep)
+    to_do = [run for run in sweep.runs if run.run_id not in complete]
+    progress = Progress(len(to_do))
+    try:
+        for run in to_do:
+            print(f"\n{progress.before(run.run_id)}", flush=True)
+            outcome = launch_run(run)
+            progress.done()
+            if outcome.ok:
+                result.completed.append(run.run_id)
+                print(f"{run.run_id}: complete in {_duration(outcome.seconds)}", flush=True)
+            else:
+                result.failed[run.run_id] = outcome.error_file
+                print(f"{run.run_id}: FAILED (exit code {outcome.exit_code}), see "
+                      f"{outcome.error_file}", flush=True)
+    except KeyboardInterrupt:
+        print(f"\nStopped after {len(result.completed)} completed run(s).", flush=True)
+        raise
+    finish(sweep, result)
+    return result
+
+
+def print_plan(sweep: Sweep) -> set[str]:
+    """Prints the plan (totals, then each run with its state); returns the complete ids."""
+    complete, states = set(), []
+    for run in sweep.runs:
+        directory = RunDirectory(run.run_dir)
+        if directory.is_complete():
+            complete.add(run.run_id)
+            state = "complete"
+        elif directory.history.exists():
+            state = "resume"
+        elif (directory.path / ERROR_FILE).exists():
+            state = "retry"  # failed before
+        else:
+            state = "to do"
+        states.append((state, run))
+    total = len(sweep.runs)
+    print(f"sweep {sweep.path}: experiment '{sweep.experiment}' in {sweep.experiment_dir}")
+    print(f"{total} run{'s' if total != 1 else ''}: {len(complete)} complete, "
+          f"{total - len(complete)} to do")
+    for state, run in states:
+        via = f" (transfers from {run.source.run_id})" if run.source else ""
+        print(f"  {state:<9} {run.run_id}{via}")
+    sys.stdout.flush()
+    return complete
+
+
+def write_sweep_copy(sweep: Sweep) -> None:
+    """Copies the sweep file, as given, to ``<experiment>/sweep.yaml`` (for ``report``)."""
+    sweep.experiment_dir.mkdir(parents=True, exist_ok=True)
+    target = sweep.experiment_dir / SWEEP_COPY
+    if not target.exists() or target.read_text() != sweep.text:
+        write_text_atomic(target, sweep.text)
+
+
+def finish(sweep: Sweep, result: SweepResult) -> None:
+    """Prints the summary; raises :class:`SweepFailed` when any run failed."""
+    complete = result.complete_before + len(result.completed)
+    print(f"\n{complete} of {result.total} runs complete"
+          f"{f', {len(result.failed)} failed' if result.failed else ''}.")
+    if result.failed:
+        listing = "; ".join(f"{run_id} ({error})" for run_id, error in result.failed.items())
+        raise SweepFailed(
+            f"{len(result.failed)} run(s) of {sweep.path} failed: {listing}. Each error file "
+            "holds the exit code and the last lines of the run's output. Fix the cause and "
+            f"run the same command again: complete runs are skipped."
+        )
+    print(f"report: medtransfer report {sweep.experiment_dir}")
+
+
+class Progress:
+    """Runs done out of the runs to do, elapsed time and an ETA from the pace so far."""
+
+    def __init__(self, total: int):
+        self.total, self.finished = total, 0
+        self.started = time.monotonic()
+
+    def done(self) -> None:
+        self.finished += 1
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        eta = (_duration(elapsed / self.finished * (self.total - self.finished))
+               if self.finished else "unknown")
+        return (f"{self.finished}/{self.total} done, elapsed {_duration(elapsed)}, "
+                f"ETA {eta}")
+
+    def before(self, run_id: str) -> str:
+        """The line announcing the next run of a sweep that runs one at a time."""
+        return f"[run {self.finished + 1}/{self.total}: {run_id}] {self.line()}"
+
+
+def launch_run(run: PlannedRun) -> RunOutcome:
+    """Trains one run in a child process and records how it ended.
+
+    A complete run is not started again. A run that transfers from an unfinished source
+    run fails without starting. A failure writes ``<run_dir>/error.txt``; a success
+    removes an old one.
+
+    Raises:
+        KeyboardInterrupt: after stopping the child, when the user pressed Ctrl-C.
+    """
+    directory = RunDirectory(run.run_dir)
+    if directory.is_complete():
+        return RunOutcome(True, 0, 0.0, directory.read_metrics())
+    error_file = directory.path / ERROR_FILE
+    if run.source is not None and not RunDirectory(run.source.run_dir).is_complete():
+        return RunOutcome(False, 0, 0.0, error_file=_record_failure(
+            run, None, [f"It transfers from {run.source.run_dir}, which holds no complete "
+                        "run; that run failed or has not run. Fix it first."]))
+    error_file.unlink(missing_ok=True)
+    started = time.monotonic()
+    exit_code, stderr_tail = _run_child(run.config)
+    seconds = time.monotonic() - started
+    if directory.is_complete():
+        return RunOutcome(True, exit_code, seconds, directory.read_metrics())
+    if exit_code == 0:
+        stderr_tail.append(f"The run exited normally but {directory.path} holds no complete run.")
+    return RunOutcome(False, exit_code, seconds,
+                      error_file=_record_failure(run, exit_code, stderr_tail))
+
+
+def run_command(config_file: Path) -> list[str]:
+    """The command line of one child run."""
+    return [sys.executable, "-m", "medtransfer", "run", "--config", str(config_file)]
+
+
+def _run_child(config: RunConfig) -> tuple[int, list[str]]:
+    """Runs ``medtransfer run`` on ``config`` in a child process.
+
+    Its stdout goes straight to ours; its stderr is passed on line by line and the last
+    lines are kept for the error file.
+
+    Returns:
+        The exit code (negative: the signal that killed it) and the last stderr lines.
+    """
+    with tempfile.TemporaryDirectory(prefix="medtransfer-sweep-") as folder:
+        config_file = Path(folder) / "config.yaml"
+        config_file.write_text(yaml.safe_dump(_options(config), sort_keys=False))
+        child = subprocess.Popen(
+            run_command(config_file), stderr=subprocess.PIPE, text=True, errors="replace",
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
+        reader = threading.Thread(target=_pass_on, args=(child.stderr, tail), daemon=True)
+        reader.start()
+        try:
+            exit_code = child.wait()
+        except KeyboardInterrupt:
+            _stop(child)
+            raise
+        finally:
+            reader.join(timeout=10)
+        return exit_code, list(tail)
+
+
+def _options(config: RunConfig) -> dict[str, Any]:
+    """The options that differ from the defaults, as a run config file holds them."""
+    defaults = RunConfig().to_dict()
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in config.to_dict().items() if value != defaults[key]}
+
+
+def _pass_on(stream, tail: collections.deque[str]) -> None:
+    for line in stream:
+        sys.stderr.write(line)
+        tail.append(line.rstrip("\n"))
+    sys.stderr.flush()
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """Ends a child run after Ctrl-C, giving it the chance to stop cleanly.
+
+    From a terminal, the child had the same SIGINT and is ending already; otherwise it
+    gets one, then SIGTERM, then SIGKILL. A run stopped any of these ways resumes.
+    """
+    steps = ((None, 2), (signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, None))
+    for stop, grace in steps:
+        if stop is not None:
+            child.send_signal(stop)
+        try:
+            child.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills it when the sweep dies (even by SIGKILL).
+
+    Otherwise a killed sweep would leave its run training alone and holding the run's
+    lock, and the same command started again could not resume it.
+    """
+    parent = os.getppid()
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _record_failure(run: PlannedRun, exit_code: int | None, stderr_tail: list[str]) -> Path:
+    if exit_code is None:
+        how = "was not started"
+    elif exit_code < 0:
+        how = f"was killed by signal {signal.Signals(-exit_code).name} (out of memory?)"
+    else:
+        how = f"exited with code {exit_code}"
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    text = (
+        f"Run {run.run_id} {how} ({when}, host {os.uname().nodename}).\n"
+        f"command: medtransfer run --config FILE, with FILE holding:\n"
+        + "".join(f"  {line}\n" for line in
+                  yaml.safe_dump(_options(run.config), sort_keys=False).splitlines())
+        + "last lines of its error output:\n"
+        + "".join(f"  {line}\n" for line in stderr_tail)
+    )
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    error_file = run.run_dir / ERROR_FILE
+    write_text_atomic(error_file, text)
+    return error_file
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"

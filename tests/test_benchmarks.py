@@ -1,0 +1,41 @@
+"""``python -m benchmarks --quick`` produces every figure (never a speed threshold)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPECTED = {
+    "startup_help", "startup_list",
+    "pipeline_first_epoch", "pipeline_later_epochs", "pipeline_first_epoch_with_prepare",
+    "pipeline_later_epochs_vs_keras_cache",
+    "training_small_cnn", "pipeline_per_core_small_cnn",
+    "training_mobilenet", "pipeline_per_core_mobilenet",
+    "freeze_1_inception_v3", "phase_1_inception_v3", "frozen_step_vs_forward_inception_v3",
+    "freeze_1_densenet121", "phase_1_densenet121", "frozen_step_vs_forward_densenet121",
+    "prepare_cores", "prepare_memory", "run_memory_cache", "run_memory_cache_growth",
+}
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_a_finite_row_per_figure(tmp_path):
+    out = tmp_path / "results.md"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=3600)
+    figures = json.loads(out.with_suffix(".json").read_text())["figures"]
+    assert {figure["key"] for figure in figures} == EXPECTED
+    assert len(figures) == len(EXPECTED)
+    table = [line for line in out.read_text().splitlines() if line.startswith("| ")]
+    for figure in figures:
+        assert math.isfinite(figure["value"]) and math.isfinite(figure["baseline"]), figure
+        assert figure["baseline"] > 0 and math.isfinite(figure["ratio"]), figure
+        rows = [line for line in table if line.startswith(f"| {figure['name']} |")]
+        assert len(rows) == 1, figure["name"]
+        if figure["target"] is not None:
+            assert rows[0].endswith(("| met |", "% |")), rows[0]

@@ -1,0 +1,314 @@
+"""tsne, similarity and gradcam on real finished runs, and SVCCA on known cases.
+
+Two tiny digits runs, trained once for the module, serve every command: a run at freeze
+0.5 (its bottom two blocks never train), and a run trained with --mixed-precision whose
+backbone came from the first (--init <run dir>). While they train, the weights each run
+started from are recorded, so that the rebuilt initial model is checked against them bit
+for bit.
+"""
+
+import csv
+import math
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+from medtransfer.cli import main
+from medtransfer.config import RunConfig
+from medtransfer.data.prepare import prepare_dataset
+from medtransfer.inspect.gradcam import gradcam, run_gradcam
+from medtransfer.inspect.similarity import svcca
+from medtransfer.models.init import build_model
+from medtransfer.models.registry import NETS
+from medtransfer.training import run as run_module
+from medtransfer.training.run import run_experiment
+from medtransfer.training.rundir import open_run
+
+# --- SVCCA on known cases ---------------------------------------------------------------
+
+
+def test_svcca_is_one_for_the_same_representation_and_any_invertible_map_of_it():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2000, 12))
+    assert svcca(a, a) == pytest.approx(1.0, abs=1e-9)
+    mixing = rng.normal(size=(12, 12))  # invertible with probability 1
+    assert abs(np.linalg.det(mixing)) > 1e-3
+    assert svcca(a, a @ mixing + 5.0) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_svcca_of_independent_representations_is_low():
+    rng = np.random.default_rng(1)
+    assert svcca(rng.normal(size=(4000, 20)), rng.normal(size=(4000, 30))) < 0.15
+
+
+def test_svcca_does_not_depend_on_the_order_of_the_neurons():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(1000, 8))
+    b = np.hstack([a[:, :3] + rng.normal(scale=0.5, size=(1000, 3)),
+                   rng.normal(size=(1000, 5))])
+    value = svcca(a, b)
+    assert 0.2 < value < 0.9  # partly related: neither end of the scale
+    assert svcca(a[:, rng.permutation(8)], b[:, rng.permutation(8)]) == pytest.approx(
+        value, abs=1e-12)
+
+
+def test_svcca_by_hand():
+    # Centred, orthogonal, equally long x and y: the correlation of x with 0.6x + 0.8y
+    # is 0.6, and a single direction is all the SVD keeps.
+    x = np.array([1.0, -1.0, 1.0, -1.0])
+    y = np.array([1.0, 1.0, -1.0, -1.0])
+    assert svcca(x[:, None], (0.6 * x + 0.8 * y)[:, None]) == pytest.approx(0.6, abs=1e-12)
+    # x is inside the span of (x, y): one canonical correlation, and it is 1.
+    assert svcca(x[:, None], np.stack([x, y], axis=1)) == pytest.approx(1.0, abs=1e-12)
+    assert math.isnan(svcca(np.ones((4, 2)), np.stack([x, y], axis=1)))
+
+
+# --- every net: blocks and Grad-CAM ---------------------------------------------------
+
+# The natural stages of each net (DESIGN.md: Inception modules, residual stages, dense
+# blocks, depthwise blocks, conv blocks).
+EXPECTED_BLOCKS = {
+    "inception_v3": [f"mixed{i}" for i in range(11)],
+    "resnet50_v2": ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out",
+                    "conv5_block3_out"],
+    "densenet121": ["conv2_block6_concat", "conv3_block12_concat", "conv4_block24_concat",
+                    "conv5_block16_concat"],
+    "mobilenet": [f"conv_pw_{i}_relu" for i in range(1, 14)],
+    "small_cnn": [f"block{i}_pool" for i in range(1, 5)],
+    "cbr_large_t": [f"block{i}_pool" for i in range(1, 5)] + ["block5_relu"],
+    "cbr_large_w": [f"block{i}_pool" for i in range(1, 5)],
+    "cbr_small": [f"block{i}_pool" for i in range(1, 5)],
+    "cbr_tiny": [f"block{i}_pool" for i in range(1, 5)],
+}
+
+
+def test_every_registered_net_has_its_blocks_listed_here():
+    assert sorted(EXPECTED_BLOCKS) == sorted(NETS.names())
+
+
+@pytest.mark.parametrize("net", NETS.names())
+def test_blocks_and_gradcam_of_every_net(net):
+    spec = NETS.get(net)
+    # The smallest input whose last feature map is at least 2x2, so that a heatmap can
+    # vary (a 1x1 map upsamples to a constant): twice the minimum, but 107 for Inception.
+    size = 107 if net == "inception_v3" else 2 * spec.min_input_size
+    keras.utils.set_random_seed(0)
+    model = build_model(net, 3, size, "glorot")
+    backbone = model.get_layer("backbone")
+    assert spec.block_outputs(backbone) == EXPECTED_BLOCKS[net]
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(2, size, size, 3)).astype(np.float32)
+    images[:, size // 4:size // 2, size // 4:size // 2] = 1.0  # some structure to find
+    result = gradcam(model, images)
+    assert result.heatmaps.shape == (2, size, size)
+    assert result.heatmaps.min() >= 0.0 and result.heatmaps.max() <= 1.0
+    for heatmap in result.heatmaps:
+        assert heatmap.max() == pytest.approx(1.0) and heatmap.std() > 1e-3
+    assert result.probabilities.shape == (2, 3)
+    assert list(result.classes) == list(result.logits.argmax(axis=1))
+
+
+# --- finished runs ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, digits_data_dir):
+    """Two finished digits runs, and the weights each started from: ``main`` (freeze 0.5,
+    so blocks 1-2 never train) and ``transfer``, trained with --mixed-precision on three
+    of the classes (--classes) from ``main``'s weights (--init <run dir>, a new head),
+    with the same blocks frozen."""
+    root = tmp_path_factory.mktemp("inspect")
+    started_from = []
+
+    def recording_build_model(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        started_from.append([np.array(w) for w in model.weights])
+        return model
+
+    common = dict(dataset="digits", net="small_cnn", image_size=16, batch_size=8, lr=5e-4,
+                  freeze=0.5, logdir=str(root), data_dir=str(digits_data_dir))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_module, "build_model", recording_build_model)
+        main_run = run_experiment(RunConfig(epochs="0+2", experiment="main", **common)).run_dir
+        transfer = run_experiment(RunConfig(
+            epochs="0+1", train_size=40, mixed_precision=True, init=str(main_run),
+            classes=("3", "5", "7"), experiment="transfer", **common)).run_dir
+    return {"main": main_run, "transfer": transfer,
+            "started_from": dict(zip(("main", "transfer"), started_from, strict=True))}
+
+
+def _cli(capsys, *argv):
+    code = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_initial_model_is_bit_identical_to_what_each_run_started_from(runs):
+    for name in ("main", "transfer"):
+        rebuilt = open_run(runs[name], "test").initial_model()
+        started = runs["started_from"][name]
+        assert len(rebuilt.weights) == len(started)
+        for variable, value in zip(rebuilt.weights, started, strict=True):
+            assert np.array_equal(np.array(variable), value), (name, variable.path)
+
+
+def test_a_mixed_precision_run_is_rebuilt_in_float32(runs):
+    run = open_run(runs["transfer"], "test")
+    assert run.config.mixed_precision
+    for model in (run.model(), run.initial_model()):
+        assert model.dtype_policy.name == "float32"
+        assert all(layer.compute_dtype == "float32" for layer in model.get_layer(
+            "backbone").layers)
+        assert {variable.dtype for variable in model.weights} == {"float32"}
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_tsne_separates_digits_and_writes_projector_files(runs, tmp_path, capsys):
+    code, out, err = _cli(capsys, "tsne", runs["main"], "--out", tmp_path, "--max-images", 150)
+    assert code == 0, err
+    assert (tmp_path / "tsne.png").stat().st_size > 10_000
+
+    # The projector config names files that exist, with the right shapes.
+    config_file = runs["main"] / "projector_config.pbtxt"
+    config = text_format.Parse(config_file.read_text(), ProjectorConfig())
+    (embedding,) = config.embeddings
+    tensor = np.loadtxt(config_file.parent / embedding.tensor_path, delimiter="\t")
+    assert tensor.shape == (150, 256) == tuple(embedding.tensor_shape)
+    metadata = (config_file.parent / embedding.metadata_path).read_text().splitlines()
+    assert metadata[0] == "id\tlabel" and len(metadata) == 151
+    sprite = keras.utils.load_img(config_file.parent / embedding.sprite.image_path)
+    side = embedding.sprite.single_image_dim
+    assert list(side) == [16, 16]
+    assert sprite.size == (13 * 16, 13 * 16)  # ceil(sqrt(150)) thumbnails a side
+
+    # Same-class points are closer together than points of different classes.
+    with (tmp_path / "tsne.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["id"] for row in rows] == [line.split("\t")[0] for line in metadata[1:]]
+    points = np.array([[float(row["x"]), float(row["y"])] for row in rows])
+    labels = np.array([row["label"] for row in rows])
+    distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    same = labels[:, None] == labels[None]
+    off_diagonal = ~np.eye(len(points), dtype=bool)
+    within, between = distances[same & off_diagonal].mean(), distances[~same].mean()
+    assert within < 0.5 * between, (within, between)
+
+
+def test_similarity_to_init_is_one_exactly_where_the_run_froze(runs, tmp_path, capsys):
+    code, out, err = _cli(capsys, "similarity", runs["main"], "--out", tmp_path,
+                          "--images", 100)
+    assert code == 0, err
+    with (tmp_path / "similarity.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["layer"] for row in rows] == [f"block{i}_pool" for i in range(1, 5)]
+    assert {row["against"] for row in rows} == {"init"}
+    similarity = [float(row["similarity"]) for row in rows]
+    # --freeze 0.5 froze 6 of small_cnn's 12 backbone layers: blocks 1 and 2 never moved.
+    assert similarity[:2] == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert max(similarity[2:]) < 0.99
+    assert int(rows[0]["data_points"]) == 4000  # 100 images x 40 of 64 positions
+    assert (tmp_path / "similarity.png").stat().st_size > 10_000
+
+
+def test_similarity_against_another_run(runs, tmp_path, capsys):
+    # The transfer run started from the main run's best weights and froze the same
+    # blocks: those stay identical to the main run's.
+    code, out, err = _cli(capsys, "similarity", runs["transfer"], "--against", runs["main"],
+                          "--out", tmp_path, "--images", 60)
+    assert code == 0, err
+    with (tmp_path / "similarity.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    main_id = open_run(runs["main"], "test").config.run_id
+    assert {row["against"] for row in rows} == {main_id}
+    assert [float(row["similarity"]) for row in rows][:2] == pytest.approx([1, 1], abs=1e-5)
+
+
+def test_every_command_on_a_mixed_precision_run_transferred_from_another(runs, tmp_path,
+                                                                          capsys):
+    pair = (runs["main"], runs["transfer"])
+    assert _cli(capsys, "tsne", *pair, "--out", tmp_path, "--max-images", 30)[0] == 0
+    assert (runs["transfer"] / "projector_config.pbtxt").is_file()
+    with (tmp_path / "tsne.csv").open() as stream:
+        transfer_id = open_run(runs["transfer"], "test").config.run_id
+        labels = {row["label"] for row in csv.DictReader(stream) if row["run_id"] == transfer_id}
+    assert labels == {"3", "5", "7"}  # the run's own classes, named as it named them
+    assert _cli(capsys, "similarity", *pair, "--out", tmp_path, "--images", 30)[0] == 0
+    with (tmp_path / "similarity.csv").open() as stream:
+        lines = {row["run_id"] for row in csv.DictReader(stream)}
+    assert len(lines) == 2  # one line per run
+    code, out, err = _cli(capsys, "gradcam", runs["transfer"], "--out", tmp_path,
+                          "--images", 3, "--class", "7")
+    assert code == 0, err
+    assert (tmp_path / "gradcam.png").is_file()
+
+
+@pytest.mark.parametrize("command", ["tsne", "similarity", "gradcam"])
+def test_commands_refuse_what_is_not_a_complete_run(runs, tmp_path, capsys, command):
+    code, _, err = _cli(capsys, command, tmp_path)
+    assert code == 2 and "is not a run directory" in err and "Traceback" not in err
+    (tmp_path / "config.yaml").write_text((runs["main"] / "config.yaml").read_text())
+    code, _, err = _cli(capsys, command, tmp_path)
+    assert code == 2 and "is not complete" in err and "Traceback" not in err
+
+
+def test_similarity_refuses_runs_of_another_net_or_size(runs, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(runs["main"], other)
+    config = (other / "config.yaml").read_text()
+    (other / "config.yaml").write_text(config.replace("image_size: 16", "image_size: 32"))
+    code, _, err = _cli(capsys, "similarity", runs["main"], "--against", other)
+    assert code == 2 and "16 px" in err and "32 px" in err and "Traceback" not in err
+
+
+def test_gradcam_of_an_unknown_class_names_the_classes(runs, capsys):
+    code, _, err = _cli(capsys, "gradcam", runs["main"], "--class", "eleven")
+    assert code == 2 and "Unknown class 'eleven'" in err and "0, 1, 2" in err
+
+
+# --- Grad-CAM finds the evidence --------------------------------------------------------
+
+
+def _square_task(folder: Path, size: int = 48, train: int = 240,
+                 seed: int = 0) -> tuple[Path, dict]:
+    """A MedMNIST-layout .npz: class 1 has a bright square filling one quadrant (which
+    one is drawn per image), class 0 has none; both on the same noise. Returns the file
+    and the quadrant of each test image of class 1 (by its id)."""
+    rng = np.random.default_rng(seed)
+    arrays, squares = {}, {}
+    half = size // 2
+    for split, count in (("train", train), ("val", 40), ("test", 40)):
+        images = rng.integers(0, 90, size=(count, size, size, 3), dtype=np.uint8)
+        labels = np.arange(count) % 2
+        for index in np.flatnonzero(labels):
+            row, column = rng.integers(0, 2, size=2)
+            images[index, row * half:(row + 1) * half, column * half:(column + 1) * half] = 230
+            squares[f"{split}-{index:06d}"] = (row, column)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels[:, None]
+    path = folder / "squares.npz"
+    np.savez(path, **arrays)
+    return path, {key: value for key, value in squares.items() if key.startswith("test")}
+
+
+@pytest.mark.slow
+def test_gradcam_peaks_inside_the_square_that_decides_the_class(tmp_path):
+    source, squares = _square_task(tmp_path)
+    prepare_dataset("medmnist", source, tmp_path / "data" / "squares", progress=False, workers=1)
+    run_dir = run_experiment(RunConfig(
+        dataset="squares", net="small_cnn", epochs="0+3", image_size=32, batch_size=8,
+        lr=1e-3, augment=False, logdir=str(tmp_path / "logs"),
+        data_dir=str(tmp_path / "data"))).run_dir
+    result = run_gradcam(run_dir, out=tmp_path, images=40, class_name="1")
+    half = 16
+    inside = []
+    for image_id, heatmap in zip(result.ids, result.heatmaps.heatmaps, strict=True):
+        if image_id in squares:
+            row, column = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+            inside.append((row // half, column // half) == squares[image_id])
+    assert len(inside) == 20
+    assert np.mean(inside) >= 0.8, inside
