@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medtransfer import __version__
-from medtransfer.config import CLASS_WEIGHTS, SCALINGS, STRATEGIES
+from medtransfer.config import BN_STATS, CLASS_WEIGHTS, SCALINGS, STRATEGIES
 from medtransfer.errors import MedtransferError, unknown_name_message
 from medtransfer.serve.export import FORMATS as EXPORT_FORMATS
 
@@ -174,6 +174,10 @@ def _add_run_options(parser: argparse.ArgumentParser, *, without: tuple[str, ...
         help="mixed_float16 compute, float32 output layer")
     add("--deterministic", action="store_const", const=True,
         help="deterministic TensorFlow ops: identical numbers for the same seed (slower)")
+    add("--bn-stats", choices=BN_STATS,
+        help="BatchNorm statistics for evaluation: precise (re-estimated over fixed "
+             "training batches before each evaluation, default) or moving (Keras' "
+             "moving averages)")
     add("--weights-file", help="local ImageNet weights file for imagenet / mean_var")
     add("--head-units", type=int, help="units of the head's hidden Dense layer (default 256)")
     add("--dropout", type=float, help="head dropout rate (default 0.5)")

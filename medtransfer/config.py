@@ -31,6 +31,7 @@ from medtransfer.errors import MedtransferError, look_up_option
 SCALINGS = ("unit", "native")
 CLASS_WEIGHTS = ("none", "balanced")
 STRATEGIES = ("auto", "mirrored", "default")
+BN_STATS = ("precise", "moving")
 INITS = ("glorot", "imagenet", "mean_var")
 """The named inits; any other ``--init`` must be an existing path."""
 SEED_LIMIT = 2**32
@@ -65,11 +66,14 @@ class RunConfig:
             ``default``.
         mixed_precision: ``mixed_float16`` compute with a float32 output layer.
         deterministic: deterministic TensorFlow ops (slower; for exact reruns).
+        bn_stats: the BatchNorm statistics evaluation uses: ``precise`` (re-estimated
+            over fixed training batches before each evaluation) or ``moving`` (Keras'
+            moving averages).
         weights_file: a local ImageNet weights file for ``imagenet`` / ``mean_var``.
         head_units, dropout: the classifier head, the same for every net.
         cache_limit: memory for decoded images, e.g. ``4GiB``, given to the splits in the
-            order validation, train, test; a split that does not fit whole is read from
-            its shards every epoch.
+            order validation, the precise-BatchNorm subset, train, test; a split that
+            does not fit whole is read from its shards every epoch.
         class_weight: ``none`` (the study) or ``balanced``: each class's loss weighted by
             ``n_samples / (n_classes * count)`` over the training images used.
         patience: end phase 2 once the validation micro AUC has not improved for this
@@ -99,6 +103,7 @@ class RunConfig:
     strategy: str = "auto"
     mixed_precision: bool = False
     deterministic: bool = False
+    bn_stats: str = "precise"
     weights_file: str | None = None
     head_units: int = 256
     dropout: float = 0.5
@@ -485,6 +490,7 @@ def validate(config: RunConfig) -> None:
         )
     look_up_option(config.scaling, SCALINGS, "scaling", see=RUN_HELP)
     look_up_option(config.strategy, STRATEGIES, "strategy", see=RUN_HELP)
+    look_up_option(config.bn_stats, BN_STATS, "bn_stats", see=RUN_HELP)
     check_seed(config.seed, "--seed")
     look_up_option(config.class_weight, CLASS_WEIGHTS, "class weight", see=RUN_HELP)
     _check_positive(config.batch_size, "batch_size")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 import urllib.error
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,9 +79,10 @@ def prepare(*args: str) -> Callable[[Context], list[str]]:
 
 
 def nothing_trained(ctx: Context) -> None:
-    """The run failed before training: no history, no saved config, no metrics."""
+    """The run failed before training: no run directory left, not even one holding .lock."""
     written = [p.name for p in (ctx.tmp / "logs").rglob("*") if p.is_file()]
-    assert not {"history.csv", "config.yaml", "metrics.json"} & set(written), written
+    assert not written, written
+    assert not list((ctx.tmp / "logs").glob("bad/*")), "an empty run directory was left"
 
 
 # --- setups ------------------------------------------------------------------------------
@@ -377,14 +377,17 @@ def test_bad_input_fails_clearly(case, tmp_path, digits_data_dir, monkeypatch, c
     ctx = Context(tmp_path, digits_data_dir, monkeypatch)
     argv = case.argv(ctx) if callable(case.argv) else [ctx.expand(a) for a in case.argv]
     capsys.readouterr()
-    started = time.monotonic()
+
+    def fit(*args, **kwargs):
+        raise AssertionError("bad input must fail before training starts")
+
+    monkeypatch.setattr(keras.Model, "fit", fit)
     try:
         code = main(argv)
     except SystemExit as exit_:
         code = exit_.code
     except Exception as error:  # noqa: BLE001 -- escaping main() means a traceback
         pytest.fail(f"medtransfer {' '.join(argv)} raised {error!r}: a user sees a traceback")
-    seconds = time.monotonic() - started
     out, err = capsys.readouterr()
 
     assert code == case.code, err
@@ -397,7 +400,6 @@ def test_bad_input_fails_clearly(case, tmp_path, digits_data_dir, monkeypatch, c
     # One paragraph: the error is the last thing on stderr, on one line.
     last = err.rstrip("\n").splitlines()[-1]
     assert re.match(r"medtransfer( \w+)?: error: ", last), err
-    assert seconds < 5, f"took {seconds:.1f} s: did it train?"
     if case.after:
         case.after(ctx)
 

@@ -1,4 +1,8 @@
-"""Faults caused for real: a killed run, a second process, divergence, bad paths."""
+"""Faults caused for real: a killed run, a second process, divergence, bad paths.
+
+No test here depends on the machine's speed: a process is killed at a point it reports
+itself (it pauses there until killed), and a "second process" meets a lock the test holds.
+"""
 
 import csv
 import json
@@ -6,19 +10,52 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
+import numpy as np
 import pytest
 from tensorboard_events import scalar_steps
 
-RUN_ID = "digits-small_cnn-glorot-f0.50-s0-e{epochs}-bs64-px16"
+# The command line below runs `medtransfer run` with its own arguments after pausing
+# EpochRecorder for good once epoch {epoch}'s resume state is saved: SIGKILL then lands
+# exactly there, between the state and the publication of that epoch's best weights.
+PAUSE_AFTER_EPOCH = """
+import sys, threading
+from medtransfer.cli import main
+from medtransfer.training import callbacks
+
+save = callbacks.EpochRecorder._save_resume_state
+
+def save_then_pause(self, epoch):
+    save(self, epoch)
+    if epoch == {epoch}:
+        print("paused after epoch", epoch, flush=True)
+        threading.Event().wait()
+
+callbacks.EpochRecorder._save_resume_state = save_then_pause
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def cli_args(root, data_dir, epochs="1+4", *extra):
+    return ["run", "--dataset", "digits", "--net", "small_cnn", "--image-size", "16",
+            "--batch-size", "64", "--lr", "1e-3", "--freeze", "0.5", "--epochs", epochs,
+            "--experiment", "faults", "--logdir", str(root / "logs"), "--data-dir",
+            str(data_dir), *extra]
 
 
 def run_args(root, data_dir, epochs="1+4", *extra):
-    return [sys.executable, "-m", "medtransfer", "run", "--dataset", "digits", "--net",
-            "small_cnn", "--image-size", "16", "--batch-size", "64", "--lr", "1e-3",
-            "--freeze", "0.5", "--epochs", epochs, "--experiment", "faults",
-            "--logdir", str(root / "logs"), "--data-dir", str(data_dir), *extra]
+    return [sys.executable, "-m", "medtransfer", *cli_args(root, data_dir, epochs, *extra)]
+
+
+def run_dir_of(root, data_dir, epochs):
+    """The run directory `run_args(root, data_dir, epochs)` trains into."""
+    from medtransfer.config import RunConfig
+    from medtransfer.training.run import resolve_config
+
+    config = RunConfig(dataset="digits", net="small_cnn", image_size=16, batch_size=64,
+                       lr=1e-3, freeze=0.5, epochs=epochs, experiment="faults",
+                       logdir=str(root / "logs"), data_dir=str(data_dir))
+    return resolve_config(config)[0].run_dir
 
 
 def history_epochs(run_dir):
@@ -35,25 +72,24 @@ def resumable_epoch(run_dir):
         return 0
 
 
-def wait_for(condition, process, timeout=300):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_sigkill_in_phase_two_resumes_from_the_last_epoch(tmp_path, digits_data_dir):
-    run_dir = tmp_path / "logs" / "faults" / RUN_ID.format(epochs="1+4")
-    process = subprocess.Popen(run_args(tmp_path, digits_data_dir), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    # Epoch 2 is the first fine-tuning epoch: kill once it is saved, while epoch 3 trains.
-    wait_for(lambda: resumable_epoch(run_dir) >= 2, process)
+    run_dir = run_dir_of(tmp_path, digits_data_dir, "1+4")
+    process = subprocess.Popen(
+        [sys.executable, "-c", PAUSE_AFTER_EPOCH.format(epoch=2),
+         *cli_args(tmp_path, digits_data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # Epoch 2 is the first fine-tuning epoch: killed once its state is saved.
+    for line in process.stdout:
+        if line.startswith("paused after epoch 2"):
+            break
+    else:
+        pytest.fail(f"the run ended (exit {process.wait()}) without reaching epoch 2")
     process.send_signal(signal.SIGKILL)
     process.wait()
+    process.stdout.close()
     killed_after = resumable_epoch(run_dir)
-    assert 2 <= killed_after < 5 and not (run_dir / "metrics.json").exists()
+    assert killed_after == 2 and not (run_dir / "metrics.json").exists()
 
     again = subprocess.run(run_args(tmp_path, digits_data_dir), capture_output=True, text=True,
                            timeout=600)
@@ -68,34 +104,74 @@ def test_sigkill_in_phase_two_resumes_from_the_last_epoch(tmp_path, digits_data_
     assert not (run_dir / "resume").exists()
 
 
-@pytest.mark.slow
 def test_a_second_process_on_the_same_run_refuses(tmp_path, digits_data_dir):
-    run_dir = tmp_path / "logs" / "faults" / RUN_ID.format(epochs="0+3")
-    first = subprocess.Popen(run_args(tmp_path, digits_data_dir, "0+3"),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: len(history_epochs(run_dir)) >= 1, first)
-    second = subprocess.run(run_args(tmp_path, digits_data_dir, "0+3"), capture_output=True,
-                            text=True, timeout=300)
-    assert second.returncode == 2
+    from medtransfer.training.rundir import RunDirectory
+
+    # The test process is the "first run": it holds the run directory's lock for as
+    # long as the second process lives, however fast or slow either is.
+    first = RunDirectory(run_dir_of(tmp_path, digits_data_dir, "0+3"))
+    first.create()
+    first.lock()
+    try:
+        second = subprocess.run(run_args(tmp_path, digits_data_dir, "0+3"),
+                                capture_output=True, text=True, timeout=300)
+    finally:
+        first.unlock()
+    assert second.returncode == 2, second.stderr
     assert "Another process is already training" in second.stderr
     assert "Traceback" not in second.stderr
-    out, err = first.communicate(timeout=600)
-    assert first.returncode == 0, err
-    assert [epoch for epoch, _ in history_epochs(run_dir)] == [1, 2, 3]
-    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "complete"
+    # It left the first run's directory alone.
+    assert [entry.name for entry in first.path.iterdir()] == [".lock"]
 
 
-def test_a_diverging_run_stops_and_says_so(tmp_path, digits_data_dir):
+def diverging_run(tmp_path, digits_data_dir, capsys, *extra):
+    """Runs 0+3 epochs on 200 images through the CLI; returns (exit code, metrics, stderr)."""
     from medtransfer.cli import main
 
-    code = main(["run", "--dataset", "digits", "--net", "small_cnn", "--image-size", "16",
-                 "--epochs", "0+3", "--lr", "1e9", "--train-size", "200", "--experiment", "nan",
-                 "--logdir", str(tmp_path), "--data-dir", str(digits_data_dir),
-                 "--strategy", "default"])
+    args = ["--dataset", "digits", "--net", "small_cnn", "--image-size", "16", "--epochs",
+            "0+3", "--train-size", "200", "--experiment", "diverged", "--logdir",
+            str(tmp_path), "--data-dir", str(digits_data_dir), "--strategy", "default",
+            *extra]
+    code = main(["run", *args])
+    err = capsys.readouterr().err
+    run_dirs = list((tmp_path / "diverged").iterdir())  # the one run directory
+    assert len(run_dirs) == 1, run_dirs
+    return code, json.loads((run_dirs[0] / "metrics.json").read_text()), err
+
+
+def test_an_exploding_loss_is_a_divergence(tmp_path, digits_data_dir, capsys):
+    # The issue's case: --lr 1e6 gives a finite loss of ~1e21 (Keras computes the
+    # cross-entropy from the logits), far above 100 x ln(10) = 230.
+    code, metrics, err = diverging_run(tmp_path, digits_data_dir, capsys, "--lr", "1e6")
     assert code == 3
-    metrics = json.loads((tmp_path / "nan" / "digits-small_cnn-glorot-f0.00-s0-e0+3-lr1e+09-"
-                          "px16-ts200" / "metrics.json").read_text())
     assert metrics["status"] == "diverged" and metrics["diverged_epoch"] == 1
+    assert "above 100 x ln(10) = 230.3" in metrics["diverged_reason"]
+    assert float(metrics["loss"]) > 230.3
+    assert "Lower --lr" in err and "Traceback" not in err
+
+
+def test_nan_validation_predictions_are_a_divergence(tmp_path, digits_data_dir, capsys,
+                                                     monkeypatch):
+    # A BatchNorm variance below zero is NaN in inference mode only: training (batch
+    # statistics) goes on with a finite loss, the validation predictions are all NaN.
+    from medtransfer.models.classifier import get_backbone
+    from medtransfer.training import run as run_module
+
+    build = run_module.build_model
+
+    def broken_statistics(*args, **kwargs):
+        model = build(*args, **kwargs)
+        layer = get_backbone(model).get_layer("block4_bn")
+        layer.moving_variance.assign(np.full(layer.moving_variance.shape, -100.0))
+        return model
+
+    monkeypatch.setattr(run_module, "build_model", broken_statistics)
+    code, metrics, err = diverging_run(tmp_path, digits_data_dir, capsys, "--bn-stats",
+                                       "moving")
+    assert code == 3
+    assert metrics["status"] == "diverged" and metrics["diverged_epoch"] == 1
+    assert metrics["diverged_reason"] == "180 of 180 validation predictions are NaN or inf"
+    assert "Traceback" not in err
 
 
 def test_overwrite_trains_a_complete_run_again(tmp_path, digits_data_dir):

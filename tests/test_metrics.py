@@ -57,6 +57,18 @@ def test_quadratic_kappa_by_hand():
     assert quadratic_kappa(np.array([0, 4]), np.eye(5)[[4, 0]]) == pytest.approx(-1.0)
 
 
+def test_quadratic_kappa_weighs_by_all_five_grades_when_some_are_absent():
+    # Grades 0, 1, 3 true; predicted 0, 0, 1; grades 2 and 4 appear nowhere.
+    # Weights (i - j)^2 over grade numbers. Observed: (0,0) 0 + (1,0) 1 + (3,1) 4 = 5.
+    # Expected: rows 0, 1, 3 once each, columns 0 twice and 1 once, over N = 3:
+    # row 0: 2*0 + 1*1 = 1; row 1: 2*1 + 1*0 = 2; row 3: 2*9 + 1*4 = 22; (1+2+22)/3.
+    # kappa = 1 - 5 / (25/3) = 0.4. Numbering only the grades present (3 -> 2) gives
+    # 1 - 2 / 4 = 0.5: grades 1 and 3 would count as neighbours.
+    labels = np.array([0, 1, 3])
+    probabilities = np.eye(5)[[0, 0, 1]]
+    assert quadratic_kappa(labels, probabilities) == pytest.approx(0.4)
+
+
 def test_evaluate_predictions_keys():
     metrics = evaluate_predictions(LABELS, PROBS, kappa=True)
     assert set(metrics) == {"loss", "auc_micro", "auc_macro", "accuracy", "quadratic_kappa"}

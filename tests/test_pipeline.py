@@ -90,11 +90,26 @@ def test_evaluation_order_is_complete_and_the_same_every_iteration(split):
 
 def test_training_reshuffles_every_epoch_and_sees_every_example_once(split):
     paths, _ = split
-    dataset = make(paths, training=True)
-    epochs = [collect(dataset)[2] for _ in range(2)]
+    images, _, ids, sizes = collect(make(paths, training=True, epochs=2))
+    # Each epoch ends with its own short batch: 8, 8, 8, 6 twice.
+    assert sizes == [8, 8, 8, 6] * 2
+    epochs = [ids[:30], ids[30:]]
     assert sorted(epochs[0]) == sorted(epochs[1]) == IDS
     assert epochs[0] != epochs[1]
     assert epochs[0] != collect(make(paths))[2]
+
+
+def test_an_epoch_is_the_same_whichever_epoch_the_stream_starts_at(split):
+    """What resuming needs: epoch 2 alone equals epoch 2 of a stream started at epoch 0."""
+    paths, _ = split
+    options = dict(training=True, seed=3, augment=AugmentConfig())
+    three = collect(make(paths, epochs=3, **options))
+    alone = collect(make(paths, first_epoch=2, **options))
+    assert alone[2] == three[2][60:]
+    np.testing.assert_array_equal(alone[0], three[0][60:])
+    # Iterating a dataset again replays its epochs rather than moving on.
+    again = collect(make(paths, first_epoch=2, **options))
+    np.testing.assert_array_equal(again[0], alone[0])
 
 
 def test_augmentation_runs_on_training_only_and_keeps_unit_range(split):
@@ -112,8 +127,8 @@ def test_same_seed_gives_the_same_batches_over_two_epochs(split):
     paths, _ = split
 
     def two_epochs(seed):
-        dataset = make(paths, training=True, seed=seed, augment=AugmentConfig(), batch_size=7)
-        return [collect(dataset) for _ in range(2)]
+        return [collect(make(paths, training=True, seed=seed, augment=AugmentConfig(),
+                             batch_size=7, first_epoch=epoch)) for epoch in range(2)]
 
     first, again, other = two_epochs(3), two_epochs(3), two_epochs(4)
     for epoch in range(2):
@@ -127,8 +142,11 @@ def test_every_epoch_draws_new_augmentations(tmp_path):
     image = shards.encode_png(class_image(1, 0))
     records = [(f"same{i}", 0, image) for i in range(6)]
     paths = [tmp_path / name for name in shards.write_split_shards(tmp_path, "train", records)]
-    dataset = make(paths, training=True, augment=AugmentConfig(), include_ids=False)
-    first, second = collect(dataset)[0], collect(dataset)[0]
+    first, second = (
+        collect(make(paths, training=True, augment=AugmentConfig(), include_ids=False,
+                     first_epoch=epoch))[0]
+        for epoch in range(2)
+    )
     assert np.abs(first - second).mean(axis=(1, 2, 3)).min() > 0.005
 
 
@@ -163,13 +181,23 @@ def test_cache_serves_later_passes_from_memory(split, tmp_path, cache_limit_byte
             collect(dataset)
 
 
+def test_every_training_epoch_reads_the_one_cache(split, tmp_path):
+    paths, _ = split
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    paths = [shutil.copy(path, copies / path.name) for path in paths]
+    dataset = make(paths, training=True, epochs=2, cache_limit_bytes=10**9, num_examples=30)
+    first = collect(dataset)
+    shutil.rmtree(copies)
+    np.testing.assert_array_equal(collect(dataset)[0], first[0])
+
+
 def test_caching_does_not_change_the_training_stream(split):
     paths, _ = split
     options = dict(training=True, seed=1, augment=AugmentConfig(), num_examples=30)
-    cached = make(paths, cache_limit_bytes=10**9, **options)
-    uncached = make(paths, cache_limit_bytes=0, **options)
-    for _ in range(2):
-        with_cache, without = collect(cached), collect(uncached)
+    for epoch in range(2):
+        with_cache = collect(make(paths, cache_limit_bytes=10**9, first_epoch=epoch, **options))
+        without = collect(make(paths, cache_limit_bytes=0, first_epoch=epoch, **options))
         assert with_cache[2] == without[2]
         np.testing.assert_array_equal(with_cache[0], without[0])
 
@@ -247,3 +275,18 @@ def test_train_subset_out_of_range_says_the_valid_range(train_size):
     frame = labels_frame([50, 30, 20])
     with pytest.raises(MedtransferError, match=r"100 images in 3 classes.*between 3 .* and 100"):
         select_train_subset(frame, train_size, seed=0)
+
+
+def test_shrinking_antialiases_fine_texture(tmp_path):
+    # A 1-px line on every third column: 1/3 of the pixels white, mean grey 85.
+    # Shrunk to a quarter without antialiasing, bilinear samples only a few columns and
+    # the stripes come out as 0 / 127.5 bands; averaged properly the image is flat grey.
+    _, cols = np.mgrid[0:64, 0:64]
+    lines = np.repeat(((cols % 3 == 0) * 255)[..., None], 3, axis=-1).astype(np.uint8)
+    records = [("lines", 0, shards.encode_png(lines))]
+    paths = [tmp_path / name for name in shards.write_split_shards(tmp_path, "train", records)]
+    image = collect(make(paths, image_size=16))[0][0] * 255.0
+    assert image.shape == (16, 16, 3)
+    assert np.abs(image - lines.mean()).max() < 10
+    plain = tf.image.resize(lines, (16, 16), method="bilinear").numpy()
+    assert np.abs(plain - lines.mean()).max() > 40  # what the test guards against

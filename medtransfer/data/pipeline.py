@@ -4,8 +4,8 @@
 decodes and resizes in parallel, caches the decoded split in memory when it fits,
 and, for training, shuffles, augments and one-hot encodes:
 
-    shards -> parse -> keep ids -> decode + resize (uint8) -> cache? -> shuffle
-           -> [0, 1] floats -> augment -> batch -> preprocess -> prefetch
+    shards -> parse -> keep ids -> decode + resize (uint8) -> cache? -> shuffle(epoch)
+           -> [0, 1] floats -> augment(epoch) -> batch -> preprocess -> prefetch
 
 Decisions, measured in ``benchmarks/pipeline_throughput.py`` (2 shared CPU cores,
 128 px: caching 1.5-2x faster for training and 3.5-4.6x for evaluation; a uint8 cache
@@ -20,9 +20,10 @@ no slower than float32), and against Keras' own pipeline by ``python -m benchmar
   parallel map before batching, each image with its own seed. Once the split is
   cached it is what limits the stream, so it is written to touch each pixel few times.
 
-Determinism: the shuffle order and every augmentation draw are pure functions of
-``seed`` and the epoch (stateless random ops fed from ``tf.data.Dataset.random``), so
-two datasets built with the same seed yield the same batches epoch after epoch.
+Determinism: the shuffle order and every augmentation draw of epoch k are pure functions
+of ``seed`` and k (stateless random ops seeded with both), not of how many epochs this
+process has iterated: a run resumed at epoch k sees exactly the batches an uninterrupted
+run sees there. A training dataset is a range of epochs (``first_epoch``, ``epochs``).
 
 ``select_train_subset`` is the ``--train-size`` option: a stratified, seeded subset of
 the train split for data-size experiments.
@@ -30,6 +31,8 @@ the train split for data-size experiments.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
@@ -130,21 +133,24 @@ def make_dataset(
     keep_labels: Sequence[int] | None = None,
     include_ids: bool = False,
     num_examples: int | None = None,
+    first_epoch: int = 0,
+    epochs: int = 1,
 ) -> tf.data.Dataset:
     """Builds the batched input stream of one split.
 
     Args:
         shard_paths: the split's TFRecord shards.
         num_classes: the length of the one-hot labels.
-        image_size: images are resized (bilinear) to ``(image_size, image_size)``.
-        batch_size: images per batch; the last batch may be smaller.
-        training: shuffle every epoch and apply ``augment``. Otherwise the order is
-            fixed (the shards' records, interleaved), the same on every iteration, and
-            ``augment`` is ignored.
+        image_size: images are resized to ``(image_size, image_size)``: bilinear, with
+            antialiasing when shrinking (see :func:`resize_image`).
+        batch_size: images per batch; the last batch of each epoch may be smaller.
+        training: shuffle and apply ``augment``, differently in every epoch. Otherwise
+            the order is fixed (the shards' records, interleaved), the same on every
+            iteration, and ``augment``, ``first_epoch`` and ``epochs`` are ignored.
         augment: the augmentations to apply when training; ``None`` for none.
         preprocess: a net's own ``preprocess_input`` (``--scaling native``). It receives
             [0, 255] floats, after augmentation. ``None`` keeps pixels in [0, 1].
-        seed: decides the shuffle order and the augmentation draws of every epoch.
+        seed: with the epoch, decides the shuffle order and the augmentation draws.
         cache_limit_bytes: cache the decoded, resized split in memory when it needs at
             most this many bytes (see :func:`cached_bytes`).
         keep_ids: if given, only examples whose id is in it (``--train-size``).
@@ -158,6 +164,12 @@ def make_dataset(
             counted by reading the shards once. It decides caching and the shuffle
             buffer, and tells Keras the number of steps; a pass that finds a different
             number fails with ``tf.errors.FailedPreconditionError``.
+        first_epoch: training only: the (0-based) epoch the stream starts with. Epoch k
+            is a pure function of ``seed`` and k, so a resumed run that starts at epoch
+            k sees what an uninterrupted run sees there.
+        epochs: training only: how many consecutive epochs one pass of the dataset
+            yields, each ``ceil(num_examples / batch_size)`` batches (give Keras that
+            as ``steps_per_epoch``). Iterating the dataset again replays the same epochs.
 
     Returns:
         A dataset of ``(images, one_hot)`` or ``(images, one_hot, ids)`` batches;
@@ -168,70 +180,94 @@ def make_dataset(
         raise ValueError("make_dataset needs at least one shard path")
     if num_examples is None:
         num_examples = len(keep_ids) if keep_ids is not None else count_examples(shard_paths)
-    shuffle_seed, files_seed, augment_seed = (
-        int(part) for part in np.random.SeedSequence(seed).generate_state(3)
-    )
-
     cached = fits_in_cache(num_examples, image_size, cache_limit_bytes)
     # The whole split when cached; otherwise a few thousand still-encoded records. Small
     # splits get the same buffer either way, so caching never changes their order.
     shuffle_buffer = max(num_examples if cached else min(num_examples, UNCACHED_SHUFFLE_BUFFER), 1)
+    # Only a split larger than the buffer needs its shard order shuffled too; the cache
+    # would replay the first epoch's shard order anyway.
+    shuffle_files = training and num_examples > shuffle_buffer
+    parse = _parse_checked(num_classes)
+    id_filter = _id_filter(keep_ids) if keep_ids is not None else None
 
-    files = tf.data.Dataset.from_tensor_slices([str(path) for path in shard_paths])
-    if training and num_examples > shuffle_buffer:
-        # Only a split larger than the buffer needs its shard order shuffled too; the
-        # cache would replay the first epoch's shard order anyway.
-        files = files.shuffle(len(shard_paths), seed=files_seed, reshuffle_each_iteration=True)
-    records = files.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(len(shard_paths), _PARALLEL_SHARDS),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    if keep_labels is None:
-        records = records.map(_parse_checked(num_classes), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        records = records.map(shards.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
-        records = records.filter(_label_filter(keep_labels)).map(_relabel(keep_labels))
-    if keep_ids is not None:
-        records = records.filter(_id_filter(keep_ids))
-    # A known length gives Keras its steps per epoch (progress bar, no "ran out of data"
-    # warning), and a split.csv that disagrees with the shards fails instead of training
-    # on the wrong images.
-    records = records.apply(tf.data.experimental.assert_cardinality(num_examples))
+    def read_records(files_order_seed):
+        files = tf.data.Dataset.from_tensor_slices([str(path) for path in shard_paths])
+        if files_order_seed is not None:
+            files = files.shuffle(len(shard_paths), seed=files_order_seed,
+                                  reshuffle_each_iteration=False)
+        records = files.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(shard_paths), _PARALLEL_SHARDS),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        if keep_labels is None:
+            records = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            records = records.map(shards.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+            records = records.filter(_label_filter(keep_labels)).map(_relabel(keep_labels))
+        if id_filter is not None:
+            records = records.filter(id_filter)
+        # A known length gives Keras its steps per epoch (progress bar, no "ran out of
+        # data" warning), and a split.csv that disagrees with the shards fails instead
+        # of training on the wrong images.
+        return records.apply(tf.data.experimental.assert_cardinality(num_examples))
 
     def decode(example):
         return _decode_resized(example["image"], image_size), example["label"], example["id"]
 
-    def shuffled(dataset):
-        if not training:
-            return dataset
-        return dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-
-    if cached:
-        examples = shuffled(records.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache())
-    else:
-        examples = shuffled(records).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-
     def to_model_input(image, label, image_id):
         return to_unit_range(image), tf.one_hot(label, num_classes), image_id
 
-    examples = examples.map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE)
-    if training and augment is not None:
-        # One seed per image, from a stream that is new every epoch but still decided
-        # by `seed`: flips, colour and noise differ between images and between epochs.
-        image_seeds = tf.data.Dataset.random(
-            seed=augment_seed, rerandomize_each_iteration=True
-        ).batch(2)
+    # Built once, outside the per-epoch streams, so that every epoch reads the same cache.
+    decoded = read_records(None).map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache() \
+        if cached else None
 
-        def augmented(example, image_seed):
-            image, one_hot, image_id = example
-            return augment_image(image, image_seed, augment), one_hot, image_id
+    def in_fixed_order():
+        return decoded if cached else read_records(None).map(
+            decode, num_parallel_calls=tf.data.AUTOTUNE)
 
-        examples = tf.data.Dataset.zip(examples, image_seeds).map(
-            augmented, num_parallel_calls=tf.data.AUTOTUNE
+    def shuffled(shuffle_seed, files_seed):
+        if cached:
+            return decoded.shuffle(shuffle_buffer, seed=shuffle_seed,
+                                   reshuffle_each_iteration=False)
+        records = read_records(files_seed if shuffle_files else None)
+        return records.shuffle(shuffle_buffer, seed=shuffle_seed,
+                               reshuffle_each_iteration=False).map(
+            decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def one_epoch(epoch):
+        """The batches of training epoch ``epoch``: seeded by ``(seed, epoch)`` alone.
+
+        Plain integer seeds, built in Python per epoch: tf.data's shuffle mishandles a
+        tensor seed when TensorFlow's global seed is 0.
+        """
+        shuffle_seed, files_seed, augment_seed = (
+            int(part) for part in np.random.SeedSequence([seed, epoch]).generate_state(3)
         )
-    batches = examples.batch(batch_size, drop_remainder=False)
+        examples = shuffled(shuffle_seed, files_seed).map(
+            to_model_input, num_parallel_calls=tf.data.AUTOTUNE)
+        if augment is not None:
+            # One seed per image, (epoch's seed, position in the epoch): flips, colour
+            # and noise differ between images and between epochs.
+            def augmented(position, example):
+                image, one_hot, image_id = example
+                image_seed = tf.stack([tf.constant(augment_seed, tf.int64), position])
+                return augment_image(image, image_seed, augment), one_hot, image_id
+
+            examples = examples.enumerate().map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
+        return examples.batch(batch_size, drop_remainder=False)
+
+    if training:
+        steps = math.ceil(num_examples / batch_size)
+        batches = functools.reduce(
+            tf.data.Dataset.concatenate,
+            [one_epoch(epoch) for epoch in range(first_epoch, first_epoch + epochs)],
+        )
+        batches = batches.apply(tf.data.experimental.assert_cardinality(epochs * steps))
+    else:
+        batches = in_fixed_order().map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE) \
+            .batch(batch_size, drop_remainder=False)
 
     def finish(images, one_hot, ids):
         images = apply_scaling(images, preprocess)
@@ -297,6 +333,15 @@ def _decode_resized(png: tf.Tensor, image_size: int) -> tf.Tensor:
 def resize_image(image, image_size: int):
     """Resizes uint8 RGB pixels to ``(image_size, image_size)``, rounded back to uint8.
 
+    Bilinear. Shrinking antialiases (the kernel widened to the scale factor, as
+    ``prepare``'s INTER_AREA averages): without it a 512 px image shrunk to 224 px samples
+    a few of its pixels and aliases fine texture into false patterns. An image that no
+    side of exceeds ``image_size`` is enlarged by plain bilinear interpolation, exactly
+    as before antialiasing existed (antialias=True would move some pixels by a grey
+    level). The choice is made per image (per batch) inside the graph, with ops a Keras
+    model records, so that an exported model whose input size is unknown decides as the
+    pipeline does.
+
     Args:
         image: ``(H, W, 3)`` or ``(batch, H, W, 3)`` uint8, a tensor or a Keras tensor.
         image_size: the side of the square output.
@@ -304,11 +349,26 @@ def resize_image(image, image_size: int):
     Returns:
         The resized pixels, uint8, rounded half to even as ``tf.round`` does.
     """
-    resized = keras.ops.image.resize(
-        keras.ops.cast(image, "float32"), (image_size, image_size),
-        interpolation="bilinear", data_format="channels_last",
-    )
+    pixels = keras.ops.cast(image, "float32")
+    resized = [
+        keras.ops.image.resize(pixels, (image_size, image_size), interpolation="bilinear",
+                               antialias=antialias, data_format="channels_last")
+        for antialias in (False, True)
+    ]
+    # 1.0 when shrinking, else 0.0; both terms are exact (x * 0 + y == y), so each case
+    # is exactly one of the two resizes.
+    shrinking = keras.ops.cast(_longest_side(pixels) > image_size, "float32")
+    resized = resized[1] * shrinking + resized[0] * (1.0 - shrinking)
     return keras.ops.cast(keras.ops.clip(keras.ops.round(resized), 0, 255), _CACHED_DTYPE.name)
+
+
+def _longest_side(pixels):
+    """The longer of height and width of ``(..., H, W, C)``, as a tensor: computed with
+    recorded ops (not ``shape``), since an exported model's input size is unknown."""
+    corner = (0,) * (len(pixels.shape) - 3)
+    height = keras.ops.sum(keras.ops.ones_like(pixels[(*corner, slice(None), 0, 0)]))
+    width = keras.ops.sum(keras.ops.ones_like(pixels[(*corner, 0, slice(None), 0)]))
+    return keras.ops.maximum(height, width)
 
 
 def to_unit_range(image):

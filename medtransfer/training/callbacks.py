@@ -1,11 +1,13 @@
-"""The two callbacks of a run: the per-epoch recorder and the divergence guard.
+"""The callbacks of a run: the per-epoch recorder, the divergence guard, dropout seeds.
 
 Everything that happens at the end of an epoch happens in one callback, in one fixed
-order, because each step depends on the one before: exact validation metrics, then the
-best weights (held back in resume/), then history.csv and TensorBoard, then the resume
-state, and last best.weights.h5, so that a kill at any point leaves a state from which
-the run resumes with each epoch logged once and the best weights of a kept epoch
-(see ``medtransfer.training.rundir``).
+order, because each step depends on the one before: precise BatchNorm statistics (when
+on), exact validation metrics (NaN predictions are a divergence), then the best weights
+(held back in resume/), then history.csv and TensorBoard, then the resume state, and
+last best.weights.h5, so that a kill at any point leaves a state from which the run
+resumes with each epoch logged once and the best weights of a kept epoch (see
+``medtransfer.training.rundir``). The divergence guard runs first: weights that are not
+finite never reach a checkpoint.
 """
 
 from __future__ import annotations
@@ -21,31 +23,62 @@ import tensorflow as tf
 
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import write_json_atomic
+from medtransfer.training.batchnorm import PreciseBatchNorm
 from medtransfer.training.metrics import evaluate_predictions
 from medtransfer.training.rundir import RunDirectory, TensorBoardLog
 
+#: A loss above this many times ln(num_classes), the loss of a uniform guess, is a
+#: diverged run. Keras computes the cross-entropy from the logits, so an exploding net
+#: gives losses of 1e20 rather than NaN; a net that learns anything stays within a few
+#: times ln(C) (an untrained one starts near it), and even two classes give a bound of
+#: 69 nats, a confidently wrong answer on every image with odds of e^69 to one.
+DIVERGENCE_FACTOR = 100.0
+
 
 class RunDiverged(MedtransferError):
-    """The loss became NaN or infinite; the run stopped at once."""
+    """Training diverged (see :func:`divergence_bound`); the run stopped at once.
+
+    Attributes:
+        epoch: the epoch it happened in (1-based).
+        reason: what was found, one sentence.
+        batch: the batch (0-based) when a training loss gave it away, else None.
+        loss: that loss, else None.
+    """
 
     exit_code = 3
 
-    def __init__(self, epoch: int, batch: int, loss: float, lr: float):
-        self.epoch, self.batch, self.loss = epoch, batch, loss
+    def __init__(self, epoch: int, reason: str, lr: float, *, batch: int | None = None,
+                 loss: float | None = None):
+        self.epoch, self.reason, self.batch, self.loss = epoch, reason, batch, loss
+        where = f"epoch {epoch}" + (f", batch {batch + 1}" if batch is not None else "")
         super().__init__(
-            f"Training diverged: the loss became {loss} at epoch {epoch}, batch {batch + 1}, "
-            f"with learning rate {lr:g}. The run stopped and metrics.json records "
-            "status 'diverged'. Lower --lr (the study used 1e-5 to 1e-4 with Adam) or check "
-            "the data, then run again with --overwrite."
+            f"Training diverged at {where} with learning rate {lr:g}: {reason}. The run "
+            "stopped and metrics.json records status 'diverged'. Lower --lr (the study "
+            "used 1e-5 to 1e-4 with Adam) or check the data, then run again with --overwrite."
         )
+
+    def record(self) -> dict[str, Any]:
+        """The keys metrics.json gets besides the run's identity."""
+        record = {"status": "diverged", "diverged_epoch": self.epoch,
+                  "diverged_reason": self.reason}
+        if self.batch is not None:
+            record.update(diverged_batch=self.batch + 1, loss=str(self.loss))
+        return record
+
+
+def divergence_bound(num_classes: int) -> float:
+    """The training loss above which a run counts as diverged: 100 x ln(num_classes)."""
+    return DIVERGENCE_FACTOR * math.log(num_classes)
 
 
 class StopOnDivergence(keras.callbacks.Callback):
-    """Raises :class:`RunDiverged` at the first batch whose loss is not finite."""
+    """Raises :class:`RunDiverged` at the first batch whose loss is not finite or is
+    above :func:`divergence_bound`, and at an epoch's end whose weights are not finite."""
 
-    def __init__(self, lr: float):
+    def __init__(self, lr: float, num_classes: int):
         super().__init__()
-        self.lr = lr
+        self.lr, self.num_classes = lr, num_classes
+        self.bound = divergence_bound(num_classes)
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -54,7 +87,58 @@ class StopOnDivergence(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
-            raise RunDiverged(self.epoch, batch, loss, self.lr)
+            raise RunDiverged(self.epoch, f"the training loss became {loss}", self.lr,
+                              batch=batch, loss=loss)
+        if loss > self.bound:
+            raise RunDiverged(
+                self.epoch,
+                f"the training loss reached {loss:.4g}, above {DIVERGENCE_FACTOR:g} x "
+                f"ln({self.num_classes}) = {self.bound:.4g} (a uniform guess scores "
+                f"{math.log(self.num_classes):.3g})",
+                self.lr, batch=batch, loss=loss,
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = [variable.path for variable in self.model.weights
+               if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable)))]
+        if bad:
+            raise RunDiverged(epoch + 1, f"weights hold NaN or inf ({', '.join(bad[:3])})",
+                              self.lr)
+
+
+def check_finite_predictions(probabilities: np.ndarray, epoch: int, split: str,
+                             lr: float) -> None:
+    """Raises :class:`RunDiverged` when predictions hold NaN or inf (no metric exists)."""
+    if not np.all(np.isfinite(probabilities)):
+        rows = int(np.sum(~np.all(np.isfinite(probabilities), axis=1)))
+        raise RunDiverged(
+            epoch, f"{rows} of {len(probabilities)} {split} predictions are NaN or inf", lr)
+
+
+class SeedDropoutPerEpoch(keras.callbacks.Callback):
+    """Makes every epoch's dropout masks a pure function of ``(seed, epoch)``.
+
+    Keras' dropout draws from a seed generator whose counter advances each step and is
+    not saved with the weights, so a resumed run would replay epoch 1's masks. Setting
+    each generator's state from ``(seed, epoch, its index)`` at the start of every
+    epoch gives a resumed run the masks the uninterrupted run drew.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for index, generator in enumerate(_seed_generators(self.model)):
+            start = np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]
+            state = np.array([start % 2**31, 0]).astype(generator.state.dtype)
+            generator.state.assign(state)
+
+
+def _seed_generators(model: keras.Model) -> list:
+    # Keras 3 keeps each layer's generators in _seed_generators; no public accessor.
+    return [generator for layer in model._flatten_layers(include_self=False)
+            for generator in getattr(layer, "_seed_generators", [])]
 
 
 @dataclass
@@ -118,6 +202,8 @@ class TrainingState:
     best_auc: float = -math.inf
     best_epoch: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: The phase of the last completed epoch: the one whose optimizer the resume state holds.
+    phase: str | None = None
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -131,14 +217,18 @@ class EpochRecorder(keras.callbacks.Callback):
         state: shared by both phases' recorders.
         kappa: also compute the quadratic weighted kappa (ordinal grades).
         announce: print one line per epoch (when Keras shows no progress bar).
+        batchnorm: re-estimates the BatchNorm statistics before validation (precise
+            BatchNorm); None evaluates with Keras' moving averages.
     """
 
     def __init__(self, run_dir: RunDirectory, tensorboard: TensorBoardLog,
                  validation: EvaluationSet, phase: str, state: TrainingState,
-                 kappa: bool = False, announce: bool = True):
+                 kappa: bool = False, announce: bool = True,
+                 batchnorm: PreciseBatchNorm | None = None):
         super().__init__()
         self.run_dir, self.tensorboard, self.validation = run_dir, tensorboard, validation
         self.phase, self.state, self.kappa, self.announce = phase, state, kappa, announce
+        self.batchnorm = batchnorm
         self._started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -149,11 +239,14 @@ class EpochRecorder(keras.callbacks.Callback):
         # Keras calls this right after the last training step: the time so far is the
         # training time alone, which images_per_second needs.
         train_seconds = time.perf_counter() - self._started
-        metrics = evaluate_predictions(
-            self.validation.labels, self.validation.predict(self.model), kappa=self.kappa)
+        number = epoch + 1
+        if self.batchnorm is not None:
+            self.batchnorm.update()
+        probabilities = self.validation.predict(self.model)
+        check_finite_predictions(probabilities, number, "validation", self._lr())
+        metrics = evaluate_predictions(self.validation.labels, probabilities, kappa=self.kappa)
         for name, value in metrics.items():
             logs[f"val_{name}"] = value
-        number = epoch + 1
         improved = metrics["auc_micro"] > self.state.best_auc
         if improved:
             self.state.best_auc, self.state.best_epoch = metrics["auc_micro"], number
@@ -166,11 +259,12 @@ class EpochRecorder(keras.callbacks.Callback):
             "accuracy": float(logs.get("accuracy", float("nan"))),
             **{f"val_{name}": value for name, value in metrics.items()
                if name != "quadratic_kappa"},
-            "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            "lr": self._lr(),
             "seconds": time.perf_counter() - self._started,
             "train_seconds": train_seconds,
         }
         self.state.rows.append(row)
+        self.state.phase = self.phase
         self.run_dir.append_history(row)
         self.tensorboard.write_epoch(row)
         self._save_resume_state(number)
@@ -184,8 +278,15 @@ class EpochRecorder(keras.callbacks.Callback):
                 flush=True,
             )
 
+    def _lr(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
     def _save_resume_state(self, epoch: int) -> None:
-        """Model and optimizer weights, then the epoch they belong to, each atomically."""
+        """Model and optimizer weights, then the epoch they belong to, each atomically.
+
+        ``phase`` names the phase whose optimizer state the weights file holds: a run
+        resumed in the other phase starts that phase with a fresh Adam instead.
+        """
         self.run_dir.resume.mkdir(exist_ok=True)
         weights = self.run_dir.resume / "state.weights.h5"
         partial = self.run_dir.resume / "partial.weights.h5"

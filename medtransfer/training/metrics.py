@@ -54,8 +54,16 @@ def cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def quadratic_kappa(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Quadratic weighted kappa of the arg-max grade (APTOS retina's Kaggle metric)."""
-    return float(cohen_kappa_score(labels, np.argmax(probabilities, axis=1), weights="quadratic"))
+    """Quadratic weighted kappa of the arg-max grade (APTOS retina's Kaggle metric).
+
+    The weights are the squared distances between grades over all ``C`` grades (the
+    columns of ``probabilities``), also when a grade is absent from a split: without
+    ``labels=``, scikit-learn would number only the grades present, and with grade 2
+    missing, grades 1 and 3 would count as neighbours.
+    """
+    grades = range(probabilities.shape[1])
+    return float(cohen_kappa_score(labels, np.argmax(probabilities, axis=1),
+                                   labels=grades, weights="quadratic"))
 
 
 def evaluate_predictions(labels: np.ndarray, probabilities: np.ndarray, *,

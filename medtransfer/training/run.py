@@ -13,6 +13,7 @@ import math
 import shutil
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,25 +32,34 @@ from medtransfer.errors import MedtransferError, look_up_option
 from medtransfer.fileio import read_json
 from medtransfer.models.classifier import get_backbone
 from medtransfer.models.freezing import (
+    FreezeSummary,
     freeze_backbone,
     freeze_bottom_layers,
     freeze_summary,
 )
 from medtransfer.models.init import build_model, check_image_size, check_init
 from medtransfer.models.registry import get_net
+from medtransfer.training.batchnorm import PRECISE_BN_IMAGES, PreciseBatchNorm
 from medtransfer.training.callbacks import (
     EpochRecorder,
     EvaluationSet,
     RunDiverged,
+    SeedDropoutPerEpoch,
     StopOnDivergence,
     StopOnPlateau,
     TrainingState,
+    check_finite_predictions,
     plateaued,
 )
 from medtransfer.training.class_weights import balanced_class_weights
 from medtransfer.training.metrics import evaluate_predictions
 from medtransfer.training.rundir import RunDirectory, TensorBoardLog
-from medtransfer.training.strategy import make_strategy, set_precision
+from medtransfer.training.strategy import (
+    make_strategy,
+    op_determinism_enabled,
+    set_op_determinism,
+    set_precision,
+)
 
 ORDINAL_DATASETS = ("retina",)
 
@@ -139,140 +149,88 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False) -> RunResult:
         print(f"{run_dir.path} already holds a complete run; nothing to do (use --overwrite "
               "to train it again, or 'medtransfer reproduce' on it to train a copy beside it).")
         return RunResult(run_dir.path, run_dir.read_metrics() or {}, skipped=True)
-    run_dir.create()
+    created = run_dir.create()
     run_dir.lock()
+    determinism = op_determinism_enabled()
     try:
         if overwrite:
             run_dir.clear()
         return _train(config, dataset, run_dir)
     finally:
         run_dir.unlock()
-        # The precision policy is global to Keras: a notebook or a sweep runs on after us.
+        if created:
+            # An error before anything was written (weights that do not fit the built
+            # model, say) leaves no run directory behind, not one holding a lone .lock.
+            run_dir.remove_if_empty()
+        # Precision and determinism are process-wide: a notebook or a sweep runs on after us.
         set_precision(False)
+        set_op_determinism(determinism)
+
+
+@dataclass
+class _Inputs:
+    """The data of a run, from the pipeline.
+
+    Attributes:
+        class_names: the model's classes, in the order of its outputs (``--classes``
+            keeps a subset of the dataset's).
+        train_images: images in the (possibly subset) train split.
+        steps_per_epoch: training batches per epoch.
+        train_epochs: ``(first_epoch, epochs) -> dataset`` of those training epochs,
+            each a pure function of the seed and its (0-based) number.
+        validation, test: the evaluation splits.
+        batchnorm_batches: the fixed training batches precise BatchNorm estimates
+            over, or None under ``bn_stats: moving``.
+        class_weights: class name -> loss weight under ``class_weight: balanced``, else
+            None.
+    """
+
+    class_names: list[str]
+    train_images: int
+    steps_per_epoch: int
+    train_epochs: Callable[[int, int], tf.data.Dataset]
+    validation: EvaluationSet
+    test: EvaluationSet
+    batchnorm_batches: tf.data.Dataset | None
+    class_weights: dict[str, float] | None
 
 
 def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -> RunResult:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        set_op_determinism(True)
     set_precision(config.mixed_precision)
     strategy = make_strategy(config.strategy)
-    replicas = strategy.num_replicas_in_sync
-    global_batch = config.batch_size * replicas
-
-    train_frame = training_frame(config, dataset)
-    frames = {"train": train_frame,
-              **{split: dataset.split_frame(split, config.classes)
-                 for split in ("validation", "test")}}
-    class_names = run_class_names(config, dataset)
-    budgets = _cache_budgets(config, {split: len(frame) for split, frame in frames.items()})
-    train = make_training_dataset(config, dataset, train_frame, batch_size=global_batch,
-                                  cache_limit_bytes=budgets["train"])
-    validation, test = (
-        EvaluationSet.from_dataset(make_dataset(
-            dataset.shard_paths(split), training=False, include_ids=True,
-            num_examples=len(frames[split]), cache_limit_bytes=budgets[split],
-            **_input_options(config, dataset, global_batch)))
-        for split in ("validation", "test")
-    )
-
+    inputs = _make_inputs(config, dataset, strategy.num_replicas_in_sync)
     with strategy.scope():
-        model = build_run_model(config, len(class_names))
-    backbone = get_backbone(model)
+        model = build_run_model(config, len(inputs.class_names))
     save_config(config, run_dir.config)
     tensorboard = TensorBoardLog(run_dir.path)
     tensorboard.write_hparams(config.to_dict())
     state, done = _restore_progress(run_dir, tensorboard)
     if done:
         print(f"Resuming {run_dir.path} after epoch {done} of {config.total_epochs}.")
+    replicas = strategy.num_replicas_in_sync
     print(
-        f"Training {config.run_id}: {len(train_frame)} training images, "
-        f"{len(class_names)} classes, {config.image_size}px, global batch {global_batch} "
-        f"({replicas} replica{'s' if replicas > 1 else ''}), epochs {config.epochs}, "
-        f"lr {config.lr:g}.",
+        f"Training {config.run_id}: {inputs.train_images} training images, "
+        f"{len(inputs.class_names)} classes, {config.image_size}px, global batch "
+        f"{config.batch_size * replicas} ({replicas} replica{'s' if replicas > 1 else ''}), "
+        f"epochs {config.epochs}, lr {config.lr:g}, {config.bn_stats} BatchNorm statistics.",
         flush=True,
     )
     kappa = dataset.spec.name in ORDINAL_DATASETS
-    class_weights, keras_class_weight = training_class_weights(config, dataset, train_frame)
-    stopped_epoch = None
-    warmup, total = config.warmup_epochs, config.total_epochs
-    phases = [("warmup", 0, warmup, None), ("finetune", warmup, total, config.freeze)]
-    summary = freeze_summary(model)
-    restore = done > 0
-    # Keras' progress bar within each epoch in a terminal (it shows the val_* metrics the
-    # recorder adds); in a log file, the recorder's one line per epoch.
-    progress_bar = sys.stdout.isatty()
     try:
-        for phase, first, last, freeze in phases:
-            if last <= first:
-                continue
-            # The phase's freeze is applied even when a resume skips its epochs, so that
-            # the recorded freeze summary is the one training ended with.
-            if freeze is None:
-                freeze_backbone(backbone)
-            else:
-                freeze_bottom_layers(backbone, freeze)
-            summary = freeze_summary(model)
-            if last <= done:
-                continue
-            if freeze is not None and plateaued(done, state.best_epoch, first, config.patience):
-                stopped_epoch = done  # killed after the stopping epoch, before metrics.json
-                continue
-            plateau = (StopOnPlateau(config.patience, state, first)
-                       if freeze is not None and config.patience else None)
-            with strategy.scope():
-                compile_model(model, config.lr)
-                if restore:
-                    model.optimizer.build(model.trainable_variables)
-                    _load_weights(model, run_dir.resume / "state.weights.h5")
-                    restore = False
-            model.fit(
-                train, epochs=last, initial_epoch=max(first, done), shuffle=False,
-                verbose=1 if progress_bar else 0,
-                class_weight=keras_class_weight,
-                callbacks=[
-                    StopOnDivergence(config.lr),
-                    EpochRecorder(run_dir, tensorboard, validation, phase, state, kappa,
-                                  announce=not progress_bar),
-                    *([plateau] if plateau else []),
-                ],
-            )
-            stopped_epoch = plateau.stopped_epoch if plateau else None
-            done = last
+        summary, stopped_epoch = _run_regime(config, model, strategy, inputs, run_dir,
+                                             tensorboard, state, done, kappa)
+        test_metrics = _test_best(config, model, inputs.test, run_dir, inputs.class_names,
+                                  kappa, state.best_epoch)
     except RunDiverged as error:
         tensorboard.close()
-        run_dir.write_metrics({
-            **_identity(config), "status": "diverged", "diverged_epoch": error.epoch,
-            "diverged_batch": error.batch + 1, "loss": str(error.loss),
-        })
+        run_dir.write_metrics({**_identity(config), **error.record()})
         raise
-    train_seconds = sum(row["seconds"] for row in state.rows)
     tensorboard.close()
-
-    _load_weights(model, run_dir.best_weights)
-    probabilities = test.predict(model)
-    test_metrics = evaluate_predictions(test.labels, probabilities, kappa=kappa)
-    _write_predictions(run_dir.predictions, test, probabilities, class_names)
-    metrics = {
-        **_identity(config),
-        "best_epoch": state.best_epoch,
-        "val_auc_micro_best": state.best_auc,
-        "class_weight": config.class_weight,
-        "class_weights": class_weights,
-        "patience": config.patience,
-        "stopped_epoch": stopped_epoch,
-        **{f"test_{name}": value for name, value in test_metrics.items()},
-        **dataclasses.asdict(summary),
-        "train_seconds": train_seconds,
-        "images_per_second": _steady_images_per_second(state.rows, len(train_frame)),
-        "train_images": len(train_frame),
-        "validation_images": len(validation.labels),
-        "test_images": len(test.labels),
-        "replicas": replicas,
-        "global_batch_size": global_batch,
-        "medtransfer_version": __version__,
-        "status": "complete",
-    }
+    metrics = _complete_metrics(config, inputs, state, summary, stopped_epoch, test_metrics,
+                                replicas)
     TensorBoardLog(run_dir.path).write_results(metrics)
     run_dir.write_metrics(metrics)
     _remove_resume_state(run_dir)
@@ -280,31 +238,33 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
 
 
 def training_frame(config: RunConfig, dataset: PreparedDataset) -> pd.DataFrame:
-    """The training images a run of ``config`` trains on: the train split, or its
-    stratified ``--train-size`` subset (one row per image, as in split.csv)."""
+    """The training images a run of ``config`` trains on: the train split (of the kept
+    ``--classes``), or its stratified ``--train-size`` subset (rows as in split.csv)."""
     frame = dataset.split_frame("train", config.classes)
     if config.train_size is not None:
         frame = select_train_subset(frame, config.train_size, config.seed)
     return frame
 
 
-def make_training_dataset(config: RunConfig, dataset: PreparedDataset,
-                          train_frame: pd.DataFrame, *, batch_size: int,
-                          cache_limit_bytes: int) -> tf.data.Dataset:
-    """The run's training stream: ``train_frame``'s images, shuffled and augmented as the
-    config says, ``batch_size`` (global) images a batch, one pass per iteration."""
-    return make_dataset(
-        dataset.shard_paths("train"), training=True, seed=config.seed,
-        augment=_augment_config(config),
-        keep_ids=set(train_frame["id"]) if config.train_size is not None else None,
-        num_examples=len(train_frame), cache_limit_bytes=cache_limit_bytes,
-        **_input_options(config, dataset, batch_size),
-    )
-
-
 def run_class_names(config: RunConfig, dataset: PreparedDataset) -> list[str]:
     """The classes a run trains on, in label-index order: ``--classes`` or all of them."""
     return list(config.classes or dataset.class_names)
+
+
+def make_training_dataset(config: RunConfig, dataset: PreparedDataset,
+                          train_frame: pd.DataFrame, *, batch_size: int,
+                          cache_limit_bytes: int, first_epoch: int = 0,
+                          epochs: int = 1) -> tf.data.Dataset:
+    """The run's training stream: ``train_frame``'s images, shuffled and augmented as the
+    config says, ``batch_size`` (global) images a batch, epochs ``first_epoch`` to
+    ``first_epoch + epochs - 1`` (each a pure function of the seed and its number)."""
+    return make_dataset(
+        dataset.shard_paths("train"), training=True, seed=config.seed,
+        batch_size=batch_size, augment=_augment_config(config),
+        keep_ids=set(train_frame["id"]) if config.train_size is not None else None,
+        num_examples=len(train_frame), cache_limit_bytes=cache_limit_bytes,
+        first_epoch=first_epoch, epochs=epochs, **_input_options(config, dataset),
+    )
 
 
 def build_run_model(config: RunConfig, num_classes: int) -> keras.Model:
@@ -316,6 +276,12 @@ def build_run_model(config: RunConfig, num_classes: int) -> keras.Model:
     )
 
 
+def compile_model(model: keras.Model, lr: float) -> None:
+    """Compiles for one phase of the regime: a fresh Adam at ``lr``, cross-entropy."""
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+
+
 def training_class_weights(
     config: RunConfig, dataset: PreparedDataset, train_frame: pd.DataFrame,
 ) -> tuple[dict[str, float] | None, dict[int, float] | None]:
@@ -324,26 +290,186 @@ def training_class_weights(
     if config.class_weight != "balanced":
         return None, None
     weights = balanced_class_weights(train_frame["label"], run_class_names(config, dataset))
-    return weights, dict(enumerate(weights.values()))
+    return weights, _keras_class_weight(weights)
 
 
-def compile_model(model: keras.Model, lr: float) -> None:
-    """Compiles for one phase of the regime: a fresh Adam at ``lr``, cross-entropy."""
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
+def _keras_class_weight(weights: dict[str, float] | None) -> dict[int, float] | None:
+    # Keras wants label index -> weight; the names are in label-index order.
+    return dict(enumerate(weights.values())) if weights else None
 
 
-def _input_options(config: RunConfig, dataset: PreparedDataset,
-                   batch_size: int) -> dict[str, Any]:
-    """What every split's stream shares: classes, input size, batch, pixel scaling."""
+def _input_options(config: RunConfig, dataset: PreparedDataset) -> dict[str, Any]:
+    """What every split's stream shares: classes, input size, pixel scaling."""
     net = get_net(config.net)
     return dict(
         num_classes=len(run_class_names(config, dataset)),
         image_size=config.image_size,
-        batch_size=batch_size,
         preprocess=net.preprocess_input if config.scaling == "native" else None,
         keep_labels=dataset.label_indices(config.classes),
     )
+
+
+def _complete_metrics(config: RunConfig, inputs: _Inputs, state: TrainingState,
+                      summary: FreezeSummary, stopped_epoch: int | None,
+                      test_metrics: dict[str, float], replicas: int) -> dict[str, Any]:
+    """The content of a complete run's metrics.json."""
+    return {
+        **_identity(config),
+        "best_epoch": state.best_epoch,
+        "val_auc_micro_best": state.best_auc,
+        "class_weight": config.class_weight,
+        "class_weights": inputs.class_weights,
+        "patience": config.patience,
+        "stopped_epoch": stopped_epoch,
+        **{f"test_{name}": value for name, value in test_metrics.items()},
+        **dataclasses.asdict(summary),
+        "train_seconds": sum(row["seconds"] for row in state.rows),
+        "images_per_second": _steady_images_per_second(state.rows, inputs.train_images),
+        "train_images": inputs.train_images,
+        "validation_images": len(inputs.validation.labels),
+        "test_images": len(inputs.test.labels),
+        "replicas": replicas,
+        "global_batch_size": config.batch_size * replicas,
+        "medtransfer_version": __version__,
+        "status": "complete",
+    }
+
+
+def _make_inputs(config: RunConfig, dataset: PreparedDataset, replicas: int) -> _Inputs:
+    """The pipeline: training epochs, the precise-BatchNorm batches, validation and test."""
+    global_batch = config.batch_size * replicas
+    class_names = run_class_names(config, dataset)
+    train_frame = training_frame(config, dataset)
+    batchnorm_frame = None
+    if config.bn_stats == "precise":
+        batchnorm_frame = train_frame if len(train_frame) <= PRECISE_BN_IMAGES else \
+            select_train_subset(train_frame, PRECISE_BN_IMAGES, config.seed)
+    frames = {"train": train_frame, "batchnorm": batchnorm_frame,
+              **{split: dataset.split_frame(split, config.classes)
+                 for split in ("validation", "test")}}
+    budgets = _cache_budgets(config, {split: len(frame) for split, frame in frames.items()
+                                      if frame is not None})
+    common = _input_options(config, dataset)
+    train_shards = dataset.shard_paths("train")
+
+    def train_epochs(first_epoch: int, epochs: int) -> tf.data.Dataset:
+        return make_training_dataset(
+            config, dataset, train_frame, batch_size=global_batch,
+            cache_limit_bytes=budgets["train"], first_epoch=first_epoch, epochs=epochs,
+        )
+
+    validation, test = (
+        EvaluationSet.from_dataset(make_dataset(
+            dataset.shard_paths(split), training=False, include_ids=True,
+            batch_size=global_batch, num_examples=len(frames[split]),
+            cache_limit_bytes=budgets[split], **common))
+        for split in ("validation", "test")
+    )
+    batchnorm_batches = None
+    if batchnorm_frame is not None:
+        # Epoch 0 of its own stream, never augmented: the same batches every time, in
+        # the per-replica batch size that a training step's BatchNorm sees.
+        batchnorm_batches = make_dataset(
+            train_shards, training=True, seed=config.seed, batch_size=config.batch_size,
+            keep_ids=set(batchnorm_frame["id"]), num_examples=len(batchnorm_frame),
+            cache_limit_bytes=budgets["batchnorm"], **common,
+        )
+    return _Inputs(
+        class_names=class_names,
+        train_images=len(train_frame),
+        steps_per_epoch=math.ceil(len(train_frame) / global_batch),
+        train_epochs=train_epochs,
+        validation=validation,
+        test=test,
+        batchnorm_batches=batchnorm_batches,
+        class_weights=training_class_weights(config, dataset, train_frame)[0],
+    )
+
+
+def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.Strategy,
+                inputs: _Inputs, run_dir: RunDirectory, tensorboard: TensorBoardLog,
+                state: TrainingState, done: int,
+                kappa: bool) -> tuple[FreezeSummary, int | None]:
+    """The W+E regime from epoch ``done`` on.
+
+    Returns:
+        The freeze summary training ended with, and the epoch ``--patience`` stopped
+        phase 2 after (None when every epoch trained).
+
+    Raises:
+        RunDiverged: the loss, the weights or the validation predictions diverged.
+    """
+    backbone = get_backbone(model)
+    warmup, total = config.warmup_epochs, config.total_epochs
+    phases = [("warmup", 0, warmup, None), ("finetune", warmup, total, config.freeze)]
+    summary = freeze_summary(model)
+    stopped_epoch = None
+    restore = done > 0
+    keras_class_weight = _keras_class_weight(inputs.class_weights)
+    batchnorm = PreciseBatchNorm(model, inputs.batchnorm_batches) \
+        if inputs.batchnorm_batches is not None else None
+    # Keras' progress bar within each epoch in a terminal (it shows the val_* metrics the
+    # recorder adds); in a log file, the recorder's one line per epoch.
+    progress_bar = sys.stdout.isatty()
+    for phase, first, last, freeze in phases:
+        if last <= first:
+            continue
+        # The phase's freeze is applied even when a resume skips its epochs, so that
+        # the recorded freeze summary is the one training ended with.
+        if freeze is None:
+            freeze_backbone(backbone)
+        else:
+            freeze_bottom_layers(backbone, freeze)
+        summary = freeze_summary(model)
+        if last <= done:
+            continue
+        if freeze is not None and plateaued(done, state.best_epoch, first, config.patience):
+            stopped_epoch = done  # killed after the stopping epoch, before metrics.json
+            continue
+        plateau = (StopOnPlateau(config.patience, state, first)
+                   if freeze is not None and config.patience else None)
+        with strategy.scope():
+            compile_model(model, config.lr)
+            if restore:
+                # The optimizer state is only this phase's: resumed at the start of phase
+                # 2, the model weights load and Adam starts fresh, as in a run that was
+                # never interrupted.
+                if state.phase == phase:
+                    model.optimizer.build(model.trainable_variables)
+                _load_weights(model, run_dir.resume / "state.weights.h5")
+                restore = False
+        start = max(first, done)
+        model.fit(
+            inputs.train_epochs(start, last - start), epochs=last, initial_epoch=start,
+            steps_per_epoch=inputs.steps_per_epoch, shuffle=False,
+            verbose=1 if progress_bar else 0,
+            class_weight=keras_class_weight,
+            callbacks=[
+                SeedDropoutPerEpoch(config.seed),
+                StopOnDivergence(config.lr, config.num_classes),
+                EpochRecorder(run_dir, tensorboard, inputs.validation, phase, state, kappa,
+                              announce=not progress_bar, batchnorm=batchnorm),
+                *([plateau] if plateau else []),
+            ],
+        )
+        stopped_epoch = plateau.stopped_epoch if plateau else None
+        done = last
+    return summary, stopped_epoch
+
+
+def _test_best(config: RunConfig, model: keras.Model, test: EvaluationSet,
+               run_dir: RunDirectory, class_names: list[str], kappa: bool,
+               best_epoch: int) -> dict[str, float]:
+    """Test metrics of the best checkpoint; writes predictions_test.csv.
+
+    best.weights.h5 was saved after its epoch's BatchNorm statistics were re-estimated
+    (under ``bn_stats: precise``), so the test split is evaluated with those statistics.
+    """
+    _load_weights(model, run_dir.best_weights)
+    probabilities = test.predict(model)
+    check_finite_predictions(probabilities, best_epoch, "test", config.lr)
+    _write_predictions(run_dir.predictions, test, probabilities, class_names)
+    return evaluate_predictions(test.labels, probabilities, kappa=kappa)
 
 
 def _identity(config: RunConfig) -> dict[str, Any]:
@@ -361,6 +487,7 @@ def _identity(config: RunConfig) -> dict[str, Any]:
         "image_size": config.image_size,
         "num_classes": config.num_classes,
         "classes": list(config.classes) if config.classes else None,
+        "bn_stats": config.bn_stats,
     }
 
 
@@ -371,14 +498,18 @@ def _augment_config(config: RunConfig) -> AugmentConfig | None:
 
 
 def _cache_budgets(config: RunConfig, sizes: dict[str, int]) -> dict[str, int]:
-    """Shares --cache-limit between the splits: validation, then train, then test.
+    """Shares --cache-limit between the splits: validation, the precise-BatchNorm
+    subset, train, then test.
 
-    Validation and train are read every epoch, test once after training, so they come
-    first; a split that does not fit whole gets no cache (tf.data caches all or nothing).
+    Validation, the BatchNorm subset and train are read every epoch, test once after
+    training, so they come first (the small ones first); a split that does not fit
+    whole gets no cache (tf.data caches all or nothing).
     """
     left = config.cache_limit_bytes
     budgets = {}
-    for split in ("validation", "train", "test"):
+    for split in ("validation", "batchnorm", "train", "test"):
+        if split not in sizes:
+            continue
         need = cached_bytes(sizes[split], config.image_size)
         budgets[split] = need if need <= left else 0
         left -= budgets[split]
@@ -404,14 +535,16 @@ def _restore_progress(run_dir: RunDirectory,
     rows = [row for row in run_dir.read_history() if int(row["epoch"]) <= done]
     run_dir.write_history(rows)
     tensorboard.rewrite(rows)
-    return TrainingState(saved["val_auc_micro_best"], saved["best_epoch"], rows), done
+    state = TrainingState(saved["val_auc_micro_best"], saved["best_epoch"], rows,
+                          phase=saved["phase"])
+    return state, done
 
 
 def _load_weights(model: keras.Model, path: Path) -> None:
-    """Loads model (and, when it matches, optimizer) weights.
+    """Loads model weights, and optimizer weights when the optimizer is built.
 
-    A state saved in the other phase holds the other phase's optimizer; Keras then skips
-    the optimizer with a warning, which is what the regime wants: fresh Adam state.
+    An optimizer not built has no variables: Keras then skips the file's optimizer state
+    with a warning, which is how a new phase starts with fresh Adam state.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")

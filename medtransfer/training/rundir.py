@@ -91,8 +91,13 @@ class RunDirectory:
         metrics = self.read_metrics()
         return bool(metrics) and metrics.get("status") == "complete"
 
-    def create(self) -> None:
-        """Creates the folder, failing clearly when it cannot be written."""
+    def create(self) -> bool:
+        """Creates the folder, failing clearly when it cannot be written.
+
+        Returns:
+            Whether this call created it (it did not exist before).
+        """
+        created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
@@ -103,6 +108,17 @@ class RunDirectory:
                 f"Cannot write the run directory '{self.path}' ({error.strerror}). Choose a "
                 "log root you can write with --logdir, or fix the folder's permissions."
             ) from None
+        return created
+
+    def remove_if_empty(self) -> None:
+        """Removes the folder if it holds nothing but the lock file (a run that failed
+        before writing anything). Call it only after :meth:`unlock`."""
+        try:
+            if {entry.name for entry in self.path.iterdir()} <= {".lock"}:
+                (self.path / ".lock").unlink(missing_ok=True)
+                self.path.rmdir()
+        except OSError:
+            pass  # not empty after all, or already gone: leave it as it is
 
     def lock(self) -> None:
         """Takes an exclusive lock for this process, held until it exits.

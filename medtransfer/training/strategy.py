@@ -58,3 +58,25 @@ def strategy_kind(name: str, gpu_count: int) -> str:
 def set_precision(mixed: bool) -> None:
     """``mixed_float16`` compute (the head's output layer stays float32) or float32."""
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+
+
+def op_determinism_enabled() -> bool:
+    """Whether TensorFlow's deterministic ops are on (process-wide)."""
+    from tensorflow.python.framework import config as tf_config
+
+    return tf_config.is_op_determinism_enabled()
+
+
+def set_op_determinism(enabled: bool) -> None:
+    """Turns TensorFlow's deterministic ops on or off for the whole process.
+
+    ``tf.config.experimental`` only turns them on; a run switches them back off when
+    it ends, because a notebook or a test session runs on after it, and under
+    determinism every unseeded random op raises.
+    """
+    from tensorflow.python.framework import config as tf_config
+
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
