@@ -35,6 +35,9 @@ from contextlib import contextmanager
 
 VERBOSE_ENV = "MEDTRANSFER_VERBOSE"
 TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+# Marks a TF_CPP_MIN_LOG_LEVEL that medtransfer set, not the user: child processes (a
+# sweep's runs) inherit both and stay quiet instead of taking the level as the user's.
+_OURS_ENV = "MEDTRANSFER_SET_TF_LOG_LEVEL"
 
 _ABSL_PREAMBLE = re.compile(
     rb"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
@@ -59,7 +62,10 @@ _we_set_log_level = False
 def wants_tensorflow_messages(verbose: bool = False) -> bool:
     """Whether TensorFlow logs as it would by itself: ``--verbose``, ``MEDTRANSFER_VERBOSE=1``,
     or a ``TF_CPP_MIN_LOG_LEVEL`` the user set."""
-    own_level = TF_LOG_LEVEL_ENV in os.environ and not _we_set_log_level
+    set_by_us = _we_set_log_level or (
+        os.environ.get(_OURS_ENV) is not None
+        and os.environ.get(_OURS_ENV) == os.environ.get(TF_LOG_LEVEL_ENV))
+    own_level = TF_LOG_LEVEL_ENV in os.environ and not set_by_us
     return verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0") or own_level
 
 
@@ -83,7 +89,7 @@ def quiet_tensorflow_start(verbose: bool = False) -> None:
     global _we_set_log_level
     if wants_tensorflow_messages(verbose) or "tensorflow" in sys.modules:
         return
-    os.environ[TF_LOG_LEVEL_ENV] = "2"
+    os.environ[TF_LOG_LEVEL_ENV] = os.environ[_OURS_ENV] = "2"
     _we_set_log_level = True
     patterns = START_UP_NOISE + (() if has_gpu_device() else NO_GPU_NOISE)
     if not any(isinstance(finder, _QuietImport) for finder in sys.meta_path):

@@ -115,3 +115,20 @@ def test_a_run_shows_no_start_up_noise_but_real_tensorflow_messages(tiny_run):
         assert words not in tiny_run.stderr + tiny_run.stdout, words
     assert "TF_ENABLE_ONEDNN_OPTS is not set to either '0', 'false', '1', or 'true'" in (
         tiny_run.stderr)
+
+
+def test_a_child_inherits_our_log_level_without_taking_it_for_the_users(monkeypatch):
+    """A sweep's runs inherit the TF_CPP_MIN_LOG_LEVEL the sweep set: they stay quiet,
+    while a level the user set (no marker, or another value) still means 'show it all'."""
+    from medtransfer import quiet
+
+    monkeypatch.setattr(quiet, "_we_set_log_level", False)
+    monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
+    monkeypatch.setenv(quiet.TF_LOG_LEVEL_ENV, "2")
+    monkeypatch.setenv(quiet._OURS_ENV, "2")
+    assert not quiet.wants_tensorflow_messages()
+    monkeypatch.setenv(quiet.TF_LOG_LEVEL_ENV, "0")
+    assert quiet.wants_tensorflow_messages()
+    monkeypatch.delenv(quiet._OURS_ENV)
+    monkeypatch.setenv(quiet.TF_LOG_LEVEL_ENV, "2")
+    assert quiet.wants_tensorflow_messages()

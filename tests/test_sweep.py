@@ -42,7 +42,7 @@ def test_the_demo_transfers_from_its_source_run():
     sweep = load_sweep(CONFIGS / "demo.yaml", logdir="/tmp/logs")
     source, glorot, *transfer = sweep.runs
     assert source.name == "source" and source.config.classes == ("0", "1", "2", "3", "4")
-    assert glorot.config.init == "glorot" and glorot.config.train_size == 50
+    assert glorot.config.init == "glorot" and glorot.config.train_size == 10
     assert [run.config.freeze for run in transfer] == [0.0, 0.5, 1.0]
     for run in transfer:
         assert run.source is source
