@@ -30,6 +30,7 @@ import tensorflow as tf  # noqa: E402
 from benchmarks.timing import best_rates, dataset_rate  # noqa: E402
 from medtransfer.data import pipeline, shards  # noqa: E402
 from medtransfer.data.augment import AugmentConfig, augment_image  # noqa: E402
+from medtransfer.data.images import encode_image  # noqa: E402
 
 NUM_IMAGES = 1000
 SOURCE_SIZE = 96
@@ -45,7 +46,7 @@ def write_synthetic_shards(out_dir: Path) -> list[Path]:
     blocks = rng.integers(0, 256, size=(NUM_IMAGES, 12, 12, 3), dtype=np.uint8)
     upscale = np.ones((SOURCE_SIZE // 12, SOURCE_SIZE // 12, 1), np.uint8)
     records = (
-        (f"img{i:05d}", i % 2, shards.encode_png(np.kron(blocks[i], upscale)))
+        (f"img{i:05d}", i % 2, encode_image(np.kron(blocks[i], upscale), "bmp"))
         for i in range(NUM_IMAGES)
     )
     names = shards.write_split_shards(out_dir, "train", records, shard_bytes=4 * 1024 * 1024)
@@ -86,7 +87,7 @@ def decoded_stream(paths: list[Path], cache_dtype: tf.DType) -> tf.data.Dataset:
 
     def decode(serialized):
         example = shards.parse_example(serialized)
-        image = tf.io.decode_png(example["image"], channels=3)
+        image = shards.decode_image(example["image"])
         image = tf.image.resize(image, (IMAGE_SIZE, IMAGE_SIZE))
         image = tf.saturate_cast(tf.round(image), tf.uint8)
         if cache_dtype == tf.float32:

@@ -415,6 +415,9 @@ def _prepare_parser(subparsers) -> None:
         help="fail when more than this fraction of the images is rejected (default 0.01)")
     add("--max-size", type=int, default=512,
         help="downsize so the longer side is at most this many pixels (default 512)")
+    add("--image-format", choices=("bmp", "png"), default="bmp",
+        help="how images are stored, both lossless: bmp (default; raw pixels, about 10x "
+             "faster to decode) or png (smaller on disk, 1.2-6x less)")
     add("--min-class-count", type=int, default=None,
         help="proteins: keep classes with at least this many single-label images")
     add("--workers", type=int, default=None, help="decoding processes (default: every core)")
@@ -435,7 +438,8 @@ def _prepare(args: argparse.Namespace) -> int:
     result = prepare_dataset(
         args.dataset, args.source, args.out or args.data_dir / args.dataset,
         seed=args.seed, max_reject=args.max_reject, max_size=args.max_size,
-        workers=args.workers, force=args.force, progress=args.progress, **options,
+        image_format=args.image_format, workers=args.workers, force=args.force,
+        progress=args.progress, **options,
     )
     if not result.skipped:
         print(f"prepared {result.path}: "

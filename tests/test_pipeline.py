@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from medtransfer.data import shards
 from medtransfer.data.augment import AugmentConfig
+from medtransfer.data.images import IMAGE_FORMATS, encode_image
 from medtransfer.data.pipeline import (
     cached_bytes,
     count_examples,
@@ -39,7 +40,9 @@ def split(tmp_path):
         image_id: (label, class_image(label, i))
         for i, (image_id, label) in enumerate(zip(IDS, labels, strict=True))
     }
-    records = [(key, label, shards.encode_png(image)) for key, (label, image) in examples.items()]
+    # Both storage formats, alternating: the pipeline reads either, pixel for pixel.
+    records = [(key, label, encode_image(image, IMAGE_FORMATS[i % 2]))
+               for i, (key, (label, image)) in enumerate(examples.items())]
     # Tiny shards, so that several are read in parallel.
     names = shards.write_split_shards(tmp_path, "train", records, shard_bytes=1500)
     assert len(names) > 3
@@ -139,7 +142,7 @@ def test_same_seed_gives_the_same_batches_over_two_epochs(split):
 
 def test_every_epoch_draws_new_augmentations(tmp_path):
     # Identical images: only the augmentation draws can tell two epochs apart.
-    image = shards.encode_png(class_image(1, 0))
+    image = encode_image(class_image(1, 0), "bmp")
     records = [(f"same{i}", 0, image) for i in range(6)]
     paths = [tmp_path / name for name in shards.write_split_shards(tmp_path, "train", records)]
     first, second = (
@@ -277,16 +280,16 @@ def test_train_subset_out_of_range_says_the_valid_range(train_size):
         select_train_subset(frame, train_size, seed=0)
 
 
-def test_shrinking_antialiases_fine_texture(tmp_path):
-    # A 1-px line on every third column: 1/3 of the pixels white, mean grey 85.
-    # Shrunk to a quarter without antialiasing, bilinear samples only a few columns and
-    # the stripes come out as 0 / 127.5 bands; averaged properly the image is flat grey.
+def test_shrinking_averages_each_output_pixels_area(tmp_path):
+    # A 1-px line on every third column, shrunk 64 -> 16: each output pixel is the mean
+    # of its 4x4 block, which holds one or two of the lines (64 or 128 grey). Bilinear
+    # without antialiasing samples a few columns instead and gives 0 / 127.5 bands.
     _, cols = np.mgrid[0:64, 0:64]
     lines = np.repeat(((cols % 3 == 0) * 255)[..., None], 3, axis=-1).astype(np.uint8)
-    records = [("lines", 0, shards.encode_png(lines))]
+    records = [("lines", 0, encode_image(lines, "bmp"))]
     paths = [tmp_path / name for name in shards.write_split_shards(tmp_path, "train", records)]
     image = collect(make(paths, image_size=16))[0][0] * 255.0
-    assert image.shape == (16, 16, 3)
-    assert np.abs(image - lines.mean()).max() < 10
+    block_means = lines.reshape(16, 4, 16, 4, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(image, np.round(block_means), atol=0.5)
     plain = tf.image.resize(lines, (16, 16), method="bilinear").numpy()
-    assert np.abs(plain - lines.mean()).max() > 40  # what the test guards against
+    assert np.abs(plain - block_means).max() > 40  # what the test guards against

@@ -43,7 +43,7 @@ def read_shards(dataset, split):
     records = tf.data.TFRecordDataset([str(p) for p in dataset.shard_paths(split)])
     out = []
     for example in records.map(shards.parse_example):
-        pixels = tf.io.decode_png(example["image"], channels=3).numpy()
+        pixels = shards.decode_image(example["image"]).numpy()
         out.append((example["id"].numpy().decode(), int(example["label"]), pixels))
     return out
 
@@ -123,9 +123,42 @@ def test_shards_round_trip_ids_labels_and_pixels(case, tmp_path):
     assert len(seen) == len(set(seen)) == len(dataset.split)
 
 
-def test_worker_png_encoding_matches_the_shard_format():
+@pytest.mark.parametrize("image_format", images.IMAGE_FORMATS)
+def test_both_storage_formats_are_lossless_and_read_back_exactly(image_format):
+    # Odd sizes: BMP pads each row to 4 bytes, and stores rows bottom-up in BGR.
     rgb = np.random.default_rng(0).integers(0, 256, (17, 23, 3), dtype=np.uint8)
-    assert images.encode_png(rgb) == shards.encode_png(rgb)
+    encoded = images.encode_image(rgb, image_format)
+    assert images.sniff_format(encoded) == image_format
+    np.testing.assert_array_equal(shards.decode_image(encoded).numpy(), rgb)
+
+
+def test_image_format_is_stored_recorded_and_part_of_the_fingerprint(tmp_path):
+    write_folder(tmp_path / "src", n_per_class=12, size=21)
+    formats = {}
+    for image_format in ("png", "bmp"):
+        out = tmp_path / image_format
+        result = prepare_dataset("folder", tmp_path / "src", out, image_format=image_format,
+                                 progress=False, workers=1)
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["options"]["image_format"] == image_format
+        assert f"stored as {image_format.upper()}" in manifest["preprocessing"]
+        formats[image_format] = (manifest["fingerprint"], read_shards(load_prepared(
+            result.path.name, tmp_path), "train"))
+        record = next(iter(tf.data.TFRecordDataset(str(out / manifest["shards"]["train"][0]))))
+        assert images.sniff_format(shards.parse_example(record)["image"].numpy()) == image_format
+    assert formats["png"][0] != formats["bmp"][0]
+    for (id_png, label_png, png), (id_bmp, label_bmp, bmp) in zip(
+            formats["png"][1], formats["bmp"][1], strict=True):
+        assert (id_png, label_png) == (id_bmp, label_bmp)
+        np.testing.assert_array_equal(png, bmp)
+
+
+def test_unknown_image_format_is_refused_before_any_work(tmp_path):
+    write_folder(tmp_path / "src")
+    with pytest.raises(MedtransferError, match=r"--image-format 'jpg'.*bmp, png.*lossless"):
+        prepare_dataset("folder", tmp_path / "src", tmp_path / "out", image_format="jpg",
+                        progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_split_is_identical_when_prepared_again(tmp_path):

@@ -31,7 +31,7 @@ from layouts import write_proteins, write_retina
 from medtransfer.cli import main
 from medtransfer.config import RunConfig
 from medtransfer.data.prepare import prepare_dataset
-from medtransfer.data.shards import parse_example
+from medtransfer.data.shards import decode_image, parse_example
 from medtransfer.training.run import run_experiment
 from medtransfer.training.rundir import open_run
 
@@ -189,7 +189,7 @@ def _prepared_test_images(run_dir, path):
     arrays = {}
     for record in tf.data.TFRecordDataset([str(p) for p in dataset.shard_paths("test")]):
         example = parse_example(record)
-        arrays[example["id"].numpy().decode()] = tf.io.decode_png(example["image"], 3).numpy()
+        arrays[example["id"].numpy().decode()] = decode_image(example["image"]).numpy()
     np.savez(path, **arrays)
 
 
@@ -250,7 +250,7 @@ def test_export_applies_native_scaling_as_the_pipeline_does(net, digits_data_dir
                            cache_limit_bytes=0)
     expected = np.concatenate([classifier.predict(x, verbose=0) for x, _ in batches.take(1)])
     served = build_serving_model(classifier, 16, preprocess, ["a", "b", "c"])
-    stored = [tf.io.decode_png(parse_example(r)["image"], 3)
+    stored = [decode_image(parse_example(r)["image"])
               for r in tf.data.TFRecordDataset([str(p) for p in dataset.shard_paths("test")])]
     found = served.predict(tf.stack(stored[:64]), verbose=0)
     assert np.ptp(expected, axis=0).max() > 100 * TOLERANCE

@@ -1,7 +1,7 @@
 """``prepare``: a downloaded dataset -> a prepared folder every run shares.
 
     datasets/<name>/
-        train-00000.tfrecord ...   the images, PNG in TFRecord (see ``shards``)
+        train-00000.tfrecord ...   the images, BMP or PNG in TFRecord (see ``shards``)
         split.csv                  id,label,split: one row per kept image, shard order
         rejected.csv               path,id,reason: one row per image left out
         manifest.json              written last and atomically: its presence marks a
@@ -9,7 +9,7 @@
 
 The steps: the layout's reader scans the source (no decoding); a process pool decodes
 every image (OpenCV), converts it to 8-bit RGB, applies the layout's preprocessing,
-shrinks it to ``max_size`` and encodes it as PNG into a staging file; the images that
+shrinks it to ``max_size`` and encodes it (BMP or PNG) into a staging file; the images that
 fail are rejected with a reason; the survivors are split 8:1:1 (or keep MedMNIST's
 official splits) and copied from the staging file into the shards in ``split.csv``
 order; ``manifest.json`` comes last.
@@ -90,6 +90,7 @@ def prepare_dataset(
     seed: int = 0,
     max_reject: float = 0.01,
     max_size: int = 512,
+    image_format: str = "bmp",
     min_class_count: int = DEFAULT_MIN_CLASS_COUNT,
     workers: int | None = None,
     force: bool = False,
@@ -108,6 +109,8 @@ def prepare_dataset(
             before ``prepare`` fails (``--max-reject``).
         max_size: the stored images' longer side is at most this (``--max-size``);
             smaller images are never enlarged.
+        image_format: how the images are stored (``--image-format``): ``bmp`` (raw
+            pixels, fastest to decode) or ``png`` (smaller on disk); both lossless.
         min_class_count: proteins only: a class joins the single-label subset with at
             least this many single-label images (``--min-class-count``).
         workers: decoding processes (``--workers``); default: every core.
@@ -123,7 +126,7 @@ def prepare_dataset(
             already prepared from another source or with other options.
     """
     spec = get_dataset(layout)
-    _check_arguments(seed, max_reject, max_size, min_class_count, workers)
+    _check_arguments(seed, max_reject, max_size, image_format, min_class_count, workers)
     out = Path(out)
     if source is not None:
         source = Path(source).expanduser().resolve()
@@ -134,7 +137,7 @@ def prepare_dataset(
                 f"datasets/{out.name}."
             )
     scan = spec.reader(source, min_class_count=min_class_count)
-    plan = _Plan(spec, scan, out, seed, max_size, max_reject, min_class_count)
+    plan = _Plan(spec, scan, out, seed, max_size, image_format, max_reject, min_class_count)
 
     existing = read_manifest(out)
     if existing is not None and not force:
@@ -195,6 +198,7 @@ def prepare_dataset(
         "seed": seed,
         "options": {
             "max_size": max_size,
+            "image_format": image_format,
             "max_reject": max_reject,
             "min_class_count": min_class_count,
         },
@@ -214,7 +218,7 @@ def prepare_dataset(
             if scan.official_splits
             else f"stratified train:validation:test = 8:1:1, seed {seed}"
         ),
-        "preprocessing": _preprocessing_text(spec, scan, max_size),
+        "preprocessing": _preprocessing_text(spec, scan, max_size, image_format),
         "image_size": {
             "min_height": min(h for h, _ in shapes),
             "max_height": max(h for h, _ in shapes),
@@ -237,6 +241,7 @@ class _Plan:
     out: Path
     seed: int
     max_size: int
+    image_format: str
     max_reject: float
     min_class_count: int
 
@@ -248,6 +253,7 @@ class _Plan:
             "source": self.scan.source_label,
             "seed": self.seed,
             "max_size": self.max_size,
+            "image_format": self.image_format,
         }
         if self.scan.selection is not None:
             values["min_class_count"] = self.min_class_count
@@ -285,7 +291,7 @@ class _Plan:
 def _write_shards(
     plan: _Plan, kept: dict[int, tuple[int, int]], staging: Path
 ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """Splits the kept images and copies their PNGs from ``staging`` into the shards.
+    """Splits the kept images and copies their encoded images from ``staging`` into the shards.
 
     Returns:
         The split frame (id, label, split; rows in shard order) and the shard file names
@@ -328,13 +334,14 @@ def _write_shards(
 def _convert_all(
     plan: _Plan, staging: Path, workers: int | None, progress: _Progress
 ) -> tuple[dict[int, tuple[int, int]], dict[int, Any]]:
-    """Converts every candidate, appending the PNGs to ``staging``.
+    """Converts every candidate, appending the encoded images to ``staging``.
 
     Returns:
-        ``kept``: candidate index -> (offset, length) of its PNG in ``staging``, and
+        ``kept``: candidate index -> (offset, length) of its image in ``staging``, and
         ``details``: candidate index -> (height, width) when kept, else (reason, path).
     """
-    options = images.ConvertOptions(plan.spec.channels, plan.spec.preprocess, plan.max_size)
+    options = images.ConvertOptions(plan.spec.channels, plan.spec.preprocess, plan.max_size,
+                                    plan.image_format)
     tasks = list(enumerate(plan.scan.candidates))
     workers = workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(tasks) // _IMAGES_PER_WORKER))
@@ -344,12 +351,12 @@ def _convert_all(
     with open(staging, "wb") as staged:
 
         def collect(result: images.ConvertResult) -> None:
-            index, png, reason, path, height, width = result
-            if png is None:
+            index, encoded, reason, path, height, width = result
+            if encoded is None:
                 details[index] = (reason, path)
             else:
-                kept[index] = (staged.tell(), len(png))
-                staged.write(png)
+                kept[index] = (staged.tell(), len(encoded))
+                staged.write(encoded)
                 details[index] = (height, width)
             progress.advance()
 
@@ -376,7 +383,8 @@ def _read_staged(staged, location: tuple[int, int]) -> bytes:
 
 
 def _check_arguments(
-    seed: int, max_reject: float, max_size: int, min_class_count: int, workers: int | None
+    seed: int, max_reject: float, max_size: int, image_format: str, min_class_count: int,
+    workers: int | None,
 ) -> None:
     check_seed(seed, "--seed")
     if not 0 <= max_reject < 1:
@@ -386,6 +394,12 @@ def _check_arguments(
         )
     if max_size < 8:
         raise MedtransferError(f"--max-size must be at least 8 pixels, got {max_size}.")
+    if image_format not in images.IMAGE_FORMATS:
+        raise MedtransferError(
+            f"--image-format {image_format!r} is not a storage format medtransfer knows: "
+            f"choose one of {', '.join(images.IMAGE_FORMATS)} (bmp: raw pixels, the fastest "
+            "to decode; png: smaller on disk). Both are lossless."
+        )
     if min_class_count < 1:
         raise MedtransferError(f"--min-class-count must be at least 1, got {min_class_count}.")
     if workers is not None and workers < 1:
@@ -423,14 +437,15 @@ def _summary(manifest: dict[str, Any]) -> str:
     )
 
 
-def _preprocessing_text(spec: DatasetSpec, scan: SourceScan, max_size: int) -> str:
+def _preprocessing_text(spec: DatasetSpec, scan: SourceScan, max_size: int,
+                        image_format: str) -> str:
     steps = ["decoded with OpenCV to 8-bit RGB"]
     if spec.preprocessing:
         steps.append(spec.preprocessing)
     if scan.selection is not None:
         steps.append(scan.selection["rule"])
     steps.append(f"longer side ≤ {max_size} px (area interpolation; never enlarged)")
-    steps.append("stored as PNG")
+    steps.append(f"stored as {image_format.upper()} (lossless)")
     return "; ".join(steps)
 
 

@@ -62,9 +62,9 @@ class PreparedDataset:
     def convert_options(self) -> ConvertOptions:
         """How ``prepare`` turned each source image into the stored one (channel rule,
         the layout's own step, ``--max-size``): what ``predict`` applies to new images."""
-        return ConvertOptions(
-            self.spec.channels, self.spec.preprocess, int(self.manifest["options"]["max_size"])
-        )
+        options = self.manifest["options"]
+        return ConvertOptions(self.spec.channels, self.spec.preprocess, int(options["max_size"]),
+                              options.get("image_format", "png"))
 
     def shard_paths(self, split: str) -> list[Path]:
         """The TFRecord files of ``split`` ("train", "validation" or "test"), in order."""
@@ -149,10 +149,11 @@ def _load_folder(folder: Path) -> PreparedDataset:
     if layout == "digits":
         again = f"'medtransfer prepare digits --out {folder} --force'"
     version = manifest.get("format_version")
-    if version != shards.FORMAT_VERSION:
+    if version not in shards.READABLE_FORMAT_VERSIONS:
         raise MedtransferError(
             f"{folder} was prepared in format version {version}, but this medtransfer reads "
-            f"version {shards.FORMAT_VERSION}. Prepare it again: {again}."
+            f"versions {', '.join(map(str, shards.READABLE_FORMAT_VERSIONS))}. Prepare it "
+            f"again: {again}."
         )
     if layout not in DATASETS:
         raise MedtransferError(

@@ -1,13 +1,16 @@
-"""The on-disk format of a prepared dataset's images: PNG-in-TFRecord shards per split.
+"""The on-disk format of a prepared dataset's images: encoded images in TFRecord shards.
 
 ``prepare`` decodes every source image once (TIFF, JPEG, PNG, four-channel protein
 stacks, npz arrays), applies the dataset's own preprocessing (for example the fundus
-crop), and stores it as an 8-bit RGB PNG inside a TFRecord ``tf.train.Example`` with
-three features:
+crop), and stores it as an 8-bit RGB image, BMP by default or PNG (``--image-format``,
+see ``images.IMAGE_FORMATS``; both lossless), inside a TFRecord ``tf.train.Example``
+with three features:
 
 - ``id``: the image id, as in ``split.csv`` (bytes),
 - ``label``: the class index into ``manifest.json``'s ``class_names`` (int64),
-- ``image``: the PNG bytes, always 3 channels, RGB order.
+- ``image``: the encoded image, always 3 channels; :func:`decode_image` reads either.
+
+Format version 2 added BMP; version 1 (PNG only) is still read.
 
 Each split is written to its own files, ``<split>-<index:05d>.tfrecord``; a new file
 starts when the current one passes ``SHARD_BYTES``, so that tf.data can read several
@@ -19,11 +22,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import cv2
-import numpy as np
 import tensorflow as tf
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# What this medtransfer reads: version 1 shards hold PNG, which decode_image reads too.
+READABLE_FORMAT_VERSIONS = (1, 2)
 SPLITS = ("train", "validation", "test")
 SHARD_BYTES = 128 * 1024 * 1024
 
@@ -34,21 +37,11 @@ _FEATURES = {
 }
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
-    """Encodes an ``(H, W, 3)`` uint8 RGB array as PNG bytes."""
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {rgb.dtype} {rgb.shape}")
-    ok, buffer = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError("OpenCV could not encode the image as PNG")
-    return buffer.tobytes()
-
-
-def _example(image_id: str, label: int, png: bytes) -> bytes:
+def _example(image_id: str, label: int, image: bytes) -> bytes:
     feature = {
         "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_id.encode()])),
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
@@ -59,7 +52,7 @@ def write_split_shards(
     records: Iterable[tuple[str, int, bytes]],
     shard_bytes: int = SHARD_BYTES,
 ) -> list[str]:
-    """Writes one split's ``(id, label_index, png_bytes)`` records to TFRecord shards.
+    """Writes one split's ``(id, label_index, encoded_image)`` records to TFRecord shards.
 
     Args:
         out_dir: the prepared dataset's folder.
@@ -78,14 +71,14 @@ def write_split_shards(
     writer = None
     written = 0
     try:
-        for image_id, label, png in records:
+        for image_id, label, image in records:
             if writer is None or written >= shard_bytes:
                 if writer is not None:
                     writer.close()
                 names.append(f"{split}-{len(names):05d}.tfrecord")
                 writer = tf.io.TFRecordWriter(str(out_dir / names[-1]))
                 written = 0
-            serialized = _example(image_id, label, png)
+            serialized = _example(image_id, label, image)
             writer.write(serialized)
             written += len(serialized)
         if writer is None:
@@ -98,5 +91,10 @@ def write_split_shards(
 
 
 def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Parses one serialized record into ``{"id", "label", "image"}`` (image still PNG)."""
+    """Parses one serialized record into ``{"id", "label", "image"}`` (image still encoded)."""
     return tf.io.parse_single_example(serialized, _FEATURES)
+
+
+def decode_image(encoded: tf.Tensor) -> tf.Tensor:
+    """A stored image (BMP or PNG bytes) -> ``(H, W, 3)`` uint8 RGB."""
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False)

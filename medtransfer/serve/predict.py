@@ -8,7 +8,7 @@ Each image goes the way the run's own images went, through the same code:
                net's preprocess_input under --scaling native
             -> the best checkpoint
 
-``prepare`` then stores the pixels as PNG, which is lossless, so that step is skipped.
+``prepare`` then stores the pixels losslessly (BMP or PNG), so that step is skipped.
 An image that cannot be read is listed with the reason and the others go on.
 """
 
@@ -18,7 +18,7 @@ import csv
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +161,7 @@ def _prepared_dataset(run: TrainedRun):
 def _with_channels(options: ConvertOptions, channels: str | None) -> ConvertOptions:
     if channels is None or channels == options.channels:
         return options
-    return ConvertOptions(channels, options.preprocess, options.max_size)
+    return replace(options, channels=channels)
 
 
 def _collect(
