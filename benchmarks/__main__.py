@@ -30,25 +30,31 @@ def main(argv: list[str] | None = None) -> int:
     results = Results(args.quick, load_before=os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="medtransfer-benchmark-") as tmp:
         root = Path(tmp)
-        if "startup" in args.only:
-            from benchmarks import startup
-            results.add(*startup.measure(args.quick))
         photos = None
         if {"pipeline", "training", "prepare"} & set(args.only):
             from benchmarks.photos import prepare_photos
-            photos = prepare_photos(root, *PHOTOS[args.quick])
-        if "pipeline" in args.only:
-            from benchmarks import input_pipeline
-            results.add(*input_pipeline.measure(photos, args.quick))
-        if "training" in args.only:
-            from benchmarks import training_ceiling
-            results.add(*training_ceiling.measure(photos, root / "runs", args.quick))
-        if "freezing" in args.only:
-            from benchmarks import freezing
-            results.add(*freezing.measure(args.quick))
-        if "prepare" in args.only:
-            from benchmarks import prepare_scaling
-            results.add(*prepare_scaling.measure(root, photos, args.quick))
+            count, width, height = PHOTOS[args.quick]
+            with results.timed(f"writing and preparing {count} photographs"):
+                photos = prepare_photos(root, count, width, height)
+        for figure in FIGURES:
+            if figure not in args.only:
+                continue
+            with results.timed(figure):
+                if figure == "startup":
+                    from benchmarks import startup
+                    results.add(*startup.measure(args.quick))
+                elif figure == "pipeline":
+                    from benchmarks import input_pipeline
+                    results.add(*input_pipeline.measure(photos, args.quick))
+                elif figure == "training":
+                    from benchmarks import training_ceiling
+                    results.add(*training_ceiling.measure(photos, root / "runs", args.quick))
+                elif figure == "freezing":
+                    from benchmarks import freezing
+                    results.add(*freezing.measure(args.quick))
+                else:
+                    from benchmarks import prepare_scaling
+                    results.add(*prepare_scaling.measure(root, photos, args.quick))
     write_results(results, args.out)
     print(f"wrote {args.out}")
     return 0

@@ -45,24 +45,27 @@ SIZES = {False: Sizes(image_size=224, repeats=3, later_epochs=2),
          True: Sizes(image_size=32, repeats=1, later_epochs=1)}
 
 
-def medtransfer_dataset(photos: PhotoDataset, image_size: int) -> tf.data.Dataset:
-    """The training stream a run builds, over every prepared image."""
+def medtransfer_dataset(photos: PhotoDataset, image_size: int,
+                        augment: bool = True) -> tf.data.Dataset:
+    """The training stream a run builds, over every prepared image (``--no-augment``
+    when ``augment`` is False)."""
     return pipeline.make_dataset(
         photos.shard_paths(), len(_classes(photos)), image_size=image_size,
-        batch_size=BATCH_SIZE, training=True, augment=AugmentConfig(),
+        batch_size=BATCH_SIZE, training=True, augment=AugmentConfig() if augment else None,
         num_examples=photos.count,
     )
 
 
-def keras_dataset(photos: PhotoDataset, image_size: int, cache: bool = False) -> tf.data.Dataset:
-    """What a Keras user writes (see the module docstring); ``cache`` as tensorflow.org."""
-    augmentation = keras.Sequential([
-        keras.layers.Rescaling(1 / 255),
+def keras_dataset(photos: PhotoDataset, image_size: int, cache: bool = False,
+                  augment: bool = True) -> tf.data.Dataset:
+    """What a Keras user writes (see the module docstring); ``cache`` as tensorflow.org;
+    without ``augment`` only the Rescaling layer is left."""
+    augmentation = keras.Sequential([keras.layers.Rescaling(1 / 255)] + ([
         keras.layers.RandomFlip("horizontal_and_vertical"),
         keras.layers.RandomBrightness(0.1, value_range=(0, 1)),
         keras.layers.RandomContrast(0.2, value_range=(0, 1)),
         keras.layers.GaussianNoise(0.02),
-    ])
+    ] if augment else []))
     dataset = keras.utils.image_dataset_from_directory(
         photos.source, label_mode="categorical", image_size=(image_size, image_size),
         batch_size=BATCH_SIZE, shuffle=True, seed=0, verbose=False,
@@ -82,6 +85,10 @@ def measure(photos: PhotoDataset, quick: bool) -> tuple[list[Figure], list[str]]
         "medtransfer": lambda: medtransfer_dataset(photos, sizes.image_size),
         "keras": lambda: keras_dataset(photos, sizes.image_size),
         "keras_cache": lambda: keras_dataset(photos, sizes.image_size, cache=True),
+        # Both sides without augmentation: the reading, decoding and caching alone.
+        "medtransfer_plain": lambda: medtransfer_dataset(photos, sizes.image_size,
+                                                         augment=False),
+        "keras_plain": lambda: keras_dataset(photos, sizes.image_size, augment=False),
     }
     # First epoch: a new dataset each time, built and read once (caches start empty).
     first = best_rates(
@@ -108,6 +115,12 @@ def measure(photos: PhotoDataset, quick: bool) -> tuple[list[Figure], list[str]]
         Figure("pipeline_later_epochs_vs_keras_cache",
                "input pipeline, later epochs vs Keras + .cache()",
                later["medtransfer"], later["keras_cache"], "images/s"),
+        Figure("pipeline_first_epoch_no_augmentation",
+               "input pipeline, first epoch, neither side augmenting",
+               first["medtransfer_plain"], first["keras_plain"], "images/s"),
+        Figure("pipeline_later_epochs_no_augmentation",
+               "input pipeline, later epochs, neither side augmenting",
+               later["medtransfer_plain"], later["keras_plain"], "images/s"),
     ]
     notes = [
         "Input pipeline: both sides iterate the training stream without a model. Keras side: "
@@ -119,7 +132,10 @@ def measure(photos: PhotoDataset, quick: bool) -> tuple[list[Figure], list[str]]
         "classification from scratch' (no cache there). medtransfer also applies saturation "
         "and hue, which the Keras side does not: more work on medtransfer's side. 'Keras + "
         ".cache()' caches the decoded batches as tensorflow.org's 'Load and preprocess "
-        "images' tutorial does. First epoch: datasets built and read once, no warm-up, best "
+        "images' tutorial does. The rows 'neither side augmenting' drop the augmentation "
+        "on both sides (medtransfer's --no-augment; Keras keeps only Rescaling): what "
+        "reading, decoding, resizing and caching cost without it. "
+        "First epoch: datasets built and read once, no warm-up, best "
         f"of {sizes.repeats}; later epochs: best of {sizes.later_epochs} after one untimed "
         "epoch.",
         f"medtransfer's first epoch excludes `prepare`, which took {photos.prepare_seconds:.1f} "

@@ -7,10 +7,12 @@ A :class:`Figure` holds the two measured values, their ratio, and the target the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +95,18 @@ class Results:
     notes: list[str] = field(default_factory=list)
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
+    durations: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, what: str):
+        """Says on stderr what starts and how long it took, and keeps the time for the
+        results' notes: the full run takes a while."""
+        print(f"[benchmarks] {what} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        yield
+        self.durations[what] = time.perf_counter() - start
+        print(f"[benchmarks] {what}: {self.durations[what]:.0f} s", file=sys.stderr, flush=True)
+
     def add(self, figures: list[Figure], notes: list[str] = ()) -> None:
         self.figures.extend(figures)
         self.notes.extend(notes)
@@ -157,6 +171,8 @@ def write_results(results: Results, path: Path) -> None:
         f"- load average (1 min) before / after: {results.load_before[0]:.2f} / "
         f"{load_after[0]:.2f}",
         f"- command: `python -m benchmarks {' '.join(sys.argv[1:])}`".rstrip(),
+        "- time taken: " + ", ".join(f"{what} {seconds:.0f} s"
+                                     for what, seconds in results.durations.items()),
         "",
         "| figure | medtransfer | baseline | unit | ratio | target | met? |",
         "|---|---:|---:|---|---:|---|---|",

@@ -417,7 +417,7 @@ def _prepare_parser(subparsers) -> None:
         help="downsize so the longer side is at most this many pixels (default 512)")
     add("--image-format", choices=("bmp", "png"), default="bmp",
         help="how images are stored, both lossless: bmp (default; raw pixels, about 10x "
-             "faster to decode) or png (smaller on disk, 1.2-6x less)")
+             "faster to decode) or png (smaller on disk)")
     add("--min-class-count", type=int, default=None,
         help="proteins: keep classes with at least this many single-label images")
     add("--workers", type=int, default=None, help="decoding processes (default: every core)")
