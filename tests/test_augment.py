@@ -193,3 +193,17 @@ def test_noise_is_gaussian_not_merely_of_the_right_std():
     out = augment_image(grey_image(size=64), tf.constant([7, 8]), config).numpy() - 0.5
     kurtosis = (out**4).mean() / (out**2).mean() ** 2
     assert abs(kurtosis - 3.0) < 0.2
+
+
+@pytest.mark.parametrize("config", [AugmentConfig(), NOTHING,
+                                    dataclasses.replace(NOTHING, flips=True),
+                                    dataclasses.replace(NOTHING, color=True)])
+def test_uint8_pixels_give_what_their_unit_floats_give(config):
+    # The pipeline hands over its cached uint8 pixels; the scaling folds into the ops.
+    pixels = np.round(asymmetric_image() * 255).astype(np.uint8)
+    floats = pixels.astype(np.float32) / 255
+    for seed in ([1, 2], [3, 4], [5, 6]):
+        from_pixels = augment_image(pixels, tf.constant(seed), config).numpy()
+        assert from_pixels.dtype == np.float32
+        np.testing.assert_allclose(
+            from_pixels, augment_image(floats, tf.constant(seed), config).numpy(), atol=1e-6)

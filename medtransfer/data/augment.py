@@ -10,7 +10,8 @@ batching, in parallel. Each op is written to touch every pixel as few times as i
 normal quantiles), because augmentation is what limits the pipeline once the decoded
 images are cached; see ``benchmarks/pipeline_throughput.py``.
 
-Images are float32 in [0, 1] on the way in and on the way out.
+Images come in as uint8 pixels (what the pipeline caches) or float32 in [0, 1], and
+leave as float32 in [0, 1].
 """
 
 from __future__ import annotations
@@ -82,27 +83,38 @@ def augment_image(image: tf.Tensor, seed: tf.Tensor, config: AugmentConfig) -> t
     ``benchmarks/pipeline_throughput.py``). Every random amount is drawn from ``seed``,
     so the pipeline gives each image its own seed and each image its own draws.
 
+    Given the uint8 pixels the pipeline caches, the flips move a quarter of the bytes
+    float32 would, and the scaling to [0, 1] folds into the colour matrix instead of
+    costing a pass of its own.
+
     Args:
-        image: ``(height, width, 3)`` float32 in [0, 1].
+        image: ``(height, width, 3)``: uint8 pixels in [0, 255], or float32 in [0, 1].
         seed: shape ``[2]`` int32 or int64 tensor; the same seed gives the same output.
         config: which ops run and how strong they are.
 
     Returns:
-        The augmented image, same shape, float32, clipped to [0, 1].
+        The augmented image, same shape, float32 in [0, 1] (clipped).
     """
-    image = tf.convert_to_tensor(image, tf.float32)
+    image = tf.convert_to_tensor(image)
+    if image.dtype not in (tf.uint8, tf.float32):
+        raise TypeError(f"augment_image takes uint8 or float32 images, got {image.dtype}")
+    unit = 1 / 255 if image.dtype == tf.uint8 else 1.0
     # One seed per op, so that switching one op off leaves the others' draws unchanged.
     flip_lr, flip_ud, brightness, saturation, hue, contrast, noise = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=7)
     )
     if config.flips:
         image = _random_flips(image, flip_lr, flip_ud)
+    image = tf.cast(image, tf.float32)
     if config.color:
-        matrix, offset = _color_transform(image, config, brightness, saturation, hue, contrast)
+        matrix, offset = _color_transform(image, unit, config, brightness, saturation, hue,
+                                          contrast)
         # A 1x1 convolution is a per-pixel matrix product; oneDNN runs it twice as fast
         # as einsum's contraction over a 3-wide axis.
         image = tf.nn.conv2d(image[tf.newaxis], matrix[tf.newaxis, tf.newaxis], 1, "VALID")[0]
         image = image + offset
+    elif unit != 1.0:
+        image = image * unit
     if config.noise:
         image = image + _gaussian_noise(tf.shape(image), noise, config.noise_std)
     return tf.clip_by_value(image, 0.0, 1.0)
@@ -129,12 +141,14 @@ _RGB_TO_YIQ = np.array(
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 
 
-def _color_transform(image, config, brightness, saturation, hue, contrast):
+def _color_transform(image, unit, config, brightness, saturation, hue, contrast):
     """The colour distortion as ``image @ matrix + offset``: brightness, saturation, hue, contrast.
 
     With ``A`` the saturation and hue map (linear in RGB), brightness ``b``, contrast
     factor ``c`` and per-channel mean ``m``, contrast after the rest gives
-    ``c * A(x + b) + (1 - c) * A(m + b) = A(c * x + (1 - c) * m + b)``.
+    ``c * A(x + b) + (1 - c) * A(m + b) = A(c * x + (1 - c) * m + b)``. ``unit`` takes
+    ``image`` to [0, 1] (1/255 for uint8 pixels): the matrix applies it, the offset
+    and ``m`` are already in [0, 1] units.
     """
     delta = tf.random.stateless_uniform(
         [], brightness, -config.brightness_delta, config.brightness_delta)
@@ -146,9 +160,9 @@ def _color_transform(image, config, brightness, saturation, hue, contrast):
     # Row-vector form: pixels (rows) times the transpose of the column-vector map A.
     mix = tf.transpose(
         tf.constant(_YIQ_TO_RGB, tf.float32) @ chroma @ tf.constant(_RGB_TO_YIQ, tf.float32))
-    mean = tf.reduce_mean(image, axis=[0, 1])
+    mean = tf.reduce_mean(image, axis=[0, 1]) * unit
     offset = ((1 - factor) * mean + delta)[tf.newaxis] @ mix
-    return factor * mix, offset[0]
+    return (factor * unit) * mix, offset[0]
 
 
 @functools.cache

@@ -245,15 +245,18 @@ def make_dataset(
         shuffle_seed, files_seed, augment_seed = (
             int(part) for part in np.random.SeedSequence([seed, epoch]).generate_state(3)
         )
-        examples = shuffled(shuffle_seed, files_seed).map(
-            to_model_input, num_parallel_calls=tf.data.AUTOTUNE)
-        if augment is not None:
+        examples = shuffled(shuffle_seed, files_seed)
+        if augment is None:
+            examples = examples.map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE)
+        else:
             # One seed per image, (epoch's seed, position in the epoch): flips, colour
-            # and noise differ between images and between epochs.
+            # and noise differ between images and between epochs. augment_image takes
+            # the uint8 pixels and returns [0, 1] floats (see there why).
             def augmented(position, example):
-                image, one_hot, image_id = example
+                image, label, image_id = example
                 image_seed = tf.stack([tf.constant(augment_seed, tf.int64), position])
-                return augment_image(image, image_seed, augment), one_hot, image_id
+                return (augment_image(image, image_seed, augment),
+                        tf.one_hot(label, num_classes), image_id)
 
             examples = examples.enumerate().map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
         return examples.batch(batch_size, drop_remainder=False)
