@@ -9,8 +9,9 @@ alone (``predict``), and would be near 3 if gradients flowed through the frozen 
 
 ``--quick`` runs the models eagerly: tracing the training step of these nets costs
 25-50 CPU seconds each (inception_v3, densenet121 at freeze 0), more than the whole
-quick mode may take, while an eager step at 75 px costs about a second. The freezing,
-the compiled loss and optimizer and the trainable-variables check are the same.
+quick mode may take, while an eager step at 75 px costs about a second; one model per
+net is then re-frozen before each turn. The freezing, the compiled loss and optimizer
+and the trainable-variables check are the same.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ SIZES = {False: Sizes(image_size=96, images=256, repeats=3, warmup=1, eager=Fals
 NETS = ("inception_v3", "densenet121")
 
 
+FREEZES = (("f0", 0.0), ("f1", 1.0), ("phase1", None))
+
+
 def frozen_model(net: str, image_size: int, freeze: float | None,
                  eager: bool = False) -> keras.Model:
     """A compiled classifier frozen at ``freeze`` (None: phase 1, the whole backbone).
@@ -53,7 +57,12 @@ def frozen_model(net: str, image_size: int, freeze: float | None,
     ``eager``: compiled with ``run_eagerly`` (``--quick``, see the module docstring).
     """
     keras.utils.set_random_seed(0)
-    model = build_model(net, NUM_CLASSES, image_size, "glorot")
+    return refrozen(build_model(net, NUM_CLASSES, image_size, "glorot"), freeze, eager)
+
+
+def refrozen(model: keras.Model, freeze: float | None, eager: bool = False) -> keras.Model:
+    """``model`` frozen at ``freeze`` (None: phase 1) as a run freezes it, and compiled
+    again as a run compiles it; returns it."""
     if freeze is None:
         freeze_backbone(get_backbone(model))
     else:
@@ -69,10 +78,18 @@ def measure(quick: bool) -> tuple[list[Figure], list[str]]:
     labels = tf.one_hot(np.arange(sizes.images) % NUM_CLASSES, NUM_CLASSES)
     figures = []
     for net in NETS:
-        models = {name: frozen_model(net, sizes.image_size, freeze, sizes.eager)
-                  for name, freeze in (("f0", 0.0), ("f1", 1.0), ("phase1", None))}
+        if sizes.eager:
+            # Eager steps need no tracing, so one model re-frozen before each turn does:
+            # three builds of these nets would be most of what --quick spends here.
+            shared = frozen_model(net, sizes.image_size, 0.0, eager=True)
+            models = {name: (lambda freeze=freeze, shared=shared: refrozen(shared, freeze, True))
+                      for name, freeze in FREEZES}
+        else:
+            built = {name: frozen_model(net, sizes.image_size, freeze)
+                     for name, freeze in FREEZES}
+            models = {name: (lambda model=model: model) for name, model in built.items()}
         # Keras 3 keeps frozen weights out of what the optimizer and the gradient see.
-        head = models["f1"].trainable_variables
+        head = models["f1"]().trainable_variables
         assert all("head_" in variable.path for variable in head), [v.path for v in head]
 
         def epoch(model):
@@ -81,8 +98,8 @@ def measure(quick: bool) -> tuple[list[Figure], list[str]]:
                       verbose=0, callbacks=[timer])
             return sizes.images / timer.seconds[0]
 
-        sides = {name: (lambda model=model: epoch(model)) for name, model in models.items()}
-        sides["forward"] = lambda frozen=models["f1"]: _forward(frozen, images)
+        sides = {name: (lambda model=model: epoch(model())) for name, model in models.items()}
+        sides["forward"] = lambda frozen=models["f1"]: _forward(frozen(), images)
         rates = best_rates(sides, sizes.repeats, warmup=sizes.warmup)
         what = f"{net} {sizes.image_size}px, batch {BATCH_SIZE}"
         figures += [

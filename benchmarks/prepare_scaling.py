@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.photos import PhotoDataset, write_photos
 from benchmarks.report import Figure, Target
-from benchmarks.timing import best_rates, run_measured, usable_cores
+from benchmarks.timing import (
+    CommandUsage,
+    best_rates,
+    run_measured,
+    single_core,
+    usable_cores,
+)
 from medtransfer.data.pipeline import cached_bytes
 from medtransfer.data.prepare import prepare_dataset
 from medtransfer.data.prepared import load_prepared
@@ -44,11 +51,50 @@ MIB = 1024**2
 SPLITS = ("train", "validation", "test")
 
 
-def measure(root: Path, photos: PhotoDataset, quick: bool) -> tuple[list[Figure], list[str]]:
+@dataclass(frozen=True)
+class MemoryUsage:
+    """Peak memory of the three commands, each a fresh process as a user runs it."""
+
+    prepare: CommandUsage
+    cache_on: CommandUsage
+    cache_off: CommandUsage
+
+
+def write_source(root: Path, quick: bool) -> Path:
+    """Writes the retina-like JPEGs both halves of this figure read; returns their folder."""
+    sizes = SIZES[quick]
+    return write_photos(root / "retina_like", sizes.images, sizes.width, sizes.height,
+                        fundus=True, seed=1)
+
+
+def measure_memory(root: Path, photos: PhotoDataset, source: Path, quick: bool) -> MemoryUsage:
+    """Peak memory of ``medtransfer prepare`` on ``source`` and of ``medtransfer run``
+    with the cache on and off. Writes only under ``root / "memory"``, so that it may run
+    beside the other figures (``--quick``)."""
+    sizes = SIZES[quick]
+    command = [sys.executable, "-m", "medtransfer"]
+    prepare = run_measured([
+        *command, "prepare", "folder", "--source", str(source),
+        "--out", str(root / "memory" / "retina_like"), "--force", "--no-progress"])
+    run = [*command, "run", "--dataset", photos.name, "--data-dir", str(photos.data_dir),
+           "--logdir", str(root / "memory" / "runs"), "--net", "small_cnn",
+           "--image-size", str(sizes.run_image_size), "--train-size", str(sizes.run_train_size),
+           "--epochs", "0+1", "--overwrite"]
+    cache_on = run_measured([*run, "--experiment", "cache_on"])
+    cache_off = run_measured([*run, "--experiment", "cache_off", "--cache-limit", "0"])
+    return MemoryUsage(prepare, cache_on, cache_off)
+
+
+def measure(root: Path, photos: PhotoDataset, quick: bool,
+            memory: Callable[[], MemoryUsage] | None = None) -> tuple[list[Figure], list[str]]:
+    """The scaling and memory figures. ``memory`` returns the memory measurements when
+    they were started elsewhere (``--quick`` runs them beside the other figures, after
+    :func:`write_source`); otherwise they are taken here, after the scaling."""
     sizes = SIZES[quick]
     cores = usable_cores()
-    source = write_photos(root / "retina_like", sizes.images, sizes.width, sizes.height,
-                          fundus=True, seed=1)
+    source = root / "retina_like"
+    if not source.is_dir():
+        write_source(root, quick)
 
     def prepare_rate(workers: int | None) -> float:
         start = time.perf_counter()
@@ -56,18 +102,16 @@ def measure(root: Path, photos: PhotoDataset, quick: bool) -> tuple[list[Figure]
                         force=True, progress=False)
         return sizes.images / (time.perf_counter() - start)
 
-    rates = best_rates({"all": lambda: prepare_rate(None), "one": lambda: prepare_rate(1)},
+    def one_core_rate() -> float:
+        # --workers 1 decodes in this process, where OpenCV's own thread pool would
+        # still spread a resize over every core: pinned, it is one core.
+        with single_core():
+            return prepare_rate(1)
+
+    rates = best_rates({"all": lambda: prepare_rate(None), "one": one_core_rate},
                        sizes.repeats)
-    command = [sys.executable, "-m", "medtransfer"]
-    prepare_usage = run_measured([
-        *command, "prepare", "folder", "--source", str(source),
-        "--out", str(root / "prepared" / "retina_like"), "--force", "--no-progress"])
-    run = [*command, "run", "--dataset", photos.name, "--data-dir", str(photos.data_dir),
-           "--logdir", str(root / "memory_runs"), "--net", "small_cnn",
-           "--image-size", str(sizes.run_image_size), "--train-size", str(sizes.run_train_size),
-           "--epochs", "0+1", "--overwrite"]
-    cache_on = run_measured([*run, "--experiment", "cache_on"])
-    cache_off = run_measured([*run, "--experiment", "cache_off", "--cache-limit", "0"])
+    usage = memory() if memory is not None else measure_memory(root, photos, source, quick)
+    prepare_usage, cache_on, cache_off = usage.prepare, usage.cache_on, usage.cache_off
     totals = {**load_prepared(photos.name, photos.data_dir).manifest["totals"],
               "train": sizes.run_train_size}
     expected = sum(cached_bytes(totals[split], sizes.run_image_size) for split in SPLITS)
@@ -86,7 +130,8 @@ def measure(root: Path, photos: PhotoDataset, quick: bool) -> tuple[list[Figure]
                (cache_on.peak_bytes - cache_off.peak_bytes) / MIB, expected / MIB, "MiB"),
     ]
     notes = [
-        f"prepare scaling: prepare_dataset('folder', workers=None (every core) vs 1) on "
+        f"prepare scaling: prepare_dataset('folder', workers=None (every core) vs 1, with "
+        "the process pinned to one core so that OpenCV's threads stay on it too) on "
         f"{sizes.images} synthetic fundus-like JPEGs, best of {sizes.repeats}, taking turns; "
         f"the target is 80% of linear scaling ({cores} cores).",
         "Memory: peak resident memory of `python -m medtransfer prepare` and `run` (0+1 "

@@ -10,6 +10,7 @@ steps only), and the peak resident memory of a command and every process it star
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import subprocess
@@ -25,6 +26,35 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def single_core():
+    """Runs the ``with`` body on one CPU core: every thread of this process, and every
+    thread or process started meanwhile, which inherit it (Linux; elsewhere a no-op).
+
+    ``os.sched_setaffinity(0, ...)`` would pin the calling thread alone, leaving the
+    thread pools TensorFlow and OpenCV already started free to use every core.
+    """
+    if not (hasattr(os, "sched_setaffinity") and os.path.isdir("/proc/self/task")):
+        yield
+        return
+    saved = {}
+    core = min(os.sched_getaffinity(0))
+    for task in os.listdir("/proc/self/task"):
+        try:
+            saved[int(task)] = os.sched_getaffinity(int(task))
+            os.sched_setaffinity(int(task), {core})
+        except OSError:  # the thread ended meanwhile
+            pass
+    try:
+        yield
+    finally:
+        for task, cores in saved.items():
+            try:
+                os.sched_setaffinity(task, cores)
+            except OSError:
+                pass
 
 
 def best_rates(

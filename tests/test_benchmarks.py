@@ -40,3 +40,27 @@ def test_quick_benchmark_writes_a_finite_row_per_figure(tmp_path):
         assert len(rows) == 1, figure["name"]
         if figure["target"] is not None:
             assert rows[0].endswith(("| met |", "% |")), rows[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux CPU affinity")
+def test_single_core_pins_every_thread_and_restores_them():
+    import threading
+
+    from benchmarks.timing import single_core
+
+    def affinities():
+        return {int(t): os.sched_getaffinity(int(t)) for t in os.listdir("/proc/self/task")}
+
+    release = threading.Event()
+    helper = threading.Thread(target=release.wait)  # a thread started before the pin
+    helper.start()
+    try:
+        before = affinities()
+        with single_core():
+            inside = affinities()
+            assert all(len(cores) == 1 for cores in inside.values()), inside
+            assert set(inside) >= set(before)
+        assert {task: affinities().get(task) for task in before} == before
+    finally:
+        release.set()
+        helper.join()
