@@ -353,15 +353,22 @@ def resize_image(image, image_size: int):
         The resized pixels, uint8, rounded half to even as ``tf.round`` does.
     """
     pixels = keras.ops.cast(image, "float32")
-    resized = [
-        keras.ops.image.resize(pixels, (image_size, image_size), interpolation=interpolation,
-                               data_format="channels_last")
-        for interpolation in ("bilinear", "area")
-    ]
-    # 1.0 when shrinking, else 0.0; both terms are exact (x * 0 + y == y), so each case
-    # is exactly one of the two resizes.
-    shrinking = keras.ops.cast(_longest_side(pixels) > image_size, "float32")
-    resized = resized[1] * shrinking + resized[0] * (1.0 - shrinking)
+
+    def resize(interpolation):
+        return keras.ops.image.resize(pixels, (image_size, image_size),
+                                      interpolation=interpolation, data_format="channels_last")
+
+    shrinking = _longest_side(pixels) > image_size
+    if keras.backend.is_keras_tensor(pixels):
+        # A model being built (export): keras.ops.cond cannot record branches that close
+        # over its tensors, so both resizes are recorded and the flag picks one; both
+        # terms are exact (x * 0 + y == y), so each case is exactly one of the two.
+        shrinking = keras.ops.cast(shrinking, "float32")
+        resized = resize("area") * shrinking + resize("bilinear") * (1.0 - shrinking)
+    else:
+        # tf.data and eager: only the resize taken runs, which spares the pipeline's
+        # first epoch a bilinear resize of every image it shrinks.
+        resized = tf.cond(shrinking, lambda: resize("area"), lambda: resize("bilinear"))
     return keras.ops.cast(keras.ops.clip(keras.ops.round(resized), 0, 255), _CACHED_DTYPE.name)
 
 
