@@ -83,7 +83,8 @@ class Figure:
         if self.met:
             return "met"
         bound = self.target.at_least if self.target.at_least is not None else self.target.at_most
-        return f"missed by {abs(self.compared - bound) / bound:.0%}"
+        short = abs(self.compared - bound) / bound
+        return f"missed by {short:.1%}" if short < 0.01 else f"missed by {short:.0%}"
 
 
 @dataclass
@@ -170,7 +171,7 @@ def write_results(results: Results, path: Path) -> None:
         f"- mode: {mode}",
         f"- load average (1 min) before / after: {results.load_before[0]:.2f} / "
         f"{load_after[0]:.2f}",
-        f"- command: `python -m benchmarks {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- command: `{' '.join(['python -m benchmarks', *sys.argv[1:]])}`",
         "- time taken: " + ", ".join(f"{what} {seconds:.0f} s"
                                      for what, seconds in results.durations.items()),
         "",
