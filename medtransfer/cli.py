@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medtransfer import __version__
-from medtransfer.config import BN_STATS, CLASS_WEIGHTS, SCALINGS, STRATEGIES
+from medtransfer.config import BN_STATS, CLASS_WEIGHTS, IMAGE_FORMATS, SCALINGS, STRATEGIES
 from medtransfer.errors import MedtransferError, unknown_name_message
 from medtransfer.serve.export import FORMATS as EXPORT_FORMATS
 
@@ -415,7 +415,7 @@ def _prepare_parser(subparsers) -> None:
         help="fail when more than this fraction of the images is rejected (default 0.01)")
     add("--max-size", type=int, default=512,
         help="downsize so the longer side is at most this many pixels (default 512)")
-    add("--image-format", choices=("bmp", "png"), default="bmp",
+    add("--image-format", choices=IMAGE_FORMATS, default="bmp",
         help="how images are stored, both lossless: bmp (default; raw pixels, about 10x "
              "faster to decode) or png (smaller on disk)")
     add("--min-class-count", type=int, default=None,

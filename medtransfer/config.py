@@ -32,6 +32,9 @@ SCALINGS = ("unit", "native")
 CLASS_WEIGHTS = ("none", "balanced")
 STRATEGIES = ("auto", "mirrored", "default")
 BN_STATS = ("precise", "moving")
+IMAGE_FORMATS = ("bmp", "png")
+"""How ``prepare`` may store images (``--image-format``); both lossless, see
+``medtransfer.data.images.encode_image``."""
 INITS = ("glorot", "imagenet", "mean_var")
 """The named inits; any other ``--init`` must be an existing path."""
 SEED_LIMIT = 2**32

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from medtransfer.config import IMAGE_FORMATS
 from medtransfer.data import shards
 from medtransfer.data.augment import AugmentConfig
-from medtransfer.data.images import IMAGE_FORMATS, encode_image
+from medtransfer.data.images import encode_image
 from medtransfer.data.pipeline import (
     cached_bytes,
     count_examples,

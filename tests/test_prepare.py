@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 from layouts import WRITERS, write_cancer, write_folder, write_proteins
 
+from medtransfer.config import IMAGE_FORMATS
 from medtransfer.data import images, shards
 from medtransfer.data.prepare import _Progress, prepare_dataset
 from medtransfer.data.prepared import load_prepared
@@ -123,7 +124,7 @@ def test_shards_round_trip_ids_labels_and_pixels(case, tmp_path):
     assert len(seen) == len(set(seen)) == len(dataset.split)
 
 
-@pytest.mark.parametrize("image_format", images.IMAGE_FORMATS)
+@pytest.mark.parametrize("image_format", IMAGE_FORMATS)
 def test_both_storage_formats_are_lossless_and_read_back_exactly(image_format):
     # Odd sizes: BMP pads each row to 4 bytes, and stores rows bottom-up in BGR.
     rgb = np.random.default_rng(0).integers(0, 256, (17, 23, 3), dtype=np.uint8)
@@ -155,7 +156,9 @@ def test_image_format_is_stored_recorded_and_part_of_the_fingerprint(tmp_path):
 
 def test_unknown_image_format_is_refused_before_any_work(tmp_path):
     write_folder(tmp_path / "src")
-    with pytest.raises(MedtransferError, match=r"--image-format 'jpg'.*bmp, png.*lossless"):
+    expected = (r"Unknown image format 'jpg'\. Did you mean 'png'\? "
+                r"Valid image formats: bmp, png\..*lossless")
+    with pytest.raises(MedtransferError, match=expected):
         prepare_dataset("folder", tmp_path / "src", tmp_path / "out", image_format="jpg",
                         progress=False)
     assert not (tmp_path / "out").exists()

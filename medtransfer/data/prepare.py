@@ -34,13 +34,13 @@ from typing import Any, TextIO
 import pandas as pd
 
 from medtransfer import __version__
-from medtransfer.config import check_seed
+from medtransfer.config import IMAGE_FORMATS, check_seed
 from medtransfer.data import images, shards
 from medtransfer.data.catalog import MANIFEST
 from medtransfer.data.registry import DatasetSpec, get_dataset
 from medtransfer.data.sources import DEFAULT_MIN_CLASS_COUNT, Rejection, SourceScan
 from medtransfer.data.split import check_class_sizes, stratified_split
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, look_up_option
 from medtransfer.fileio import read_json, write_json_atomic
 
 __all__ = ["DEFAULT_MIN_CLASS_COUNT", "PrepareResult", "prepare_dataset"]
@@ -394,12 +394,9 @@ def _check_arguments(
         )
     if max_size < 8:
         raise MedtransferError(f"--max-size must be at least 8 pixels, got {max_size}.")
-    if image_format not in images.IMAGE_FORMATS:
-        raise MedtransferError(
-            f"--image-format {image_format!r} is not a storage format medtransfer knows: "
-            f"choose one of {', '.join(images.IMAGE_FORMATS)} (bmp: raw pixels, the fastest "
-            "to decode; png: smaller on disk). Both are lossless."
-        )
+    look_up_option(image_format, IMAGE_FORMATS, "image format",
+                   see="bmp: raw pixels, the fastest to decode; png: smaller on disk. Both "
+                       "are lossless (--image-format).")
     if min_class_count < 1:
         raise MedtransferError(f"--min-class-count must be at least 1, got {min_class_count}.")
     if workers is not None and workers < 1:
