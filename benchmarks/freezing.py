@@ -27,6 +27,7 @@ from benchmarks.timing import best_rates, make_epoch_timer
 from medtransfer.models.classifier import get_backbone
 from medtransfer.models.freezing import freeze_backbone, freeze_bottom_layers
 from medtransfer.models.init import build_model
+from medtransfer.training.run import compile_model
 
 BATCH_SIZE = 32
 NUM_CLASSES = 2
@@ -67,8 +68,8 @@ def refrozen(model: keras.Model, freeze: float | None, eager: bool = False) -> k
         freeze_backbone(get_backbone(model))
     else:
         freeze_bottom_layers(get_backbone(model), freeze)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy",
-                  metrics=["accuracy"], run_eagerly=eager)
+    compile_model(model, 1e-4)
+    model.run_eagerly = eager
     return model
 
 
