@@ -113,13 +113,19 @@ def make_epoch_timer():
             self.seconds: list[float] = []
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
+            self._start = self._last_step = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._last_step = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._start)
+            self.seconds.append(self._last_step - self._start)
 
         def on_predict_begin(self, logs=None):
             self.on_epoch_begin(0)
+
+        def on_predict_batch_end(self, batch, logs=None):
+            self._last_step = time.perf_counter()
 
         def on_predict_end(self, logs=None):
             self.on_epoch_end(0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from medtransfer.data.augment import AugmentConfig, augment_image
+from medtransfer.data.augment import AugmentConfig, augment_batch, augment_image
 
 NOTHING = AugmentConfig(flips=False, noise=False, color=False)
 MODES = ["eager", "tf.data"]
@@ -207,3 +207,24 @@ def test_uint8_pixels_give_what_their_unit_floats_give(config):
         assert from_pixels.dtype == np.float32
         np.testing.assert_allclose(
             from_pixels, augment_image(floats, tf.constant(seed), config).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_a_batch_gives_each_image_what_it_gets_alone(dtype):
+    # The pipeline augments batches; the draws belong to each image's seed, not to its
+    # place in the batch or to the batch it lands in.
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 12, 10, 3)).astype(np.uint8)
+    images = images if dtype == np.uint8 else (images / 255).astype(np.float32)
+    batch = augment_batch(images, SEEDS[:5], AugmentConfig()).numpy()
+    assert batch.shape == (5, 12, 10, 3) and batch.dtype == np.float32
+    for image, seed, augmented in zip(images, SEEDS[:5], batch, strict=True):
+        np.testing.assert_array_equal(augment_image(image, seed, AugmentConfig()).numpy(),
+                                      augmented)
+    reversed_order = augment_batch(images[::-1], SEEDS[:5][::-1], AugmentConfig()).numpy()
+    np.testing.assert_array_equal(reversed_order, batch[::-1])
+
+
+def test_other_dtypes_are_refused():
+    with pytest.raises(TypeError, match="uint8 or float32"):
+        augment_image(np.zeros((4, 4, 3), np.float64), tf.constant([1, 2]), AugmentConfig())

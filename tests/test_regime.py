@@ -97,3 +97,35 @@ def test_mixed_precision_keeps_a_float32_output(tmp_path, digits_data_dir, recor
     assert model.output.dtype == "float32"
     assert result.metrics["status"] == "complete"
     assert keras.mixed_precision.global_policy().name == "float32"  # reset after the run
+
+
+def test_train_seconds_stop_at_the_last_training_step(tmp_path, digits_data_dir, monkeypatch):
+    # StopOnDivergence checks every weight at the epoch's end, before the recorder runs;
+    # made half a second slower here, that check must not count as training time.
+    import time
+
+    import pandas as pd
+
+    from medtransfer.training import callbacks
+
+    times = {}
+    begin, end = callbacks.StopOnDivergence.on_epoch_begin, callbacks.StopOnDivergence.on_epoch_end
+
+    def timed_begin(self, epoch, logs=None):
+        times[epoch] = [time.perf_counter()]
+        begin(self, epoch, logs)
+
+    def slow_end(self, epoch, logs=None):
+        times[epoch].append(time.perf_counter())
+        time.sleep(0.5)
+        end(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.StopOnDivergence, "on_epoch_begin", timed_begin)
+    monkeypatch.setattr(callbacks.StopOnDivergence, "on_epoch_end", slow_end)
+    result = run_experiment(tiny_config(tmp_path, digits_data_dir, epochs="0+2"))
+    history = pd.read_csv(result.run_dir / "history.csv")
+    for epoch, (started, checked) in times.items():
+        # The recorder's epoch starts after StopOnDivergence's (it comes later in the
+        # list) and its last step ends before the check: at most the span between them.
+        assert history["train_seconds"][epoch] <= checked - started
+        assert history["seconds"][epoch] > 0.5

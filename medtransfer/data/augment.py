@@ -1,17 +1,19 @@
 """Training-time augmentation: random flips, gaussian noise and colour distortion.
 
-Every op is stateless: its randomness is a pure function of an explicit ``seed``
-(a shape ``[2]`` integer tensor), so that a run's augmentation is reproducible from
-``--seed`` alone, eagerly and inside tf.data alike.
+Every draw is a pure function of an explicit seed (two integers per image), so that a
+run's augmentation is reproducible from ``--seed`` alone, eagerly and inside tf.data
+alike, and a resumed run sees the draws an uninterrupted one sees.
 
-:func:`augment_image` works on one image, and the pipeline maps it over images before
-batching, in parallel. Each op is written to touch every pixel as few times as it can
-(one copy for both flips, one 3x3 matrix for all colour ops, noise from a table of
-normal quantiles), because augmentation is what limits the pipeline once the decoded
-images are cached; see ``benchmarks/pipeline_throughput.py``.
+Once the decoded images are cached, augmentation is what limits the training stream,
+so it runs as one compiled loop (numba) that reads each cached uint8 pixel once and
+writes its float32 result once: flips, a 3x3 colour matrix, noise and the clip to
+[0, 1] all happen on the pixel in registers. The same work as separate TensorFlow ops
+makes a dozen passes over the image and runs 3-4 times slower; see
+``benchmarks/input_pipeline.py`` and the README's Performance section.
 
-Images come in as uint8 pixels (what the pipeline caches) or float32 in [0, 1], and
-leave as float32 in [0, 1].
+:func:`augment_batch` augments a batch (the pipeline calls it after batching, one call
+per batch, so that the per-call cost of leaving the TensorFlow graph is paid once per
+batch); :func:`augment_image` augments one image with the same draws.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import dataclasses
 import functools
 import statistics
 
+import numba
 import numpy as np
 import tensorflow as tf
 
@@ -72,66 +75,48 @@ class AugmentConfig:
             )
 
 
-def augment_image(image: tf.Tensor, seed: tf.Tensor, config: AugmentConfig) -> tf.Tensor:
-    """Augments one image: flips, then colour, then noise, each if switched on.
+def augment_batch(images: tf.Tensor, seeds: tf.Tensor, config: AugmentConfig) -> tf.Tensor:
+    """Augments each image with its own seed: flips, then colour, then noise, each if on.
 
     Colour distortion follows the Inception order (brightness, saturation, hue,
     contrast). Saturation and hue act in YIQ space, where they are linear: saturation
     scales the chroma plane (I, Q) and hue rotates it, as NVIDIA DALI's ``Hsv`` operator
-    does. The four colour ops then fold into one 3x3 matrix and one offset per image,
-    which costs a tenth of ``tf.image``'s trips through HSV (see
-    ``benchmarks/pipeline_throughput.py``). Every random amount is drawn from ``seed``,
-    so the pipeline gives each image its own seed and each image its own draws.
+    does. The four colour ops fold into one 3x3 matrix and one offset per image. The
+    noise is i.i.d. N(0, ``noise_std``²) per pixel and channel, drawn by inverse-CDF
+    sampling: 16 random bits pick one of 65,536 normal quantiles (a normal distribution
+    truncated at 4.3 standard deviations).
 
-    Given the uint8 pixels the pipeline caches, the flips move a quarter of the bytes
-    float32 would, and the scaling to [0, 1] folds into the colour matrix instead of
-    costing a pass of its own.
+    Every op draws from its own stream of the image's seed, so switching one op off
+    leaves the others' draws unchanged. The random bits come from splitmix64, a
+    counter-based generator: the draws depend on the seed alone, not on the order or
+    the thread in which images are augmented.
 
     Args:
-        image: ``(height, width, 3)``: uint8 pixels in [0, 255], or float32 in [0, 1].
-        seed: shape ``[2]`` int32 or int64 tensor; the same seed gives the same output.
+        images: ``(batch, height, width, 3)``: uint8 pixels in [0, 255] (what the
+            pipeline caches: the scaling to [0, 1] folds into the colour matrix), or
+            float32 in [0, 1].
+        seeds: ``(batch, 2)`` integers; the same seed gives the same output.
         config: which ops run and how strong they are.
 
     Returns:
-        The augmented image, same shape, float32 in [0, 1] (clipped).
+        The augmented images, same shape, float32 in [0, 1] (clipped).
     """
-    image = tf.convert_to_tensor(image)
-    if image.dtype not in (tf.uint8, tf.float32):
-        raise TypeError(f"augment_image takes uint8 or float32 images, got {image.dtype}")
-    unit = 1 / 255 if image.dtype == tf.uint8 else 1.0
-    # One seed per op, so that switching one op off leaves the others' draws unchanged.
-    flip_lr, flip_ud, brightness, saturation, hue, contrast, noise = tf.unstack(
-        tf.random.experimental.stateless_split(seed, num=7)
+    images = tf.convert_to_tensor(images)
+    if images.dtype not in (tf.uint8, tf.float32):
+        raise TypeError(f"augmentation takes uint8 or float32 images, got {images.dtype}")
+    augmented = tf.numpy_function(
+        functools.partial(_augment_arrays, config=config),
+        [images, tf.cast(seeds, tf.int64)], tf.float32, stateful=False, name="augment",
     )
-    if config.flips:
-        image = _random_flips(image, flip_lr, flip_ud)
-    image = tf.cast(image, tf.float32)
-    if config.color:
-        matrix, offset = _color_transform(image, unit, config, brightness, saturation, hue,
-                                          contrast)
-        # A 1x1 convolution is a per-pixel matrix product; oneDNN runs it twice as fast
-        # as einsum's contraction over a 3-wide axis.
-        image = tf.nn.conv2d(image[tf.newaxis], matrix[tf.newaxis, tf.newaxis], 1, "VALID")[0]
-        image = image + offset
-    elif unit != 1.0:
-        image = image * unit
-    if config.noise:
-        image = image + _gaussian_noise(tf.shape(image), noise, config.noise_std)
-    return tf.clip_by_value(image, 0.0, 1.0)
+    augmented.set_shape(images.shape)
+    return augmented
 
 
-def _random_flips(image: tf.Tensor, flip_lr: tf.Tensor, flip_ud: tf.Tensor) -> tf.Tensor:
-    """Each flip with probability 1/2, independently, in one copy of the image at most."""
-    left_right = tf.random.stateless_uniform([], flip_lr, 0, 2, dtype=tf.int32)
-    up_down = tf.random.stateless_uniform([], flip_ud, 0, 2, dtype=tf.int32)
-    # One branch per outcome: reversing both axes at once copies the image once, where
-    # two tf.image flips copy it twice and a negative-stride slice is slower still.
-    return tf.switch_case(left_right + 2 * up_down, [
-        lambda: image,
-        lambda: tf.reverse(image, [1]),
-        lambda: tf.reverse(image, [0]),
-        lambda: tf.reverse(image, [0, 1]),
-    ])
+def augment_image(image: tf.Tensor, seed: tf.Tensor, config: AugmentConfig) -> tf.Tensor:
+    """Augments one ``(height, width, 3)`` image with a shape ``[2]`` seed: what
+    :func:`augment_batch` does to an image of a batch given the same seed."""
+    return augment_batch(tf.convert_to_tensor(image)[tf.newaxis],
+                         tf.convert_to_tensor(seed)[tf.newaxis], config)[0]
 
 
 # RGB -> YIQ (NTSC). Y is luma; I and Q span the chroma plane, zero for greys.
@@ -139,30 +124,9 @@ _RGB_TO_YIQ = np.array(
     [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float64
 )
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
-
-
-def _color_transform(image, unit, config, brightness, saturation, hue, contrast):
-    """The colour distortion as ``image @ matrix + offset``: brightness, saturation, hue, contrast.
-
-    With ``A`` the saturation and hue map (linear in RGB), brightness ``b``, contrast
-    factor ``c`` and per-channel mean ``m``, contrast after the rest gives
-    ``c * A(x + b) + (1 - c) * A(m + b) = A(c * x + (1 - c) * m + b)``. ``unit`` takes
-    ``image`` to [0, 1] (1/255 for uint8 pixels): the matrix applies it, the offset
-    and ``m`` are already in [0, 1] units.
-    """
-    delta = tf.random.stateless_uniform(
-        [], brightness, -config.brightness_delta, config.brightness_delta)
-    scale = tf.random.stateless_uniform([], saturation, *config.saturation_range)
-    angle = 2 * np.pi * tf.random.stateless_uniform([], hue, -config.hue_delta, config.hue_delta)
-    factor = tf.random.stateless_uniform([], contrast, *config.contrast_range)
-    cos, sin = scale * tf.cos(angle), scale * tf.sin(angle)
-    chroma = tf.stack([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
-    # Row-vector form: pixels (rows) times the transpose of the column-vector map A.
-    mix = tf.transpose(
-        tf.constant(_YIQ_TO_RGB, tf.float32) @ chroma @ tf.constant(_RGB_TO_YIQ, tf.float32))
-    mean = tf.reduce_mean(image, axis=[0, 1]) * unit
-    offset = ((1 - factor) * mean + delta)[tf.newaxis] @ mix
-    return (factor * unit) * mix, offset[0]
+# One stream of random bits per op, so that switching one op off leaves the others'
+# draws unchanged.
+_FLIP_LEFT_RIGHT, _FLIP_UP_DOWN, _BRIGHTNESS, _SATURATION, _HUE, _CONTRAST, _NOISE = range(7)
 
 
 @functools.cache
@@ -172,15 +136,136 @@ def _standard_normal_quantiles() -> np.ndarray:
     return np.array([normal.inv_cdf((i + 0.5) / 65536) for i in range(65536)], np.float32)
 
 
-def _gaussian_noise(shape: tf.Tensor, seed: tf.Tensor, std: float) -> tf.Tensor:
-    """I.i.d. N(0, std²) noise by inverse-CDF sampling: 16 random bits pick a quantile.
+def _augment_arrays(images: np.ndarray, seeds: np.ndarray, config: AugmentConfig) -> np.ndarray:
+    """:func:`augment_batch` on numpy arrays (what ``tf.numpy_function`` hands over)."""
+    unit = 1 / 255 if images.dtype == np.uint8 else 1.0
+    strengths = np.array([
+        config.brightness_delta, *config.saturation_range, config.hue_delta,
+        *config.contrast_range,
+    ], np.float64)
+    noise = (config.noise_std * _standard_normal_quantiles()).astype(np.float32)
+    return _augment_kernel(
+        np.ascontiguousarray(images), np.ascontiguousarray(seeds).view(np.uint64), unit,
+        config.flips, config.color, config.noise, strengths, _RGB_TO_YIQ, _YIQ_TO_RGB, noise,
+    )
 
-    Twice as fast as ``tf.random.stateless_normal`` (no logarithms or cosines); the 65,536
-    quantiles are a normal distribution truncated at 4.3 standard deviations.
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+_SHIFTS = (np.uint64(30), np.uint64(27), np.uint64(31))
+_LOW_16 = np.uint64(0xFFFF)
+_LANE_SHIFTS = (np.uint64(16), np.uint64(32), np.uint64(48))
+
+
+@numba.njit(inline="always")
+def _mix64(z):
+    """splitmix64's output function: a bijection of 64 bits that scatters every bit."""
+    z = (z ^ (z >> _SHIFTS[0])) * _MIX_1
+    z = (z ^ (z >> _SHIFTS[1])) * _MIX_2
+    return z ^ (z >> _SHIFTS[2])
+
+
+@numba.njit(inline="always")
+def _stream(key, index):
+    """The ``index``-th 64 random bits of the stream ``key``."""
+    return _mix64(key + (index + np.uint64(1)) * _GOLDEN)
+
+
+@numba.njit(inline="always")
+def _uniform(key, stream, low, high):
+    """A uniform draw in [low, high) from its own stream of ``key``."""
+    bits = _stream(key, np.uint64(stream)) >> np.uint64(11)  # 53 bits: a float64 mantissa
+    return low + (high - low) * (bits * (1.0 / 9007199254740992.0))
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _augment_kernel(images, seeds, unit, flips, color, noise, strengths, rgb_to_yiq,
+                    yiq_to_rgb, noise_table):
+    """Augments ``images`` (batch, height, width, 3) with one seed pair each (uint64)."""
+    batch, height, width, _ = images.shape
+    out = np.empty(images.shape, np.float32)
+    for b in range(batch):
+        key = _mix64(_mix64(seeds[b, 0]) ^ seeds[b, 1])
+        flip_rows = flips and _uniform(key, _FLIP_UP_DOWN, 0.0, 1.0) < 0.5
+        flip_cols = flips and _uniform(key, _FLIP_LEFT_RIGHT, 0.0, 1.0) < 0.5
+        matrix, offset = _color_transform(images[b], key, unit, color, strengths,
+                                          rgb_to_yiq, yiq_to_rgb)
+        noise_key = _stream(key, np.uint64(_NOISE))
+        _augment_one(images[b], out[b], flip_rows, flip_cols, matrix, offset, noise,
+                     noise_key, noise_table)
+    return out
+
+
+@numba.njit(inline="always")
+def _color_transform(image, key, unit, color, strengths, rgb_to_yiq, yiq_to_rgb):
+    """The colour distortion as ``pixel @ matrix + offset``: brightness, saturation, hue,
+    contrast (identity scaled by ``unit`` when colour is off).
+
+    With ``A`` the saturation and hue map (linear in RGB), brightness ``b``, contrast
+    factor ``c`` and per-channel mean ``m``, contrast after the rest gives
+    ``c * A(x + b) + (1 - c) * A(m + b) = A(c * x + (1 - c) * m + b)``. ``unit`` takes
+    the pixels to [0, 1]: the matrix applies it, the offset and ``m`` are in [0, 1].
     """
-    count = tf.reduce_prod(shape)
-    bits = tf.random.stateless_uniform(
-        [(count + 1) // 2], seed, minval=None, maxval=None, dtype=tf.uint32)
-    indices = tf.reshape(tf.bitcast(bits, tf.uint16), [-1])[:count]
-    table = tf.constant(std * _standard_normal_quantiles())
-    return tf.reshape(tf.gather(table, tf.cast(indices, tf.int32)), shape)
+    matrix = np.eye(3) * unit
+    offset = np.zeros(3)
+    if not color:
+        return matrix.astype(np.float32), offset.astype(np.float32)
+    delta = _uniform(key, _BRIGHTNESS, -strengths[0], strengths[0])
+    scale = _uniform(key, _SATURATION, strengths[1], strengths[2])
+    angle = 2 * np.pi * _uniform(key, _HUE, -strengths[3], strengths[3])
+    factor = _uniform(key, _CONTRAST, strengths[4], strengths[5])
+    chroma = np.eye(3)
+    chroma[1, 1] = chroma[2, 2] = scale * np.cos(angle)
+    chroma[2, 1] = scale * np.sin(angle)
+    chroma[1, 2] = -chroma[2, 1]
+    # Row-vector form: pixels (rows) times the transpose of the column-vector map A.
+    mix = _matmul(_matmul(yiq_to_rgb, chroma), rgb_to_yiq).T
+    mean = np.zeros(3)
+    for row in range(image.shape[0]):
+        for col in range(image.shape[1]):
+            for channel in range(3):
+                mean[channel] += image[row, col, channel]
+    mean *= unit / (image.shape[0] * image.shape[1])
+    offset = _matmul(((1 - factor) * mean + delta)[np.newaxis], mix)[0]
+    return (factor * unit * mix).astype(np.float32), offset.astype(np.float32)
+
+
+@numba.njit(inline="always")
+def _matmul(left, right):
+    """A small matrix product without BLAS (which numba's ``@`` would call)."""
+    product = np.zeros((left.shape[0], right.shape[1]))
+    for i in range(left.shape[0]):
+        for j in range(right.shape[1]):
+            for k in range(left.shape[1]):
+                product[i, j] += left[i, k] * right[k, j]
+    return product
+
+
+@numba.njit(inline="always")
+def _augment_one(image, out, flip_rows, flip_cols, matrix, offset, noise, noise_key,
+                 noise_table):
+    """One pass over the pixels: flipped read, colour matrix, noise, clip, write."""
+    height, width, _ = image.shape
+    # Noise for a row at a time: each 64 random bits give four 16-bit table indices.
+    groups = (width * 3 + 3) // 4
+    row_noise = np.zeros(groups * 4, np.float32)
+    for row in range(height):
+        source_row = height - 1 - row if flip_rows else row
+        if noise:
+            first = np.uint64(row * groups)
+            for group in range(groups):
+                bits = _stream(noise_key, first + np.uint64(group))
+                row_noise[4 * group] = noise_table[bits & _LOW_16]
+                row_noise[4 * group + 1] = noise_table[(bits >> _LANE_SHIFTS[0]) & _LOW_16]
+                row_noise[4 * group + 2] = noise_table[(bits >> _LANE_SHIFTS[1]) & _LOW_16]
+                row_noise[4 * group + 3] = noise_table[bits >> _LANE_SHIFTS[2]]
+        for col in range(width):
+            source = image[source_row, width - 1 - col if flip_cols else col]
+            red, green, blue = np.float32(source[0]), np.float32(source[1]), \
+                np.float32(source[2])
+            for channel in range(3):
+                value = (red * matrix[0, channel] + green * matrix[1, channel]
+                         + blue * matrix[2, channel] + offset[channel]
+                         + row_noise[3 * col + channel])
+                out[row, col, channel] = min(max(value, np.float32(0)), np.float32(1))

@@ -5,7 +5,7 @@ decodes and resizes in parallel, caches the decoded split in memory when it fits
 and, for training, shuffles, augments and one-hot encodes:
 
     shards -> parse -> keep ids -> decode + resize (uint8) -> cache? -> shuffle(epoch)
-           -> [0, 1] floats -> augment(epoch) -> batch -> preprocess -> prefetch
+           -> batch -> augment(epoch) to [0, 1] floats -> preprocess -> prefetch
 
 Decisions, measured in ``benchmarks/pipeline_throughput.py`` (2 shared CPU cores,
 128 px: caching 1.5-2x faster for training and 3.5-4.6x for evaluation; a uint8 cache
@@ -16,9 +16,10 @@ no slower than float32), and against Keras' own pipeline by ``python -m benchmar
   epoch. Resized pixels are rounded to uint8 whether or not the split is cached, and
   a split of up to ``UNCACHED_SHUFFLE_BUFFER`` images is shuffled the same way in both
   cases, so the cache limit does not change the numbers a run sees.
-- Augmentation runs per image (:func:`medtransfer.data.augment.augment_image`), in a
-  parallel map before batching, each image with its own seed. Once the split is
-  cached it is what limits the stream, so it is written to touch each pixel few times.
+- Augmentation runs on batches of the cached uint8 pixels
+  (:func:`medtransfer.data.augment.augment_batch`), several batches in parallel, each
+  image with its own seed. Once the split is cached it is what limits the stream, so
+  it is one compiled pass over each image's pixels.
 
 Determinism: the shuffle order and every augmentation draw of epoch k are pure functions
 of ``seed`` and k (stateless random ops seeded with both), not of how many epochs this
@@ -42,7 +43,7 @@ import pandas as pd
 import tensorflow as tf
 
 from medtransfer.data import shards
-from medtransfer.data.augment import AugmentConfig, augment_image
+from medtransfer.data.augment import AugmentConfig, augment_batch
 from medtransfer.errors import MedtransferError
 
 DEFAULT_CACHE_LIMIT_BYTES = 4 * 1024**3
@@ -247,19 +248,21 @@ def make_dataset(
         )
         examples = shuffled(shuffle_seed, files_seed)
         if augment is None:
-            examples = examples.map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE)
-        else:
-            # One seed per image, (epoch's seed, position in the epoch): flips, colour
-            # and noise differ between images and between epochs. augment_image takes
-            # the uint8 pixels and returns [0, 1] floats (see there why).
-            def augmented(position, example):
-                image, label, image_id = example
-                image_seed = tf.stack([tf.constant(augment_seed, tf.int64), position])
-                return (augment_image(image, image_seed, augment),
-                        tf.one_hot(label, num_classes), image_id)
+            return examples.map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE) \
+                .batch(batch_size, drop_remainder=False)
+        # One seed per image, (epoch's seed, position in the epoch): flips, colour and
+        # noise differ between images and between epochs. The cached uint8 pixels are
+        # batched as they are and augmented a batch at a time (see augment_batch why).
+        def augmented(positions, example):
+            images, labels, ids = example
+            image_seeds = tf.stack(
+                [tf.fill(tf.shape(positions), tf.constant(augment_seed, tf.int64)), positions],
+                axis=1)
+            return (augment_batch(images, image_seeds, augment), tf.one_hot(labels, num_classes),
+                    ids)
 
-            examples = examples.enumerate().map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
-        return examples.batch(batch_size, drop_remainder=False)
+        return examples.enumerate().batch(batch_size, drop_remainder=False) \
+            .map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
 
     if training:
         steps = math.ceil(num_examples / batch_size)

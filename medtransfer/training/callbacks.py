@@ -229,16 +229,20 @@ class EpochRecorder(keras.callbacks.Callback):
         self.run_dir, self.tensorboard, self.validation = run_dir, tensorboard, validation
         self.phase, self.state, self.kappa, self.announce = phase, state, kappa, announce
         self.batchnorm = batchnorm
-        self._started = 0.0
+        self._started = self._last_step = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
+        self._started = self._last_step = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_step = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        # Keras calls this right after the last training step: the time so far is the
-        # training time alone, which images_per_second needs.
-        train_seconds = time.perf_counter() - self._started
+        # From the epoch's start to the end of its last training step: the training time
+        # alone, which images_per_second needs (not the other callbacks' epoch-end work,
+        # such as StopOnDivergence's check of every weight, which runs before this one).
+        train_seconds = self._last_step - self._started
         number = epoch + 1
         if self.batchnorm is not None:
             self.batchnorm.update()
