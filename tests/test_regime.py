@@ -129,3 +129,25 @@ def test_train_seconds_stop_at_the_last_training_step(tmp_path, digits_data_dir,
         # list) and its last step ends before the check: at most the span between them.
         assert history["train_seconds"][epoch] <= checked - started
         assert history["seconds"][epoch] > 0.5
+
+
+def test_callbacks_are_called_in_both_phases_after_the_runs_own(tmp_path, digits_data_dir):
+    # The benchmark's model alone trains in such a callback, between the run's epochs.
+    import pandas as pd
+
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch, self.model.optimizer.iterations.numpy(), dict(logs)))
+
+    result = run_experiment(tiny_config(tmp_path, digits_data_dir, epochs="1+2"),
+                            callbacks=[Record()])
+    history = pd.read_csv(result.run_dir / "history.csv")
+    assert [epoch for epoch, _, _ in seen] == [0, 1, 2]
+    for epoch, _, logs in seen:
+        # Called after the recorder: the epoch's validation is in the logs.
+        assert logs["val_auc_micro"] == pytest.approx(history["val_auc_micro"][epoch])
+    # Phase 2 compiles a fresh optimizer: its steps restart from zero.
+    steps = 200 // 64 + 1
+    assert [int(iterations) for _, iterations, _ in seen] == [steps, steps, 2 * steps]

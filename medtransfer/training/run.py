@@ -13,7 +13,7 @@ import math
 import shutil
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,13 +125,17 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
     return resolved, dataset
 
 
-def run_experiment(config: RunConfig, *, overwrite: bool = False) -> RunResult:
+def run_experiment(config: RunConfig, *, overwrite: bool = False,
+                   callbacks: Sequence[keras.callbacks.Callback] = ()) -> RunResult:
     """Trains, evaluates and logs one configuration.
 
     Args:
         config: the run; defaults that depend on dataset and net are filled here.
         overwrite: train afresh, deleting what the run directory holds: a complete run,
             a killed one, or a run of another configuration.
+        callbacks: more Keras callbacks for every phase's ``fit``, called after the
+            run's own (so an epoch's end sees its validation metrics in ``logs``). The
+            time they take at an epoch's end does not count in ``train_seconds``.
 
     Returns:
         The run directory and its metrics.
@@ -155,7 +159,7 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False) -> RunResult:
     try:
         if overwrite:
             run_dir.clear()
-        return _train(config, dataset, run_dir)
+        return _train(config, dataset, run_dir, callbacks)
     finally:
         run_dir.unlock()
         if created:
@@ -195,7 +199,8 @@ class _Inputs:
     class_weights: dict[str, float] | None
 
 
-def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -> RunResult:
+def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
+           callbacks: Sequence[keras.callbacks.Callback] = ()) -> RunResult:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         set_op_determinism(True)
@@ -221,7 +226,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory) -
     kappa = dataset.spec.name in ORDINAL_DATASETS
     try:
         summary, stopped_epoch = _run_regime(config, model, strategy, inputs, run_dir,
-                                             tensorboard, state, done, kappa)
+                                             tensorboard, state, done, kappa, callbacks)
         test_metrics = _test_best(config, model, inputs.test, run_dir, inputs.class_names,
                                   kappa, state.best_epoch)
     except RunDiverged as error:
@@ -388,8 +393,8 @@ def _make_inputs(config: RunConfig, dataset: PreparedDataset, replicas: int) -> 
 
 def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.Strategy,
                 inputs: _Inputs, run_dir: RunDirectory, tensorboard: TensorBoardLog,
-                state: TrainingState, done: int,
-                kappa: bool) -> tuple[FreezeSummary, int | None]:
+                state: TrainingState, done: int, kappa: bool,
+                callbacks: Sequence[keras.callbacks.Callback]) -> tuple[FreezeSummary, int | None]:
     """The W+E regime from epoch ``done`` on.
 
     Returns:
@@ -450,6 +455,7 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
                 EpochRecorder(run_dir, tensorboard, inputs.validation, phase, state, kappa,
                               announce=not progress_bar, batchnorm=batchnorm),
                 *([plateau] if plateau else []),
+                *callbacks,
             ],
         )
         stopped_epoch = plateau.stopped_epoch if plateau else None
