@@ -19,7 +19,7 @@ EXPECTED = {
     "training_mobilenet", "pipeline_per_core_mobilenet",
     "freeze_1_inception_v3", "phase_1_inception_v3", "frozen_step_vs_forward_inception_v3",
     "freeze_1_densenet121", "phase_1_densenet121", "frozen_step_vs_forward_densenet121",
-    "prepare_cores", "prepare_memory", "run_memory_cache", "run_memory_cache_growth",
+    "prepare_cores", "prepare_memory", "run_memory_cache", "stream_memory_cache",
 }
 
 
