@@ -41,7 +41,7 @@ class Sizes:
     later_epochs: int
 
 
-SIZES = {False: Sizes(image_size=224, repeats=3, later_epochs=2),
+SIZES = {False: Sizes(image_size=224, repeats=3, later_epochs=4),
          True: Sizes(image_size=32, repeats=1, later_epochs=1)}
 
 

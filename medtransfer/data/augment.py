@@ -221,12 +221,16 @@ def _color_transform(image, key, unit, color, strengths, rgb_to_yiq, yiq_to_rgb)
     chroma[1, 2] = -chroma[2, 1]
     # Row-vector form: pixels (rows) times the transpose of the column-vector map A.
     mix = _matmul(_matmul(yiq_to_rgb, chroma), rgb_to_yiq).T
-    mean = np.zeros(3)
-    for row in range(image.shape[0]):
-        for col in range(image.shape[1]):
-            for channel in range(3):
-                mean[channel] += image[row, col, channel]
-    mean *= unit / (image.shape[0] * image.shape[1])
+    # Flat, one accumulator per channel, a loop over pixels: the compiler vectorizes it
+    # (3x faster than a loop in steps of 3). float64 sums of uint8 are exact.
+    values = image.reshape(image.size)
+    red = green = blue = 0.0
+    for pixel in range(values.size // 3):
+        i = 3 * pixel
+        red += values[i]
+        green += values[i + 1]
+        blue += values[i + 2]
+    mean = np.array([red, green, blue]) * (unit / (image.shape[0] * image.shape[1]))
     offset = _matmul(((1 - factor) * mean + delta)[np.newaxis], mix)[0]
     return (factor * unit * mix).astype(np.float32), offset.astype(np.float32)
 
@@ -251,7 +255,6 @@ def _augment_one(image, out, flip_rows, flip_cols, matrix, offset, noise, noise_
     groups = (width * 3 + 3) // 4
     row_noise = np.zeros(groups * 4, np.float32)
     for row in range(height):
-        source_row = height - 1 - row if flip_rows else row
         if noise:
             first = np.uint64(row * groups)
             for group in range(groups):
@@ -260,12 +263,44 @@ def _augment_one(image, out, flip_rows, flip_cols, matrix, offset, noise, noise_
                 row_noise[4 * group + 1] = noise_table[(bits >> _LANE_SHIFTS[0]) & _LOW_16]
                 row_noise[4 * group + 2] = noise_table[(bits >> _LANE_SHIFTS[1]) & _LOW_16]
                 row_noise[4 * group + 3] = noise_table[bits >> _LANE_SHIFTS[2]]
+        source = image[height - 1 - row if flip_rows else row].reshape(width * 3)
+        _mix_row(source, out[row].reshape(width * 3), flip_cols, matrix, offset, row_noise)
+
+
+@numba.njit(inline="always")
+def _mix_row(source, target, reverse, matrix, offset, row_noise):
+    """``target = clip(source pixels @ matrix + offset + noise)`` over one row, read in
+    reverse order if ``reverse``; both rows flat (``width * 3`` values, RGB interleaved).
+
+    Flat indices with a fixed stride, the matrix in locals (``target`` is float32 like it,
+    so the compiler could not keep it in registers otherwise) and one loop per direction
+    let the compiler vectorize the loop: 3x faster than indexing ``[col, channel]``.
+    """
+    m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
+    m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
+    m20, m21, m22 = matrix[2, 0], matrix[2, 1], matrix[2, 2]
+    o0, o1, o2 = offset[0], offset[1], offset[2]
+    zero, one = np.float32(0), np.float32(1)
+    width = target.shape[0] // 3
+    if reverse:
         for col in range(width):
-            source = image[source_row, width - 1 - col if flip_cols else col]
-            red, green, blue = np.float32(source[0]), np.float32(source[1]), \
-                np.float32(source[2])
-            for channel in range(3):
-                value = (red * matrix[0, channel] + green * matrix[1, channel]
-                         + blue * matrix[2, channel] + offset[channel]
-                         + row_noise[3 * col + channel])
-                out[row, col, channel] = min(max(value, np.float32(0)), np.float32(1))
+            i, j = 3 * col, 3 * (width - 1 - col)
+            red, green, blue = np.float32(source[j]), np.float32(source[j + 1]), \
+                np.float32(source[j + 2])
+            target[i] = min(max(red * m00 + green * m10 + blue * m20 + o0 + row_noise[i],
+                                zero), one)
+            target[i + 1] = min(max(red * m01 + green * m11 + blue * m21 + o1
+                                    + row_noise[i + 1], zero), one)
+            target[i + 2] = min(max(red * m02 + green * m12 + blue * m22 + o2
+                                    + row_noise[i + 2], zero), one)
+    else:
+        for col in range(width):
+            i = 3 * col
+            red, green, blue = np.float32(source[i]), np.float32(source[i + 1]), \
+                np.float32(source[i + 2])
+            target[i] = min(max(red * m00 + green * m10 + blue * m20 + o0 + row_noise[i],
+                                zero), one)
+            target[i + 1] = min(max(red * m01 + green * m11 + blue * m21 + o1
+                                    + row_noise[i + 1], zero), one)
+            target[i + 2] = min(max(red * m02 + green * m12 + blue * m22 + o2
+                                    + row_noise[i + 2], zero), one)
