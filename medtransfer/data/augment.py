@@ -7,9 +7,10 @@ alike, and a resumed run sees the draws an uninterrupted one sees.
 Once the decoded images are cached, augmentation is what limits the training stream,
 so it runs as one compiled loop (numba) that reads each cached uint8 pixel once and
 writes its float32 result once: flips, a 3x3 colour matrix, noise and the clip to
-[0, 1] all happen on the pixel in registers. The same work as separate TensorFlow ops
-makes a dozen passes over the image and runs 3-4 times slower; see
-``benchmarks/input_pipeline.py`` and the README's Performance section.
+[0, 1] all happen on the pixel in registers, in loops the compiler vectorizes. The same
+work as separate TensorFlow ops makes a dozen passes over the image: the training stream
+is 4.6x slower with them (``benchmarks/pipeline_throughput.py``); see also the README's
+Performance section.
 
 :func:`augment_batch` augments a batch (the pipeline calls it after batching, one call
 per batch, so that the per-call cost of leaving the TensorFlow graph is paid once per
