@@ -84,8 +84,8 @@ class MemoryUsage:
     prepare: CommandUsage
     cache_on: CommandUsage
     cache_off: CommandUsage
-    stream_all: CommandUsage
-    stream_quarter: CommandUsage
+    # Images streamed -> its usage, in STREAM_FRACTIONS order (the most images first).
+    streams: dict[int, CommandUsage]
 
 
 def write_source(root: Path, quick: bool) -> Path:
@@ -113,9 +113,9 @@ def measure_memory(root: Path, photos: PhotoDataset, source: Path, quick: bool) 
     stream = [sys.executable, "-c", READ_STREAM, photos.name, str(photos.data_dir),
               str(sizes.run_image_size)]
     train = load_prepared(photos.name, photos.data_dir).manifest["totals"]["train"]
-    streams = [run_measured([*stream, str(round(train * fraction))])
-               for fraction in STREAM_FRACTIONS]
-    return MemoryUsage(prepare, cache_on, cache_off, *streams)
+    counts = [round(train * fraction) for fraction in STREAM_FRACTIONS]
+    streams = {count: run_measured([*stream, str(count)]) for count in counts}
+    return MemoryUsage(prepare, cache_on, cache_off, streams)
 
 
 def measure(root: Path, photos: PhotoDataset, quick: bool,
@@ -148,8 +148,7 @@ def measure(root: Path, photos: PhotoDataset, quick: bool,
     totals = load_prepared(photos.name, photos.data_dir).manifest["totals"]
     run_images = sum(totals[split] for split in SPLITS if split != "train") \
         + sizes.run_train_size
-    streamed = [round(totals["train"] * fraction) for fraction in STREAM_FRACTIONS]
-    stream_growth = usage.stream_all.peak_bytes - usage.stream_quarter.peak_bytes
+    (most, most_usage), (fewest, fewest_usage) = usage.streams.items()
     decoded_source = sizes.images * sizes.width * sizes.height * 3
     figures = [
         Figure("prepare_cores", f"prepare, {cores} cores vs 1 ({sizes.images} JPEGs "
@@ -161,8 +160,8 @@ def measure(root: Path, photos: PhotoDataset, quick: bool,
                f"{sizes.run_image_size}px, {run_images} images in 3 splits)",
                cache_on.peak_bytes / MIB, cache_off.peak_bytes / MIB, "MiB"),
         Figure("stream_memory_cache", "cached training stream, memory per image vs "
-               f"{sizes.run_image_size}² x 3 bytes ({streamed[0]} images against "
-               f"{streamed[1]})", stream_growth / (streamed[0] - streamed[1]) / 1024,
+               f"{sizes.run_image_size}² x 3 bytes ({most} images against {fewest})",
+               (most_usage.peak_bytes - fewest_usage.peak_bytes) / (most - fewest) / 1024,
                cached_bytes(1, sizes.run_image_size) / 1024, "KiB"),
     ]
     notes = [
