@@ -273,11 +273,11 @@ def _mix_row(source, target, reverse, matrix, offset, row_noise):
     """``target = clip(source pixels @ matrix + offset + noise)`` over one row, read in
     reverse order if ``reverse``; both rows flat (``width * 3`` values, RGB interleaved).
 
-    Flat indices with a fixed stride, the matrix in locals (``target`` is float32 like it,
-    so the compiler could not keep it in registers otherwise) and one loop per direction
-    let the compiler vectorize the loop: 3x faster than indexing ``[col, channel]``.
-    The two loops differ only in the source index, on purpose: one per-pixel helper
-    called from both, with the matrix as a tuple, measured 4x slower.
+    Flat indices with a stride fixed at compile time let the compiler vectorize the
+    loop: 3x faster than indexing ``[col, channel]``. The two loops differ only in the
+    source index, on purpose: one loop with the stride chosen at run time (+3 or -3)
+    measured 2.4x slower without flips, noise and colour (0.101 against 0.042 ms per
+    224-px image), and one per-pixel helper called from both, 4x slower.
     """
     m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
     m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
