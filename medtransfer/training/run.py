@@ -200,7 +200,7 @@ class _Inputs:
 
 
 def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
-           callbacks: Sequence[keras.callbacks.Callback] = ()) -> RunResult:
+           callbacks: Sequence[keras.callbacks.Callback]) -> RunResult:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         set_op_determinism(True)
