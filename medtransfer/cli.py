@@ -766,7 +766,10 @@ def _parse(parser: _Parser, argv: list[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
+    from medtransfer.lifetime import die_with_parent_if_asked
     from medtransfer.quiet import quiet_tensorflow_start
+
+    die_with_parent_if_asked()
 
     args = _parse(build_parser(), list(sys.argv[1:] if argv is None else argv))
     # Handlers see only their subcommand's options (and command, handler).

@@ -16,7 +16,6 @@ With keras-tuner's variables set (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_I
 from __future__ import annotations
 
 import collections
-import ctypes
 import os
 import signal
 import subprocess
@@ -34,13 +33,13 @@ import yaml
 from medtransfer.config import RunConfig
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import write_text_atomic
+from medtransfer.lifetime import child_environment
 from medtransfer.study.grid import PlannedRun, Sweep, load_sweep
 from medtransfer.training.rundir import RunDirectory
 
 ERROR_FILE = "error.txt"
 SWEEP_COPY = "sweep.yaml"
 STDERR_LINES_KEPT = 30
-_PR_SET_PDEATHSIG = 1
 
 
 class SweepFailed(MedtransferError):
@@ -256,7 +255,7 @@ def _run_child(config: RunConfig) -> tuple[int, list[str]]:
         config_file.write_text(yaml.safe_dump(_options(config), sort_keys=False))
         child = subprocess.Popen(
             run_command(config_file), stderr=subprocess.PIPE, text=True, errors="replace",
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            env=child_environment(),  # the child dies with us: see medtransfer.lifetime
         )
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
         reader = threading.Thread(target=_pass_on, args=(child.stderr, tail), daemon=True)
@@ -300,19 +299,6 @@ def _stop(child: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: the kernel kills it when the sweep dies (even by SIGKILL).
-
-    Otherwise a killed sweep would leave its run training alone and holding the run's
-    lock, and the same command started again could not resume it.
-    """
-    parent = os.getppid()
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _record_failure(run: PlannedRun, exit_code: int | None, stderr_tail: list[str]) -> Path:
