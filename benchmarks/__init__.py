@@ -13,6 +13,6 @@
 - ``prepare_scaling``: ``prepare`` on every core vs one; memory of prepare and run.
 - ``pipeline_throughput``: the pipeline's own design choices against their alternatives.
 
-This package's entry point stays light at import time: ``prepare`` starts its workers by
-spawning, and each worker imports the main module again.
+The entry point imports each figure's module only when that figure runs, so ``--help``
+answers at once and ``--only`` pays for just the figures it names.
 """

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    # Heavy imports here, not at the top: see the package docstring.
+    # TensorFlow comes with these: imported here, not at the top (see the package docstring).
     from benchmarks.report import Results, write_results
 
     results = Results(args.quick, load_before=os.getloadavg())

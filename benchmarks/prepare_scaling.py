@@ -28,11 +28,11 @@ from benchmarks.timing import (
     best_rates,
     run_measured,
     single_core,
-    usable_cores,
 )
 from medtransfer.data.pipeline import UNCACHED_SHUFFLE_BUFFER, cached_bytes
 from medtransfer.data.prepare import prepare_dataset
 from medtransfer.data.prepared import load_prepared
+from medtransfer.machine import usable_cores
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,8 @@ def measure(root: Path, photos: PhotoDataset, quick: bool,
         return sizes.images / (time.perf_counter() - start)
 
     def one_core_rate() -> float:
-        # --workers 1 decodes in this process, where OpenCV's own thread pool would
-        # still spread a resize over every core: pinned, it is one core.
+        # --workers 1 converts on the calling thread with OpenCV's own thread pool off;
+        # pinned, nothing else of the process (TensorFlow's threads) uses another core.
         with single_core():
             return prepare_rate(1)
 
@@ -165,8 +165,8 @@ def measure(root: Path, photos: PhotoDataset, quick: bool,
                cached_bytes(1, sizes.run_image_size) / 1024, "KiB"),
     ]
     notes = [
-        f"prepare scaling: prepare_dataset('folder', workers=None (every core) vs 1, with "
-        "the process pinned to one core so that OpenCV's threads stay on it too) on "
+        f"prepare scaling: prepare_dataset('folder', workers=None (a conversion thread per "
+        "core) vs 1, with the process pinned to one core) on "
         f"{sizes.images} synthetic fundus-like JPEGs, best of {sizes.repeats}, taking turns; "
         f"the target is 80% of linear scaling ({cores} cores).",
         "Memory: peak resident memory of `python -m medtransfer prepare` and `run` (0+1 "

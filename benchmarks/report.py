@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.timing import usable_cores
 from medtransfer.fileio import write_json_atomic, write_text_atomic
+from medtransfer.machine import usable_cores
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity), else the machine's count."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 @contextlib.contextmanager
 def single_core():
     """Runs the ``with`` body on one CPU core: every thread of this process, and every

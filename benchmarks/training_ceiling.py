@@ -39,12 +39,12 @@ from benchmarks.timing import (
     dataset_rate,
     make_epoch_timer,
     steady_rate,
-    usable_cores,
 )
 from medtransfer.config import RunConfig
 from medtransfer.data.augment import AugmentConfig
 from medtransfer.data.pipeline import make_dataset
 from medtransfer.data.prepared import load_prepared
+from medtransfer.machine import usable_cores
 from medtransfer.models.init import build_model
 from medtransfer.training.run import compile_model, run_experiment
 

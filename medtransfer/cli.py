@@ -420,7 +420,7 @@ def _prepare_parser(subparsers) -> None:
              "faster to decode) or png (smaller on disk)")
     add("--min-class-count", type=int, default=None,
         help="proteins: keep classes with at least this many single-label images")
-    add("--workers", type=int, default=None, help="decoding processes (default: every core)")
+    add("--workers", type=int, default=None, help="conversion threads (default: every core)")
     add("--force", action="store_true", help="prepare again even if already prepared")
     add("--no-progress", dest="progress", action="store_false",
         help="no progress lines (count, rate, ETA) on stderr")

@@ -4,8 +4,7 @@ import io
 import json
 import re
 import shutil
-import subprocess
-import sys
+import threading
 
 import cv2
 import numpy as np
@@ -16,7 +15,7 @@ from layouts import WRITERS, write_cancer, write_folder, write_proteins
 
 from medtransfer.config import IMAGE_FORMATS
 from medtransfer.data import images, shards
-from medtransfer.data.prepare import _Progress, prepare_dataset
+from medtransfer.data.prepare import _AHEAD_PER_THREAD, _map_in_threads, _Progress, prepare_dataset
 from medtransfer.data.prepared import load_prepared
 from medtransfer.data.registry import DATASETS
 from medtransfer.errors import MedtransferError
@@ -495,10 +494,50 @@ def test_other_format_version_asks_to_prepare_again(tmp_path):
         load_prepared("cancer", tmp_path / "out")
 
 
-def test_decoding_workers_do_not_import_tensorflow():
-    # Spawned workers import these modules; TensorFlow would add seconds to each start.
-    code = (
-        "import sys, pickle; import medtransfer.data.images, medtransfer.data.registry; "
-        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+def test_conversion_threads_keep_the_order_and_compute_a_bounded_number_ahead():
+    pulled = []
+
+    def items():
+        for item in range(100):
+            pulled.append(item)
+            yield item
+
+    results = _map_in_threads(lambda x: x * x, items(), 3)
+    assert next(results) == 0
+    assert len(pulled) == _AHEAD_PER_THREAD * 3  # not all 100 submitted at once
+    assert list(results) == [x * x for x in range(1, 100)]
+
+
+def test_conversion_threads_stop_starting_items_when_the_caller_stops():
+    started = []
+    lock = threading.Lock()
+
+    def convert(item):
+        with lock:
+            started.append(item)
+        return item
+
+    results = _map_in_threads(convert, range(1000), 2)
+    next(results)
+    results.close()  # as when storing an image fails, or Ctrl-C
+    count = len(started)
+    assert count <= _AHEAD_PER_THREAD * 2
+    assert len(started) == count  # close() waited for the running ones; none starts after
+
+
+def test_an_error_in_a_conversion_thread_reaches_the_caller():
+    def convert(item):
+        if item == 5:
+            raise ValueError("boom at 5")
+        return item
+
+    with pytest.raises(ValueError, match="boom at 5"):
+        list(_map_in_threads(convert, range(20), 2))
+
+
+def test_opencv_runs_on_the_calling_thread_while_prepare_converts_and_is_restored():
+    before = cv2.getNumThreads()
+    with images.opencv_for_our_threads():
+        assert cv2.getNumThreads() == 1
+        assert cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_SILENT
+    assert cv2.getNumThreads() == before

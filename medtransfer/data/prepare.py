@@ -18,18 +18,19 @@ order; ``manifest.json`` comes last.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import math
-import multiprocessing
-import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import pandas as pd
 
@@ -42,6 +43,7 @@ from medtransfer.data.sources import DEFAULT_MIN_CLASS_COUNT, Rejection, SourceS
 from medtransfer.data.split import check_class_sizes, stratified_split
 from medtransfer.errors import MedtransferError, look_up_option
 from medtransfer.fileio import read_json, write_json_atomic
+from medtransfer.machine import usable_cores
 
 __all__ = ["DEFAULT_MIN_CLASS_COUNT", "PrepareResult", "prepare_dataset"]
 
@@ -50,13 +52,10 @@ REJECTED_CSV = "rejected.csv"
 _STAGING = ".prepare-staging.bin"
 # fileio.write_json_atomic stages manifest.json as ".manifest.json.<random>.tmp".
 _MANIFEST_TEMP_PREFIX = ".manifest.json."
-# Below this many images per worker, starting processes costs more than it saves.
-_IMAGES_PER_WORKER = 32
-# spawn, not fork: a forked worker hangs once the parent has run OpenCV's own thread pool
-# (measured), and TensorFlow's threads make fork unsafe too. Spawned workers import only
-# OpenCV and NumPy (``images``), plus the parent's main module: keep the command-line
-# entry point light at import time, or every worker pays for its imports.
-_START_METHOD = "spawn"
+# Results a conversion thread may compute ahead of the one being stored.
+_AHEAD_PER_THREAD = 4
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,8 @@ def prepare_dataset(
             pixels, fastest to decode) or ``png`` (smaller on disk); both lossless.
         min_class_count: proteins only: a class joins the single-label subset with at
             least this many single-label images (``--min-class-count``).
-        workers: decoding processes (``--workers``); default: every core.
+        workers: conversion threads (``--workers``); default: every core this process
+            may use.
         force: prepare again even when ``out`` is already prepared (``--force``).
         progress: show a progress line on stderr (``--no-progress`` turns it off).
 
@@ -334,7 +334,8 @@ def _write_shards(
 def _convert_all(
     plan: _Plan, staging: Path, workers: int | None, progress: _Progress
 ) -> tuple[dict[int, tuple[int, int]], dict[int, Any]]:
-    """Converts every candidate, appending the encoded images to ``staging``.
+    """Converts every candidate in ``workers`` threads, appending the encoded images to
+    ``staging`` in candidate order.
 
     Returns:
         ``kept``: candidate index -> (offset, length) of its image in ``staging``, and
@@ -342,16 +343,14 @@ def _convert_all(
     """
     options = images.ConvertOptions(plan.spec.channels, plan.spec.preprocess, plan.max_size,
                                     plan.image_format)
-    tasks = list(enumerate(plan.scan.candidates))
-    workers = workers or os.cpu_count() or 1
-    workers = max(1, min(workers, len(tasks) // _IMAGES_PER_WORKER))
+    convert = functools.partial(images.convert_indexed, options=options)
     kept: dict[int, tuple[int, int]] = {}
     details: dict[int, Any] = {}
-    progress.start(len(tasks))
-    with open(staging, "wb") as staged:
-
-        def collect(result: images.ConvertResult) -> None:
-            index, encoded, reason, path, height, width = result
+    progress.start(len(plan.scan.candidates))
+    with open(staging, "wb") as staged, images.opencv_for_our_threads():
+        results = _map_in_threads(convert, enumerate(plan.scan.candidates),
+                                  workers or usable_cores())
+        for index, encoded, reason, path, height, width in results:
             if encoded is None:
                 details[index] = (reason, path)
             else:
@@ -359,18 +358,35 @@ def _convert_all(
                 staged.write(encoded)
                 details[index] = (height, width)
             progress.advance()
-
-        if workers == 1:
-            for task in tasks:
-                collect(images.convert_indexed(task, options))
-        else:
-            context = multiprocessing.get_context(_START_METHOD)
-            chunk = max(1, min(64, len(tasks) // (workers * 8)))
-            with context.Pool(workers, images.init_worker, (options,)) as pool:
-                for result in pool.imap_unordered(images.convert_task, tasks, chunk):
-                    collect(result)
     progress.finish()
     return kept, details
+
+
+def _map_in_threads(
+    function: Callable[[_T], _R], items: Iterable[_T], threads: int
+) -> Iterator[_R]:
+    """``map(function, items)`` computed by ``threads`` threads, in order.
+
+    At most ``_AHEAD_PER_THREAD`` results per thread are computed ahead of the one the
+    caller waits for, so memory stays bounded however many items there are. When the
+    caller stops early (an error, Ctrl-C), the items not started are cancelled and the
+    ones running are waited for.
+    """
+    if threads == 1:
+        yield from map(function, items)
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="medtransfer-prepare") as pool:
+        pending: deque[Future[_R]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) >= _AHEAD_PER_THREAD * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _read_staged(staged, location: tuple[int, int]) -> bytes:
