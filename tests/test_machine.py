@@ -1,0 +1,42 @@
+import subprocess
+import sys
+
+import pytest
+
+# Converts one 2000x1500 JPEG as prepare does (decode, RGB, shrink to 512, BMP) five times
+# after a first time; prints the page faults each took. argv[1] == "keep" calls
+# keep_freed_memory() first.
+CONVERT = """
+import resource, sys
+import cv2, numpy as np
+from medtransfer.data.images import downsize, encode_image
+from medtransfer.machine import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+cv2.setNumThreads(1)
+pixels = np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), np.uint8)
+jpeg = cv2.imencode(".jpg", pixels)[1]
+
+def convert():
+    rgb = cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return encode_image(downsize(rgb, 512), "bmp")
+convert()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    convert()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+
+
+def faults_per_conversion(mode: str) -> float:
+    done = subprocess.run([sys.executable, "-c", CONVERT, mode], capture_output=True,
+                          text=True, check=True, timeout=120)
+    return float(done.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_kept_freed_memory_spares_the_page_faults_of_converting_large_images():
+    pages = 1500 * 2000 * 3 / 4096  # one decoded image, in 4 KiB pages
+    default, kept = faults_per_conversion("default"), faults_per_conversion("keep")
+    assert default > pages / 2  # glibc hands the image's memory back after each decode
+    assert kept < pages / 10
