@@ -3,7 +3,7 @@
 - Scaling: ``prepare_dataset`` (folder layout) on retina-like photographs (a bright disk
   on black, about 2000x1500 JPEG) with ``--workers`` left to every core against
   ``--workers 1``, taking turns.
-- Memory: peak resident memory (the process and its workers together) of the
+- Memory: peak resident memory (the process and any it starts, together) of the
   ``medtransfer prepare`` command, and of ``medtransfer run`` with the cache on (the
   default) and off (``--cache-limit 0``), each a fresh process as a user runs it. A
   run's peak is mostly its model's activations, which swamp the cache of a small
@@ -51,7 +51,7 @@ SIZES = {
     # (the retina set, APTOS 2019, has 3,662 images); at 100 it was a fifth of the job.
     False: Sizes(images=300, width=2000, height=1500, repeats=2, run_image_size=224,
                  run_train_size=320),
-    # 64 images: prepare starts a worker per 32 images, so 2 cores still use the pool.
+    # 64 tiny images: every step of both sides runs (threads included), in about a second.
     True: Sizes(images=64, width=80, height=60, repeats=1, run_image_size=32,
                 run_train_size=16),
 }
@@ -175,7 +175,7 @@ def measure(root: Path, photos: PhotoDataset, quick: bool,
         f"the target is 80% of linear scaling ({cores} cores).",
         "Memory: peak resident memory of `python -m medtransfer prepare` and `run` (0+1 "
         f"epochs, --train-size {sizes.run_train_size}) in a fresh process, summed over the "
-        "process and its workers (sampled every 20 ms from /proc, and at least the "
+        "process and any it starts (sampled every 20 ms from /proc, and at least the "
         "process's own high-water mark). The run with the cache keeps every split's "
         "resized images as uint8 in memory: a dataset of N images at S px needs about "
         "N x S x S x 3 bytes on top of the run without it. A run's peak is mostly its "
