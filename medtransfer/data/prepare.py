@@ -27,6 +27,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -347,9 +348,11 @@ def _convert_all(
     kept: dict[int, tuple[int, int]] = {}
     details: dict[int, Any] = {}
     progress.start(len(plan.scan.candidates))
-    with open(staging, "wb") as staged, images.opencv_for_our_threads():
-        results = _map_in_threads(convert, enumerate(plan.scan.candidates),
-                                  workers or usable_cores())
+    results = _map_in_threads(convert, enumerate(plan.scan.candidates),
+                              workers or usable_cores())
+    # closing: should storing an image fail, the threads stop at once, not when the
+    # error's traceback lets go of the generator.
+    with open(staging, "wb") as staged, images.opencv_for_our_threads(), closing(results):
         for index, encoded, reason, path, height, width in results:
             if encoded is None:
                 details[index] = (reason, path)
