@@ -7,7 +7,7 @@
         manifest.json              written last and atomically: its presence marks a
                                    complete prepare
 
-The steps: the layout's reader scans the source (no decoding); a process pool decodes
+The steps: the layout's reader scans the source (no decoding); a thread per core decodes
 every image (OpenCV), converts it to 8-bit RGB, applies the layout's preprocessing,
 shrinks it to ``max_size`` and encodes it (BMP or PNG) into a staging file; the images that
 fail are rejected with a reason; the survivors are split 8:1:1 (or keep MedMNIST's
