@@ -30,8 +30,8 @@ def child_environment() -> dict[str, str]:
 def die_with_parent_if_asked() -> None:
     """In a child started with :func:`child_environment`: die when that parent dies.
 
-    The variable is removed, so that this process's own children (``prepare``'s
-    workers) do not take it for theirs.
+    The variable is removed, so that this process's own children do not take it for
+    theirs.
     """
     parent = os.environ.pop(PARENT_ENV, None)
     if parent is None or sys.platform != "linux":
