@@ -88,43 +88,14 @@ def predict_images(
             has no ``path`` column, ``batch_size`` is below 1, or no input image could be
             read (the reasons are listed).
     """
-    import tensorflow as tf
-
-    from medtransfer.data.pipeline import apply_scaling, resize_image, to_unit_range
-
     if batch_size is not None and batch_size < 1:
         raise MedtransferError(f"--batch-size {batch_size} must be a whole number ≥ 1.")
     run = open_run(run_dir, "predict")
-    dataset = _prepared_dataset(run)
-    options = dataset.convert_options
+    options = _prepared_dataset(run).convert_options
     images, rejected = _collect(inputs, stacks=options.channels == GRAY)
     out = Path(out)
     rejected_file = out.with_name(out.stem + REJECTED_SUFFIX)
-
-    def decoded() -> Iterator[tuple[np.ndarray, int]]:
-        for index, image in enumerate(images):
-            try:
-                rgb = prepared_pixels(image.candidate, _with_channels(options, image.channels))
-            except ImageRejected as error:
-                reason = error.reason if error.path is None else f"{error.path}: {error.reason}"
-                rejected.append((image.name, reason))
-                print(f"rejected {image.name}: {reason}", file=sys.stderr, flush=True)
-                continue
-            yield rgb, index
-
-    image_size, preprocess = run.config.image_size, run.preprocess()
-    batches = (
-        tf.data.Dataset.from_generator(decoded, output_signature=(
-            tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((), tf.int64)))
-        .map(lambda rgb, index: (to_unit_range(resize_image(rgb, image_size)), index))
-        .batch(batch_size or run.config.batch_size)
-        .map(lambda pixels, index: (apply_scaling(pixels, preprocess), index))
-    )
-    model = run.model()
-    rows = []
-    for pixels, indices in batches:
-        probabilities = np.asarray(model.predict_on_batch(pixels), dtype=np.float64)
-        rows.extend(zip(indices.numpy(), probabilities, strict=True))
+    rows = _probabilities(run, images, options, rejected, batch_size or run.config.batch_size)
 
     class_names = run.class_names()
     _write_csv(out, ["path", "predicted", *(f"prob_{name}" for name in class_names)], (
@@ -144,6 +115,46 @@ def predict_images(
             f"or a CSV with a path column; the full list is in {rejected_file}."
         )
     return PredictResult(out, len(rows), rejected, rejected_file if rejected else None)
+
+
+def _probabilities(run: TrainedRun, images: list[_Image], options: ConvertOptions,
+                   rejected: list[tuple[str, str]], batch_size: int
+                   ) -> list[tuple[int, np.ndarray]]:
+    """(index into ``images``, class probabilities) of every image that could be read.
+
+    Each image is prepared as ``prepare`` prepared the run's dataset (``options``), then
+    resized and scaled by the training pipeline's own functions. An image that cannot be
+    read is appended to ``rejected`` with the reason, and named on stderr.
+    """
+    import tensorflow as tf
+
+    from medtransfer.data.pipeline import apply_scaling, resize_image, to_unit_range
+
+    def decoded() -> Iterator[tuple[np.ndarray, int]]:
+        for index, image in enumerate(images):
+            try:
+                rgb = prepared_pixels(image.candidate, _with_channels(options, image.channels))
+            except ImageRejected as error:
+                reason = error.reason if error.path is None else f"{error.path}: {error.reason}"
+                rejected.append((image.name, reason))
+                print(f"rejected {image.name}: {reason}", file=sys.stderr, flush=True)
+                continue
+            yield rgb, index
+
+    image_size, preprocess = run.config.image_size, run.preprocess()
+    batches = (
+        tf.data.Dataset.from_generator(decoded, output_signature=(
+            tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((), tf.int64)))
+        .map(lambda rgb, index: (to_unit_range(resize_image(rgb, image_size)), index))
+        .batch(batch_size)
+        .map(lambda pixels, index: (apply_scaling(pixels, preprocess), index))
+    )
+    model = run.model()
+    rows = []
+    for pixels, indices in batches:
+        probabilities = np.asarray(model.predict_on_batch(pixels), dtype=np.float64)
+        rows.extend(zip(indices.numpy(), probabilities, strict=True))
+    return rows
 
 
 def _prepared_dataset(run: TrainedRun):
