@@ -34,6 +34,7 @@ __all__ = [
     "report",
     "run",
     "sweep",
+    "tsne",
 ]
 
 

@@ -231,6 +231,23 @@ def report(experiment_dir: str | Path, *, out: str | Path | None = None,
     return build_report(experiment_dir, out, resamples=resamples, seed=seed)
 
 
+def tsne(runs: str | Path | Sequence[str | Path], *, out: str | Path | None = None,
+         max_images: int = 1000, seed: int = 0):
+    """What the features of each run separate: t-SNE, a panel per run (``medtransfer tsne``).
+
+    Returns:
+        A ``TsneResult``: ``figure`` (tsne.png), ``table`` (tsne.csv, the 2-D coordinates)
+        and ``embeddings``.
+
+    Example:
+        >>> mt.tsne([run_a.path, run_b.path], max_images=300).figure
+    """
+    from medtransfer.inspect.tsne import run_tsne
+
+    runs = [runs] if isinstance(runs, str | Path) else list(runs)
+    return run_tsne([Path(run) for run in runs], out, max_images=max_images, seed=seed)
+
+
 def list_nets() -> pd.DataFrame:
     """The registered nets: default and minimum input size, ImageNet weights, description.
 

@@ -43,7 +43,7 @@ def test_importing_medtransfer_loads_neither_tensorflow_nor_pandas():
 
 def test_all_names_exactly_the_public_functions_and_classes():
     assert sorted(mt.__all__) == ["MedtransferError", "Run", "list_datasets", "list_nets",
-                                  "load_run", "prepare", "report", "run", "sweep"]
+                                  "load_run", "prepare", "report", "run", "sweep", "tsne"]
     for name in mt.__all__:
         assert getattr(mt, name) is not None
     assert mt.MedtransferError is MedtransferError
@@ -136,3 +136,35 @@ def test_the_api_and_the_cli_give_the_same_run_and_predictions(tmp_path, digits_
     model = loaded.model()
     assert model.output_shape == (None, 10)
     assert re.fullmatch(r"Run\('.*', status='complete'\)", repr(loaded))
+
+
+NOTEBOOK = ROOT / "examples" / "quickstart.ipynb"
+
+
+def test_the_quickstart_notebook_is_kept_without_outputs():
+    import nbformat
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+
+
+@pytest.mark.slow
+def test_the_quickstart_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(notebook, timeout=900, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code"
+               for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    # The main table printed, the figures shown inline, three images predicted.
+    text = "".join(output.get("text", "") for output in outputs)
+    assert "| dataset | net |" in text
+    images = [output for output in outputs if "image/png" in output.get("data", {})]
+    assert len(images) == 2
+    assert len(list((tmp_path / "my_digits").glob("*.png"))) == 3
+    assert len(list((tmp_path / "tensorboard_logs" / "quickstart").glob("digits-*"))) == 2
