@@ -45,6 +45,7 @@ from medtransfer.data.split import check_class_sizes, stratified_split
 from medtransfer.errors import MedtransferError, look_up_option
 from medtransfer.fileio import read_json, write_json_atomic
 from medtransfer.machine import usable_cores
+from medtransfer.progress import notebook_bar
 
 __all__ = ["DEFAULT_MIN_CLASS_COUNT", "PrepareResult", "prepare_dataset"]
 
@@ -579,7 +580,8 @@ class _Progress:
     """A progress line on stderr: "prepare NAME: 1,200/220,025 images (0.5%), ..., ETA 10:28".
 
     On a terminal the line is rewritten in place a few times a second; in a log file
-    (not a TTY) a new line is written every 5%, so logs stay short.
+    (not a TTY) a new line is written every 5%, so logs stay short; in a notebook, a live
+    bar (:mod:`medtransfer.progress`).
     """
 
     def __init__(self, name: str, enabled: bool, stream: TextIO | None = None):
@@ -587,6 +589,7 @@ class _Progress:
         self.enabled = enabled
         self.stream = stream or sys.stderr
         self.tty = enabled and self.stream.isatty()
+        self.bar = None
 
     def start(self, total: int) -> None:
         self.total = total
@@ -594,10 +597,15 @@ class _Progress:
         self.started = time.monotonic()
         self.last_print = -math.inf
         self.next_step = 0.05
+        if self.enabled:
+            self.bar = notebook_bar(total, f"prepare {self.name}", "image")
 
     def advance(self) -> None:
         self.done += 1
         if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update()
             return
         now = time.monotonic()
         if self.tty:
@@ -611,7 +619,9 @@ class _Progress:
             print(self.line(now), file=self.stream, flush=True)
 
     def finish(self) -> None:
-        if self.tty:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.tty:
             self.stream.write("\n")
             self.stream.flush()
 
