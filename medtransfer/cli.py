@@ -211,10 +211,10 @@ def _given(args: argparse.Namespace, *names: str) -> dict:
 def _run(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
 
-    from medtransfer.training.run import run_experiment
+    from medtransfer.api import run
 
-    result = run_experiment(config, overwrite=args.overwrite)
-    metrics = result.metrics
+    trained = run(config, overwrite=args.overwrite)
+    metrics = trained.metrics
     if "test_auc_micro" in metrics:
         print(
             f"\ntest AUC (micro) {metrics['test_auc_micro']:.4f}, macro "
@@ -222,8 +222,8 @@ def _run(args: argparse.Namespace) -> int:
             f"(best epoch {metrics['best_epoch']}, validation AUC "
             f"{metrics['val_auc_micro_best']:.4f})"
         )
-    print(f"metrics:     {_short_path(result.run_dir / 'metrics.json')}")
-    print(f"TensorBoard: {tensorboard_command(result.run_dir.parent)}")
+    print(f"metrics:     {_short_path(trained.path / 'metrics.json')}")
+    print(f"TensorBoard: {tensorboard_command(trained.path.parent)}")
     return 0
 
 
@@ -432,16 +432,15 @@ def _prepare_parser(subparsers) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from medtransfer.data.prepare import prepare_dataset
+    from medtransfer.api import prepare
     from medtransfer.machine import keep_freed_memory
 
     keep_freed_memory()  # a quarter of prepare's time went to page faults otherwise
-    options = {"min_class_count": args.min_class_count} if args.min_class_count else {}
-    result = prepare_dataset(
-        args.dataset, args.source, args.out or args.data_dir / args.dataset,
+    result = prepare(
+        args.dataset, source=args.source, out=args.out, data_dir=args.data_dir,
         seed=args.seed, max_reject=args.max_reject, max_size=args.max_size,
-        image_format=args.image_format, workers=args.workers, force=args.force,
-        progress=args.progress, **options,
+        image_format=args.image_format, min_class_count=args.min_class_count,
+        workers=args.workers, force=args.force, progress=args.progress,
     )
     if not result.skipped:
         print(f"prepared {result.path}: "

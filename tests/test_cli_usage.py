@@ -202,9 +202,13 @@ def sections(text: str) -> list[tuple[str, str]]:
     return list(zip(parts[1::2], parts[2::2], strict=True))
 
 
+#: The pages a user reads: the README and every page of docs/ it links to.
+DOCUMENTS = ("README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")))
+
+
 def readme_option_tables() -> list[tuple[str, str, str]]:
     found = [("datasets/README.md", "## Options common to every dataset", "prepare")]
-    for name in ("README.md",):
+    for name in DOCUMENTS:
         for heading, body in sections((ROOT / name).read_text()):
             match = re.search(r"`medtransfer ([\w-]+)", heading)
             if match and "| option |" in body:
@@ -222,9 +226,9 @@ def test_the_options_table_lists_every_flag_of_the_parser(file, heading, command
     assert in_table - in_parser == set(), f"{file}, {heading}: documented but not in the parser"
 
 
-def test_the_readme_has_the_run_options_table():
-    assert ("README.md", "### `medtransfer run`: one configuration, trained, evaluated and "
-            "logged", "run") in readme_option_tables()
+def test_the_commands_page_has_the_run_options_table():
+    assert ("docs/commands.md", "## `medtransfer run`: one configuration, trained, evaluated "
+            "and logged", "run") in readme_option_tables()
 
 
 def test_another_max_reject_changes_no_data_and_says_so(tmp_path, capsys):

@@ -9,8 +9,8 @@ so it runs as one compiled loop (numba) that reads each cached uint8 pixel once 
 writes its float32 result once: flips, a 3x3 colour matrix, noise and the clip to
 [0, 1] all happen on the pixel in registers, in loops the compiler vectorizes. The same
 work as separate TensorFlow ops makes a dozen passes over the image: the training stream
-is 4.6x slower with them (``benchmarks/pipeline_throughput.py``); see also the README's
-Performance section.
+is 4.6x slower with them (``benchmarks/pipeline_throughput.py``); see also
+docs/performance.md.
 
 :func:`augment_batch` augments a batch (the pipeline calls it after batching, one call
 per batch, so that the per-call cost of leaving the TensorFlow graph is paid once per

@@ -181,98 +181,20 @@ def make_dataset(
         raise ValueError("make_dataset needs at least one shard path")
     if num_examples is None:
         num_examples = len(keep_ids) if keep_ids is not None else count_examples(shard_paths)
-    cached = fits_in_cache(num_examples, image_size, cache_limit_bytes)
-    # The whole split when cached; otherwise a few thousand still-encoded records. Small
-    # splits get the same buffer either way, so caching never changes their order.
-    shuffle_buffer = max(num_examples if cached else min(num_examples, UNCACHED_SHUFFLE_BUFFER), 1)
-    # Only a split larger than the buffer needs its shard order shuffled too; the cache
-    # would replay the first epoch's shard order anyway.
-    shuffle_files = training and num_examples > shuffle_buffer
-    parse = _parse_checked(num_classes)
-    id_filter = _id_filter(keep_ids) if keep_ids is not None else None
-
-    def read_records(files_order_seed):
-        files = tf.data.Dataset.from_tensor_slices([str(path) for path in shard_paths])
-        if files_order_seed is not None:
-            files = files.shuffle(len(shard_paths), seed=files_order_seed,
-                                  reshuffle_each_iteration=False)
-        records = files.interleave(
-            tf.data.TFRecordDataset,
-            cycle_length=min(len(shard_paths), _PARALLEL_SHARDS),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-        if keep_labels is None:
-            records = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-        else:
-            records = records.map(shards.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
-            records = records.filter(_label_filter(keep_labels)).map(_relabel(keep_labels))
-        if id_filter is not None:
-            records = records.filter(id_filter)
-        # A known length gives Keras its steps per epoch (progress bar, no "ran out of
-        # data" warning), and a split.csv that disagrees with the shards fails instead
-        # of training on the wrong images.
-        return records.apply(tf.data.experimental.assert_cardinality(num_examples))
-
-    def decode(example):
-        return _decode_resized(example["image"], image_size), example["label"], example["id"]
-
-    def to_model_input(image, label, image_id):
-        return to_unit_range(image), tf.one_hot(label, num_classes), image_id
-
-    # Built once, outside the per-epoch streams, so that every epoch reads the same cache.
-    decoded = read_records(None).map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache() \
-        if cached else None
-
-    def in_fixed_order():
-        return decoded if cached else read_records(None).map(
-            decode, num_parallel_calls=tf.data.AUTOTUNE)
-
-    def shuffled(shuffle_seed, files_seed):
-        if cached:
-            return decoded.shuffle(shuffle_buffer, seed=shuffle_seed,
-                                   reshuffle_each_iteration=False)
-        records = read_records(files_seed if shuffle_files else None)
-        return records.shuffle(shuffle_buffer, seed=shuffle_seed,
-                               reshuffle_each_iteration=False).map(
-            decode, num_parallel_calls=tf.data.AUTOTUNE)
-
-    def one_epoch(epoch):
-        """The batches of training epoch ``epoch``: seeded by ``(seed, epoch)`` alone.
-
-        Plain integer seeds, built in Python per epoch: tf.data's shuffle mishandles a
-        tensor seed when TensorFlow's global seed is 0.
-        """
-        shuffle_seed, files_seed, augment_seed = (
-            int(part) for part in np.random.SeedSequence([seed, epoch]).generate_state(3)
-        )
-        examples = shuffled(shuffle_seed, files_seed)
-        if augment is None:
-            return examples.map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE) \
-                .batch(batch_size, drop_remainder=False)
-        # One seed per image, (epoch's seed, position in the epoch): flips, colour and
-        # noise differ between images and between epochs. The cached uint8 pixels are
-        # batched as they are and augmented a batch at a time (see augment_batch why).
-        def augmented(positions, example):
-            images, labels, ids = example
-            image_seeds = tf.stack(
-                [tf.fill(tf.shape(positions), tf.constant(augment_seed, tf.int64)), positions],
-                axis=1)
-            return (augment_batch(images, image_seeds, augment), tf.one_hot(labels, num_classes),
-                    ids)
-
-        return examples.enumerate().batch(batch_size, drop_remainder=False) \
-            .map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
-
+    records = _SplitRecords(shard_paths, num_classes, image_size, num_examples,
+                            cached=fits_in_cache(num_examples, image_size, cache_limit_bytes),
+                            keep_ids=keep_ids, keep_labels=keep_labels, shuffled=training)
     if training:
         steps = math.ceil(num_examples / batch_size)
         batches = functools.reduce(
             tf.data.Dataset.concatenate,
-            [one_epoch(epoch) for epoch in range(first_epoch, first_epoch + epochs)],
+            [_training_epoch(records, seed, epoch, batch_size, augment)
+             for epoch in range(first_epoch, first_epoch + epochs)],
         )
         batches = batches.apply(tf.data.experimental.assert_cardinality(epochs * steps))
     else:
-        batches = in_fixed_order().map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE) \
+        batches = records.in_fixed_order().map(records.to_model_input,
+                                               num_parallel_calls=tf.data.AUTOTUNE) \
             .batch(batch_size, drop_remainder=False)
 
     def finish(images, one_hot, ids):
@@ -280,6 +202,106 @@ def make_dataset(
         return (images, one_hot, ids) if include_ids else (images, one_hot)
 
     return batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+class _SplitRecords:
+    """One split's examples: read from the shards, filtered, decoded and resized to uint8.
+
+    Cached in memory when the split fits (``cached``), built once here, outside the
+    per-epoch streams, so that every epoch reads the same cache.
+    """
+
+    def __init__(self, shard_paths: Sequence[str | Path], num_classes: int, image_size: int,
+                 num_examples: int, *, cached: bool, keep_ids: Collection[str] | None,
+                 keep_labels: Sequence[int] | None, shuffled: bool):
+        self.shard_paths, self.num_classes, self.image_size = shard_paths, num_classes, image_size
+        self.num_examples, self.cached, self.keep_labels = num_examples, cached, keep_labels
+        # The whole split when cached; otherwise a few thousand still-encoded records.
+        # Small splits get the same buffer either way, so caching never changes their order.
+        self.shuffle_buffer = max(
+            num_examples if cached else min(num_examples, UNCACHED_SHUFFLE_BUFFER), 1)
+        # Only a split larger than the buffer needs its shard order shuffled too; the
+        # cache would replay the first epoch's shard order anyway.
+        self.shuffle_files = shuffled and num_examples > self.shuffle_buffer
+        self._parse = _parse_checked(num_classes)
+        self._id_filter = _id_filter(keep_ids) if keep_ids is not None else None
+        self._decoded = self._read(None).map(self._decode, num_parallel_calls=tf.data.AUTOTUNE) \
+            .cache() if cached else None
+
+    def _read(self, files_order_seed: int | None) -> tf.data.Dataset:
+        files = tf.data.Dataset.from_tensor_slices([str(path) for path in self.shard_paths])
+        if files_order_seed is not None:
+            files = files.shuffle(len(self.shard_paths), seed=files_order_seed,
+                                  reshuffle_each_iteration=False)
+        records = files.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(self.shard_paths), _PARALLEL_SHARDS),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        if self.keep_labels is None:
+            records = records.map(self._parse, num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            records = records.map(shards.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+            records = records.filter(_label_filter(self.keep_labels)) \
+                .map(_relabel(self.keep_labels))
+        if self._id_filter is not None:
+            records = records.filter(self._id_filter)
+        # A known length gives Keras its steps per epoch (progress bar, no "ran out of
+        # data" warning), and a split.csv that disagrees with the shards fails instead
+        # of training on the wrong images.
+        return records.apply(tf.data.experimental.assert_cardinality(self.num_examples))
+
+    def _decode(self, example):
+        return _decode_resized(example["image"], self.image_size), example["label"], example["id"]
+
+    def to_model_input(self, image, label, image_id):
+        return to_unit_range(image), tf.one_hot(label, self.num_classes), image_id
+
+    def in_fixed_order(self) -> tf.data.Dataset:
+        """``(uint8 image, label, id)`` in the shards' interleaved order, every time."""
+        return self._decoded if self.cached else self._read(None).map(
+            self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def shuffled(self, shuffle_seed: int, files_seed: int) -> tf.data.Dataset:
+        """``(uint8 image, label, id)`` in the order the two seeds give."""
+        if self.cached:
+            return self._decoded.shuffle(self.shuffle_buffer, seed=shuffle_seed,
+                                         reshuffle_each_iteration=False)
+        records = self._read(files_seed if self.shuffle_files else None)
+        return records.shuffle(self.shuffle_buffer, seed=shuffle_seed,
+                               reshuffle_each_iteration=False).map(
+            self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _training_epoch(records: _SplitRecords, seed: int, epoch: int, batch_size: int,
+                    augment: AugmentConfig | None) -> tf.data.Dataset:
+    """The batches of training epoch ``epoch``: seeded by ``(seed, epoch)`` alone.
+
+    Plain integer seeds, built in Python per epoch: tf.data's shuffle mishandles a
+    tensor seed when TensorFlow's global seed is 0.
+    """
+    shuffle_seed, files_seed, augment_seed = (
+        int(part) for part in np.random.SeedSequence([seed, epoch]).generate_state(3)
+    )
+    examples = records.shuffled(shuffle_seed, files_seed)
+    if augment is None:
+        return examples.map(records.to_model_input, num_parallel_calls=tf.data.AUTOTUNE) \
+            .batch(batch_size, drop_remainder=False)
+    num_classes = records.num_classes
+
+    # One seed per image, (epoch's seed, position in the epoch): flips, colour and noise
+    # differ between images and between epochs. The cached uint8 pixels are batched as
+    # they are and augmented a batch at a time (see augment_batch why).
+    def augmented(positions, example):
+        images, labels, ids = example
+        image_seeds = tf.stack(
+            [tf.fill(tf.shape(positions), tf.constant(augment_seed, tf.int64)), positions],
+            axis=1)
+        return augment_batch(images, image_seeds, augment), tf.one_hot(labels, num_classes), ids
+
+    return examples.enumerate().batch(batch_size, drop_remainder=False) \
+        .map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _parse_checked(num_classes: int) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:

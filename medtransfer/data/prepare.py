@@ -45,6 +45,7 @@ from medtransfer.data.split import check_class_sizes, stratified_split
 from medtransfer.errors import MedtransferError, look_up_option
 from medtransfer.fileio import read_json, write_json_atomic
 from medtransfer.machine import usable_cores
+from medtransfer.progress import notebook_bar
 
 __all__ = ["DEFAULT_MIN_CLASS_COUNT", "PrepareResult", "prepare_dataset"]
 
@@ -129,37 +130,14 @@ def prepare_dataset(
     spec = get_dataset(layout)
     _check_arguments(seed, max_reject, max_size, image_format, min_class_count, workers)
     out = Path(out)
-    if source is not None:
-        source = Path(source).expanduser().resolve()
-        if source.is_dir() and out.resolve().is_relative_to(source):
-            raise MedtransferError(
-                f"--out {out} is inside --source {source}; prepare would mix its output "
-                f"with the downloaded files. Choose an --out outside it, e.g. "
-                f"datasets/{out.name}."
-            )
+    source = _resolve_source(source, out)
     scan = spec.reader(source, min_class_count=min_class_count)
     plan = _Plan(spec, scan, out, seed, max_size, image_format, max_reject, min_class_count)
 
     existing = read_manifest(out)
     if existing is not None and not force:
-        if existing.get("fingerprint") == plan.fingerprint:
-            # Only the arguments that change the data are compared (_Plan.significant).
-            recorded = existing.get("options", {}).get("max_reject", max_reject)
-            aside = (
-                f" (--max-reject {max_reject:g} differs from the {recorded:g} it was prepared "
-                f"with, but it only decides whether a prepare succeeds, not the data)"
-                if recorded != max_reject else ""
-            )
-            _say(
-                f"{out} is already prepared ({_summary(existing)}); nothing to do{aside}. Use "
-                f"--force to prepare it again."
-            )
-            return _result(out, existing, skipped=True)
-        raise MedtransferError(
-            f"{out} is already prepared, {plan.difference(existing)}. Runs that used it "
-            f"depend on its split, so it is not replaced silently: pass --force to prepare "
-            f"it again, or choose another --out."
-        )
+        _refuse_unless_same(plan, existing)
+        return _result(out, existing, skipped=True)
     out.mkdir(parents=True, exist_ok=True)
     remove_prepare_files(out)
 
@@ -188,20 +166,65 @@ def prepare_dataset(
         staging.unlink(missing_ok=True)
     split.to_csv(out / SPLIT_CSV, index=False)
 
-    shapes = [details[i] for i in kept]
-    manifest = {
+    manifest = _manifest(plan, split, shard_names, shapes=[details[i] for i in kept],
+                         num_rejected=len(rejected), num_excluded=len(excluded), total=total)
+    write_json_atomic(out / MANIFEST, manifest)
+    return _result(out, manifest, skipped=False)
+
+
+def _resolve_source(source: Path | None, out: Path) -> Path | None:
+    """``--source`` as an absolute path; refuses an ``--out`` inside it."""
+    if source is None:
+        return None
+    source = Path(source).expanduser().resolve()
+    if source.is_dir() and out.resolve().is_relative_to(source):
+        raise MedtransferError(
+            f"--out {out} is inside --source {source}; prepare would mix its output "
+            f"with the downloaded files. Choose an --out outside it, e.g. "
+            f"datasets/{out.name}."
+        )
+    return source
+
+
+def _refuse_unless_same(plan: _Plan, existing: dict[str, Any]) -> None:
+    """Says "nothing to do" when ``existing`` was prepared as ``plan`` would; refuses otherwise."""
+    if existing.get("fingerprint") != plan.fingerprint:
+        raise MedtransferError(
+            f"{plan.out} is already prepared, {plan.difference(existing)}. Runs that used it "
+            f"depend on its split, so it is not replaced silently: pass --force to prepare "
+            f"it again, or choose another --out."
+        )
+    # Only the arguments that change the data are compared (_Plan.significant).
+    recorded = existing.get("options", {}).get("max_reject", plan.max_reject)
+    aside = (
+        f" (--max-reject {plan.max_reject:g} differs from the {recorded:g} it was prepared "
+        f"with, but it only decides whether a prepare succeeds, not the data)"
+        if recorded != plan.max_reject else ""
+    )
+    _say(
+        f"{plan.out} is already prepared ({_summary(existing)}); nothing to do{aside}. Use "
+        f"--force to prepare it again."
+    )
+
+
+def _manifest(plan: _Plan, split: pd.DataFrame, shard_names: list[str], *,
+              shapes: list[tuple[int, int]], num_rejected: int, num_excluded: int,
+              total: int) -> dict[str, Any]:
+    """The prepared dataset's ``manifest.json``: what it holds and how it was made."""
+    spec, scan = plan.spec, plan.scan
+    return {
         "format_version": shards.FORMAT_VERSION,
-        "name": out.resolve().name,
+        "name": plan.out.resolve().name,
         "layout": spec.name,
         "source": scan.source_label,
         "created": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
         "medtransfer_version": __version__,
-        "seed": seed,
+        "seed": plan.seed,
         "options": {
-            "max_size": max_size,
-            "image_format": image_format,
-            "max_reject": max_reject,
-            "min_class_count": min_class_count,
+            "max_size": plan.max_size,
+            "image_format": plan.image_format,
+            "max_reject": plan.max_reject,
+            "min_class_count": plan.min_class_count,
         },
         "class_names": scan.class_names,
         "num_classes": len(scan.class_names),
@@ -210,16 +233,16 @@ def prepare_dataset(
             **{s: int((split["split"] == s).sum()) for s in shards.SPLITS},
             "all": len(split),
         },
-        "num_rejected": len(rejected),
-        "num_excluded": len(excluded),
-        "reject_fraction": round(len(rejected) / total, 6),
+        "num_rejected": num_rejected,
+        "num_excluded": num_excluded,
+        "reject_fraction": round(num_rejected / total, 6),
         "shards": shard_names,
         "split": (
             "official splits of the source"
             if scan.official_splits
-            else f"stratified train:validation:test = 8:1:1, seed {seed}"
+            else f"stratified train:validation:test = 8:1:1, seed {plan.seed}"
         ),
-        "preprocessing": _preprocessing_text(spec, scan, max_size, image_format),
+        "preprocessing": _preprocessing_text(spec, scan, plan.max_size, plan.image_format),
         "image_size": {
             "min_height": min(h for h, _ in shapes),
             "max_height": max(h for h, _ in shapes),
@@ -229,8 +252,6 @@ def prepare_dataset(
         "selection": _selection_with_counts(scan.selection, split),
         "fingerprint": plan.fingerprint,
     }
-    write_json_atomic(out / MANIFEST, manifest)
-    return _result(out, manifest, skipped=False)
 
 
 @dataclass(frozen=True)
@@ -559,7 +580,8 @@ class _Progress:
     """A progress line on stderr: "prepare NAME: 1,200/220,025 images (0.5%), ..., ETA 10:28".
 
     On a terminal the line is rewritten in place a few times a second; in a log file
-    (not a TTY) a new line is written every 5%, so logs stay short.
+    (not a TTY) a new line is written every 5%, so logs stay short; in a notebook, a live
+    bar (:mod:`medtransfer.progress`).
     """
 
     def __init__(self, name: str, enabled: bool, stream: TextIO | None = None):
@@ -567,6 +589,7 @@ class _Progress:
         self.enabled = enabled
         self.stream = stream or sys.stderr
         self.tty = enabled and self.stream.isatty()
+        self.bar = None
 
     def start(self, total: int) -> None:
         self.total = total
@@ -574,10 +597,15 @@ class _Progress:
         self.started = time.monotonic()
         self.last_print = -math.inf
         self.next_step = 0.05
+        if self.enabled:
+            self.bar = notebook_bar(total, f"prepare {self.name}", "image")
 
     def advance(self) -> None:
         self.done += 1
         if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update()
             return
         now = time.monotonic()
         if self.tty:
@@ -591,7 +619,9 @@ class _Progress:
             print(self.line(now), file=self.stream, flush=True)
 
     def finish(self) -> None:
-        if self.tty:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.tty:
             self.stream.write("\n")
             self.stream.flush()
 

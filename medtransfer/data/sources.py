@@ -343,28 +343,8 @@ def read_proteins(source: Path | None, *, min_class_count: int) -> SourceScan:
     if not labels_csv.is_file() or not images.is_dir():
         missing = "train.csv" if not labels_csv.is_file() else "the folder train/"
         raise _layout_error(layout, f"{source} has no {missing}.", expected)
-    valid_ids = {str(i) for i in range(len(PROTEIN_CLASSES))}
     builder = _ScanBuilder(list(PROTEIN_CLASSES), valid_text=f"0-{len(PROTEIN_CLASSES) - 1}")
-    rows = []  # (image_id, class id, first image path) of the single-label rows
-    multi_label = csv_rows = 0
-    for line, row in _read_csv(labels_csv, ("Id", "Target"), layout):
-        csv_rows += 1
-        image_id = row["Id"]
-        path = str(images / f"{image_id}_green.png")
-        if not builder.claim_id(image_id, path, f"train.csv line {line}"):
-            continue
-        targets = set(row["Target"].split())
-        unknown = sorted(targets - valid_ids) or ([""] if not targets else [])
-        if unknown:
-            builder.check_label(image_id, unknown[0], path)
-            continue
-        if len(targets) > 1:
-            multi_label += 1
-            reason = "multi-label (not in the single-label subset)"
-            builder.excluded.append(Rejection(path, image_id, reason))
-            continue
-        rows.append((image_id, targets.pop(), path))
-
+    rows, csv_rows, multi_label = _single_label_protein_rows(labels_csv, images, builder)
     per_class = Counter(class_id for _, class_id, _ in rows)
     kept_ids = sorted((c for c, n in per_class.items() if n >= min_class_count), key=int)
     if not kept_ids:
@@ -413,6 +393,35 @@ def read_proteins(source: Path | None, *, min_class_count: int) -> SourceScan:
     return builder.scan(
         [(str(labels_csv), labels_csv.stat().st_size)], str(source), selection=selection
     )
+
+
+def _single_label_protein_rows(labels_csv: Path, images: Path, builder: _ScanBuilder
+                               ) -> tuple[list[tuple[str, str, str]], int, int]:
+    """The single-label rows of the proteins' ``train.csv``: (id, class id, first path).
+
+    A row with an unknown or missing class id is rejected, a multi-label row excluded,
+    both through ``builder``. Also returns how many rows the CSV has, and how many of
+    them are multi-label.
+    """
+    valid_ids = {str(i) for i in range(len(PROTEIN_CLASSES))}
+    rows, csv_rows, multi_label = [], 0, 0
+    for line, row in _read_csv(labels_csv, ("Id", "Target"), "proteins"):
+        csv_rows += 1
+        image_id = row["Id"]
+        path = str(images / f"{image_id}_green.png")
+        if not builder.claim_id(image_id, path, f"train.csv line {line}"):
+            continue
+        targets = set(row["Target"].split())
+        unknown = sorted(targets - valid_ids) or ([""] if not targets else [])
+        if unknown:
+            builder.check_label(image_id, unknown[0], path)
+        elif len(targets) > 1:
+            multi_label += 1
+            reason = "multi-label (not in the single-label subset)"
+            builder.excluded.append(Rejection(path, image_id, reason))
+        else:
+            rows.append((image_id, targets.pop(), path))
+    return rows, csv_rows, multi_label
 
 
 def image_files(folder: Path) -> Iterator[Path]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from medtransfer.data.images import COLOR, GRAY, ConvertOptions, ImageRejected, prepared_pixels
 from medtransfer.data.sources import (
@@ -88,18 +89,81 @@ def predict_images(
             has no ``path`` column, ``batch_size`` is below 1, or no input image could be
             read (the reasons are listed).
     """
-    import tensorflow as tf
+    out = Path(out)
+    rejected_file = out.with_name(out.stem + REJECTED_SUFFIX)
+    frame = _prediction_frame(run_dir, inputs, batch_size)
+    rejected = frame.attrs["rejected"]
+    class_columns = [column for column in frame.columns if column.startswith("prob_")]
+    _write_csv(out, ["path", "predicted", *class_columns], (
+        [path, predicted, *(f"{p:.8g}" for p in probabilities)]
+        for path, predicted, probabilities in zip(
+            frame["path"], frame["predicted"], frame[class_columns].to_numpy(), strict=True)
+    ))
+    if rejected:
+        _write_csv(rejected_file, ["path", "reason"], rejected)
+    else:
+        rejected_file.unlink(missing_ok=True)
+    if frame.empty:
+        raise MedtransferError(_none_readable(rejected, f"the full list is in {rejected_file}"))
+    return PredictResult(out, len(frame), rejected, rejected_file if rejected else None)
 
-    from medtransfer.data.pipeline import apply_scaling, resize_image, to_unit_range
 
+def predict_frame(run_dir: str | Path, inputs: Sequence[str | Path], *,
+                  batch_size: int | None = None) -> pd.DataFrame:
+    """The predictions of :func:`predict_images` as a DataFrame, without writing files.
+
+    Returns:
+        One row per readable image: ``path``, ``predicted`` and ``prob_<class>`` (float)
+        per class, in input order. ``.attrs["rejected"]`` lists the ``(path, reason)``
+        of every input that could not be read.
+
+    Raises:
+        MedtransferError: as :func:`predict_images`.
+    """
+    frame = _prediction_frame(run_dir, inputs, batch_size)
+    if frame.empty:
+        raise MedtransferError(_none_readable(frame.attrs["rejected"], "each is named above"))
+    return frame
+
+
+def _prediction_frame(run_dir: str | Path, inputs: Sequence[str | Path],
+                      batch_size: int | None) -> pd.DataFrame:
     if batch_size is not None and batch_size < 1:
         raise MedtransferError(f"--batch-size {batch_size} must be a whole number ≥ 1.")
     run = open_run(run_dir, "predict")
-    dataset = _prepared_dataset(run)
-    options = dataset.convert_options
+    options = _prepared_dataset(run).convert_options
     images, rejected = _collect(inputs, stacks=options.channels == GRAY)
-    out = Path(out)
-    rejected_file = out.with_name(out.stem + REJECTED_SUFFIX)
+    rows = _probabilities(run, images, options, rejected, batch_size or run.config.batch_size)
+    class_names = run.class_names()
+    frame = pd.DataFrame(
+        [[images[index].name, class_names[int(np.argmax(row))], *row] for index, row in rows],
+        columns=["path", "predicted", *(f"prob_{name}" for name in class_names)])
+    frame.attrs["rejected"] = rejected
+    return frame
+
+
+def _none_readable(rejected: list[tuple[str, str]], where: str) -> str:
+    listing = "; ".join(f"{path}: {reason}" for path, reason in rejected[:5])
+    more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
+    return (
+        f"predict: none of the {len(rejected)} input image(s) could be read: "
+        f"{listing or 'no image files found'}{more}. Give image files, folders of images "
+        f"or a CSV with a path column; {where}."
+    )
+
+
+def _probabilities(run: TrainedRun, images: list[_Image], options: ConvertOptions,
+                   rejected: list[tuple[str, str]], batch_size: int
+                   ) -> list[tuple[int, np.ndarray]]:
+    """(index into ``images``, class probabilities) of every image that could be read.
+
+    Each image is prepared as ``prepare`` prepared the run's dataset (``options``), then
+    resized and scaled by the training pipeline's own functions. An image that cannot be
+    read is appended to ``rejected`` with the reason, and named on stderr.
+    """
+    import tensorflow as tf
+
+    from medtransfer.data.pipeline import apply_scaling, resize_image, to_unit_range
 
     def decoded() -> Iterator[tuple[np.ndarray, int]]:
         for index, image in enumerate(images):
@@ -117,7 +181,7 @@ def predict_images(
         tf.data.Dataset.from_generator(decoded, output_signature=(
             tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((), tf.int64)))
         .map(lambda rgb, index: (to_unit_range(resize_image(rgb, image_size)), index))
-        .batch(batch_size or run.config.batch_size)
+        .batch(batch_size)
         .map(lambda pixels, index: (apply_scaling(pixels, preprocess), index))
     )
     model = run.model()
@@ -125,25 +189,7 @@ def predict_images(
     for pixels, indices in batches:
         probabilities = np.asarray(model.predict_on_batch(pixels), dtype=np.float64)
         rows.extend(zip(indices.numpy(), probabilities, strict=True))
-
-    class_names = run.class_names()
-    _write_csv(out, ["path", "predicted", *(f"prob_{name}" for name in class_names)], (
-        [images[index].name, class_names[int(np.argmax(row))], *(f"{p:.8g}" for p in row)]
-        for index, row in rows
-    ))
-    if rejected:
-        _write_csv(rejected_file, ["path", "reason"], rejected)
-    else:
-        rejected_file.unlink(missing_ok=True)
-    if not rows:
-        listing = "; ".join(f"{path}: {reason}" for path, reason in rejected[:5])
-        more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
-        raise MedtransferError(
-            f"predict: none of the {len(rejected)} input image(s) could be read: "
-            f"{listing or 'no image files found'}{more}. Give image files, folders of images "
-            f"or a CSV with a path column; the full list is in {rejected_file}."
-        )
-    return PredictResult(out, len(rows), rejected, rejected_file if rejected else None)
+    return rows
 
 
 def _prepared_dataset(run: TrainedRun):

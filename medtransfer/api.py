@@ -1,0 +1,310 @@
+"""The Python API: every command of medtransfer as a function a notebook calls.
+
+``import medtransfer as mt`` gives these functions (``medtransfer.__all__``); the command
+line is a thin face over the same functions, so a keyword here is the command's option
+with underscores (``--train-size`` is ``train_size=``), with the same defaults, the same
+checks and the same one-paragraph :class:`MedtransferError` on bad input. Anything not in
+``medtransfer.__all__`` may change without notice.
+
+Importing this module is cheap: TensorFlow loads only when a function needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from medtransfer.errors import MedtransferError
+
+if TYPE_CHECKING:
+    from medtransfer.config import RunConfig
+
+
+class Run:
+    """One run directory, read: its config, metrics and history; its model on demand.
+
+    Attributes:
+        path: the run directory.
+        config: its resolved ``config.yaml`` as a dict.
+        metrics: its ``metrics.json`` (empty while the run has not finished).
+        status: ``complete``, ``running``, ``interrupted``, ``diverged`` ...
+    """
+
+    def __init__(self, path: str | Path):
+        from medtransfer.training.rundir import read_run
+
+        record = read_run(path)
+        if record.problem:
+            raise MedtransferError(
+                f"'{path}' is not a readable run directory: {record.problem}. Give a folder "
+                "that run or sweep made (tensorboard_logs/<experiment>/<run_id>)."
+            )
+        self._record = record
+        self.path = record.path
+        self.config = dataclasses.asdict(record.config)
+        self.metrics = dict(record.metrics)
+        self.status = "running" if record.running else (
+            "interrupted" if record.status == "in progress" else record.status)
+
+    @property
+    def run_id(self) -> str:
+        """The run directory's name, ``<dataset>-<net>-<init>-f<freeze>-s<seed>[-...]``."""
+        return self.path.name
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """``history.csv``: one row per epoch (epoch, phase, loss, val_auc_micro, ...)."""
+        return pd.DataFrame(self._record.history)
+
+    def model(self):
+        """The Keras classifier with the best checkpoint's weights (float32)."""
+        return self._trained("model").model()
+
+    def predict(self, inputs: str | Path | Sequence[str | Path], *,
+                batch_size: int | None = None) -> pd.DataFrame:
+        """Class probabilities of images, prepared exactly as ``medtransfer predict`` does.
+
+        Args:
+            inputs: image files, folders of images, or CSV files with a ``path`` column.
+            batch_size: images per forward pass (default: the run's).
+
+        Returns:
+            One row per readable image: ``path``, ``predicted`` and ``prob_<class>`` per
+            class. Images that cannot be read are in ``.attrs["rejected"]`` as
+            ``(path, reason)`` pairs (and named on stderr).
+        """
+        from medtransfer.serve.predict import predict_frame
+
+        if isinstance(inputs, str | Path):
+            inputs = [inputs]
+        return predict_frame(self.path, list(inputs), batch_size=batch_size)
+
+    def _trained(self, command: str):
+        from medtransfer.training.rundir import open_run
+
+        return open_run(self.path, command)
+
+    def _summary_rows(self) -> list[tuple[str, str]]:
+        keys = ("dataset", "net", "init", "freeze", "seed", "best_epoch",
+                "val_auc_micro_best", "test_auc_micro", "test_auc_macro", "test_accuracy")
+        values = {**self.config, **self.metrics}
+        return [("status", self.status)] + [
+            (key, f"{values[key]:.4f}" if isinstance(values[key], float) and "auc" in key
+             or key == "test_accuracy" else str(values[key]))
+            for key in keys if key in values]
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, status={self.status!r})"
+
+    def _repr_markdown_(self) -> str:
+        rows = "\n".join(f"| {key} | {value} |" for key, value in self._summary_rows())
+        return f"**{self.run_id}**\n\n| | |\n|---|---|\n{rows}\n"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><th>{html.escape(key)}</th><td>{html.escape(value)}</td></tr>"
+                       for key, value in self._summary_rows())
+        return f"<b>{html.escape(self.run_id)}</b><table>{rows}</table>"
+
+
+def prepare(layout: str, *, source: str | Path | None = None, out: str | Path | None = None,
+            data_dir: str | Path = "datasets", seed: int = 0, max_reject: float = 0.01,
+            max_size: int = 512, image_format: str = "bmp", min_class_count: int | None = None,
+            workers: int | None = None, force: bool = False, progress: bool = True):
+    """Prepares a downloaded dataset once: checked, split 8:1:1, stored (``medtransfer prepare``).
+
+    Args:
+        layout: a registered dataset (``cancer``, ``retina``, ...) or ``folder``, ``csv``,
+            ``medmnist`` for your own images.
+        source: the downloaded folder (``csv``: the CSV file; ``medmnist``: the ``.npz``).
+        out: where to write it (default ``<data_dir>/<layout>``).
+        data_dir: root of the prepared datasets.
+        seed, max_reject, max_size, image_format, min_class_count, workers, force,
+            progress: as the command's options of the same names.
+
+    Returns:
+        A ``PrepareResult`` (``path``, ``skipped``, ``counts``, ``num_rejected``,
+        ``class_names``, ``manifest``).
+
+    Example:
+        >>> mt.prepare("folder", source="~/my_images", out="datasets/mynodules")
+    """
+    from medtransfer.data.prepare import prepare_dataset
+
+    options = {"min_class_count": min_class_count} if min_class_count else {}
+    return prepare_dataset(
+        layout, Path(source) if source is not None else None,
+        Path(out) if out is not None else Path(data_dir) / layout,
+        seed=seed, max_reject=max_reject, max_size=max_size, image_format=image_format,
+        workers=workers, force=force, progress=progress, **options)
+
+
+def run_config(config: str | Path | Mapping[str, Any] | RunConfig | None = None, /,
+               **options) -> RunConfig:
+    """The run config from a YAML file, a dict or a ``RunConfig``, and options (options win).
+
+    Checked as the command line checks it: an unknown option gets a did-you-mean, a bad
+    value a one-paragraph error, before TensorFlow loads.
+    """
+    from medtransfer.config import RunConfig, config_from_mapping, load_config_file
+
+    if config is None:
+        base = RunConfig()
+    elif isinstance(config, RunConfig):
+        base = config
+    elif isinstance(config, str | Path):
+        base = load_config_file(config)
+    else:
+        base = config_from_mapping(dict(config), source="the config dict")
+    # Paths are welcome where the config file holds strings (logdir, data_dir, init, ...).
+    given = {key: str(value) if isinstance(value, Path) else value
+             for key, value in options.items() if value is not None}
+    return config_from_mapping(given, base=base, source="the keyword arguments")
+
+
+def run(config: str | Path | Mapping[str, Any] | RunConfig | None = None, /, *,
+        overwrite: bool = False, **options) -> Run:
+    """Trains one configuration with the W+E regime, evaluates and logs it (``medtransfer run``).
+
+    Args:
+        config: a run config YAML file, a dict or a ``RunConfig`` (optional); ``options``
+            win over it.
+        overwrite: delete what the run directory holds and train afresh.
+        **options: any ``run`` option with underscores: ``dataset``, ``net``, ``init``,
+            ``freeze``, ``epochs`` ("W+E"), ``lr``, ``batch_size``, ``image_size``,
+            ``seed``, ``train_size``, ``experiment``, ``logdir``, ``data_dir``, ...
+
+    Returns:
+        The :class:`Run`. A run already complete is not trained again; a killed one resumes.
+
+    Example:
+        >>> run = mt.run(dataset="digits", net="small_cnn", epochs="1+4", image_size=32)
+        >>> run.metrics["test_auc_micro"]
+    """
+    from medtransfer.training.run import run_experiment
+
+    result = run_experiment(run_config(config, **options), overwrite=overwrite)
+    return Run(result.run_dir)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Opens a run directory for reading: config, metrics, history, model, predict.
+
+    Example:
+        >>> run = mt.load_run("tensorboard_logs/demo/digits-small_cnn-glorot-f0.00-s0")
+        >>> run.history[["epoch", "val_auc_micro"]]
+    """
+    return Run(run_dir)
+
+
+def sweep(config: str | Path, *, logdir: str | Path | None = None, dry_run: bool = False):
+    """Runs every run of a sweep file not yet complete (``medtransfer sweep``).
+
+    Returns:
+        A ``SweepResult``: ``total``, ``complete_before``, ``completed``, ``failed``.
+
+    Example:
+        >>> mt.sweep("configs/demo.yaml")
+    """
+    from medtransfer.study.sweep import run_sweep
+
+    return run_sweep(config, logdir=logdir, dry_run=dry_run)
+
+
+def report(experiment_dir: str | Path, *, out: str | Path | None = None,
+           resamples: int = 1000, seed: int = 0):
+    """An experiment's runs as the study's tables and figures (``medtransfer report``).
+
+    Returns:
+        A ``Report``: ``results`` (results.csv), ``summary`` (summary.md), ``figures``,
+        ``main_text`` (the tables the command prints).
+
+    Example:
+        >>> mt.report("tensorboard_logs/demo_transfer").main_text
+    """
+    from medtransfer.study.report import build_report
+
+    return build_report(experiment_dir, out, resamples=resamples, seed=seed)
+
+
+def tsne(runs: str | Path | Sequence[str | Path], *, out: str | Path | None = None,
+         max_images: int = 1000, seed: int = 0):
+    """What the features of each run separate: t-SNE, a panel per run (``medtransfer tsne``).
+
+    Returns:
+        A ``TsneResult``: ``figure`` (tsne.png), ``table`` (tsne.csv, the 2-D coordinates)
+        and ``embeddings``.
+
+    Example:
+        >>> mt.tsne([run_a.path, run_b.path], max_images=300).figure
+    """
+    from medtransfer.inspect.tsne import run_tsne
+
+    runs = [runs] if isinstance(runs, str | Path) else list(runs)
+    return run_tsne([Path(run) for run in runs], out, max_images=max_images, seed=seed)
+
+
+def list_nets() -> pd.DataFrame:
+    """The registered nets: default and minimum input size, ImageNet weights, description.
+
+    Example:
+        >>> mt.list_nets().loc["small_cnn", "default_input"]
+        128
+    """
+    from medtransfer.models import NETS
+
+    return pd.DataFrame([
+        {"name": net.name, "default_input": net.default_input_size,
+         "min_input": net.min_input_size, "imagenet": net.imagenet,
+         "description": net.description}
+        for net in NETS]).set_index("name")
+
+
+def list_datasets(data_dir: str | Path = "datasets") -> pd.DataFrame:
+    """The registered datasets and every dataset prepared under ``data_dir``.
+
+    Returns:
+        One row per name: ``layout``, ``classes``, ``lr`` (the default learning rate),
+        ``prepared`` (``bundled``, ``yes`` or ``no``), ``train``, ``validation``,
+        ``test`` (images per split when prepared), ``augmentation``, ``description``.
+
+    Example:
+        >>> mt.list_datasets().loc["digits", "prepared"]
+        'bundled'
+    """
+    from medtransfer.data.catalog import prepared_datasets
+    from medtransfer.data.registry import DATASETS
+
+    prepared = {summary.name: summary for summary in prepared_datasets(data_dir)}
+    layouts = {spec.name: spec for spec in DATASETS}
+    rows = []
+    for spec in DATASETS:
+        summary = prepared.pop(spec.name, None)
+        rows.append({
+            "name": spec.name, "layout": spec.name,
+            "classes": spec.num_classes or (len(summary.class_names) if summary else None),
+            "lr": spec.default_lr,
+            "prepared": "bundled" if not spec.needs_source else ("yes" if summary else "no"),
+            **_split_sizes(summary),
+            "augmentation": ", ".join(name for name in ("flips", "noise", "color")
+                                      if getattr(spec.augment, name)) or "none",
+            "description": spec.description,
+        })
+    for summary in prepared.values():
+        rows.append({"name": summary.name, "layout": summary.layout,
+                     "classes": len(summary.class_names),
+                     "lr": layouts[summary.layout].default_lr
+                     if summary.layout in layouts else None, "prepared": "yes",
+                     **_split_sizes(summary), "augmentation": None,
+                     "description": "classes: " + ", ".join(summary.class_names)})
+    frame = pd.DataFrame(rows).set_index("name")
+    return frame.astype({column: "Int64" for column in ("classes", "train", "validation", "test")})
+
+
+def _split_sizes(summary) -> dict[str, int | None]:
+    return {split: (summary.totals.get(split, 0) if summary else None)
+            for split in ("train", "validation", "test")}

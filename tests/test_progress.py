@@ -1,0 +1,56 @@
+"""Progress in a notebook is one live bar; in a terminal or log, lines (medtransfer.progress)."""
+
+from __future__ import annotations
+
+import io
+import sys
+import types
+
+from medtransfer import progress
+from medtransfer.data.prepare import _Progress
+
+
+class ZMQInteractiveShell:
+    """Stands in for the kernel's shell: only its class name tells a notebook apart."""
+
+
+class TerminalInteractiveShell:
+    """IPython in a terminal: lines, not a bar."""
+
+
+def fake_ipython(monkeypatch, shell):
+    module = types.ModuleType("IPython")
+    module.get_ipython = lambda: shell
+    monkeypatch.setitem(sys.modules, "IPython", module)
+
+
+def test_only_a_jupyter_kernel_counts_as_a_notebook(monkeypatch):
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    assert not progress.in_notebook()
+    fake_ipython(monkeypatch, None)
+    assert not progress.in_notebook()
+    fake_ipython(monkeypatch, TerminalInteractiveShell())
+    assert not progress.in_notebook()
+    fake_ipython(monkeypatch, ZMQInteractiveShell())
+    assert progress.in_notebook()
+
+
+def test_prepare_shows_a_bar_in_a_notebook_and_lines_elsewhere(monkeypatch):
+    stream = io.StringIO()
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    lines = _Progress("digits", enabled=True, stream=stream)
+    lines.start(40)
+    for _ in range(40):
+        lines.advance()
+    lines.finish()
+    assert stream.getvalue().count("prepare digits:") == 20  # every 5% in a log
+
+    fake_ipython(monkeypatch, ZMQInteractiveShell())
+    stream = io.StringIO()
+    bar = _Progress("digits", enabled=True, stream=stream)
+    bar.start(40)
+    for _ in range(40):
+        bar.advance()
+    assert bar.bar is not None and bar.bar.n == 40 and bar.bar.total == 40
+    bar.finish()
+    assert stream.getvalue() == ""  # the bar, not lines
