@@ -157,3 +157,67 @@ def test_a_failed_run_is_recorded_the_others_complete_and_a_second_sweep_skips_t
     assert "  retry     " + broken.name in second.stdout
     assert "Training" not in second.stdout  # the broken run fails before training
     assert [(run_dir / "metrics.json").stat().st_mtime_ns for run_dir in good] == stamps
+
+
+@pytest.fixture
+def held_by_this_test(tmp_path, digits_data_dir):
+    """The sweep's two runs; ``hold(run_dir)`` locks one as another process would."""
+    from medtransfer.training.rundir import RunDirectory
+
+    path = sweep_file(tmp_path, digits_data_dir, [{"name": "source"}, {"init": ["run:source"]}])
+    held = []
+
+    def hold(run_dir):
+        directory = RunDirectory(run_dir)
+        directory.create()
+        directory.lock()
+        held.append(directory)
+
+    yield load_sweep(path).runs, hold
+    for directory in held:
+        directory.unlock()
+
+
+def test_a_run_or_source_held_by_another_process_is_skipped_not_failed(held_by_this_test):
+    from medtransfer.study.sweep import HELD, launch_run
+
+    (source, dependent), hold = held_by_this_test
+    hold(source.run_dir)
+    for run, note in ((source, "held by another process"),
+                      (dependent, f"its source run {source.run_id} is held by another process")):
+        outcome = launch_run(run)
+        assert (outcome.state, outcome.exit_code, outcome.note) == (HELD, None, note)
+        assert outcome.text() == f"{note}; skipped"
+    assert not (source.run_dir / "error.txt").exists() and not dependent.run_dir.exists()
+
+
+def test_a_run_whose_child_finds_it_held_is_held_not_complete(held_by_this_test, monkeypatch):
+    from medtransfer.study.sweep import HELD, launch_run
+    from medtransfer.training.rundir import RunDirectory
+
+    (source, _), hold = held_by_this_test
+    hold(source.run_dir)
+    # Another process takes the run between the sweep's look and its child's start.
+    monkeypatch.setattr(RunDirectory, "is_locked", lambda self: False)
+    outcome = launch_run(source)
+    assert (outcome.state, outcome.exit_code) == (HELD, 75)
+    assert "complete" not in outcome.text()
+    assert sorted(p.name for p in source.run_dir.iterdir()) == [".lock"]
+
+
+def test_a_failure_is_never_written_into_a_held_or_complete_run(held_by_this_test):
+    from medtransfer.study.sweep import _record_failure
+
+    (source, dependent), hold = held_by_this_test
+    hold(source.run_dir)
+    assert _record_failure(source, 1, ["boom"]) == (
+        "not recorded in error.txt: another process holds the run now")
+    dependent.run_dir.mkdir(parents=True)
+    (dependent.run_dir / "metrics.json").write_text(json.dumps({"status": "complete"}))
+    assert _record_failure(dependent, 1, ["boom"]) == (
+        "not recorded in error.txt: another process has completed the run since")
+    assert not any(run.run_dir.joinpath("error.txt").exists() for run in (source, dependent))
+    # Neither held nor complete: recorded.
+    (dependent.run_dir / "metrics.json").unlink()
+    error = _record_failure(dependent, 1, ["boom"])
+    assert error == dependent.run_dir / "error.txt" and "  boom\n" in error.read_text()

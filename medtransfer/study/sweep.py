@@ -8,6 +8,13 @@ config, the last lines of its stderr) in its run directory and the sweep goes on
 exits non-zero with a summary. Ctrl-C stops the running child; the same command
 continues where it stopped.
 
+A run that another process is training (the same sweep started twice, or on two machines
+sharing ``--logdir``) is held by that process: the sweep skips it and lists it in its
+summary, and it is no failure. The sweep sees the run directory's lock before it starts
+a child, and a child that finds the lock taken exits with :class:`RunHeld`'s exit code
+(75). The sweep writes ``error.txt`` only while it holds the run's lock itself and the run
+is not complete, so never into a run another process holds or has completed.
+
 With keras-tuner's variables set (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``,
 ``KERASTUNER_ORACLE_PORT``) the same call spreads the runs over machines instead
 (:mod:`medtransfer.study.distributed`).
@@ -35,7 +42,7 @@ from medtransfer.errors import MedtransferError
 from medtransfer.fileio import write_text_atomic
 from medtransfer.lifetime import child_environment
 from medtransfer.study.grid import PlannedRun, Sweep, load_sweep
-from medtransfer.training.rundir import RunDirectory
+from medtransfer.training.rundir import RunDirectory, RunHeld
 
 ERROR_FILE = "error.txt"
 SWEEP_COPY = "sweep.yaml"
@@ -57,32 +64,66 @@ class SweepResult:
         complete_before: runs already complete when it started.
         completed: run ids completed by this invocation.
         failed: run id -> where its error is recorded (error.txt), for each failed run.
+        held: run ids skipped because another process was training them (or their
+            source run).
     """
 
     total: int
     complete_before: int
     completed: list[str] = field(default_factory=list)
     failed: dict[str, Path | str] = field(default_factory=dict)
+    held: list[str] = field(default_factory=list)
+
+    def add(self, run_id: str, outcome: RunOutcome) -> None:
+        """Files one run's outcome under completed, failed or held."""
+        if outcome.state == COMPLETE:
+            self.completed.append(run_id)
+        elif outcome.state == HELD:
+            self.held.append(run_id)
+        else:
+            self.failed[run_id] = outcome.error
+
+
+COMPLETE, FAILED, HELD = "complete", "failed", "held"
 
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """How one child run ended.
+    """How one run ended.
 
     Attributes:
-        ok: the run directory holds a complete run.
-        exit_code: the child's exit code (negative: killed by that signal); 0 when the
-            run was complete already.
+        state: ``complete`` (the run directory holds a complete run, trained by this
+            call's child or found complete), ``held`` (another process holds the run or
+            its source run; not started, or its child refused) or ``failed``.
+        exit_code: the child's exit code (negative: killed by that signal); None when no
+            child was started.
         seconds: wall time of the child.
-        metrics: the run's metrics.json when ok.
-        error_file: the written error.txt when not ok.
+        metrics: the run's metrics.json when complete.
+        error: when failed, the written error.txt, or why none was written.
+        note: when held or found complete, what holds it or who completed it.
     """
 
-    ok: bool
-    exit_code: int
-    seconds: float
+    state: str
+    exit_code: int | None = None
+    seconds: float = 0.0
     metrics: dict[str, Any] | None = None
-    error_file: Path | None = None
+    error: Path | str | None = None
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == COMPLETE
+
+    def text(self) -> str:
+        """How the run ended, for the line after its output: ``complete in 1:23``."""
+        if self.state == COMPLETE:
+            return f"complete {self.note}" if self.note else (
+                f"complete in {_duration(self.seconds)}")
+        if self.state == HELD:
+            return f"{self.note}; skipped"
+        code = "" if self.exit_code is None else f" (exit code {self.exit_code})"
+        where = f"see {self.error}" if isinstance(self.error, Path) else self.error
+        return f"FAILED{code}, {where}"
 
 
 def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
@@ -120,14 +161,9 @@ def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
         for run in to_do:
             print(f"\n{progress.before(run.run_id)}", flush=True)
             outcome = launch_run(run)
-            progress.done()
-            if outcome.ok:
-                result.completed.append(run.run_id)
-                print(f"{run.run_id}: complete in {_duration(outcome.seconds)}", flush=True)
-            else:
-                result.failed[run.run_id] = outcome.error_file
-                print(f"{run.run_id}: FAILED (exit code {outcome.exit_code}), see "
-                      f"{outcome.error_file}", flush=True)
+            progress.done(outcome.state)
+            result.add(run.run_id, outcome)
+            print(f"{run.run_id}: {outcome.text()}", flush=True)
     except KeyboardInterrupt:
         print(f"\nStopped after {len(result.completed)} completed run(s).", flush=True)
         raise
@@ -143,6 +179,8 @@ def print_plan(sweep: Sweep) -> set[str]:
         if directory.is_complete():
             complete.add(run.run_id)
             state = "complete"
+        elif directory.is_locked():
+            state = "held"  # another process trains it now; tried again at its turn
         elif directory.history.exists():
             state = "resume"
         elif (directory.path / ERROR_FILE).exists():
@@ -151,9 +189,11 @@ def print_plan(sweep: Sweep) -> set[str]:
             state = "to do"
         states.append((state, run))
     total = len(sweep.runs)
+    held = sum(state == "held" for state, _ in states)
     print(f"sweep {sweep.path}: experiment '{sweep.experiment}' in {sweep.experiment_dir}")
     print(f"{total} run{'s' if total != 1 else ''}: {len(complete)} complete, "
-          f"{total - len(complete)} to do")
+          f"{total - len(complete) - held} to do"
+          + (f", {held} held by another process" if held else ""))
     for state, run in states:
         via = f" (transfers from {run.source.run_id})" if run.source else ""
         print(f"  {state:<9} {run.run_id}{via}")
@@ -170,10 +210,18 @@ def write_sweep_copy(sweep: Sweep) -> None:
 
 
 def finish(sweep: Sweep, result: SweepResult) -> None:
-    """Prints the summary; raises :class:`SweepFailed` when any run failed."""
+    """Prints the summary; raises :class:`SweepFailed` when any run failed.
+
+    Runs held by another process are listed, and are no failure.
+    """
     complete = result.complete_before + len(result.completed)
     print(f"\n{complete} of {result.total} runs complete"
-          f"{f', {len(result.failed)} failed' if result.failed else ''}.")
+          f"{f', {len(result.failed)} failed' if result.failed else ''}"
+          f"{f', {len(result.held)} held by another process' if result.held else ''}.")
+    if result.held:
+        print(f"Held by another process, so not run here: {', '.join(result.held)}. Once "
+              "that process has ended, the same command completes them: a complete run is "
+              "skipped, a stopped one resumes.", flush=True)
     if result.failed:
         listing = "; ".join(f"{run_id} ({error})" for run_id, error in result.failed.items())
         raise SweepFailed(
@@ -185,20 +233,30 @@ def finish(sweep: Sweep, result: SweepResult) -> None:
 
 
 class Progress:
-    """Runs done out of the runs to do, elapsed time and an ETA from the pace so far."""
+    """Runs done out of the runs to do (complete, failed and held counted apart), elapsed
+    time and an ETA from the pace so far."""
 
     def __init__(self, total: int):
-        self.total, self.finished = total, 0
+        self.total = total
+        self.counts = collections.Counter()
         self.started = time.monotonic()
 
-    def done(self) -> None:
-        self.finished += 1
+    @property
+    def finished(self) -> int:
+        return sum(self.counts.values())
+
+    def done(self, state: str) -> None:
+        """Counts one run that ended ``complete``, ``failed`` or ``held``."""
+        self.counts[state] += 1
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
-        eta = (_duration(elapsed / self.finished * (self.total - self.finished))
-               if self.finished else "unknown")
-        return (f"{self.finished}/{self.total} done, elapsed {_duration(elapsed)}, "
+        finished = self.finished
+        eta = (_duration(elapsed / finished * (self.total - finished))
+               if finished else "unknown")
+        states = ", ".join(f"{self.counts[state]} {state}" for state in (COMPLETE, FAILED, HELD)
+                           if self.counts[state] or state == COMPLETE)
+        return (f"{finished}/{self.total} done ({states}), elapsed {_duration(elapsed)}, "
                 f"ETA {eta}")
 
     def before(self, run_id: str) -> str:
@@ -209,31 +267,43 @@ class Progress:
 def launch_run(run: PlannedRun) -> RunOutcome:
     """Trains one run in a child process and records how it ended.
 
-    A complete run is not started again. A run that transfers from an unfinished source
-    run fails without starting. A failure writes ``<run_dir>/error.txt``; a success
-    removes an old one.
+    A complete run is not started again, nor one that another process holds (or whose
+    source run another process holds): those are ``held``. A run that transfers from an
+    unfinished source run fails without starting. A failure writes
+    ``<run_dir>/error.txt``, unless another process holds the run or has completed it by
+    then; a start removes an old one.
 
     Raises:
         KeyboardInterrupt: after stopping the child, when the user pressed Ctrl-C.
     """
     directory = RunDirectory(run.run_dir)
     if directory.is_complete():
-        return RunOutcome(True, 0, 0.0, directory.read_metrics())
-    error_file = directory.path / ERROR_FILE
-    if run.source is not None and not RunDirectory(run.source.run_dir).is_complete():
-        return RunOutcome(False, 0, 0.0, error_file=_record_failure(
-            run, None, [f"It transfers from {run.source.run_dir}, which holds no complete "
-                        "run; that run failed or has not run. Fix it first."]))
-    error_file.unlink(missing_ok=True)
+        return RunOutcome(COMPLETE, metrics=directory.read_metrics(),
+                          note="already (by another process)")
+    if directory.is_locked():
+        return RunOutcome(HELD, note="held by another process")
+    if run.source is not None:
+        source = RunDirectory(run.source.run_dir)
+        if source.is_locked():
+            return RunOutcome(HELD, note=f"its source run {run.source.run_id} is held by "
+                                         "another process")
+        if not source.is_complete():
+            return RunOutcome(FAILED, error=_record_failure(
+                run, None, [f"It transfers from {run.source.run_dir}, which holds no complete "
+                            "run; that run failed or has not run. Fix it first."]))
+    (directory.path / ERROR_FILE).unlink(missing_ok=True)
     started = time.monotonic()
     exit_code, stderr_tail = _run_child(run.config)
     seconds = time.monotonic() - started
-    if directory.is_complete():
-        return RunOutcome(True, exit_code, seconds, directory.read_metrics())
+    if exit_code == RunHeld.exit_code:
+        # Another process took the run between the check above and the child's start.
+        return RunOutcome(HELD, exit_code, seconds, note="held by another process")
+    if directory.is_complete():  # the child held the lock until it ended: its work
+        return RunOutcome(COMPLETE, exit_code, seconds, directory.read_metrics())
     if exit_code == 0:
         stderr_tail.append(f"The run exited normally but {directory.path} holds no complete run.")
-    return RunOutcome(False, exit_code, seconds,
-                      error_file=_record_failure(run, exit_code, stderr_tail))
+    return RunOutcome(FAILED, exit_code, seconds,
+                      error=_record_failure(run, exit_code, stderr_tail))
 
 
 def run_command(config_file: Path) -> list[str]:
@@ -301,7 +371,14 @@ def _stop(child: subprocess.Popen) -> None:
             continue
 
 
-def _record_failure(run: PlannedRun, exit_code: int | None, stderr_tail: list[str]) -> Path:
+def _record_failure(run: PlannedRun, exit_code: int | None,
+                    stderr_tail: list[str]) -> Path | str:
+    """Writes the run's error.txt while holding its lock, so never into a run another
+    process holds or has completed.
+
+    Returns:
+        The error file, or why none was written.
+    """
     if exit_code is None:
         how = "was not started"
     elif exit_code < 0:
@@ -317,10 +394,20 @@ def _record_failure(run: PlannedRun, exit_code: int | None, stderr_tail: list[st
         + "last lines of its error output:\n"
         + "".join(f"  {line}\n" for line in stderr_tail)
     )
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    error_file = run.run_dir / ERROR_FILE
-    write_text_atomic(error_file, text)
-    return error_file
+    directory = RunDirectory(run.run_dir)
+    directory.path.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.lock()
+    except RunHeld:
+        return "not recorded in error.txt: another process holds the run now"
+    try:
+        if directory.is_complete():
+            return "not recorded in error.txt: another process has completed the run since"
+        error_file = directory.path / ERROR_FILE
+        write_text_atomic(error_file, text)
+        return error_file
+    finally:
+        directory.unlock()
 
 
 def _duration(seconds: float) -> str:
