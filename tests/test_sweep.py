@@ -221,3 +221,46 @@ def test_a_failure_is_never_written_into_a_held_or_complete_run(held_by_this_tes
     (dependent.run_dir / "metrics.json").unlink()
     error = _record_failure(dependent, 1, ["boom"])
     assert error == dependent.run_dir / "error.txt" and "  boom\n" in error.read_text()
+
+
+def test_datasets_not_prepared_are_listed_before_anything_starts(
+        tmp_path, digits_data_dir, capsys):
+    path = sweep_file(tmp_path, digits_data_dir,
+                      {"dataset": ["digits", "cancer", "proteins", "retina"]})
+    digits, cancer, proteins, retina = load_sweep(path).runs
+    # A complete run needs no data: retina is not asked for.
+    retina.run_dir.mkdir(parents=True)
+    (retina.run_dir / "metrics.json").write_text(json.dumps({"status": "complete"}))
+
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} needs 2 datasets not prepared yet (cancer, proteins), so no run was " \
+           "started:\n- cancer: Dataset 'cancer' is not prepared yet" in err
+    for name in ("cancer", "proteins"):
+        assert f"'medtransfer prepare {name} --source DIR --out {digits_data_dir / name}'" in err
+    assert "retina" not in err and "digits" not in err.replace(str(digits_data_dir), "")
+    assert err.rstrip().endswith("Prepare them, then run the same command again.")
+    assert sorted(p.name for p in (tmp_path / "logs" / "sw").iterdir()) == [retina.run_id]
+
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs: 1 complete, 3 to do" in out
+    assert out.rstrip().endswith("Prepare them, then run the same command again.")
+    assert "- proteins: Dataset 'proteins' is not prepared yet" in out
+
+
+def test_report_on_only_failed_runs_lists_them(tmp_path, digits_data_dir):
+    from medtransfer.study.report import load_study
+    from medtransfer.study.sweep import FAILED, launch_run
+
+    path = sweep_file(tmp_path, digits_data_dir, [
+        {"name": "source"}, {"init": ["run:source"], "seed": [1, 2]}])
+    _, first, second = load_sweep(path).runs
+    # The source never ran, so both runs that transfer from it fail without starting.
+    assert [launch_run(run).state for run in (first, second)] == [FAILED, FAILED]
+    with pytest.raises(MedtransferError) as error:
+        load_study(tmp_path / "logs" / "sw")
+    assert str(error.value).startswith(
+        f"'{tmp_path / 'logs' / 'sw'}' holds no run to report: its 2 runs failed before "
+        f"training:\n- {first.run_id}: Run {first.run_id} was not started (")
+    assert f"\n- {second.run_id}: Run {second.run_id} was not started (" in str(error.value)

@@ -37,7 +37,6 @@ from medtransfer.errors import MedtransferError
 from medtransfer.study.grid import PlannedRun, Sweep
 from medtransfer.study.sweep import (
     COMPLETE,
-    ERROR_FILE,
     FAILED,
     HELD,
     Progress,
@@ -189,7 +188,7 @@ def _oracle_class():
                 state, outcome = HELD, "held by another process; skipped"
             else:
                 # keras-tuner's Trial proto does not carry the message: point at the file.
-                error = self.runs[run_id].run_dir / ERROR_FILE
+                error = RunDirectory(self.runs[run_id].run_dir).error
                 self.result.failed[run_id] = error
                 state, outcome = FAILED, f"FAILED, see {error}"
             self.progress.done(state)

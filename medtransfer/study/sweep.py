@@ -44,7 +44,6 @@ from medtransfer.lifetime import child_environment
 from medtransfer.study.grid import PlannedRun, Sweep, load_sweep
 from medtransfer.training.rundir import RunDirectory, RunHeld
 
-ERROR_FILE = "error.txt"
 SWEEP_COPY = "sweep.yaml"
 STDERR_LINES_KEPT = 30
 
@@ -139,13 +138,17 @@ def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
         What ran; on a dry run, only the counts.
 
     Raises:
-        MedtransferError: a bad sweep file (before anything runs).
+        MedtransferError: a bad sweep file, or a dataset that a run not yet complete
+            needs is not prepared (before anything runs; a dry run prints it instead).
         SweepFailed: at the end, when any run failed.
         KeyboardInterrupt: Ctrl-C, after stopping the run in progress (the same call
             continues: complete runs are skipped, the stopped run resumes).
     """
     sweep = load_sweep(path, logdir)
+    unprepared = unprepared_datasets(sweep)
     if not dry_run:
+        if unprepared:
+            raise MedtransferError(unprepared)
         from medtransfer.study import distributed
 
         if distributed.is_distributed():
@@ -153,6 +156,8 @@ def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
     complete = print_plan(sweep)
     result = SweepResult(len(sweep.runs), len(complete))
     if dry_run:
+        if unprepared:
+            print(f"\n{unprepared}")
         return result
     write_sweep_copy(sweep)
     to_do = [run for run in sweep.runs if run.run_id not in complete]
@@ -183,7 +188,7 @@ def print_plan(sweep: Sweep) -> set[str]:
             state = "held"  # another process trains it now; tried again at its turn
         elif directory.history.exists():
             state = "resume"
-        elif (directory.path / ERROR_FILE).exists():
+        elif directory.error.exists():
             state = "retry"  # failed before
         else:
             state = "to do"
@@ -199,6 +204,25 @@ def print_plan(sweep: Sweep) -> set[str]:
         print(f"  {state:<9} {run.run_id}{via}")
     sys.stdout.flush()
     return complete
+
+
+def unprepared_datasets(sweep: Sweep) -> str:
+    """The datasets that the runs not yet complete need and that are not prepared, each
+    with its ``prepare`` command, as one message; "" when every one is ready (or, like
+    digits, prepares itself on first use)."""
+    from medtransfer.data.prepared import not_prepared_message
+
+    needed = dict.fromkeys((run.config.dataset, run.config.data_dir) for run in sweep.runs
+                           if not RunDirectory(run.run_dir).is_complete())
+    missing = {name: message for name, data_dir in needed
+               if (message := not_prepared_message(name, Path(data_dir)))}
+    if not missing:
+        return ""
+    count = f"{len(missing)} dataset{'s' if len(missing) != 1 else ''}"
+    return (f"{sweep.path} needs {count} not prepared yet ({', '.join(missing)}), so no run "
+            "was started:\n" + "".join(f"- {name}: {message}\n" for name, message in
+                                        missing.items())
+            + "Prepare them, then run the same command again.")
 
 
 def write_sweep_copy(sweep: Sweep) -> None:
@@ -291,7 +315,7 @@ def launch_run(run: PlannedRun) -> RunOutcome:
             return RunOutcome(FAILED, error=_record_failure(
                 run, None, [f"It transfers from {run.source.run_dir}, which holds no complete "
                             "run; that run failed or has not run. Fix it first."]))
-    (directory.path / ERROR_FILE).unlink(missing_ok=True)
+    directory.error.unlink(missing_ok=True)
     started = time.monotonic()
     exit_code, stderr_tail = _run_child(run.config)
     seconds = time.monotonic() - started
@@ -403,9 +427,8 @@ def _record_failure(run: PlannedRun, exit_code: int | None,
     try:
         if directory.is_complete():
             return "not recorded in error.txt: another process has completed the run since"
-        error_file = directory.path / ERROR_FILE
-        write_text_atomic(error_file, text)
-        return error_file
+        write_text_atomic(directory.error, text)
+        return directory.error
     finally:
         directory.unlock()
 

@@ -86,6 +86,8 @@ class RunDirectory:
     metrics = property(lambda self: self.path / "metrics.json")
     resume = property(lambda self: self.path / "resume")
     export = property(lambda self: self.path / "export")
+    # Left by a sweep whose run failed: exit code, options, last lines of its stderr.
+    error = property(lambda self: self.path / "error.txt")
 
     def read_metrics(self) -> dict[str, Any] | None:
         """The run's metrics.json, or None when it cannot be read (no run there yet)."""
