@@ -179,7 +179,7 @@ def held_by_this_test(tmp_path, digits_data_dir):
 
 
 def test_a_run_or_source_held_by_another_process_is_skipped_not_failed(held_by_this_test):
-    from medtransfer.study.sweep import HELD, launch_run
+    from medtransfer.study.launch import HELD, launch_run
 
     (source, dependent), hold = held_by_this_test
     hold(source.run_dir)
@@ -192,7 +192,7 @@ def test_a_run_or_source_held_by_another_process_is_skipped_not_failed(held_by_t
 
 
 def test_a_run_whose_child_finds_it_held_is_held_not_complete(held_by_this_test, monkeypatch):
-    from medtransfer.study.sweep import HELD, launch_run
+    from medtransfer.study.launch import HELD, launch_run
     from medtransfer.training.rundir import RunDirectory
 
     (source, _), hold = held_by_this_test
@@ -206,7 +206,7 @@ def test_a_run_whose_child_finds_it_held_is_held_not_complete(held_by_this_test,
 
 
 def test_a_failure_is_never_written_into_a_held_or_complete_run(held_by_this_test):
-    from medtransfer.study.sweep import _record_failure
+    from medtransfer.study.launch import _record_failure
 
     (source, dependent), hold = held_by_this_test
     hold(source.run_dir)
@@ -250,8 +250,8 @@ def test_datasets_not_prepared_are_listed_before_anything_starts(
 
 
 def test_report_on_only_failed_runs_lists_them(tmp_path, digits_data_dir):
+    from medtransfer.study.launch import FAILED, launch_run
     from medtransfer.study.report import load_study
-    from medtransfer.study.sweep import FAILED, launch_run
 
     path = sweep_file(tmp_path, digits_data_dir, [
         {"name": "source"}, {"init": ["run:source"], "seed": [1, 2]}])

@@ -4,7 +4,7 @@ Every machine runs the same ``medtransfer sweep CONFIG`` with keras-tuner's vari
 ``KERASTUNER_TUNER_ID=chief`` makes it the oracle, which hands out the runs over gRPC
 (``KERASTUNER_ORACLE_IP``, ``KERASTUNER_ORACLE_PORT``); any other id (``tuner0``,
 ``tuner1``, ...) makes it a worker, which asks for a run, trains it in its own process
-(:func:`medtransfer.study.sweep.launch_run`), reports it and asks again. One keras-tuner
+(:func:`medtransfer.study.launch.launch_run`), reports it and asks again. One keras-tuner
 trial is one run; the trial's only hyperparameter is the run id.
 
 What keras-tuner gives: the oracle hands a worker that comes back under the same id its
@@ -35,7 +35,7 @@ from typing import Any
 
 from medtransfer.errors import MedtransferError
 from medtransfer.study.grid import PlannedRun, Sweep
-from medtransfer.study.sweep import (
+from medtransfer.study.launch import (
     COMPLETE,
     FAILED,
     HELD,
