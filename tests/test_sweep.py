@@ -264,3 +264,25 @@ def test_report_on_only_failed_runs_lists_them(tmp_path, digits_data_dir):
         f"'{tmp_path / 'logs' / 'sw'}' holds no run to report: its 2 runs failed before "
         f"training:\n- {first.run_id}: Run {first.run_id} was not started (")
     assert f"\n- {second.run_id}: Run {second.run_id} was not started (" in str(error.value)
+
+
+def test_the_chief_lists_a_run_a_worker_found_held_as_held_not_failed(
+        tmp_path, digits_data_dir, capsys):
+    from keras_tuner.src.engine.trial import TrialStatus
+
+    from medtransfer.study.distributed import _oracle_class
+
+    path = sweep_file(tmp_path, digits_data_dir, {"seed": [0, 1]})
+    sweep = load_sweep(path)
+    oracle = _oracle_class()(sweep, sweep.runs)
+    oracle._set_project_dir(str(tmp_path / "oracle"), "oracle")
+    held, failed = oracle.create_trial("tuner0"), oracle.create_trial("tuner1")
+    held.status, failed.status = TrialStatus.INVALID, TrialStatus.FAILED  # as run_trials sets
+    oracle.end_trial(held)
+    oracle.end_trial(failed)
+    first, second = (run.run_id for run in sweep.runs)
+    assert oracle.result.held == [first]
+    assert oracle.result.failed == {second: sweep.runs[1].run_dir / "error.txt"}
+    out = capsys.readouterr().out
+    assert f"{first}: held by another process; skipped (1/2 done (0 complete, 1 held)" in out
+    assert f"{second}: FAILED, see " in out and "(0 complete, 1 failed, 1 held)" in out
