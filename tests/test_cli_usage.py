@@ -242,3 +242,31 @@ def test_another_max_reject_changes_no_data_and_says_so(tmp_path, capsys):
     assert "nothing to do (--max-reject 0.2 differs from the 0.01 it was prepared with" in (
         out + err)
     assert (tmp_path / "out" / "manifest.json").read_bytes() == manifest
+
+
+INTERRUPT_HOOK = Path(__file__).parent / "interrupt_at"
+CONSOLE_SCRIPT = "import sys; from medtransfer.__main__ import main; sys.exit(main())"
+
+
+@pytest.mark.parametrize("entry", ["-m", "console script"])
+@pytest.mark.parametrize("at, command, said", [
+    ("medtransfer.cli", ["list"], "medtransfer: interrupted."),  # the first import
+    ("medtransfer.errors", ["list"], "medtransfer: interrupted."),  # one within it
+    ("tensorflow", ["run", "--dataset", "digits"], "medtransfer run: interrupted. "),
+    ("exit", ["list"], "medtransfer: interrupted."),  # after the command returned
+])
+def test_ctrl_c_at_any_moment_exits_130_without_a_traceback(entry, at, command, said,
+                                                            tmp_path):
+    import subprocess
+
+    root = Path(__file__).parent.parent
+    start = ["-m", "medtransfer"] if entry == "-m" else ["-c", CONSOLE_SCRIPT]
+    env = {**os.environ, "MEDTRANSFER_TEST_SIGINT_AT": at,
+           "PYTHONPATH": os.pathsep.join([str(INTERRUPT_HOOK), str(root)])}
+    done = subprocess.run(
+        [sys.executable, *start, *command, "--data-dir", str(tmp_path / "data"),
+         *(["--logdir", str(tmp_path / "logs")] if command[0] == "run" else [])],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr
+    assert said in done.stderr

@@ -157,3 +157,132 @@ def test_a_failed_run_is_recorded_the_others_complete_and_a_second_sweep_skips_t
     assert "  retry     " + broken.name in second.stdout
     assert "Training" not in second.stdout  # the broken run fails before training
     assert [(run_dir / "metrics.json").stat().st_mtime_ns for run_dir in good] == stamps
+
+
+@pytest.fixture
+def held_by_this_test(tmp_path, digits_data_dir):
+    """The sweep's two runs; ``hold(run_dir)`` locks one as another process would."""
+    from medtransfer.training.rundir import RunDirectory
+
+    path = sweep_file(tmp_path, digits_data_dir, [{"name": "source"}, {"init": ["run:source"]}])
+    held = []
+
+    def hold(run_dir):
+        directory = RunDirectory(run_dir)
+        directory.create()
+        directory.lock()
+        held.append(directory)
+
+    yield load_sweep(path).runs, hold
+    for directory in held:
+        directory.unlock()
+
+
+def test_a_run_or_source_held_by_another_process_is_skipped_not_failed(held_by_this_test):
+    from medtransfer.study.launch import HELD, launch_run
+
+    (source, dependent), hold = held_by_this_test
+    hold(source.run_dir)
+    for run, note in ((source, "held by another process"),
+                      (dependent, f"its source run {source.run_id} is held by another process")):
+        outcome = launch_run(run)
+        assert (outcome.state, outcome.exit_code, outcome.note) == (HELD, None, note)
+        assert outcome.text() == f"{note}; skipped"
+    assert not (source.run_dir / "error.txt").exists() and not dependent.run_dir.exists()
+
+
+def test_a_run_whose_child_finds_it_held_is_held_not_complete(held_by_this_test, monkeypatch):
+    from medtransfer.study.launch import HELD, launch_run
+    from medtransfer.training.rundir import RunDirectory
+
+    (source, _), hold = held_by_this_test
+    hold(source.run_dir)
+    # Another process takes the run between the sweep's look and its child's start.
+    monkeypatch.setattr(RunDirectory, "is_locked", lambda self: False)
+    outcome = launch_run(source)
+    assert (outcome.state, outcome.exit_code) == (HELD, 75)
+    assert "complete" not in outcome.text()
+    assert sorted(p.name for p in source.run_dir.iterdir()) == [".lock"]
+
+
+def test_a_failure_is_never_written_into_a_held_or_complete_run(held_by_this_test):
+    from medtransfer.study.launch import _record_failure
+
+    (source, dependent), hold = held_by_this_test
+    hold(source.run_dir)
+    assert _record_failure(source, 1, ["boom"]) == (
+        "not recorded in error.txt: another process holds the run now")
+    dependent.run_dir.mkdir(parents=True)
+    (dependent.run_dir / "metrics.json").write_text(json.dumps({"status": "complete"}))
+    assert _record_failure(dependent, 1, ["boom"]) == (
+        "not recorded in error.txt: another process has completed the run since")
+    assert not any(run.run_dir.joinpath("error.txt").exists() for run in (source, dependent))
+    # Neither held nor complete: recorded.
+    (dependent.run_dir / "metrics.json").unlink()
+    error = _record_failure(dependent, 1, ["boom"])
+    assert error == dependent.run_dir / "error.txt" and "  boom\n" in error.read_text()
+
+
+def test_datasets_not_prepared_are_listed_before_anything_starts(
+        tmp_path, digits_data_dir, capsys):
+    path = sweep_file(tmp_path, digits_data_dir,
+                      {"dataset": ["digits", "cancer", "proteins", "retina"]})
+    digits, cancer, proteins, retina = load_sweep(path).runs
+    # A complete run needs no data: retina is not asked for.
+    retina.run_dir.mkdir(parents=True)
+    (retina.run_dir / "metrics.json").write_text(json.dumps({"status": "complete"}))
+
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} needs 2 datasets not prepared yet (cancer, proteins), so no run was " \
+           "started:\n- cancer: Dataset 'cancer' is not prepared yet" in err
+    for name in ("cancer", "proteins"):
+        assert f"'medtransfer prepare {name} --source DIR --out {digits_data_dir / name}'" in err
+    assert "retina" not in err and "digits" not in err.replace(str(digits_data_dir), "")
+    assert err.rstrip().endswith("Prepare them, then run the same command again.")
+    assert sorted(p.name for p in (tmp_path / "logs" / "sw").iterdir()) == [retina.run_id]
+
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs: 1 complete, 3 to do" in out
+    assert out.rstrip().endswith("Prepare them, then run the same command again.")
+    assert "- proteins: Dataset 'proteins' is not prepared yet" in out
+
+
+def test_report_on_only_failed_runs_lists_them(tmp_path, digits_data_dir):
+    from medtransfer.study.launch import FAILED, launch_run
+    from medtransfer.study.report import load_study
+
+    path = sweep_file(tmp_path, digits_data_dir, [
+        {"name": "source"}, {"init": ["run:source"], "seed": [1, 2]}])
+    _, first, second = load_sweep(path).runs
+    # The source never ran, so both runs that transfer from it fail without starting.
+    assert [launch_run(run).state for run in (first, second)] == [FAILED, FAILED]
+    with pytest.raises(MedtransferError) as error:
+        load_study(tmp_path / "logs" / "sw")
+    assert str(error.value).startswith(
+        f"'{tmp_path / 'logs' / 'sw'}' holds no run to report: its 2 runs failed before "
+        f"training:\n- {first.run_id}: Run {first.run_id} was not started (")
+    assert f"\n- {second.run_id}: Run {second.run_id} was not started (" in str(error.value)
+
+
+def test_the_chief_lists_a_run_a_worker_found_held_as_held_not_failed(
+        tmp_path, digits_data_dir, capsys):
+    from keras_tuner.src.engine.trial import TrialStatus
+
+    from medtransfer.study.distributed import _oracle_class
+
+    path = sweep_file(tmp_path, digits_data_dir, {"seed": [0, 1]})
+    sweep = load_sweep(path)
+    oracle = _oracle_class()(sweep, sweep.runs)
+    oracle._set_project_dir(str(tmp_path / "oracle"), "oracle")
+    held, failed = oracle.create_trial("tuner0"), oracle.create_trial("tuner1")
+    held.status, failed.status = TrialStatus.INVALID, TrialStatus.FAILED  # as run_trials sets
+    oracle.end_trial(held)
+    oracle.end_trial(failed)
+    first, second = (run.run_id for run in sweep.runs)
+    assert oracle.result.held == [first]
+    assert oracle.result.failed == {second: sweep.runs[1].run_dir / "error.txt"}
+    out = capsys.readouterr().out
+    assert f"{first}: held by another process; skipped (1/2 done (0 complete, 1 held)" in out
+    assert f"{second}: FAILED, see " in out and "(0 complete, 1 failed, 1 held)" in out

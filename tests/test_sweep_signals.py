@@ -159,3 +159,56 @@ def test_a_chief_and_two_workers_share_the_grid_and_a_killed_worker_resumes(
     again = logs[f"{killed}-again"]
     assert f"Resuming {killed_run} after epoch 1 of 2." in again
     assert "4 of 4 runs complete." in chief
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_two_sweeps_on_one_grid_skip_what_the_other_holds_and_neither_fails(
+        tmp_path, digits_data_dir):
+    # Each sweep has its own gate, so the test decides which run ends when.
+    gates = {name: tmp_path / f"gate-{name}" for name in ("first", "second")}
+    for gate in gates.values():
+        gate.mkdir()
+    config = sweep_file(tmp_path, digits_data_dir, {"seed": [0, 1]}, "twice")
+    held_first, held_second = (run.run_dir for run in load_sweep(config).runs)
+    logs = {name: tmp_path / f"{name}.log" for name in gates}
+
+    def start(name):
+        return subprocess.Popen(
+            [sys.executable, "-m", "medtransfer", "sweep", str(config)],
+            env=gated_env(gates[name]), stdout=logs[name].open("w"), stderr=subprocess.STDOUT)
+
+    processes = {"first": start("first")}
+    try:
+        # The first sweep trains seed 0 and holds it at the gate ...
+        wait_for(lambda: any(gates["first"].glob("waiting-*.json")), processes, "run 1")
+        assert waiting_run(gates["first"])[1] == held_first
+        # ... so the second skips seed 0 and trains seed 1, held at its own gate.
+        processes["second"] = start("second")
+        wait_for(lambda: any(gates["second"].glob("waiting-*.json")), processes, "run 2")
+        assert waiting_run(gates["second"])[1] == held_second
+        # The first completes seed 0 and finds seed 1 held by the second.
+        (gates["first"] / "open").touch()
+        assert processes["first"].wait(timeout=TIMEOUT) == 0, logs["first"].read_text()
+        (gates["second"] / "open").touch()
+        assert processes["second"].wait(timeout=TIMEOUT) == 0, logs["second"].read_text()
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+
+    first, second = (logs[name].read_text() for name in ("first", "second"))
+    for output, mine, other in ((first, held_first, held_second),
+                                (second, held_second, held_first)):
+        assert f"{mine.name}: complete in " in output
+        assert f"{other.name}: held by another process; skipped" in output
+        assert f"{other.name}: complete" not in output
+        assert "1 of 2 runs complete, 1 held by another process." in output
+        assert f"Held by another process, so not run here: {other.name}." in output
+        assert "FAILED" not in output and "Traceback" not in output
+    assert "2 runs: 0 complete, 1 to do, 1 held by another process" in second
+    assert f"  held      {held_first.name}" in second
+    assert "[run 2/2: " in second and "1/2 done (0 complete, 1 held)" in second
+    for run_dir in (held_first, held_second):
+        assert json.loads((run_dir / "metrics.json").read_text())["status"] == "complete"
+        assert not (run_dir / "error.txt").exists()

@@ -109,17 +109,37 @@ def load_prepared(name: str, data_dir: Path = Path("datasets")) -> PreparedDatas
     data_dir = Path(data_dir)
     folder = data_dir / name
     if not (folder / MANIFEST).is_file():
-        if name == "digits":
-            print(
-                f"{folder} is not prepared yet; preparing it from scikit-learn's bundled "
-                f"digits (1,797 images, a few seconds).",
-                file=sys.stderr,
-                flush=True,
-            )
-            prepare_dataset("digits", None, folder, progress=False)
-        else:
+        if not _prepared_on_first_use(name):
             _raise_not_prepared(name, data_dir)
+        print(
+            f"{folder} is not prepared yet; preparing it from scikit-learn's bundled "
+            f"digits (1,797 images, a few seconds).",
+            file=sys.stderr,
+            flush=True,
+        )
+        prepare_dataset("digits", None, folder, progress=False)
     return _load_folder(folder)
+
+
+def not_prepared_message(name: str, data_dir: Path = Path("datasets")) -> str | None:
+    """Why :func:`load_prepared` cannot load ``name`` yet, with the ``prepare`` command;
+    None when it can (a prepared folder, or ``digits``, prepared on first use).
+
+    Reads only whether the manifest exists, so a sweep checks its whole plan at once.
+    """
+    data_dir = Path(data_dir)
+    if (data_dir / name / MANIFEST).is_file() or _prepared_on_first_use(name):
+        return None
+    try:
+        _raise_not_prepared(name, data_dir)
+    except MedtransferError as error:
+        return str(error)
+    return None
+
+
+def _prepared_on_first_use(name: str) -> bool:
+    """scikit-learn bundles the digits: no download, so no prepare step either."""
+    return name == "digits"
 
 
 def dataset_spec(name: str, data_dir: Path = Path("datasets")) -> DatasetSpec | None:

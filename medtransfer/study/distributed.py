@@ -4,7 +4,7 @@ Every machine runs the same ``medtransfer sweep CONFIG`` with keras-tuner's vari
 ``KERASTUNER_TUNER_ID=chief`` makes it the oracle, which hands out the runs over gRPC
 (``KERASTUNER_ORACLE_IP``, ``KERASTUNER_ORACLE_PORT``); any other id (``tuner0``,
 ``tuner1``, ...) makes it a worker, which asks for a run, trains it in its own process
-(:func:`medtransfer.study.sweep.launch_run`), reports it and asks again. One keras-tuner
+(:func:`medtransfer.study.launch.launch_run`), reports it and asks again. One keras-tuner
 trial is one run; the trial's only hyperparameter is the run id.
 
 What keras-tuner gives: the oracle hands a worker that comes back under the same id its
@@ -13,7 +13,8 @@ resumes its run where the run directory left it; the chief stops serving once ev
 trial has ended and every worker has been told to stop (``oracle_chief.exit_chief``).
 What this module adds: the order of the grid (a run that transfers from another waits
 until that one has ended), runs already complete on the shared file system are not
-handed out, and a failed run is recorded, not retried.
+handed out, a failed run is recorded, not retried, and a run that a process outside the
+sweep holds (``held``: a worker's trial ends ``INVALID``) is skipped, not failed.
 
 ``serve`` (the chief's gRPC server) and ``run_trials`` (a worker's loop) take any
 keras-tuner oracle: ``medtransfer tune-lr`` spreads its search over machines with them too
@@ -34,8 +35,10 @@ from typing import Any
 
 from medtransfer.errors import MedtransferError
 from medtransfer.study.grid import PlannedRun, Sweep
-from medtransfer.study.sweep import (
-    ERROR_FILE,
+from medtransfer.study.launch import (
+    COMPLETE,
+    FAILED,
+    HELD,
     Progress,
     SweepResult,
     finish,
@@ -174,16 +177,21 @@ def _oracle_class():
             run_id = trial.hyperparameters.values.get("run")
             if not self._known(trial.trial_id, run_id):
                 return
+            # keras-tuner turns an INVALID trial into FAILED once it is not retried.
+            held = trial.status == status.INVALID
             super().end_trial(trial)
-            self.progress.done()
             if self.trials[trial.trial_id].status == status.COMPLETED:
                 self.result.completed.append(run_id)
-                outcome = "complete"
+                state, outcome = COMPLETE, "complete"
+            elif held:
+                self.result.held.append(run_id)
+                state, outcome = HELD, "held by another process; skipped"
             else:
                 # keras-tuner's Trial proto does not carry the message: point at the file.
-                error = self.runs[run_id].run_dir / ERROR_FILE
+                error = RunDirectory(self.runs[run_id].run_dir).error
                 self.result.failed[run_id] = error
-                outcome = f"FAILED, see {error}"
+                state, outcome = FAILED, f"FAILED, see {error}"
+            self.progress.done(state)
             print(f"{run_id}: {outcome} ({self.progress.line()})", flush=True)
 
     return SweepOracle
@@ -252,8 +260,9 @@ def run_trials(oracle, tuner_id: str, run: Callable[[Any], dict[str, Any] | None
         tuner_id: who asks (a killed worker asking again under its id gets its unfinished
             trial back).
         run: trains ``trial`` and returns its run's metrics (metrics.json), or None when
-            it failed (after setting ``trial.message``); the oracle gets the objective,
-            ``val_auc_micro_best``, at the run's best epoch.
+            it failed (after setting ``trial.message``, and ``trial.status`` to INVALID
+            when it did not run because another process holds it); the oracle gets the
+            objective, ``val_auc_micro_best``, at the run's best epoch.
     """
     from keras_tuner.src.engine import trial as trial_module
 
@@ -268,7 +277,8 @@ def run_trials(oracle, tuner_id: str, run: Callable[[Any], dict[str, Any] | None
             continue
         metrics = run(trial)
         if metrics is None:
-            trial.status = status.FAILED
+            if trial.status != status.INVALID:
+                trial.status = status.FAILED
         else:
             oracle.update_trial(trial.trial_id, {OBJECTIVE: float(metrics[OBJECTIVE])},
                                 step=int(metrics.get("best_epoch", 0)))
@@ -279,6 +289,7 @@ def run_trials(oracle, tuner_id: str, run: Callable[[Any], dict[str, Any] | None
 def _work(sweep: Sweep) -> SweepResult:
     """A worker: asks the chief for a run, trains it, reports it, until told to stop."""
     from keras_tuner.src.distribute import oracle_client
+    from keras_tuner.src.engine import trial as trial_module
 
     runs = {run.run_id: run for run in sweep.runs}
     complete = {run.run_id for run in sweep.runs if RunDirectory(run.run_dir).is_complete()}
@@ -301,16 +312,18 @@ def _work(sweep: Sweep) -> SweepResult:
             return None
         print(f"\n{tuner_id}: {run_id}", flush=True)
         outcome = launch_run(run)
+        result.add(run_id, outcome)
+        if outcome.state == HELD:
+            trial.status = trial_module.TrialStatus.INVALID
         if not outcome.ok:
-            trial.message = f"exit code {outcome.exit_code}, see {outcome.error_file}"
-            result.failed[run_id] = outcome.error_file
+            print(f"{run_id}: {outcome.text()}", flush=True)
+            trial.message = outcome.text()
             return None
-        result.completed.append(run_id)
         return outcome.metrics or {}
 
     run_trials(client, tuner_id, train)
     print(f"{tuner_id}: the chief has no run left; {len(result.completed)} completed here.")
-    if result.failed:
-        result.total = len(result.completed) + len(result.failed)
+    if result.failed or result.held:
+        result.total = len(result.completed) + len(result.failed) + len(result.held)
         finish(sweep, result)
     return result

@@ -165,9 +165,23 @@ def build_report(experiment_dir: str | Path, out: str | Path | None = None, *,
 
 
 def _no_runs_message(experiment_dir: Path) -> str:
+    """Why an experiment folder gives no report: a run directory passed instead, only
+    failed runs (each with its error.txt's first line), or no run at all."""
+    from medtransfer.training.rundir import RunDirectory
+
     if (experiment_dir / "config.yaml").exists():
         return (f"'{experiment_dir}' is a run directory, not an experiment. Pass the folder "
                 f"that holds it: {experiment_dir.parent}.")
+    failed = [RunDirectory(child) for child in sorted(experiment_dir.iterdir())
+              if RunDirectory(child).error.is_file()]
+    if failed:
+        listing = "".join(
+            f"- {run.path.name}: {run.error.read_text(errors='replace').partition(chr(10))[0]}\n"
+            for run in failed)
+        return (f"'{experiment_dir}' holds no run to report: its {len(failed)} run"
+                f"{'s' if len(failed) != 1 else ''} failed before training:\n{listing}Each "
+                "error.txt holds the exit code, the options and the last lines of the run's "
+                "output. Fix the cause and run the sweep again.")
     experiments = sorted(child.name for child in experiment_dir.iterdir()
                          if child.is_dir() and scan_experiment(child))
     hint = (f" It holds experiments ({', '.join(experiments)}): pass one of them, for "

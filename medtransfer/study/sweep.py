@@ -8,6 +8,11 @@ config, the last lines of its stderr) in its run directory and the sweep goes on
 exits non-zero with a summary. Ctrl-C stops the running child; the same command
 continues where it stopped.
 
+A run that another process is training (the same sweep started twice, or on two machines
+sharing ``--logdir``) is held by that process: the sweep skips it and lists it in its
+summary, and it is no failure (:mod:`medtransfer.study.launch` launches each run and
+tells the three endings apart).
+
 With keras-tuner's variables set (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``,
 ``KERASTUNER_ORACLE_PORT``) the same call spreads the runs over machines instead
 (:mod:`medtransfer.study.distributed`).
@@ -15,74 +20,21 @@ With keras-tuner's variables set (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_I
 
 from __future__ import annotations
 
-import collections
-import os
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from medtransfer.config import RunConfig
+from medtransfer.data.prepared import not_prepared_message
 from medtransfer.errors import MedtransferError
-from medtransfer.fileio import write_text_atomic
-from medtransfer.lifetime import child_environment
-from medtransfer.study.grid import PlannedRun, Sweep, load_sweep
+from medtransfer.study import distributed
+from medtransfer.study.grid import Sweep, load_sweep
+from medtransfer.study.launch import (
+    Progress,
+    SweepResult,
+    finish,
+    launch_run,
+    print_plan,
+    write_sweep_copy,
+)
 from medtransfer.training.rundir import RunDirectory
-
-ERROR_FILE = "error.txt"
-SWEEP_COPY = "sweep.yaml"
-STDERR_LINES_KEPT = 30
-
-
-class SweepFailed(MedtransferError):
-    """Some runs of the sweep failed; the others completed."""
-
-    exit_code = 1
-
-
-@dataclass
-class SweepResult:
-    """What a sweep did.
-
-    Attributes:
-        total: runs in the sweep.
-        complete_before: runs already complete when it started.
-        completed: run ids completed by this invocation.
-        failed: run id -> where its error is recorded (error.txt), for each failed run.
-    """
-
-    total: int
-    complete_before: int
-    completed: list[str] = field(default_factory=list)
-    failed: dict[str, Path | str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """How one child run ended.
-
-    Attributes:
-        ok: the run directory holds a complete run.
-        exit_code: the child's exit code (negative: killed by that signal); 0 when the
-            run was complete already.
-        seconds: wall time of the child.
-        metrics: the run's metrics.json when ok.
-        error_file: the written error.txt when not ok.
-    """
-
-    ok: bool
-    exit_code: int
-    seconds: float
-    metrics: dict[str, Any] | None = None
-    error_file: Path | None = None
 
 
 def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
@@ -98,20 +50,24 @@ def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
         What ran; on a dry run, only the counts.
 
     Raises:
-        MedtransferError: a bad sweep file (before anything runs).
+        MedtransferError: a bad sweep file, or a dataset that a run not yet complete
+            needs is not prepared (before anything runs; a dry run prints it instead).
         SweepFailed: at the end, when any run failed.
         KeyboardInterrupt: Ctrl-C, after stopping the run in progress (the same call
             continues: complete runs are skipped, the stopped run resumes).
     """
     sweep = load_sweep(path, logdir)
+    unprepared = unprepared_datasets(sweep)
     if not dry_run:
-        from medtransfer.study import distributed
-
+        if unprepared:
+            raise MedtransferError(unprepared)
         if distributed.is_distributed():
             return distributed.run_distributed(sweep)
     complete = print_plan(sweep)
     result = SweepResult(len(sweep.runs), len(complete))
     if dry_run:
+        if unprepared:
+            print(f"\n{unprepared}")
         return result
     write_sweep_copy(sweep)
     to_do = [run for run in sweep.runs if run.run_id not in complete]
@@ -120,14 +76,9 @@ def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
         for run in to_do:
             print(f"\n{progress.before(run.run_id)}", flush=True)
             outcome = launch_run(run)
-            progress.done()
-            if outcome.ok:
-                result.completed.append(run.run_id)
-                print(f"{run.run_id}: complete in {_duration(outcome.seconds)}", flush=True)
-            else:
-                result.failed[run.run_id] = outcome.error_file
-                print(f"{run.run_id}: FAILED (exit code {outcome.exit_code}), see "
-                      f"{outcome.error_file}", flush=True)
+            progress.done(outcome.state)
+            result.add(run.run_id, outcome)
+            print(f"{run.run_id}: {outcome.text()}", flush=True)
     except KeyboardInterrupt:
         print(f"\nStopped after {len(result.completed)} completed run(s).", flush=True)
         raise
@@ -135,196 +86,18 @@ def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
     return result
 
 
-def print_plan(sweep: Sweep) -> set[str]:
-    """Prints the plan (totals, then each run with its state); returns the complete ids."""
-    complete, states = set(), []
-    for run in sweep.runs:
-        directory = RunDirectory(run.run_dir)
-        if directory.is_complete():
-            complete.add(run.run_id)
-            state = "complete"
-        elif directory.history.exists():
-            state = "resume"
-        elif (directory.path / ERROR_FILE).exists():
-            state = "retry"  # failed before
-        else:
-            state = "to do"
-        states.append((state, run))
-    total = len(sweep.runs)
-    print(f"sweep {sweep.path}: experiment '{sweep.experiment}' in {sweep.experiment_dir}")
-    print(f"{total} run{'s' if total != 1 else ''}: {len(complete)} complete, "
-          f"{total - len(complete)} to do")
-    for state, run in states:
-        via = f" (transfers from {run.source.run_id})" if run.source else ""
-        print(f"  {state:<9} {run.run_id}{via}")
-    sys.stdout.flush()
-    return complete
-
-
-def write_sweep_copy(sweep: Sweep) -> None:
-    """Copies the sweep file, as given, to ``<experiment>/sweep.yaml`` (for ``report``)."""
-    sweep.experiment_dir.mkdir(parents=True, exist_ok=True)
-    target = sweep.experiment_dir / SWEEP_COPY
-    if not target.exists() or target.read_text() != sweep.text:
-        write_text_atomic(target, sweep.text)
-
-
-def finish(sweep: Sweep, result: SweepResult) -> None:
-    """Prints the summary; raises :class:`SweepFailed` when any run failed."""
-    complete = result.complete_before + len(result.completed)
-    print(f"\n{complete} of {result.total} runs complete"
-          f"{f', {len(result.failed)} failed' if result.failed else ''}.")
-    if result.failed:
-        listing = "; ".join(f"{run_id} ({error})" for run_id, error in result.failed.items())
-        raise SweepFailed(
-            f"{len(result.failed)} run(s) of {sweep.path} failed: {listing}. Each error file "
-            "holds the exit code and the last lines of the run's output. Fix the cause and "
-            f"run the same command again: complete runs are skipped."
-        )
-    print(f"report: medtransfer report {sweep.experiment_dir}")
-
-
-class Progress:
-    """Runs done out of the runs to do, elapsed time and an ETA from the pace so far."""
-
-    def __init__(self, total: int):
-        self.total, self.finished = total, 0
-        self.started = time.monotonic()
-
-    def done(self) -> None:
-        self.finished += 1
-
-    def line(self) -> str:
-        elapsed = time.monotonic() - self.started
-        eta = (_duration(elapsed / self.finished * (self.total - self.finished))
-               if self.finished else "unknown")
-        return (f"{self.finished}/{self.total} done, elapsed {_duration(elapsed)}, "
-                f"ETA {eta}")
-
-    def before(self, run_id: str) -> str:
-        """The line announcing the next run of a sweep that runs one at a time."""
-        return f"[run {self.finished + 1}/{self.total}: {run_id}] {self.line()}"
-
-
-def launch_run(run: PlannedRun) -> RunOutcome:
-    """Trains one run in a child process and records how it ended.
-
-    A complete run is not started again. A run that transfers from an unfinished source
-    run fails without starting. A failure writes ``<run_dir>/error.txt``; a success
-    removes an old one.
-
-    Raises:
-        KeyboardInterrupt: after stopping the child, when the user pressed Ctrl-C.
-    """
-    directory = RunDirectory(run.run_dir)
-    if directory.is_complete():
-        return RunOutcome(True, 0, 0.0, directory.read_metrics())
-    error_file = directory.path / ERROR_FILE
-    if run.source is not None and not RunDirectory(run.source.run_dir).is_complete():
-        return RunOutcome(False, 0, 0.0, error_file=_record_failure(
-            run, None, [f"It transfers from {run.source.run_dir}, which holds no complete "
-                        "run; that run failed or has not run. Fix it first."]))
-    error_file.unlink(missing_ok=True)
-    started = time.monotonic()
-    exit_code, stderr_tail = _run_child(run.config)
-    seconds = time.monotonic() - started
-    if directory.is_complete():
-        return RunOutcome(True, exit_code, seconds, directory.read_metrics())
-    if exit_code == 0:
-        stderr_tail.append(f"The run exited normally but {directory.path} holds no complete run.")
-    return RunOutcome(False, exit_code, seconds,
-                      error_file=_record_failure(run, exit_code, stderr_tail))
-
-
-def run_command(config_file: Path) -> list[str]:
-    """The command line of one child run."""
-    return [sys.executable, "-m", "medtransfer", "run", "--config", str(config_file)]
-
-
-def _run_child(config: RunConfig) -> tuple[int, list[str]]:
-    """Runs ``medtransfer run`` on ``config`` in a child process.
-
-    Its stdout goes straight to ours; its stderr is passed on line by line and the last
-    lines are kept for the error file.
-
-    Returns:
-        The exit code (negative: the signal that killed it) and the last stderr lines.
-    """
-    with tempfile.TemporaryDirectory(prefix="medtransfer-sweep-") as folder:
-        config_file = Path(folder) / "config.yaml"
-        config_file.write_text(yaml.safe_dump(_options(config), sort_keys=False))
-        child = subprocess.Popen(
-            run_command(config_file), stderr=subprocess.PIPE, text=True, errors="replace",
-            env=child_environment(),  # the child dies with us: see medtransfer.lifetime
-        )
-        tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
-        reader = threading.Thread(target=_pass_on, args=(child.stderr, tail), daemon=True)
-        reader.start()
-        try:
-            exit_code = child.wait()
-        except KeyboardInterrupt:
-            _stop(child)
-            raise
-        finally:
-            reader.join(timeout=10)
-        return exit_code, list(tail)
-
-
-def _options(config: RunConfig) -> dict[str, Any]:
-    """The options that differ from the defaults, as a run config file holds them."""
-    defaults = RunConfig().to_dict()
-    return {key: list(value) if isinstance(value, tuple) else value
-            for key, value in config.to_dict().items() if value != defaults[key]}
-
-
-def _pass_on(stream, tail: collections.deque[str]) -> None:
-    for line in stream:
-        sys.stderr.write(line)
-        tail.append(line.rstrip("\n"))
-    sys.stderr.flush()
-
-
-def _stop(child: subprocess.Popen) -> None:
-    """Ends a child run after Ctrl-C, giving it the chance to stop cleanly.
-
-    From a terminal, the child had the same SIGINT and is ending already; otherwise it
-    gets one, then SIGTERM, then SIGKILL. A run stopped any of these ways resumes.
-    """
-    steps = ((None, 2), (signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, None))
-    for stop, grace in steps:
-        if stop is not None:
-            child.send_signal(stop)
-        try:
-            child.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _record_failure(run: PlannedRun, exit_code: int | None, stderr_tail: list[str]) -> Path:
-    if exit_code is None:
-        how = "was not started"
-    elif exit_code < 0:
-        how = f"was killed by signal {signal.Signals(-exit_code).name} (out of memory?)"
-    else:
-        how = f"exited with code {exit_code}"
-    when = datetime.now(UTC).isoformat(timespec="seconds")
-    text = (
-        f"Run {run.run_id} {how} ({when}, host {os.uname().nodename}).\n"
-        f"command: medtransfer run --config FILE, with FILE holding:\n"
-        + "".join(f"  {line}\n" for line in
-                  yaml.safe_dump(_options(run.config), sort_keys=False).splitlines())
-        + "last lines of its error output:\n"
-        + "".join(f"  {line}\n" for line in stderr_tail)
-    )
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    error_file = run.run_dir / ERROR_FILE
-    write_text_atomic(error_file, text)
-    return error_file
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+def unprepared_datasets(sweep: Sweep) -> str:
+    """The datasets that the runs not yet complete need and that are not prepared, each
+    with its ``prepare`` command, as one message; "" when every one is ready (or, like
+    digits, prepares itself on first use)."""
+    needed = dict.fromkeys((run.config.dataset, run.config.data_dir) for run in sweep.runs
+                           if not RunDirectory(run.run_dir).is_complete())
+    missing = {name: message for name, data_dir in needed
+               if (message := not_prepared_message(name, Path(data_dir)))}
+    if not missing:
+        return ""
+    count = f"{len(missing)} dataset{'s' if len(missing) != 1 else ''}"
+    return (f"{sweep.path} needs {count} not prepared yet ({', '.join(missing)}), so no run "
+            "was started:\n" + "".join(f"- {name}: {message}\n" for name, message in
+                                        missing.items())
+            + "Prepare them, then run the same command again.")

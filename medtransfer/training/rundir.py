@@ -58,6 +58,16 @@ RESULT_SCALARS = {
 REQUIRED_METRICS = ("dataset", "net", "init", "freeze", "seed", "best_epoch", "test_auc_micro")
 
 
+class RunHeld(MedtransferError):
+    """Another process holds the run directory's lock: it is training that run now.
+
+    Not a failure of the run: it exits with 75 (``EX_TEMPFAIL``, "try again later"), so a
+    sweep tells a run held elsewhere from a failed one and skips it.
+    """
+
+    exit_code = 75
+
+
 class RunDirectory:
     """The files of one run, and the lock that keeps a second process out.
 
@@ -76,6 +86,8 @@ class RunDirectory:
     metrics = property(lambda self: self.path / "metrics.json")
     resume = property(lambda self: self.path / "resume")
     export = property(lambda self: self.path / "export")
+    # Left by a sweep whose run failed: exit code, options, last lines of its stderr.
+    error = property(lambda self: self.path / "error.txt")
 
     def read_metrics(self) -> dict[str, Any] | None:
         """The run's metrics.json, or None when it cannot be read (no run there yet)."""
@@ -124,7 +136,7 @@ class RunDirectory:
         """Takes an exclusive lock for this process, held until it exits.
 
         Raises:
-            MedtransferError: another process holds it (a second run of the same config).
+            RunHeld: another process holds it (a second run of the same config).
         """
         handle = open(self.path / ".lock", "a+")  # noqa: SIM115 -- held for the process's life
         try:
@@ -133,7 +145,7 @@ class RunDirectory:
             handle.close()
             if error.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            raise MedtransferError(
+            raise RunHeld(
                 f"Another process is already training into '{self.path}'. Two runs of the "
                 "same configuration would overwrite each other's files; wait for it to "
                 "finish, or give this run another --experiment or --seed."

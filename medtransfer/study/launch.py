@@ -1,0 +1,363 @@
+"""Launching a sweep's runs, one child process each, and accounting for them.
+
+What the local sweep (:mod:`medtransfer.study.sweep`) and the many-machine one
+(:mod:`medtransfer.study.distributed`) share: the plan printed first, one run launched
+in its own ``python -m medtransfer run`` process (:func:`launch_run`), how it ended
+(complete, failed or held by another process), the progress line and the summary.
+
+A failed run leaves ``error.txt`` (exit code, the config, the last lines of its stderr) in
+its run directory. A run that another process is training (the same sweep started twice,
+or on two machines sharing ``--logdir``) is held by that process: it is skipped and
+listed, and it is no failure. :func:`launch_run` sees the run directory's lock before it
+starts a child, and a child that finds the lock taken exits with :class:`RunHeld`'s exit
+code (75). ``error.txt`` is written only while this process holds the run's lock and the
+run is not complete, so never into a run another process holds or has completed.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medtransfer.config import RunConfig
+from medtransfer.errors import MedtransferError
+from medtransfer.fileio import write_text_atomic
+from medtransfer.lifetime import child_environment
+from medtransfer.study.grid import PlannedRun, Sweep
+from medtransfer.training.rundir import RunDirectory, RunHeld
+
+SWEEP_COPY = "sweep.yaml"
+STDERR_LINES_KEPT = 30
+# How a run ended: trained (or found complete), failed, or held by another process.
+COMPLETE, FAILED, HELD = "complete", "failed", "held"
+
+
+class SweepFailed(MedtransferError):
+    """Some runs of the sweep failed; the others completed."""
+
+    exit_code = 1
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did.
+
+    Attributes:
+        total: runs in the sweep.
+        complete_before: runs already complete when it started.
+        completed: run ids completed by this invocation.
+        failed: run id -> where its error is recorded (error.txt), for each failed run.
+        held: run ids skipped because another process was training them (or their
+            source run).
+    """
+
+    total: int
+    complete_before: int
+    completed: list[str] = field(default_factory=list)
+    failed: dict[str, Path | str] = field(default_factory=dict)
+    held: list[str] = field(default_factory=list)
+
+    def add(self, run_id: str, outcome: RunOutcome) -> None:
+        """Files one run's outcome under completed, failed or held."""
+        if outcome.state == COMPLETE:
+            self.completed.append(run_id)
+        elif outcome.state == HELD:
+            self.held.append(run_id)
+        else:
+            self.failed[run_id] = outcome.error
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How one run ended.
+
+    Attributes:
+        state: ``complete`` (the run directory holds a complete run, trained by this
+            call's child or found complete), ``held`` (another process holds the run or
+            its source run; not started, or its child refused) or ``failed``.
+        exit_code: the child's exit code (negative: killed by that signal); None when no
+            child was started.
+        seconds: wall time of the child.
+        metrics: the run's metrics.json when complete.
+        error: when failed, the written error.txt, or why none was written.
+        note: when held or found complete, what holds it or who completed it.
+    """
+
+    state: str
+    exit_code: int | None = None
+    seconds: float = 0.0
+    metrics: dict[str, Any] | None = None
+    error: Path | str | None = None
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == COMPLETE
+
+    def text(self) -> str:
+        """How the run ended, for the line after its output: ``complete in 1:23``."""
+        if self.state == COMPLETE:
+            return f"complete {self.note}" if self.note else (
+                f"complete in {_duration(self.seconds)}")
+        if self.state == HELD:
+            return f"{self.note}; skipped"
+        code = "" if self.exit_code is None else f" (exit code {self.exit_code})"
+        where = f"see {self.error}" if isinstance(self.error, Path) else self.error
+        return f"FAILED{code}, {where}"
+
+
+def print_plan(sweep: Sweep) -> set[str]:
+    """Prints the plan (totals, then each run with its state); returns the complete ids."""
+    complete, states = set(), []
+    for run in sweep.runs:
+        directory = RunDirectory(run.run_dir)
+        if directory.is_complete():
+            complete.add(run.run_id)
+            state = "complete"
+        elif directory.is_locked():
+            state = "held"  # another process trains it now; tried again at its turn
+        elif directory.history.exists():
+            state = "resume"
+        elif directory.error.exists():
+            state = "retry"  # failed before
+        else:
+            state = "to do"
+        states.append((state, run))
+    total = len(sweep.runs)
+    held = sum(state == "held" for state, _ in states)
+    print(f"sweep {sweep.path}: experiment '{sweep.experiment}' in {sweep.experiment_dir}")
+    print(f"{total} run{'s' if total != 1 else ''}: {len(complete)} complete, "
+          f"{total - len(complete) - held} to do"
+          + (f", {held} held by another process" if held else ""))
+    for state, run in states:
+        via = f" (transfers from {run.source.run_id})" if run.source else ""
+        print(f"  {state:<9} {run.run_id}{via}")
+    sys.stdout.flush()
+    return complete
+
+
+def write_sweep_copy(sweep: Sweep) -> None:
+    """Copies the sweep file, as given, to ``<experiment>/sweep.yaml`` (for ``report``)."""
+    sweep.experiment_dir.mkdir(parents=True, exist_ok=True)
+    target = sweep.experiment_dir / SWEEP_COPY
+    if not target.exists() or target.read_text() != sweep.text:
+        write_text_atomic(target, sweep.text)
+
+
+def finish(sweep: Sweep, result: SweepResult) -> None:
+    """Prints the summary; raises :class:`SweepFailed` when any run failed.
+
+    Runs held by another process are listed, and are no failure.
+    """
+    complete = result.complete_before + len(result.completed)
+    print(f"\n{complete} of {result.total} runs complete"
+          f"{f', {len(result.failed)} failed' if result.failed else ''}"
+          f"{f', {len(result.held)} held by another process' if result.held else ''}.")
+    if result.held:
+        print(f"Held by another process, so not run here: {', '.join(result.held)}. Once "
+              "that process has ended, the same command completes them: a complete run is "
+              "skipped, a stopped one resumes.", flush=True)
+    if result.failed:
+        listing = "; ".join(f"{run_id} ({error})" for run_id, error in result.failed.items())
+        raise SweepFailed(
+            f"{len(result.failed)} run(s) of {sweep.path} failed: {listing}. Each error file "
+            "holds the exit code and the last lines of the run's output. Fix the cause and "
+            f"run the same command again: complete runs are skipped."
+        )
+    print(f"report: medtransfer report {sweep.experiment_dir}")
+
+
+class Progress:
+    """Runs done out of the runs to do (complete, failed and held counted apart), elapsed
+    time and an ETA from the pace so far."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.counts = collections.Counter()
+        self.started = time.monotonic()
+
+    @property
+    def finished(self) -> int:
+        return sum(self.counts.values())
+
+    def done(self, state: str) -> None:
+        """Counts one run that ended ``complete``, ``failed`` or ``held``."""
+        self.counts[state] += 1
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        finished = self.finished
+        eta = (_duration(elapsed / finished * (self.total - finished))
+               if finished else "unknown")
+        states = ", ".join(f"{self.counts[state]} {state}" for state in (COMPLETE, FAILED, HELD)
+                           if self.counts[state] or state == COMPLETE)
+        return (f"{finished}/{self.total} done ({states}), elapsed {_duration(elapsed)}, "
+                f"ETA {eta}")
+
+    def before(self, run_id: str) -> str:
+        """The line announcing the next run of a sweep that runs one at a time."""
+        return f"[run {self.finished + 1}/{self.total}: {run_id}] {self.line()}"
+
+
+def launch_run(run: PlannedRun) -> RunOutcome:
+    """Trains one run in a child process and records how it ended.
+
+    A complete run is not started again, nor one that another process holds (or whose
+    source run another process holds): those are ``held``. A run that transfers from an
+    unfinished source run fails without starting. A failure writes
+    ``<run_dir>/error.txt``, unless another process holds the run or has completed it by
+    then; a start removes an old one.
+
+    Raises:
+        KeyboardInterrupt: after stopping the child, when the user pressed Ctrl-C.
+    """
+    directory = RunDirectory(run.run_dir)
+    if directory.is_complete():
+        return RunOutcome(COMPLETE, metrics=directory.read_metrics(),
+                          note="already (by another process)")
+    if directory.is_locked():
+        return RunOutcome(HELD, note="held by another process")
+    if run.source is not None:
+        source = RunDirectory(run.source.run_dir)
+        if source.is_locked():
+            return RunOutcome(HELD, note=f"its source run {run.source.run_id} is held by "
+                                         "another process")
+        if not source.is_complete():
+            return RunOutcome(FAILED, error=_record_failure(
+                run, None, [f"It transfers from {run.source.run_dir}, which holds no complete "
+                            "run; that run failed or has not run. Fix it first."]))
+    directory.error.unlink(missing_ok=True)
+    started = time.monotonic()
+    exit_code, stderr_tail = _run_child(run.config)
+    seconds = time.monotonic() - started
+    if exit_code == RunHeld.exit_code:
+        # Another process took the run between the check above and the child's start.
+        return RunOutcome(HELD, exit_code, seconds, note="held by another process")
+    if directory.is_complete():  # the child held the lock until it ended: its work
+        return RunOutcome(COMPLETE, exit_code, seconds, directory.read_metrics())
+    if exit_code == 0:
+        stderr_tail.append(f"The run exited normally but {directory.path} holds no complete run.")
+    return RunOutcome(FAILED, exit_code, seconds,
+                      error=_record_failure(run, exit_code, stderr_tail))
+
+
+def run_command(config_file: Path) -> list[str]:
+    """The command line of one child run."""
+    return [sys.executable, "-m", "medtransfer", "run", "--config", str(config_file)]
+
+
+def _run_child(config: RunConfig) -> tuple[int, list[str]]:
+    """Runs ``medtransfer run`` on ``config`` in a child process.
+
+    Its stdout goes straight to ours; its stderr is passed on line by line and the last
+    lines are kept for the error file.
+
+    Returns:
+        The exit code (negative: the signal that killed it) and the last stderr lines.
+    """
+    with tempfile.TemporaryDirectory(prefix="medtransfer-sweep-") as folder:
+        config_file = Path(folder) / "config.yaml"
+        config_file.write_text(yaml.safe_dump(_options(config), sort_keys=False))
+        child = subprocess.Popen(
+            run_command(config_file), stderr=subprocess.PIPE, text=True, errors="replace",
+            env=child_environment(),  # the child dies with us: see medtransfer.lifetime
+        )
+        tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
+        reader = threading.Thread(target=_pass_on, args=(child.stderr, tail), daemon=True)
+        reader.start()
+        try:
+            exit_code = child.wait()
+        except KeyboardInterrupt:
+            _stop(child)
+            raise
+        finally:
+            reader.join(timeout=10)
+        return exit_code, list(tail)
+
+
+def _options(config: RunConfig) -> dict[str, Any]:
+    """The options that differ from the defaults, as a run config file holds them."""
+    defaults = RunConfig().to_dict()
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in config.to_dict().items() if value != defaults[key]}
+
+
+def _pass_on(stream, tail: collections.deque[str]) -> None:
+    for line in stream:
+        sys.stderr.write(line)
+        tail.append(line.rstrip("\n"))
+    sys.stderr.flush()
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """Ends a child run after Ctrl-C, giving it the chance to stop cleanly.
+
+    From a terminal, the child had the same SIGINT and is ending already; otherwise it
+    gets one, then SIGTERM, then SIGKILL. A run stopped any of these ways resumes.
+    """
+    steps = ((None, 2), (signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, None))
+    for stop, grace in steps:
+        if stop is not None:
+            child.send_signal(stop)
+        try:
+            child.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _record_failure(run: PlannedRun, exit_code: int | None,
+                    stderr_tail: list[str]) -> Path | str:
+    """Writes the run's error.txt while holding its lock, so never into a run another
+    process holds or has completed.
+
+    Returns:
+        The error file, or why none was written.
+    """
+    if exit_code is None:
+        how = "was not started"
+    elif exit_code < 0:
+        how = f"was killed by signal {signal.Signals(-exit_code).name} (out of memory?)"
+    else:
+        how = f"exited with code {exit_code}"
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    text = (
+        f"Run {run.run_id} {how} ({when}, host {os.uname().nodename}).\n"
+        f"command: medtransfer run --config FILE, with FILE holding:\n"
+        + "".join(f"  {line}\n" for line in
+                  yaml.safe_dump(_options(run.config), sort_keys=False).splitlines())
+        + "last lines of its error output:\n"
+        + "".join(f"  {line}\n" for line in stderr_tail)
+    )
+    directory = RunDirectory(run.run_dir)
+    directory.path.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.lock()
+    except RunHeld:
+        return "not recorded in error.txt: another process holds the run now"
+    try:
+        if directory.is_complete():
+            return "not recorded in error.txt: another process has completed the run since"
+        write_text_atomic(directory.error, text)
+        return directory.error
+    finally:
+        directory.unlock()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
