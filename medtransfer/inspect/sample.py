@@ -92,7 +92,8 @@ def predict(model, batch: np.ndarray):
     Keras' ``predict_on_batch`` traces a ``tf.function`` for every model and every batch
     shape (the last batch is shorter), and TensorFlow warns of "retracing" once five
     traces of its one predict step come within ten calls: an inspect command builds a
-    model or two per run. Calling the model eagerly traces nothing; on these batch sizes
-    it costs about the same.
+    model or two per run. Calling the model eagerly traces nothing, and costs about the
+    same (measured in CPU seconds over batches of 32 on a fresh model, trace included:
+    small_cnn at 128 px 3.7 against 3.6, mobilenet at 224 px 2.5 against 2.6).
     """
     return model(batch, training=False)
