@@ -299,16 +299,17 @@ def _lr_find_parser(subparsers) -> None:
     add("--min-lr", type=float, help="the first rate (default 1e-7)")
     add("--max-lr", type=float, help="the last rate (default 1)")
     add("--out", type=Path, help="where to write the curve and the suggestion")
+    _add_format_option(parser)
     parser.set_defaults(handler=_lr_find)
 
 
 def _lr_find(args: argparse.Namespace) -> int:
     from medtransfer.tune.lr_find import find_lr
 
-    result = find_lr(_config_from_args(args), out=args.out,
+    result = find_lr(_config_from_args(args), out=args.out, figure_format=args.format,
                      **_given(args, "steps", "min_lr", "max_lr"))
     print(result.summary())
-    print(f"curve:       {_short_path(result.out_dir / 'lr_find.png')} "
+    print(f"curve:       {_short_path(result.out_dir / f'lr_find.{args.format}')} "
           f"(and lr_find.csv, suggestion.json)")
     return 0
 
@@ -476,8 +477,15 @@ def _inspect_parser(subparsers, name: str, help_text: str, description: str,
                         help="folder for the figure and table (default <first run>/inspect)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the sample of test images (default 0)")
+    _add_format_option(parser)
     parser.set_defaults(handler=handler)
     return parser
+
+
+def _add_format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", default="png", metavar="{png,pdf,svg}",
+                        help="figure file format: png (200 dpi, the default), or pdf / svg "
+                             "(vector, for a paper)")
 
 
 def _tsne_parser(subparsers) -> None:
@@ -495,7 +503,8 @@ def _tsne_parser(subparsers) -> None:
 def _tsne(args: argparse.Namespace) -> int:
     from medtransfer.inspect.tsne import run_tsne
 
-    result = run_tsne(args.run_dirs, args.out, max_images=args.max_images, seed=args.seed)
+    result = run_tsne(args.run_dirs, args.out, max_images=args.max_images, seed=args.seed,
+                      figure_format=args.format)
     print(f"t-SNE:     {result.figure} ({result.table.name} beside it)")
     for config in result.projector_configs:
         print(f"projector: {config} (tensorboard --logdir {config.parent}, Projector tab)")
@@ -523,7 +532,7 @@ def _similarity(args: argparse.Namespace) -> int:
     from medtransfer.inspect.similarity import run_similarity
 
     result = run_similarity(args.run_dirs, args.against, args.out, max_images=args.images,
-                            seed=args.seed)
+                            seed=args.seed, figure_format=args.format)
     for row in result.rows:
         print(f"{row.run_id} vs {row.against}  block {row.block} {row.layer:<22} "
               f"{row.similarity:.3f}")
@@ -550,7 +559,8 @@ def _gradcam(args: argparse.Namespace) -> int:
     from medtransfer.inspect.gradcam import run_gradcam
 
     result = run_gradcam(args.run_dir, args.out, images=args.images,
-                         class_name=args.class_name, seed=args.seed)
+                         class_name=args.class_name, seed=args.seed,
+                         figure_format=args.format)
     print(f"Grad-CAM: {result.figure}")
     return 0
 
@@ -625,7 +635,7 @@ def _report_parser(subparsers) -> None:
         description="Read every run directory of an experiment and write results.csv (one "
                     "row per run), summary.md (test AUC per dataset x net x init, per freeze "
                     "level, improvement and speed-up over glorot, bootstrap intervals and "
-                    "paired p-values) and PNG figures. Prints the main table as markdown.",
+                    "paired p-values) and figures (--format). Prints the main table as markdown.",
         epilog=REPORT_EXAMPLES, formatter_class=_FORMATTER,
     )
     add = parser.add_argument
@@ -634,6 +644,7 @@ def _report_parser(subparsers) -> None:
     add("--resamples", type=int, default=1000,
         help="bootstrap resamples over the test images, at least 1000 (default 1000)")
     add("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    _add_format_option(parser)
     parser.set_defaults(
         handler=_report,
         interrupted="Nothing is half-written: each report file is replaced whole.",
@@ -644,7 +655,7 @@ def _report(args: argparse.Namespace) -> int:
     from medtransfer.study.report import build_report
 
     report = build_report(args.experiment_dir, args.out, resamples=args.resamples,
-                          seed=args.seed)
+                          seed=args.seed, figure_format=args.format)
     print(report.main_text)
     for path, problem in report.skipped:
         print(f"skipped {path}: {problem}")

@@ -99,3 +99,29 @@ def test_the_study_data_size_sweep_is_40_runs():
     runs = [run.config for run in load_sweep(CONFIGS / "data_size_study.yaml").runs]
     assert len({(c.dataset, c.init, c.train_size) for c in runs}) == len(runs) == 4 * 2 * 5
     assert {c.net for c in runs} == {"mobilenet"} and {c.epochs for c in runs} == {"3+50"}
+
+
+def test_sizes_in_numeric_order_with_the_whole_split_as_all(size_study, tmp_path):
+    # 50 before 200 (as text "200" < "50"), and the whole split last as "all (800)", in
+    # the tables, the panels of the curve figures and the size axis.
+    study = load_study(size_study)
+    tasks = list(dict.fromkeys(task for task, _ in study.rows))
+    assert tasks == ["cancer (train_size=50)", "cancer (train_size=100)",
+                     "cancer (train_size=200)", f"cancer (train_size=all ({WHOLE_SPLIT}))"]
+    built = dict(study.figures())
+    curves = built["val_auc_by_freeze_imagenet.png"]
+    assert [axes.get_title() for axes in curves.axes] == [f"{task} · inception_v3"
+                                                          for task in tasks]
+    (axes,) = built["test_auc_vs_train_size.png"].axes
+    assert [label.get_text() for label in axes.get_xticklabels()] == [
+        "50", "200", f"all ({WHOLE_SPLIT})"]
+    assert "None" not in study.summary()[0]
+
+
+def test_report_writes_figures_in_the_format_asked(size_study, tmp_path):
+    report = build_report(size_study, tmp_path / "report", figure_format="svg")
+    assert sorted(path.name for path in report.figures) == sorted(
+        name.replace(".png", ".svg") for name, _ in load_study(size_study).figure_specs())
+    assert all(path.read_bytes().startswith(b"<?xml") for path in report.figures)
+    summary = report.summary.read_text()
+    assert "(test_auc_vs_train_size.svg)" in summary and ".png" not in summary

@@ -8,6 +8,7 @@ for bit.
 """
 
 import csv
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -22,7 +23,7 @@ from medtransfer.cli import main
 from medtransfer.config import RunConfig
 from medtransfer.data.prepare import prepare_dataset
 from medtransfer.inspect.gradcam import gradcam, run_gradcam
-from medtransfer.inspect.similarity import svcca
+from medtransfer.inspect.similarity import run_similarity, similarity_figure, svcca
 from medtransfer.models.init import build_model
 from medtransfer.models.registry import NETS
 from medtransfer.training import run as run_module
@@ -248,6 +249,77 @@ def test_every_command_on_a_mixed_precision_run_transferred_from_another(runs, t
     assert (tmp_path / "gradcam.png").is_file()
 
 
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_tsne_and_similarity_trace_nothing_and_say_what_they_were_given(runs, tmp_path,
+                                                                         capsys):
+    # Three panels asked (a run twice) of 50 images (batches of 32 and 18), then two runs
+    # and their inits on 40 images: Keras' predict_on_batch traced each model at each
+    # batch shape, and TensorFlow warned of retracing from the fifth trace on.
+    records = _Records()
+    tensorflow_logger = logging.getLogger("tensorflow")
+    tensorflow_logger.addHandler(records)
+    try:
+        code, _, err = _cli(capsys, "tsne", runs["main"], runs["transfer"], runs["main"],
+                            "--out", tmp_path, "--max-images", 50)
+        assert code == 0, err
+        code, _, similarity_err = _cli(capsys, "similarity", runs["main"], runs["transfer"],
+                                       "--out", tmp_path, "--images", 40)
+        assert code == 0, similarity_err
+    finally:
+        tensorflow_logger.removeHandler(records)
+    assert [message for message in records.messages if "retracing" in message] == []
+    assert "retracing" not in err + similarity_err
+    main_id = open_run(runs["main"], "test").config.run_id
+    transfer_id = open_run(runs["transfer"], "test").config.run_id
+    assert f"the same run was given more than once ({main_id}); it is drawn once" in err
+    assert f"1 of the 2 runs given started from another run's weights (transfer): " \
+           f"{transfer_id}" in err
+    with (tmp_path / "tsne.csv").open() as stream:
+        assert list(dict.fromkeys(row["run_id"] for row in csv.DictReader(stream))) == [
+            main_id, transfer_id]
+
+
+def test_similarity_marks_blocks_with_few_data_points_per_dimension(runs, tmp_path, capsys):
+    # At 16 px small_cnn's blocks end in 8x8, 4x4, 2x2 and 1x1 maps of 32, 64, 128 and
+    # 256 channels. 100 images give block 1 4000 points (40 of 64 positions each) for at
+    # most 32 dimensions: enough; block 4 one position each, 100 points for more than 10
+    # kept dimensions: too few.
+    result = run_similarity([runs["main"]], out=tmp_path, max_images=100)
+    block1, block4 = result.rows[0], result.rows[3]
+    assert (block1.data_points, block1.few_points) == (4000, False) and block1.dims <= 32
+    assert block4.data_points == 100 and block4.dims > 10 and block4.few_points
+    few = [row.layer for row in result.rows if row.few_points]
+    assert "block4_pool" in few and "block1_pool" not in few
+    assert result.notes == [f"fewer than 10 data points per dimension at {', '.join(few)}: "
+                            "SVCCA reads high there (hollow markers in the figure). More "
+                            "--images gives these blocks more data points."]
+    assert f"note: {result.notes[0]}" in capsys.readouterr().err
+    figure = similarity_figure(result.rows, {(result.rows[0].run_id, "init"): "the run"})
+    hollow = [line for line in figure.axes[0].get_lines() if line.get_markerfacecolor() == "white"]
+    assert [len(line.get_xdata()) for line in hollow] == [len(few)]
+    assert list(hollow[0].get_xdata()) == [row.block for row in result.rows if row.few_points]
+
+
+def test_gradcam_says_when_the_last_feature_map_is_one_cell(runs, tmp_path, capsys):
+    # small_cnn halves 16 px four times: a 1x1 map, one weight per channel, no location.
+    result = run_gradcam(runs["main"], out=tmp_path, images=2, figure_format="svg")
+    assert result.feature_map == (1, 1)
+    assert result.figure == tmp_path / "gradcam.svg"
+    (message,) = result.notes
+    assert message.startswith("the backbone's last feature map is 1x1 at 16 px: the heatmap "
+                              "is the same everywhere and carries no location.")
+    assert f"note: {message}" in capsys.readouterr().err
+    assert b"no location" in result.figure.read_bytes()  # in the figure's title too
+
+
 @pytest.mark.parametrize("command", ["tsne", "similarity", "gradcam"])
 def test_commands_refuse_what_is_not_a_complete_run(runs, tmp_path, capsys, command):
     code, _, err = _cli(capsys, command, tmp_path)
@@ -304,6 +376,7 @@ def test_gradcam_peaks_inside_the_square_that_decides_the_class(tmp_path):
         lr=1e-3, augment=False, logdir=str(tmp_path / "logs"),
         data_dir=str(tmp_path / "data"))).run_dir
     result = run_gradcam(run_dir, out=tmp_path, images=40, class_name="1")
+    assert result.feature_map == (3, 3) and result.notes == []
     # At the images' own 48 px small_cnn's last feature map is 3x3; at 32 px it is 2x2,
     # too coarse to place a quadrant (measured: 0-30% inside, against 100% at 48 px).
     half = 24

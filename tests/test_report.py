@@ -13,6 +13,7 @@ from fabricated_runs import make_run
 
 from medtransfer.cli import main
 from medtransfer.errors import MedtransferError
+from medtransfer.plotting import PNG_DPI, save_figure
 from medtransfer.study import figures
 from medtransfer.study.report import build_report, load_study
 from medtransfer.training.rundir import RunDirectory
@@ -197,7 +198,7 @@ def test_figures_have_a_panel_per_dataset_and_net(study, written):
     for path in written.figures:
         figure = built[path.name]
         (width, height), size = png_size(path)
-        expected = figure.get_size_inches() * 110
+        expected = figure.get_size_inches() * PNG_DPI
         assert (width, height) == (round(expected[0]), round(expected[1])) and size > 10_000
 
 
@@ -208,8 +209,14 @@ def test_panel_figure_draws_error_bars_and_reference_lines(tmp_path):
                                   hlines={"one": [(0.75, "ref")]})
     assert len(figure.axes) == 4
     assert [line.get_ydata()[0] for line in figure.axes[0].get_lines()][-1] == 0.75
-    (width, height), _ = png_size(figures.save_png(figure, tmp_path / "f.png"))
-    assert (width, height) == (round(3 * 4.2 * 110), round((2 * 3.2 + 0.6) * 110))
+    # The reference line's label is written on the panel; "a" looks the same in every
+    # panel, so one legend of one row below them serves all.
+    assert [text.get_text() for text in figure.axes[0].texts] == ["ref"]
+    assert [axes.get_legend() for axes in figure.axes] == [None] * 4
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == ["a"]
+    (width, height), _ = png_size(save_figure(figure, tmp_path / "f.png"))
+    assert (width, height) == (round(3 * 4.2 * PNG_DPI), round((2 * 3.2 + 0.6 + 0.2) * PNG_DPI))
 
 
 def two_class_predictions(seed=None, size=40):
@@ -250,20 +257,20 @@ def test_statistics_of_perfect_and_identical_predictions(transfer_dir):
     study = load_study(transfer_dir)
     label = "transfer from digits-small_cnn-glorot-f0.00-s0"
     assert study.main_table().splitlines()[0] == f"| dataset | net | glorot | {label} |"
-    assert table_rows(study.main_table(), "digits (train_size=None)") == [
-        "| digits (train_size=None) | small_cnn | 1.0000 [1.0000, 1.0000] | "
+    assert table_rows(study.main_table(), "digits (train_size=all)") == [
+        "| digits (train_size=all) | small_cnn | 1.0000 [1.0000, 1.0000] | "
         "1.0000 [1.0000, 1.0000] |"]
     assert table_rows(study.main_table(), "digits (train_size=100)") == [
         "| digits (train_size=100) | small_cnn | 0.6000 | — |"]
-    paired = table_rows(study.paired_table(study.transfer_inits[0]), "digits (train_size=None)")
-    assert paired[0] == ("| digits (train_size=None) | small_cnn | 0 | 0 | 1.0000 | 1.0000 | "
+    paired = table_rows(study.paired_table(study.transfer_inits[0]), "digits (train_size=all)")
+    assert paired[0] == ("| digits (train_size=all) | small_cnn | 0 | 0 | 1.0000 | 1.0000 | "
                          "+0.0000 [+0.0000, +0.0000] | 1.000 |")
     # The noisy run's interval: the same seed gives the same numbers, another seed others.
-    noisy = table_rows(study.freeze_table(study.transfer_inits[0]), "digits (train_size=None)")
+    noisy = table_rows(study.freeze_table(study.transfer_inits[0]), "digits (train_size=all)")
     assert noisy == table_rows(load_study(transfer_dir).freeze_table(study.transfer_inits[0]),
-                               "digits (train_size=None)")
+                               "digits (train_size=all)")
     assert noisy != table_rows(load_study(transfer_dir, seed=1).freeze_table(
-        study.transfer_inits[0]), "digits (train_size=None)")
+        study.transfer_inits[0]), "digits (train_size=all)")
     assert "not computed" not in study.paired_table(study.transfer_inits[0])
 
 

@@ -1,7 +1,9 @@
 """TensorBoard compares a grid: the real server reads two experiments back through its API.
 
 The same run id in two experiments must stay two sessions in the HParams tab, each with
-its best validation AUC and test AUC (metrics.json's values) as metrics.
+its best validation AUC and test AUC (metrics.json's values) as metrics. Every identity
+field is a hyperparameter of one type, so runs that differ in train_size, classes or lr
+differ in a typed column.
 """
 
 import json
@@ -15,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from medtransfer.config import RunConfig
+from medtransfer.config import FIELDS, NOT_IDENTITY, RunConfig
 from medtransfer.training.run import run_experiment
 from medtransfer.training.rundir import RunDirectory, TensorBoardLog
 
@@ -36,7 +38,7 @@ def two_experiments(tmp_path_factory, digits_data_dir):
     metrics = {**first.metrics, "best_epoch": 1, "val_auc_micro_best": 0.625,
                "test_auc_micro": 0.75, "test_auc_macro": 0.7, "test_accuracy": 0.5}
     log = TensorBoardLog(second.path)
-    log.write_hparams(config.replace(experiment="second").to_dict())
+    log.write_hparams(config.replace(experiment="second").to_dict(), train_images=128)
     log.write_epoch({"epoch": 1, "val_auc_micro": 0.625})
     log.write_results(metrics)
     second.write_metrics(metrics)
@@ -113,6 +115,7 @@ def test_hparams_tab_shows_each_experiments_run_with_its_test_auc(two_experiment
         group = groups[f"{experiment}/{run_id}"]
         assert [session["name"] for session in group["sessions"]] == [f"{experiment}/{run_id}"]
         assert group["hparams"]["net"] == "small_cnn"
+        assert group["hparams"]["train_size"] == 128 and group["hparams"]["classes"] == "all"
         # Scalars are float32 in event files.
         assert metric(group, "test/auc_micro") == pytest.approx(
             metrics["test_auc_micro"], abs=1e-6)
@@ -131,3 +134,52 @@ def test_hparams_tab_shows_each_experiments_run_with_its_test_auc(two_experiment
     points = request(server[0], f"/data/plugin/scalars/scalars?{query}")
     assert [(step, pytest.approx(value, abs=1e-6)) for _, step, value in points] == [
         (metrics["best_epoch"], metrics["test_auc_micro"])]
+
+
+def hparams_contents(run_dirs):
+    """What TensorBoard's HParams plugin reads from each run: tag -> plugin content."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    contents = {}
+    for run_dir in run_dirs:
+        tags = {}
+        for events in sorted(run_dir.glob("events.out.tfevents.*")):
+            for event in EventFileLoader(str(events)).Load():
+                for value in event.summary.value:
+                    if value.metadata.plugin_data.plugin_name == "hparams":
+                        tags[value.tag] = value.metadata.plugin_data.content
+        contents[run_dir.name] = tags
+    return contents
+
+
+def test_every_identity_field_that_differs_is_a_typed_column(tmp_path):
+    from tensorboard.plugins.hparams import api_pb2
+    from tensorboard.plugins.hparams.backend_context import Context
+
+    # A data-size pair: 20 images of five classes, and the whole split of every class.
+    base = RunConfig(dataset="digits", net="small_cnn", epochs="0+2", lr=5e-4, image_size=16,
+                     flips=True, noise=False, color=False, logdir=str(tmp_path))
+    configs = {"small": (base.replace(train_size=20, classes=("5", "6", "7", "8", "9"),
+                                      lr=1e-3), 20),
+               "whole": (base, 1438)}
+    for name, (config, train_images) in configs.items():
+        log = TensorBoardLog(tmp_path / name)
+        log.write_hparams(config.to_dict(), train_images=train_images)
+        log.close()
+    contents = hparams_contents([tmp_path / name for name in configs])
+    context = Context(None)
+    # No run declares the experiment: TensorBoard would take one run's as everyone's.
+    assert context._find_experiment_tag(contents, include_metrics=False) is None
+    infos = {info.name: info for info in context._compute_hparam_infos(contents)}
+    identity = {name for name in FIELDS if name not in NOT_IDENTITY}
+    assert set(infos) == identity - {"patience"}  # unset in both: no value, not "None"
+    differs = {name for name, info in infos.items() if info.differs}
+    assert differs == {"train_size", "classes", "lr"}
+    assert infos["train_size"].type == api_pb2.DATA_TYPE_FLOAT64
+    assert (infos["train_size"].domain_interval.min_value,
+            infos["train_size"].domain_interval.max_value) == (20, 1438)
+    assert infos["lr"].type == api_pb2.DATA_TYPE_FLOAT64
+    assert infos["classes"].type == api_pb2.DATA_TYPE_STRING
+    assert sorted(infos["classes"].domain_discrete) == ["5,6,7,8,9", "all"]
+    assert infos["augment"].type == api_pb2.DATA_TYPE_BOOL
+    assert infos["dataset"].type == api_pb2.DATA_TYPE_STRING

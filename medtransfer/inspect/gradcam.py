@@ -9,7 +9,9 @@ one by one, all under one gradient tape, so the gradient reaches the backbone's 
 exactly as the classifier computes it (BatchNorm and dropout in inference mode).
 
 A heatmap is as coarse as the last feature map: small_cnn and CBR at 32 px end in 2x2,
-at 128 px in 8x8.
+at 128 px in 8x8. At 1x1 (small_cnn below 32 px) the map has one position: the heatmap
+is the same everywhere and says nothing about where the network looks, and the command
+says so (on stderr and in the figure's title).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from medtransfer.errors import look_up_option
-from medtransfer.inspect.plots import save_figure
+from medtransfer.inspect.plots import describe_runs, note
 from medtransfer.inspect.sample import sample_test_images
+from medtransfer.plotting import check_format, save_figure, wrap
 from medtransfer.training.rundir import open_run
 
 GRID_COLUMNS = 4
@@ -91,25 +94,30 @@ def gradcam(classifier, images: np.ndarray, class_index: int | None = None) -> H
 
 @dataclass(frozen=True)
 class GradcamResult:
-    """What ``run_gradcam`` wrote: the PNG grid, and the heatmaps with their images."""
+    """What ``run_gradcam`` wrote: the figure, the heatmaps with their images, the size
+    of the last feature map, and what the user was told (a 1x1 map)."""
 
     figure: Path
     ids: list[str]
     labels: np.ndarray
     heatmaps: Heatmaps
+    feature_map: tuple[int, int]
+    notes: list[str]
 
 
 def run_gradcam(run_dir: str | Path, out: str | Path | None = None, images: int = 16,
-                class_name: str | None = None, seed: int = 0) -> GradcamResult:
-    """Grad-CAM of the best checkpoint on a seeded sample of test images, as a PNG grid.
+                class_name: str | None = None, seed: int = 0,
+                figure_format: str = "png") -> GradcamResult:
+    """Grad-CAM of the best checkpoint on a seeded sample of test images, as a grid.
 
     Args:
         run_dir: a complete run directory.
-        out: folder for ``gradcam.png``; default ``<run>/inspect``.
+        out: folder for ``gradcam.<format>``; default ``<run>/inspect``.
         images: how many test images (a seeded sample).
         class_name: the class to explain in every image; default each image's predicted
             class.
         seed: seeds the sample.
+        figure_format: ``png`` (200 dpi), ``pdf`` or ``svg``.
 
     Returns:
         The figure written and the heatmaps.
@@ -118,6 +126,7 @@ def run_gradcam(run_dir: str | Path, out: str | Path | None = None, images: int 
         MedtransferError: not a complete run, an unknown class (with the valid ones), or
             fewer than one image asked for.
     """
+    figure_format = check_format(figure_format)
     run = open_run(run_dir, "gradcam")
     sample = sample_test_images(run, images, seed)
     class_index = None
@@ -125,17 +134,37 @@ def run_gradcam(run_dir: str | Path, out: str | Path | None = None, images: int 
         class_index = sample.class_names.index(
             look_up_option(str(class_name), sample.class_names, "class"))
     model = run.model()
+    feature_map = _feature_map_size(model)
+    notes = []
+    if feature_map == (1, 1):
+        notes.append(note(
+            f"the backbone's last feature map is 1x1 at {run.config.image_size} px: the "
+            "heatmap is the same everywhere and carries no location. Train at a larger "
+            "--image-size (small_cnn: 32 px or more gives 2x2) to see where the net looks."))
     parts = [gradcam(model, batch, class_index) for batch in sample.batches(run)]
     result = Heatmaps(*(np.concatenate([getattr(part, name) for part in parts])
                         for name in Heatmaps.__dataclass_fields__))
     out = Path(out) if out is not None else run.path / "inspect"
-    figure = _draw(sample.images(), sample.labels, sample.class_names, result, run.config.run_id,
-                   out / "gradcam.png")
-    return GradcamResult(figure, sample.ids, sample.labels, result)
+    title = f"Grad-CAM: {describe_runs([run.config])[0]}"
+    if feature_map == (1, 1):
+        title += " (last feature map 1x1: no location)"
+    figure = gradcam_figure(sample.images(), sample.labels, sample.class_names, result, title)
+    return GradcamResult(save_figure(figure, out / f"gradcam.{figure_format}"), sample.ids,
+                         sample.labels, result, feature_map, notes)
 
 
-def _draw(images: np.ndarray, labels: np.ndarray, class_names: list[str], result: Heatmaps,
-          title: str, path: Path) -> Path:
+def _feature_map_size(classifier) -> tuple[int, int]:
+    """Height and width of the backbone's last feature map, the heatmap's resolution."""
+    from medtransfer.models.classifier import get_backbone
+
+    height, width = get_backbone(classifier).output.shape[1:3]
+    return int(height), int(width)
+
+
+def gradcam_figure(images: np.ndarray, labels: np.ndarray, class_names: list[str],
+                   result: Heatmaps, title: str):
+    """The images in a grid (4 a row), each under its heatmap, with its true class and
+    the probability of the class explained."""
     from matplotlib.figure import Figure
 
     columns = min(GRID_COLUMNS, len(images))
@@ -150,8 +179,8 @@ def _draw(images: np.ndarray, labels: np.ndarray, class_names: list[str], result
         ax.imshow(images[index], interpolation="nearest")
         ax.imshow(result.heatmaps[index], cmap="jet", alpha=0.45, vmin=0, vmax=1,
                   interpolation="bilinear")
-        ax.set_title(f"true {class_names[labels[index]]}\n"
-                     f"p({class_names[explained]}) = {result.probabilities[index, explained]:.2f}",
-                     fontsize=8)
-    figure.suptitle(f"Grad-CAM: {title}", fontsize=9)
-    return save_figure(figure, path)
+        ax.set_title(wrap(f"true {class_names[labels[index]]}\n"
+                          f"p({class_names[explained]}) = "
+                          f"{result.probabilities[index, explained]:.2f}", 2.1, 8), fontsize=8)
+    figure.suptitle(wrap(title, 2.3 * columns - 0.2, 9), fontsize=9)
+    return figure

@@ -1,10 +1,22 @@
-"""What the inspect pictures share: class colours, a run's panel title, saving a figure."""
+"""What the inspect pictures share: class colours, short names for runs, notes to the user."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+from medtransfer.config import (
+    FIELDS,
+    NOT_IDENTITY,
+    RunConfig,
+    init_source_name,
+    load_config_file,
+)
+from medtransfer.errors import MedtransferError
 from medtransfer.training.rundir import TrainedRun
+
+# What a run is shown by when the runs side by side share it.
+_SHARED_FIRST = ("dataset", "net", "init", "freeze")
 
 
 def class_colours(count: int) -> list:
@@ -27,16 +39,64 @@ def class_legend_handles(names: list[str]) -> list:
             for name, colour in zip(names, class_colours(len(names)), strict=True)]
 
 
-def short_title(run: TrainedRun) -> str:
-    """``<run_id>`` over what tells runs apart: freeze, epochs, test AUC and accuracy."""
-    config, metrics = run.config, run.metrics
-    return (f"{config.run_id}\nfreeze {config.freeze:g}, epochs {config.epochs}, test AUC "
-            f"{metrics.get('test_auc_micro', float('nan')):.3f}, "
+def describe_runs(configs: list[RunConfig]) -> tuple[str, list[str]]:
+    """Short names for runs shown side by side, instead of their run ids.
+
+    Returns:
+        What every run shares (``digits · small_cnn · glorot · freeze 0.5``: the
+        dataset, net, init and freeze that are the same for all), and for each run the
+        settings that tell it apart from the others (``freeze 0.5, epochs 0+2``), in
+        config order; empty when nothing does (one run, or the same run twice).
+    """
+    values = [{name: getattr(config, name) for name in FIELDS if name not in NOT_IDENTITY}
+              for config in configs]
+    differing = [name for name in values[0]
+                 if len({repr(value[name]) for value in values}) > 1]
+    shared = " · ".join(setting_text(name, values[0][name]) for name in _SHARED_FIRST
+                        if name not in differing)
+    return shared, [", ".join(setting_text(name, value[name]) for name in differing)
+                    for value in values]
+
+
+def setting_text(name: str, value) -> str:
+    """One config setting as a reader says it: ``freeze 0.5``, ``train size all``,
+    ``transfer from digits/small_cnn``; the dataset and net by their names alone."""
+    if name in ("dataset", "net"):
+        return str(value)
+    if name == "init":
+        return value if value in ("glorot", "imagenet", "mean_var") else _transfer_text(value)
+    if value is None:
+        value = "all" if name in ("train_size", "classes") else "default"
+    elif isinstance(value, bool):
+        value = "on" if value else "off"
+    elif isinstance(value, float):
+        value = f"{value:g}"
+    elif isinstance(value, list | tuple):
+        value = ",".join(str(item) for item in value)
+    return f"{name.replace('_', ' ')} {value}"
+
+
+def _transfer_text(path: str) -> str:
+    """``transfer from <source dataset> · <net>`` when the source run's config can be read
+    (its id is long); else the source's name."""
+    folder = Path(path)
+    folder = folder.parent if folder.name == "best.weights.h5" else folder
+    try:
+        source = load_config_file(folder / "config.yaml")
+    except (MedtransferError, OSError):  # a weights file, or a source since removed
+        return f"transfer from {init_source_name(path)}"
+    picked = f" ({','.join(source.classes)})" if source.classes else ""
+    return f"transfer from {source.dataset}{picked}/{source.net}"
+
+
+def result_text(run: TrainedRun) -> str:
+    """``test AUC 0.999, acc 0.950``."""
+    metrics = run.metrics
+    return (f"test AUC {metrics.get('test_auc_micro', float('nan')):.3f}, "
             f"acc {metrics.get('test_accuracy', float('nan')):.3f}")
 
 
-def save_figure(figure, path: Path) -> Path:
-    """Writes ``figure`` as a PNG at 120 dpi; returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    return path
+def note(text: str) -> str:
+    """Tells the user ``text`` on stderr (what a picture cannot show); returns it."""
+    print(f"note: {text}", file=sys.stderr, flush=True)
+    return text

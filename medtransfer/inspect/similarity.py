@@ -18,7 +18,9 @@ same images and the same positions. Positions are subsampled per image, seeded, 
 ``max(4000, 10 x C)`` data points per block (all of them when the sample has fewer):
 finite-sample CCA is biased upwards by about ``sqrt(dims / data points)``, so the CSV
 records both, and a block with few positions (the last of a small input) reads higher
-than it is. Averaging positions away instead would leave only one data point per image.
+than it is: the figure draws a block with fewer than 10 data points per kept dimension
+as a hollow marker, and the command says which. Averaging positions away instead would
+leave only one data point per image.
 
 Blocks are the net's natural stages (``NetSpec.block_outputs``): small_cnn's and CBR's
 conv blocks, Inception modules mixed0..mixed10, ResNet50V2 stages, dense blocks, MobileNet
@@ -35,13 +37,16 @@ from pathlib import Path
 import numpy as np
 
 from medtransfer.errors import MedtransferError
-from medtransfer.inspect.plots import save_figure
-from medtransfer.inspect.sample import ImageSample, sample_test_images
+from medtransfer.inspect.plots import describe_runs, note
+from medtransfer.inspect.sample import ImageSample, predict, sample_test_images
+from medtransfer.plotting import check_format, save_figure, wrap
 from medtransfer.training.rundir import TrainedRun, open_run
 
 VARIANCE_KEPT = 0.99
 MIN_DATA_POINTS = 4000
 DATA_POINTS_PER_NEURON = 10
+# Below this many data points per kept dimension, SVCCA reads noticeably high.
+MIN_POINTS_PER_DIMENSION = 10
 AGAINST_INIT = "init"
 
 
@@ -105,30 +110,39 @@ class BlockSimilarity:
     dims: int
     dims_against: int
 
+    @property
+    def few_points(self) -> bool:
+        """Fewer than ``MIN_POINTS_PER_DIMENSION`` data points per kept dimension: the
+        finite-sample bias of CCA makes the value read high."""
+        return self.data_points < MIN_POINTS_PER_DIMENSION * max(self.dims, self.dims_against)
+
 
 @dataclass(frozen=True)
 class SimilarityResult:
-    """What ``run_similarity`` wrote: the CSV, the PNG, and every row."""
+    """What ``run_similarity`` wrote: the CSV, the figure, every row, and what the user
+    was told (blocks with too few data points)."""
 
     table: Path
     figure: Path
     rows: list[BlockSimilarity]
+    notes: list[str]
 
 
 def run_similarity(run_dirs: list[str | Path], against: str | Path = AGAINST_INIT,
                    out: str | Path | None = None, max_images: int = 500,
-                   seed: int = 0) -> SimilarityResult:
+                   seed: int = 0, figure_format: str = "png") -> SimilarityResult:
     """SVCCA per backbone block between each run and its initialisation, or another run.
 
     Args:
         run_dirs: complete run directories; one line each in the figure.
         against: ``"init"`` (each run's own initial model, rebuilt exactly from its
             config and seed) or a complete run directory of the same net and input size.
-        out: folder for ``similarity.csv`` and ``similarity.png``; default
+        out: folder for ``similarity.csv`` and ``similarity.<format>``; default
             ``<first run>/inspect``.
         max_images: test images at most (a seeded sample of the first run's test split,
             shown to both networks).
         seed: seeds the sample and the positions drawn from each feature map.
+        figure_format: ``png`` (200 dpi), ``pdf`` or ``svg``.
 
     Returns:
         The files written and one row per run and block.
@@ -137,6 +151,7 @@ def run_similarity(run_dirs: list[str | Path], against: str | Path = AGAINST_INI
         MedtransferError: a path is not a complete run, the runs' nets or input sizes
             differ, or the initial model cannot be rebuilt.
     """
+    figure_format = check_format(figure_format)
     runs = [open_run(path, "similarity") for path in run_dirs]
     other = None if str(against) == AGAINST_INIT else open_run(against, "similarity --against")
     for run in runs + ([other] if other else []):
@@ -158,7 +173,21 @@ def run_similarity(run_dirs: list[str | Path], against: str | Path = AGAINST_INI
             writer.writerow([row.run_id, row.against, row.block, row.layer,
                              f"{row.similarity:.6f}", row.data_points, row.dims,
                              row.dims_against])
-    return SimilarityResult(table, _draw(rows, out / "similarity.png"), rows)
+    compared = runs + ([other] if other else [])
+    shared, differing = describe_runs([run.config for run in compared])
+    names = {run.config.run_id: text or shared
+             for run, text in zip(compared, differing, strict=True)}
+    names[AGAINST_INIT] = "its init"
+    labels = {(row.run_id, row.against): f"{names[row.run_id]} vs {names[row.against]}"
+              for row in rows}
+    few = list(dict.fromkeys(row.layer for row in rows if row.few_points))
+    notes = [note(
+        f"fewer than {MIN_POINTS_PER_DIMENSION} data points per dimension at "
+        f"{', '.join(few)}: SVCCA reads high there (hollow markers in the figure). More "
+        "--images gives these blocks more data points.")] if few else []
+    figure = similarity_figure(rows, labels, shared)
+    return SimilarityResult(table, save_figure(figure, out / f"similarity.{figure_format}"),
+                            rows, notes)
 
 
 def compare_models(run: TrainedRun, model, reference_run: TrainedRun, reference,
@@ -204,7 +233,7 @@ def _block_activations(run: TrainedRun, model, blocks: list[str], sample: ImageS
     points: list[list[np.ndarray]] = [[] for _ in blocks]
     start = 0
     for batch in sample.batches(run):
-        values = extractor.predict_on_batch(batch)
+        values = predict(extractor, batch)
         for store, value, drawn in zip(points, values, positions, strict=True):
             store.append(_gather(np.asarray(value, dtype=np.float32),
                                  drawn[start:start + len(batch)]))
@@ -243,22 +272,46 @@ def _check_comparable(first: TrainedRun, run: TrainedRun) -> None:
         )
 
 
-def _draw(rows: list[BlockSimilarity], path: Path) -> Path:
+def similarity_figure(rows: list[BlockSimilarity], labels: dict[tuple[str, str], str],
+                      shared: str = ""):
+    """SVCCA per block, a line per (run, reference); blocks with too few data points per
+    dimension hollow.
+
+    Args:
+        rows: every run's blocks.
+        labels: ``(run_id, against)`` -> the line's legend text.
+        shared: what every run shares, in the title.
+    """
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     layers = list(dict.fromkeys(row.layer for row in rows))
-    figure = Figure(figsize=(max(6.0, 0.55 * len(layers) + 3.0), 4.4), layout="constrained")
+    width = max(6.0, 0.55 * len(layers) + 3.0)
+    figure = Figure(figsize=(width, 5.0), layout="constrained")
     ax = figure.subplots()
-    lines = dict.fromkeys((row.run_id, row.against) for row in rows)
-    for run_id, against in lines:
-        points = [row for row in rows if (row.run_id, row.against) == (run_id, against)]
-        ax.plot([row.block for row in points], [row.similarity for row in points],
-                marker="o", label=f"{run_id} vs {against}")
+    handles = []
+    for key, label in labels.items():
+        points = [row for row in rows if (row.run_id, row.against) == key]
+        (line,) = ax.plot([row.block for row in points], [row.similarity for row in points],
+                          marker="o", label=wrap(label, width / 2 - 0.6, 7, max_lines=3))
+        handles.append(line)
+        hollow = [row for row in points if row.few_points]
+        ax.plot([row.block for row in hollow], [row.similarity for row in hollow],
+                linestyle="none", marker="o", markersize=9, markerfacecolor="white",
+                markeredgecolor=line.get_color())
+    if any(row.few_points for row in rows):
+        handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="white",
+                              markeredgecolor="grey", label=f"fewer than "
+                              f"{MIN_POINTS_PER_DIMENSION} data points per dimension: "
+                              "reads high"))
     ax.set_xticks(range(1, len(layers) + 1), layers, rotation=45, ha="right", fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("backbone block (input side left)")
     ax.set_ylabel("SVCCA similarity")
     ax.grid(alpha=0.3)
-    # Below the axes: run ids are long, and a legend inside would hide the lines.
-    figure.legend(fontsize=7, loc="outside lower center")
-    return save_figure(figure, path)
+    title = "SVCCA similarity per block" + (f": {shared}" if shared else "")
+    ax.set_title(wrap(title, width - 1.2, 10), fontsize=10)
+    # Below the axes: a legend inside would hide the lines.
+    figure.legend(handles=handles, fontsize=7, loc="outside lower center",
+                  ncols=2 if len(handles) > 2 else 1)
+    return figure

@@ -23,10 +23,12 @@ import numpy as np
 from medtransfer.inspect.plots import (
     class_colours,
     class_legend_handles,
-    save_figure,
-    short_title,
+    describe_runs,
+    note,
+    result_text,
 )
-from medtransfer.inspect.sample import ImageSample, sample_test_images
+from medtransfer.inspect.sample import ImageSample, predict, sample_test_images
+from medtransfer.plotting import check_format, save_figure, wrap
 from medtransfer.training.rundir import TrainedRun, open_run
 
 PROJECTOR_DIR = "projector"
@@ -35,6 +37,8 @@ MAX_PERPLEXITY = 30.0
 MAX_THUMBNAIL = 64
 MAX_SPRITE_SIDE = 8192  # TensorBoard's limit for a sprite image
 MIN_IMAGES = 5
+PANEL_COLUMNS = 4
+_PANEL_INCHES = 4.2
 
 
 @dataclass(frozen=True)
@@ -42,11 +46,13 @@ class TsneResult:
     """What ``run_tsne`` wrote.
 
     Attributes:
-        figure: the PNG, one panel per run.
+        figure: the figure file, one panel per run.
         table: ``tsne.csv``: run_id, id, label, x, y per image and run.
         projector_configs: each run's ``projector_config.pbtxt``.
         embeddings: each run's ``(n, 2)`` t-SNE coordinates.
         labels: each run's ``(n,)`` class indices, in the order of its embedding.
+        notes: what the user was told about the runs given (a run given twice, transfer
+            runs among them).
     """
 
     figure: Path
@@ -54,18 +60,21 @@ class TsneResult:
     projector_configs: list[Path]
     embeddings: list[np.ndarray]
     labels: list[np.ndarray]
+    notes: list[str]
 
 
 def run_tsne(run_dirs: list[str | Path], out: str | Path | None = None,
-             max_images: int = 1000, seed: int = 0) -> TsneResult:
+             max_images: int = 1000, seed: int = 0, figure_format: str = "png") -> TsneResult:
     """Embeds the penultimate features of each run's test images and draws them.
 
     Args:
-        run_dirs: complete run directories, one panel each, in this order.
-        out: folder for ``tsne.png`` and ``tsne.csv``; default ``<first run>/inspect``.
+        run_dirs: complete run directories, one panel each, in this order; a run given
+            twice is drawn once (and the user told).
+        out: folder for ``tsne.<format>`` and ``tsne.csv``; default ``<first run>/inspect``.
         max_images: test images per run at most (a seeded sample, the same images for
             runs on the same dataset).
         seed: seeds the sample and t-SNE.
+        figure_format: ``png`` (200 dpi), ``pdf`` or ``svg``.
 
     Returns:
         The files written and the embeddings.
@@ -74,7 +83,9 @@ def run_tsne(run_dirs: list[str | Path], out: str | Path | None = None,
         MedtransferError: a path is not a complete run (checked for every run before any
             work), or the test split has fewer than 5 images.
     """
+    figure_format = check_format(figure_format)
     runs = [open_run(path, "tsne") for path in run_dirs]
+    runs, notes = _distinct_runs(runs)
     out = Path(out) if out is not None else runs[0].path / "inspect"
     embeddings, samples, configs = [], [], []
     for run in runs:
@@ -84,7 +95,16 @@ def run_tsne(run_dirs: list[str | Path], out: str | Path | None = None,
         embeddings.append(embed(features, seed))
         samples.append(sample)
     out.mkdir(parents=True, exist_ok=True)
-    figure = _draw(runs, embeddings, samples, out / "tsne.png")
+    shared, differing = describe_runs([run.config for run in runs])
+    titles = [f"{what}\n{result_text(run)}".strip() for what, run in zip(differing, runs,
+                                                                         strict=True)]
+    # Colours by class name: a run on a subset of the classes (--classes) numbers them
+    # its own way.
+    names = list(dict.fromkeys(name for sample in samples for name in sample.class_names))
+    labels = [np.array([names.index(sample.class_names[label]) for label in sample.labels],
+                       dtype=int) for sample in samples]
+    figure = save_figure(tsne_figure(embeddings, labels, names, titles, shared),
+                         out / f"tsne.{figure_format}")
     table = out / "tsne.csv"
     with table.open("w", newline="") as stream:
         writer = csv.writer(stream)
@@ -93,7 +113,32 @@ def run_tsne(run_dirs: list[str | Path], out: str | Path | None = None,
             for image_id, label, (x, y) in zip(sample.ids, sample.labels, embedding, strict=True):
                 writer.writerow([run.config.run_id, image_id, sample.class_names[label],
                                  f"{x:.6g}", f"{y:.6g}"])
-    return TsneResult(figure, table, configs, embeddings, [s.labels for s in samples])
+    return TsneResult(figure, table, configs, embeddings, [s.labels for s in samples], notes)
+
+
+def _distinct_runs(runs: list[TrainedRun]) -> tuple[list[TrainedRun], list[str]]:
+    """The runs, each once, and notes on what the user may not have meant: a run given
+    twice (its panels would be identical), or transfer runs among others (a shell pattern
+    that matches a run's id also matches the runs trained from it, whose ids contain it).
+    """
+    distinct: dict[Path, TrainedRun] = {}
+    for run in runs:
+        distinct.setdefault(run.path.resolve(), run)
+    notes = []
+    if len(distinct) < len(runs):
+        twice = sorted({run.config.run_id for run in runs
+                        if sum(other.path.resolve() == run.path.resolve() for other in runs) > 1})
+        notes.append(note(f"the same run was given more than once ({', '.join(twice)}); it is "
+                          "drawn once."))
+    runs = list(distinct.values())
+    transfers = [run for run in runs if run.config.init_is_path]
+    if transfers and len(transfers) < len(runs):
+        notes.append(note(
+            f"{len(transfers)} of the {len(runs)} runs given started from another run's "
+            f"weights (transfer): {', '.join(run.config.run_id for run in transfers)}. A pattern "
+            "matching a run's id also matches the runs trained from it; if you meant only "
+            "the others, pass their directories."))
+    return runs, notes
 
 
 def penultimate_features(run: TrainedRun, sample: ImageSample) -> np.ndarray:
@@ -104,10 +149,8 @@ def penultimate_features(run: TrainedRun, sample: ImageSample) -> np.ndarray:
 
     model = run.model()
     extractor = keras.Model(model.input, model.get_layer(FEATURES_LAYER).output)
-    return np.concatenate([
-        np.asarray(extractor.predict_on_batch(batch), dtype=np.float64)
-        for batch in sample.batches(run)
-    ])
+    return np.concatenate([np.asarray(predict(extractor, batch), dtype=np.float64)
+                           for batch in sample.batches(run)])
 
 
 def embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -171,21 +214,40 @@ def _tsv_cell(text: str) -> str:
     return str(text).replace("\t", " ").replace("\n", " ")
 
 
-def _draw(runs: list[TrainedRun], embeddings: list[np.ndarray], samples: list[ImageSample],
-          path: Path) -> Path:
+def tsne_figure(embeddings: list[np.ndarray], labels: list[np.ndarray],
+                class_names: list[str], titles: list[str], shared: str = ""):
+    """One t-SNE panel per run (at most 4 a row), points coloured by class.
+
+    Args:
+        embeddings: each run's ``(n, 2)`` coordinates.
+        labels: each run's ``(n,)`` class indices.
+        class_names: the classes, for the legend.
+        titles: each panel's title (what tells its run apart), wrapped to the panel.
+        shared: what every run shares, in the figure's title.
+    """
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(4.6 * len(runs), 4.9), layout="constrained")
-    axes = figure.subplots(1, len(runs), squeeze=False)[0]
-    for ax, run, embedding, sample in zip(axes, runs, embeddings, samples, strict=True):
-        colours = class_colours(len(sample.class_names))
-        for label, name in enumerate(sample.class_names):
-            points = embedding[sample.labels == label]
+    columns = min(PANEL_COLUMNS, len(embeddings))
+    rows = math.ceil(len(embeddings) / columns)
+    figure = Figure(figsize=(_PANEL_INCHES * columns + 1.2, (_PANEL_INCHES + 0.4) * rows + 0.5),
+                    layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    colours = class_colours(len(class_names))
+    for index, ax in enumerate(axes.flat):
+        if index >= len(embeddings):
+            ax.axis("off")
+            continue
+        embedding, label = embeddings[index], labels[index]
+        for class_index, name in enumerate(class_names):
+            points = embedding[label == class_index]
             if len(points):
-                ax.scatter(points[:, 0], points[:, 1], s=9, color=colours[label], label=name)
-        ax.set_title(short_title(run), fontsize=9)
+                ax.scatter(points[:, 0], points[:, 1], s=9, color=colours[class_index],
+                           label=name)
+        ax.set_title(wrap(titles[index], _PANEL_INCHES - 0.3, 9, max_lines=4), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    figure.legend(handles=class_legend_handles(samples[0].class_names),
-                  loc="outside right center", title="class", fontsize=8)
-    return save_figure(figure, path)
+    title = "t-SNE of the penultimate features" + (f": {shared}" if shared else "")
+    figure.suptitle(wrap(title, _PANEL_INCHES * columns, 11), fontsize=11)
+    figure.legend(handles=class_legend_handles(class_names), loc="outside right center",
+                  title="class", fontsize=8)
+    return figure

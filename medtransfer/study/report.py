@@ -1,7 +1,7 @@
 """``build_report(experiment_dir) -> Report``: an experiment's runs as the study's tables.
 
 Reads every run directory through ``training.rundir.scan_experiment`` (never the files
-themselves) and writes ``results.csv``, ``summary.md`` and PNG figures.
+themselves) and writes ``results.csv``, ``summary.md`` and figures (PNG, PDF or SVG).
 
 Definitions (also in the README):
 
@@ -40,6 +40,7 @@ import yaml
 from medtransfer.config import NOT_IDENTITY, RUN_ID_BASE, init_source_name
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import write_text_atomic
+from medtransfer.plotting import check_format, save_figure
 from medtransfer.study import figures
 from medtransfer.study.stats import (
     LEVEL,
@@ -70,7 +71,7 @@ class Report:
         out_dir: the report folder.
         results: results.csv.
         summary: summary.md.
-        figures: the PNG files.
+        figures: the figure files (PNG, PDF or SVG).
         main_text: the main table with its legend, the config's expectation and the
             improvement table: what ``medtransfer report`` prints.
         skipped: broken run directories and why.
@@ -130,7 +131,8 @@ def load_study(experiment_dir: str | Path, *, resamples: int = MIN_RESAMPLES,
 
 
 def build_report(experiment_dir: str | Path, out: str | Path | None = None, *,
-                 resamples: int = MIN_RESAMPLES, seed: int = 0) -> Report:
+                 resamples: int = MIN_RESAMPLES, seed: int = 0,
+                 figure_format: str = "png") -> Report:
     """Reads every run of an experiment and writes its tables, statistics and figures.
 
     Args:
@@ -138,6 +140,7 @@ def build_report(experiment_dir: str | Path, out: str | Path | None = None, *,
         out: the report folder (default ``<experiment_dir>/report``).
         resamples: bootstrap resamples, at least 1000.
         seed: seeds the bootstrap; the same seed gives the same numbers.
+        figure_format: ``png`` (200 dpi), ``pdf`` or ``svg``.
 
     Returns:
         Where the files went and the main table.
@@ -146,6 +149,7 @@ def build_report(experiment_dir: str | Path, out: str | Path | None = None, *,
         MedtransferError: not an experiment folder, no run in it, too few resamples, or
             an output folder that cannot be written.
     """
+    figure_format = check_format(figure_format)
     study = load_study(experiment_dir, resamples=resamples, seed=seed)
     out_dir = Path(out).expanduser() if out else study.experiment_dir / "report"
     try:
@@ -155,13 +159,14 @@ def build_report(experiment_dir: str | Path, out: str | Path | None = None, *,
             f"Cannot create the report folder '{out_dir}' ({error.strerror}). Choose "
             "another with --out."
         ) from None
-    summary_text, main_text = study.summary()
+    summary_text, main_text = study.summary(figure_format)
     results = out_dir / "results.csv"
     summary = out_dir / "summary.md"
     write_text_atomic(results, study.results_csv())
     write_text_atomic(summary, summary_text)
-    pngs = [figures.save_png(figure, out_dir / name) for name, figure in study.figures()]
-    return Report(out_dir, results, summary, pngs, main_text, study.skipped)
+    written = [save_figure(figure, out_dir / Path(name).with_suffix(f".{figure_format}"))
+               for name, figure in study.figures()]
+    return Report(out_dir, results, summary, written, main_text, study.skipped)
 
 
 def _no_runs_message(experiment_dir: Path) -> str:
@@ -240,8 +245,13 @@ def _task_labels(records: list[RunRecord], ignore: tuple[str, ...] = ()) -> dict
     """Dataset label per run: the dataset, plus what differs between tasks on it (except
     the config fields in ``ignore``)."""
     settings: dict[tuple[str, str], dict[Path, dict[str, Any]]] = defaultdict(dict)
+    whole_split = _whole_split_sizes(records)
     for record in records:
         config = record.config.to_dict()
+        if config["train_size"] is None:
+            # The whole training split: "all (N)", not "None".
+            count = whole_split.get((config["dataset"], repr(config["classes"])))
+            config["train_size"] = f"all ({count})" if count else "all"
         settings[(config["dataset"], config["net"])][record.path] = {
             key: value for key, value in config.items()
             if key not in _NOT_TASK and key not in ignore}
@@ -254,6 +264,25 @@ def _task_labels(records: list[RunRecord], ignore: tuple[str, ...] = ()) -> dict
             differs = ", ".join(f"{key}={_value_text(setting.get(key))}" for key in varying)
             labels[path] = f"{dataset} ({differs})" if differs else dataset
     return labels
+
+
+def _whole_split_sizes(records: list[RunRecord]) -> dict[tuple[str, str], int]:
+    """(dataset, classes) -> the training images of its whole split, from metrics.json
+    of a run without train_size (in-progress runs of the same task get it too)."""
+    sizes = {}
+    for record in records:
+        count = record.metrics.get("train_images")
+        if record.config.train_size is None and isinstance(count, int):
+            sizes[(record.config.dataset, repr(record.config.classes))] = count
+    return sizes
+
+
+def _natural_key(value: Any) -> list[tuple[int, Any]]:
+    """Sorts text with numbers in it by the numbers' values (``train_size=20`` before
+    ``train_size=100``), and a number before a word at the same place (``100`` before
+    ``all (717)``)."""
+    return [(0, float(part)) if index % 2 else (1, part)
+            for index, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", str(value)))]
 
 
 def _value_text(value: Any) -> str:
@@ -289,7 +318,7 @@ def _order(values: Iterable, preferred: list) -> list:
     """``values`` in the order ``preferred`` gives them, the rest sorted after."""
     values = set(values)
     first = [value for value in dict.fromkeys(preferred) if value in values]
-    return first + sorted(values - set(first), key=str)
+    return first + sorted(values - set(first), key=_natural_key)
 
 
 def _percent(value: float) -> str:
@@ -428,7 +457,8 @@ class Study:
                         rows.add((str(dataset), str(net)))
         task_order = _order({task for task, _ in rows},
                             [task for dataset in grid_values["dataset"]
-                             for task in sorted(self.tasks_of_dataset.get(dataset, {dataset}))])
+                             for task in sorted(self.tasks_of_dataset.get(dataset, {dataset}),
+                                                key=_natural_key)])
         net_order = _order({net for _, net in rows}, grid_values["net"])
         self.rows = sorted(rows, key=lambda row: (task_order.index(row[0]),
                                                   net_order.index(row[1])))
@@ -634,8 +664,9 @@ class Study:
 
     # -- summary.md ---------------------------------------------------------------
 
-    def summary(self) -> tuple[str, str]:
-        """summary.md's text, and the part the CLI prints."""
+    def summary(self, figure_format: str = "png") -> tuple[str, str]:
+        """summary.md's text (linking the figures in ``figure_format``), and the part the
+        CLI prints."""
         counts = defaultdict(int)
         for record in self.records:
             counts[_status_word(record)] += 1
@@ -697,7 +728,8 @@ class Study:
         if self.skipped:
             out += ["", "## Skipped (broken run directories)", "",
                     *(f"- `{path.name}`: {problem}" for path, problem in self.skipped)]
-        figure_names = [name for name, _ in self.figure_specs()]
+        figure_names = [Path(name).with_suffix(f".{figure_format}").name
+                        for name, _ in self.figure_specs()]
         if figure_names:
             out += ["", "## Figures", "", *(f"- [{name}]({name})" for name in figure_names),
                     "", "Error bars of the freeze and training-set size figures: the "
@@ -874,8 +906,11 @@ class Study:
                 if len(freezes[init]) > 1:
                     label += f", freeze {_freeze_text(freeze)}"
                 x, y, low, high = (list(column) for column in zip(*points, strict=True))
+                ticks = [f"all ({size})" if any(run.record.config.train_size is None
+                                                for run in by_size[size]) else f"{size:g}"
+                         for size in x]
                 series.append(figures.Series(label, x, y, low, high,
-                                             {"color": colour, "marker": "o"}))
+                                             {"color": colour, "marker": "o"}, ticks))
             if any(len(item.x) > 1 for item in series):
                 panels[f"{task} · {net}"] = series
         return panels

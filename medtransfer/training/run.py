@@ -211,7 +211,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
         model = build_run_model(config, len(inputs.class_names))
     save_config(config, run_dir.config)
     tensorboard = TensorBoardLog(run_dir.path)
-    tensorboard.write_hparams(config.to_dict())
+    tensorboard.write_hparams(config.to_dict(), train_images=inputs.train_images)
     state, done = _restore_progress(run_dir, tensorboard)
     if done:
         print(f"Resuming {run_dir.path} after epoch {done} of {config.total_epochs}.")

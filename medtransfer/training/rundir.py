@@ -35,7 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from medtransfer.config import RunConfig, identity_differences, load_config_file
+from medtransfer.config import (
+    FIELDS,
+    NOT_IDENTITY,
+    RunConfig,
+    identity_differences,
+    load_config_file,
+)
 from medtransfer.errors import MedtransferError, working_directory_note
 from medtransfer.fileio import read_json, write_json_atomic
 
@@ -45,7 +51,6 @@ HISTORY_COLUMNS = (
 )
 TRAIN_SCALARS = ("loss", "accuracy", "lr")
 VALIDATION_SCALARS = ("val_loss", "val_accuracy", "val_auc_micro", "val_auc_macro")
-HPARAMS = ("dataset", "net", "init", "freeze", "epochs", "lr", "seed", "batch_size", "image_size")
 # Scalars written once a run completes, at step = best epoch, in the run's top folder;
 # the HParams tab shows them per run. Tag -> metrics.json key.
 RESULT_SCALARS = {
@@ -597,20 +602,28 @@ class TensorBoardLog:
             self._writers[name] = tf.summary.create_file_writer(str(folder))
         return self._writers[name]
 
-    def write_hparams(self, config: dict[str, Any]) -> None:
-        """Writes the HParams entry once, so TensorBoard's HParams tab compares runs."""
+    def write_hparams(self, config: dict[str, Any], train_images: int | None = None) -> None:
+        """Writes the HParams entry once, so TensorBoard's HParams tab compares runs.
+
+        Every identity field is a hyperparameter (see :func:`hparam_values`), so whatever
+        differs between an experiment's runs (train_size, classes, lr, ...) is a column.
+        No experiment summary (``hparams_config``) is written: TensorBoard would take one
+        run's as the whole logdir's and hide what that run did not list; without it,
+        TensorBoard derives each column's type (number, bool, text) and range from the
+        values of every run, and its metrics from every run's scalars.
+
+        Args:
+            config: the resolved run config, as a dict.
+            train_images: how many training images the run uses; the ``train_size``
+                column of a run on the whole split.
+        """
         from tensorboard.plugins.hparams import api as hparams_api
 
-        values = {key: _hparam(config[key]) for key in HPARAMS if key in config}
+        values = hparam_values(config, train_images)
         # A resumed run writes it again: drop the old entry so the tab shows the run once.
         for old in self.run_dir.glob("events.out.tfevents.*"):
             old.unlink()
-        metrics = [hparams_api.Metric(tag, display_name=tag) for tag in RESULT_SCALARS]
-        metrics += [hparams_api.Metric(tag, group="validation", display_name=f"last {tag}")
-                    for tag in ("val_auc_micro", "val_loss")]
         with self._writer("hparams").as_default():
-            hparams_api.hparams_config(
-                hparams=[hparams_api.HParam(key) for key in values], metrics=metrics)
             # The trial id names the session in the HParams tab: with the experiment in
             # it, the same run id in two experiments stays two rows under one logdir.
             hparams_api.hparams(
@@ -652,5 +665,23 @@ class TensorBoardLog:
         self._writers = {}
 
 
-def _hparam(value: Any) -> Any:
-    return value if isinstance(value, bool | int | float | str) else str(value)
+def hparam_values(config: dict[str, Any], train_images: int | None = None) -> dict[str, Any]:
+    """The HParams entry of a run: every identity field of ``config`` (every field but
+    ``NOT_IDENTITY``), each always of one type, so that a column compares across runs.
+
+    Numbers stay numbers (an unset one, like ``patience``, is left out rather than
+    turned into text), ``train_size`` is the number of training images used (the whole
+    split's count when unset), ``classes`` is text (``3,5,7``, or ``all``).
+    """
+    values: dict[str, Any] = {}
+    for name in FIELDS:
+        value = config.get(name)
+        if name in NOT_IDENTITY:
+            continue
+        if name == "train_size" and value is None:
+            value = train_images
+        elif name == "classes":
+            value = "all" if value is None else ",".join(str(item) for item in value)
+        if value is not None:
+            values[name] = value if isinstance(value, bool | int | float | str) else str(value)
+    return values

@@ -19,7 +19,8 @@ Two rates are suggested from the smoothed curve:
 
 Output, by default in ``<logdir>/lr-find/<name>/`` (``<name>`` is the run id of the
 configuration without its learning rate and epochs): ``lr_find.csv`` (step, lr, loss,
-smoothed_loss), ``lr_find.png`` (smoothed loss against rate, log axis) and
+smoothed_loss), ``lr_find.png`` (smoothed loss against rate, log axis; ``.pdf`` or
+``.svg`` under ``--format``) and
 ``suggestion.json``. The folder has no ``config.yaml`` or ``metrics.json``: it is not a
 run directory, and ``sweep``, ``report`` and ``run`` never take it for one (a folder of
 ``<logdir>/lr-find/`` is not a run, and ``lr-find`` is not an experiment they scan
@@ -38,6 +39,8 @@ import numpy as np
 from medtransfer.config import RunConfig
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import write_json_atomic, write_text_atomic
+from medtransfer.inspect.plots import setting_text
+from medtransfer.plotting import check_format, save_figure, wrap
 
 DEFAULT_STEPS = 200
 MIN_LR, MAX_LR = 1e-7, 1.0
@@ -181,7 +184,8 @@ def output_dir(config: RunConfig) -> Path:
 
 
 def find_lr(config: RunConfig, *, steps: int = DEFAULT_STEPS, min_lr: float = MIN_LR,
-            max_lr: float = MAX_LR, out: str | Path | None = None) -> LrFindResult:
+            max_lr: float = MAX_LR, out: str | Path | None = None,
+            figure_format: str = "png") -> LrFindResult:
     """Runs the range test on ``config``'s pipeline and model and writes its files.
 
     Args:
@@ -189,6 +193,7 @@ def find_lr(config: RunConfig, *, steps: int = DEFAULT_STEPS, min_lr: float = MI
         steps: training batches at most (the pipeline is cycled when it is shorter).
         min_lr, max_lr: the first and last rate.
         out: where to write; default :func:`output_dir`.
+        figure_format: the curve's file format: ``png`` (200 dpi), ``pdf`` or ``svg``.
 
     Returns:
         The curve and the suggestion.
@@ -208,6 +213,7 @@ def find_lr(config: RunConfig, *, steps: int = DEFAULT_STEPS, min_lr: float = MI
             f"below --max-lr; the defaults {MIN_LR:g} and {MAX_LR:g} cover every rate Adam "
             "trains at."
         )
+    figure_format = check_format(figure_format)
     from medtransfer.training.run import resolve_config
 
     config, dataset = resolve_config(config)
@@ -218,7 +224,7 @@ def find_lr(config: RunConfig, *, steps: int = DEFAULT_STEPS, min_lr: float = MI
         out_dir=out_dir, lrs=lrs, losses=losses, smoothed=smoothed,
         suggestion=suggest_lr(lrs, smoothed), stopped_early=len(lrs) < steps,
     )
-    _write_outputs(result, config, steps)
+    _write_outputs(result, config, steps, figure_format)
     return result
 
 
@@ -271,7 +277,8 @@ def _range_test(config: RunConfig, dataset: Any,
     return schedule[: len(losses)], np.array(losses, dtype=float)
 
 
-def _write_outputs(result: LrFindResult, config: RunConfig, steps: int) -> None:
+def _write_outputs(result: LrFindResult, config: RunConfig, steps: int,
+                   figure_format: str) -> None:
     result.out_dir.mkdir(parents=True, exist_ok=True)
     rows = ["step,lr,loss,smoothed_loss"] + [
         f"{step},{lr:.8g},{loss:.8g},{smoothed:.8g}"
@@ -279,7 +286,7 @@ def _write_outputs(result: LrFindResult, config: RunConfig, steps: int) -> None:
             zip(result.lrs, result.losses, result.smoothed, strict=True), start=1)
     ]
     write_text_atomic(result.out_dir / "lr_find.csv", "\n".join(rows) + "\n")
-    _plot(result, config).savefig(result.out_dir / "lr_find.png", format="png", dpi=110)
+    save_figure(_plot(result, config), result.out_dir / f"lr_find.{figure_format}")
     suggestion = result.suggestion
     write_json_atomic(result.out_dir / "suggestion.json", {
         "lr": suggestion.lr,
@@ -319,8 +326,9 @@ def _plot(result: LrFindResult, config: RunConfig):
         axes.set_ylim(max(0.0, bottom - 0.05 * (top - bottom)), top)
     axes.set_xlabel("learning rate (log scale)")
     axes.set_ylabel("training loss")
-    axes.set_title(f"Learning-rate range test: {config.dataset} / {config.net} / "
-                   f"{config.init}, freeze {config.freeze:g}", fontsize=10)
+    axes.set_title(wrap(f"Learning-rate range test: {config.dataset} / {config.net} / "
+                        f"{setting_text('init', config.init)}, freeze {config.freeze:g}",
+                        6.0, 10), fontsize=10)
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize=8)
     return figure
