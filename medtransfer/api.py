@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -204,19 +205,29 @@ def load_run(run_dir: str | Path) -> Run:
 def sweep(config: str | Path, *, logdir: str | Path | None = None, dry_run: bool = False):
     """Runs every run of a sweep file not yet complete (``medtransfer sweep``).
 
+    A run that fails is recorded in its ``error.txt`` and the others go on; the failures
+    are listed on stderr at the end and in the result, not raised.
+
     Returns:
-        A ``SweepResult``: ``total``, ``complete_before``, ``completed``, ``failed``.
+        A ``SweepResult``: ``total``, ``complete_before``, ``completed`` (run ids),
+        ``failed`` (run id -> its error file), ``held`` (run ids another process holds).
 
     Example:
-        >>> mt.sweep("configs/demo.yaml")
+        >>> result = mt.sweep("configs/demo.yaml")
+        >>> result.completed, result.failed
     """
+    from medtransfer.study.launch import SweepFailed
     from medtransfer.study.sweep import run_sweep
 
-    return run_sweep(config, logdir=logdir, dry_run=dry_run)
+    try:
+        return run_sweep(config, logdir=logdir, dry_run=dry_run)
+    except SweepFailed as failed:
+        print(f"medtransfer sweep: error: {failed}", file=sys.stderr)
+        return failed.result
 
 
 def report(experiment_dir: str | Path, *, out: str | Path | None = None,
-           resamples: int = 1000, seed: int = 0):
+           resamples: int = 1000, seed: int = 0, format: str = "png"):
     """An experiment's runs as the study's tables and figures (``medtransfer report``).
 
     Returns:
@@ -228,11 +239,12 @@ def report(experiment_dir: str | Path, *, out: str | Path | None = None,
     """
     from medtransfer.study.report import build_report
 
-    return build_report(experiment_dir, out, resamples=resamples, seed=seed)
+    return build_report(experiment_dir, out, resamples=resamples, seed=seed,
+                        figure_format=format)
 
 
 def tsne(runs: str | Path | Sequence[str | Path], *, out: str | Path | None = None,
-         max_images: int = 1000, seed: int = 0):
+         max_images: int = 1000, seed: int = 0, format: str = "png"):
     """What the features of each run separate: t-SNE, a panel per run (``medtransfer tsne``).
 
     Returns:
@@ -245,7 +257,8 @@ def tsne(runs: str | Path | Sequence[str | Path], *, out: str | Path | None = No
     from medtransfer.inspect.tsne import run_tsne
 
     runs = [runs] if isinstance(runs, str | Path) else list(runs)
-    return run_tsne([Path(run) for run in runs], out, max_images=max_images, seed=seed)
+    return run_tsne([Path(run) for run in runs], out, max_images=max_images, seed=seed,
+                    figure_format=format)
 
 
 def list_nets() -> pd.DataFrame:

@@ -389,10 +389,10 @@ def _sweep_parser(subparsers) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from medtransfer.study.sweep import run_sweep
+    from medtransfer.api import sweep
 
-    run_sweep(args.config, logdir=args.logdir, dry_run=args.dry_run)
-    return 0
+    result = sweep(args.config, logdir=args.logdir, dry_run=args.dry_run)
+    return 1 if result.failed else 0  # the failures are listed already
 
 
 def _prepare_parser(subparsers) -> None:
@@ -501,10 +501,10 @@ def _tsne_parser(subparsers) -> None:
 
 
 def _tsne(args: argparse.Namespace) -> int:
-    from medtransfer.inspect.tsne import run_tsne
+    from medtransfer.api import tsne
 
-    result = run_tsne(args.run_dirs, args.out, max_images=args.max_images, seed=args.seed,
-                      figure_format=args.format)
+    result = tsne(args.run_dirs, out=args.out, max_images=args.max_images, seed=args.seed,
+                  format=args.format)
     print(f"t-SNE:     {result.figure} ({result.table.name} beside it)")
     for config in result.projector_configs:
         print(f"projector: {config} (tensorboard --logdir {config.parent}, Projector tab)")

@@ -45,9 +45,13 @@ COMPLETE, FAILED, HELD = "complete", "failed", "held"
 
 
 class SweepFailed(MedtransferError):
-    """Some runs of the sweep failed; the others completed."""
+    """Some runs of the sweep failed; the others completed (``result`` says which)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, result: SweepResult):
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
@@ -174,7 +178,8 @@ def finish(sweep: Sweep, result: SweepResult) -> None:
         raise SweepFailed(
             f"{len(result.failed)} run(s) of {sweep.path} failed: {listing}. Each error file "
             "holds the exit code and the last lines of the run's output. Fix the cause and "
-            f"run the same command again: complete runs are skipped."
+            f"run the same command again: complete runs are skipped.",
+            result,
         )
     print(f"report: medtransfer report {sweep.experiment_dir}")
 
