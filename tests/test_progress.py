@@ -54,3 +54,17 @@ def test_prepare_shows_a_bar_in_a_notebook_and_lines_elsewhere(monkeypatch):
     assert bar.bar is not None and bar.bar.n == 40 and bar.bar.total == 40
     bar.finish()
     assert stream.getvalue() == ""  # the bar, not lines
+
+
+def test_a_sweep_in_a_notebook_counts_its_runs_on_one_bar(monkeypatch):
+    from medtransfer.study.launch import COMPLETE, FAILED, Progress
+
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    assert Progress(2).bar is None
+    fake_ipython(monkeypatch, ZMQInteractiveShell())
+    progress = Progress(2)
+    progress.done(COMPLETE)
+    assert progress.bar.n == 1 and progress.bar.postfix == "complete=1"
+    progress.done(FAILED)
+    assert progress.bar.n == 2 and progress.bar.postfix == "complete=1, failed=1"
+    assert "2/2 done (1 complete, 1 failed)" in progress.line()

@@ -35,6 +35,7 @@ from medtransfer.config import RunConfig
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import write_text_atomic
 from medtransfer.lifetime import child_environment
+from medtransfer.progress import notebook_bar
 from medtransfer.study.grid import PlannedRun, Sweep
 from medtransfer.training.rundir import RunDirectory, RunHeld
 
@@ -186,12 +187,13 @@ def finish(sweep: Sweep, result: SweepResult) -> None:
 
 class Progress:
     """Runs done out of the runs to do (complete, failed and held counted apart), elapsed
-    time and an ETA from the pace so far."""
+    time and an ETA from the pace so far; in a notebook also a live bar over the runs."""
 
     def __init__(self, total: int):
         self.total = total
         self.counts = collections.Counter()
         self.started = time.monotonic()
+        self.bar = notebook_bar(total, "sweep", "run")
 
     @property
     def finished(self) -> int:
@@ -200,6 +202,11 @@ class Progress:
     def done(self, state: str) -> None:
         """Counts one run that ended ``complete``, ``failed`` or ``held``."""
         self.counts[state] += 1
+        if self.bar is not None:
+            self.bar.set_postfix({name: count for name, count in self.counts.items()})
+            self.bar.update()
+            if self.finished == self.total:
+                self.bar.close()
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
