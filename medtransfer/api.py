@@ -85,6 +85,24 @@ class Run:
             inputs = [inputs]
         return predict_frame(self.path, list(inputs), batch_size=batch_size)
 
+    def figure(self):
+        """Training loss and validation micro AUC per epoch, the phases apart (a Figure)."""
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+
+        history = self.history
+        figure = Figure(figsize=(7, 2.6), layout="constrained")
+        loss, auc = figure.subplots(1, 2)
+        for phase, rows in history.groupby("phase", sort=False) if len(history) else ():
+            loss.plot(rows["epoch"], rows["loss"], marker="o", label=phase)
+            auc.plot(rows["epoch"], rows["val_auc_micro"], marker="o", label=phase)
+        for axes, label in ((loss, "training loss"), (auc, "validation AUC (micro)")):
+            axes.set(xlabel="epoch", ylabel=label)
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(history):
+            auc.legend(title="phase", fontsize="small")
+        return figure
+
     def _trained(self, command: str):
         from medtransfer.training.rundir import open_run
 
@@ -109,7 +127,18 @@ class Run:
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><th>{html.escape(key)}</th><td>{html.escape(value)}</td></tr>"
                        for key, value in self._summary_rows())
-        return f"<b>{html.escape(self.run_id)}</b><table>{rows}</table>"
+        return (f"<b>{html.escape(self.run_id)}</b><table>{rows}</table>"
+                f"{_inline_png(self.figure())}")
+
+
+def _inline_png(figure) -> str:
+    """A matplotlib Figure as an <img> a notebook shows without any file."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
 def prepare(layout: str, *, source: str | Path | None = None, out: str | Path | None = None,

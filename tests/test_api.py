@@ -114,6 +114,8 @@ def test_the_api_and_the_cli_give_the_same_run_and_predictions(tmp_path, digits_
     pd.testing.assert_frame_equal(loaded.history[history.columns], history,
                                   check_dtype=False)
     assert "test_auc_micro" in loaded._repr_html_() and loaded.run_id in loaded._repr_markdown_()
+    assert '<img src="data:image/png;base64,' in loaded._repr_html_()
+    assert [line.get_label() for line in loaded.figure().axes[1].get_lines()] == ["finetune"]
 
     images = tmp_path / "images"
     images.mkdir()
