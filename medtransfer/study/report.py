@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 import re
 from collections import defaultdict
@@ -37,10 +38,22 @@ from typing import Any
 import numpy as np
 import yaml
 
-from medtransfer.config import NOT_IDENTITY, RUN_ID_BASE, init_source_name
+from medtransfer.config import (
+    FIELDS,
+    NOT_IDENTITY,
+    RUN_ID_BASE,
+    RunConfig,
+    absolute_path,
+    config_from_mapping,
+    freeze_text,
+    init_source_name,
+    parse_epochs,
+    value_text,
+)
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import write_text_atomic
 from medtransfer.study import figures
+from medtransfer.study.grid import RUN_REFERENCE
 from medtransfer.study.stats import (
     LEVEL,
     Difference,
@@ -60,6 +73,11 @@ MISSING = "—"
 # Config fields that cannot change a run's numbers, and a cell's own axes: runs that
 # differ only in these are the same task.
 _NOT_TASK = frozenset(NOT_IDENTITY) | frozenset(RUN_ID_BASE)
+# Fields whose default is the net's own (config.resolved_defaults): a resolved config
+# holds each net's default, which differs between nets without making another task.
+_NET_DEFAULTS = ("image_size",)
+# Fields a run fills from its dataset or net (training.run.resolve_config).
+_RESOLVED = frozenset({"lr", "image_size", "flips", "noise", "color"})
 
 
 @dataclass
@@ -190,6 +208,132 @@ def _read_sweep(path: Path) -> tuple[dict[str, Any], str]:
     return data, ""
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """One run the sweep file plans: its config and the keys the file sets explicitly."""
+
+    config: RunConfig
+    explicit: tuple[str, ...]
+    compared: tuple[str, ...]
+    grid_name: str | None = None
+    reference: str | None = None  # "run:NAME" for a transfer from a named grid's run
+
+
+def _planned(sweep: dict[str, Any]) -> list[_Planned]:
+    """Every run of the sweep file's grids, as far as the file alone tells (defaults that
+    depend on the dataset or the net stay unset); cells with invalid values are left out
+    (the sweep itself would have refused them)."""
+    cells = []
+    for grid in _grids(sweep):
+        name = grid.pop("name", [None])[0]
+        keys = list(grid)
+        for combination in itertools.product(*(grid[key] for key in keys)):
+            values = dict(zip(keys, combination, strict=True))
+            init = values.get("init")
+            reference = init if isinstance(init, str) and init.startswith(RUN_REFERENCE) \
+                else None
+            try:
+                config = config_from_mapping(values, source="sweep.yaml")
+            except MedtransferError:
+                continue
+            explicit = tuple(key for key in keys if key not in _NOT_TASK)
+            # A field the run fills from its dataset or net compares only when the file
+            # sets it; every other field is what the file says, or the default.
+            compared = tuple(key for key in FIELDS if key not in _NOT_TASK
+                             and (key not in _RESOLVED or key in keys))
+            cells.append(_Planned(config, explicit, compared,
+                                  name if isinstance(name, str) else None, reference))
+    return cells
+
+
+def _same_setting(key: str, planned: Any, actual: Any) -> bool:
+    if key == "epochs":
+        return parse_epochs(str(planned)) == parse_epochs(str(actual))
+    if isinstance(planned, list | tuple) and isinstance(actual, list | tuple):
+        return [str(item) for item in planned] == [str(item) for item in actual]
+    return planned == actual
+
+
+def _matches(cell: _Planned, config: RunConfig, keys: Iterable[str]) -> bool:
+    return all(_same_setting(key, getattr(cell.config, key), getattr(config, key))
+               for key in keys)
+
+
+def _planned_tasks(cell: _Planned, placed: list[RunRecord], labels: dict[Path, str]) -> list[str]:
+    """The task labels of the runs a planned cell belongs with: runs of its dataset that
+    agree with every setting the sweep file gives it; a label of its own when none does."""
+    found = [labels[record.path] for record in placed
+             if record.config.dataset == cell.config.dataset
+             and _matches(cell, record.config, cell.compared)]
+    if found:
+        return list(dict.fromkeys(found))
+    settings = ", ".join(f"{key}={_label_value(getattr(cell.config, key))}"
+                         for key in cell.explicit)
+    dataset = cell.config.dataset
+    if not any(record.config.dataset == dataset for record in placed) or not settings:
+        return [dataset]
+    return [f"{dataset} ({settings})"]
+
+
+def _source_names(planned: list[_Planned], placed: list[RunRecord]) -> dict[str, str]:
+    """Run directory name -> grid name, for each named grid's run present in the
+    experiment (a named grid plans exactly one run; the sweep checks it)."""
+    names = {}
+    for cell in planned:
+        if cell.grid_name is None:
+            continue
+        keys = [*cell.compared, *(key for key in RUN_ID_BASE if key != "init")]
+        found = [record for record in placed if _matches(cell, record.config, keys)
+                 and (cell.reference is not None or record.config.init == cell.config.init)]
+        if len(found) == 1:
+            names[found[0].path.name] = cell.grid_name
+    return names
+
+
+def _planned_init(cell: _Planned, sources: dict[str, str], placed: list[RunRecord]) -> str:
+    """A planned cell's init as its runs record it: a transfer from a named grid's run
+    is the absolute path of that run (or ``run:NAME`` until it exists)."""
+    init = cell.config.init
+    if cell.reference is not None:
+        directory = next((name for name, grid in sources.items()
+                          if grid == cell.reference.removeprefix(RUN_REFERENCE)), None)
+        return next((record.config.init for record in placed
+                     if record.config.init_is_path and directory is not None
+                     and init_source_name(record.config.init) == directory), init)
+    return init if init in NAMED_INITS else absolute_path(init)
+
+
+def _init_labels(inits: list[str], sources: dict[str, str], experiment: str) -> dict[str, str]:
+    """How each init reads in tables and figures: its name, or ``transfer from <name>``
+    with the name of the sweep's grid that trained the source, else the source's
+    experiment (when it is another one), else the source run's directory name."""
+    labels = {}
+    for init in inits:
+        if init in NAMED_INITS:
+            labels[init] = init
+        elif init.startswith(RUN_REFERENCE):
+            labels[init] = f"transfer from {init.removeprefix(RUN_REFERENCE)}"
+        else:
+            labels[init] = f"transfer from {_short_source(init, sources, experiment)}"
+    counts = defaultdict(int)
+    for label in labels.values():
+        counts[label] += 1
+    # Two sources with one short name: the full names tell them apart.
+    return {init: label if counts[label] == 1 else f"transfer from {init_source_name(init)}"
+            for init, label in labels.items()}
+
+
+def _short_source(init: str, sources: dict[str, str], experiment: str) -> str:
+    name = init_source_name(init)
+    if name in sources:
+        return sources[name]
+    path = Path(init)
+    run_dir = path.parent if path.name == "best.weights.h5" else path
+    if run_dir.name == name and run_dir.parent.name and run_dir.parent.name != experiment:
+        return run_dir.parent.name
+    return name
+
+
 def _grids(sweep: dict[str, Any]) -> list[dict[str, list]]:
     """Each grid of the sweep config merged over its base, every value as a list."""
     base = sweep.get("base") if isinstance(sweep.get("base"), dict) else {}
@@ -207,62 +351,69 @@ def _grids(sweep: dict[str, Any]) -> list[dict[str, list]]:
 # -- reading runs into the study's axes -------------------------------------------
 
 
-def init_label(init: str) -> str:
-    """How an init reads in a table: its name, or ``transfer from <source run id>``."""
-    if init in NAMED_INITS:
-        return init
-    return f"transfer from {init_source_name(init) or init}"
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
-def _freeze_text(freeze: float) -> str:
-    return f"{freeze:g}"
+def _task_labels(configs: dict[Any, RunConfig],
+                 ignore: tuple[str, ...] = ()) -> dict[Any, str]:
+    """Dataset label per config: the dataset, plus what differs between tasks on it.
 
-
-def _task_labels(records: list[RunRecord], ignore: tuple[str, ...] = ()) -> dict[Path, str]:
-    """Dataset label per run: the dataset, plus what differs between tasks on it (except
-    the config fields in ``ignore``)."""
-    settings: dict[tuple[str, str], dict[Path, dict[str, Any]]] = defaultdict(dict)
-    for record in records:
-        config = record.config.to_dict()
-        settings[(config["dataset"], config["net"])][record.path] = {
-            key: value for key, value in config.items()
-            if key not in _NOT_TASK and key not in ignore}
+    Computed per dataset across nets, so that a setting that varies for one net labels
+    that dataset's runs of every net alike (one task is one row). A field whose default
+    is the net's own (:data:`_NET_DEFAULTS`) counts only where it varies within a net: a
+    resolved config holds each net's default input size, which is not a task of its own.
+    ``ignore`` lists config fields left out of the label.
+    """
+    settings: dict[str, dict[Any, dict[str, Any]]] = defaultdict(dict)
+    nets: dict[Any, str] = {}
+    for key, config in configs.items():
+        values = config.to_dict()
+        settings[values["dataset"]][key] = {
+            name: value for name, value in values.items()
+            if name not in _NOT_TASK and name not in ignore}
+        nets[key] = values["net"]
     labels = {}
-    for (dataset, _), by_run in settings.items():
-        keys = sorted({key for setting in by_run.values() for key in setting})
-        varying = [key for key in keys
-                   if len({repr(setting.get(key)) for setting in by_run.values()}) > 1]
-        for path, setting in by_run.items():
-            differs = ", ".join(f"{key}={_value_text(setting.get(key))}" for key in varying)
-            labels[path] = f"{dataset} ({differs})" if differs else dataset
+    for dataset, by_key in settings.items():
+        names = sorted({name for setting in by_key.values() for name in setting})
+        varying = [name for name in names
+                   if _varies(name, by_key, nets)]
+        for key, setting in by_key.items():
+            differs = ", ".join(f"{name}={_label_value(setting.get(name))}"
+                                for name in varying)
+            labels[key] = f"{dataset} ({differs})" if differs else dataset
     return labels
 
 
-def _value_text(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return ",".join(str(item) for item in value)
-    return str(value)
+def _varies(name: str, by_key: dict[Any, dict[str, Any]], nets: dict[Any, str]) -> bool:
+    if name not in _NET_DEFAULTS:
+        return len({repr(setting.get(name)) for setting in by_key.values()}) > 1
+    per_net = defaultdict(set)
+    for key, setting in by_key.items():
+        per_net[nets[key]].add(repr(setting.get(name)))
+    return any(len(values) > 1 for values in per_net.values())
 
 
-def _status_text(run: _Run) -> str:
-    record = run.record
+def _label_value(value: Any) -> str:
+    """A setting in a task label; None (the dataset's whole split, every class) is "all"."""
+    return "all" if value is None else value_text(value)
+
+
+def _freeze_label(freeze: float) -> str:
+    return freeze_text(freeze, decimals=0)
+
+
+def _status_text(record: RunRecord, *, detail: bool = True) -> str:
+    """A run's state in one word (``running``, ``interrupted``, ``complete``, ...), with
+    the epoch it reached or diverged in when ``detail``."""
+    word = record.status
     if record.status == "in progress":
         word = "running" if record.running else "interrupted"
-        total = record.config.total_epochs
-        return f"{word} (epoch {record.epochs_done}/{total})"
-    if record.status == "diverged":
+        if detail:
+            return f"{word} (epoch {record.epochs_done}/{record.config.total_epochs})"
+    if record.status == "diverged" and detail:
         return f"diverged (epoch {record.metrics.get('diverged_epoch', '?')})"
-    return record.status
-
-
-def _status_word(record: RunRecord) -> str:
-    if record.status == "in progress":
-        return "running" if record.running else "interrupted"
-    return record.status
+    return word
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -383,8 +534,14 @@ class Study:
         self.skipped = [(record.path, record.problem) for record in records
                         if record.status == "broken"]
         placed = [record for record in records if record.config is not None]
-        labels = _task_labels(placed)
-        any_size = _task_labels(placed, ignore=("train_size",))
+        self.sweep = sweep
+        self.published = sweep.get("published") if isinstance(sweep.get("published"),
+                                                              dict) else {}
+        planned = _planned(sweep)
+        sources = _source_names(planned, placed)
+        configs = {record.path: record.config for record in placed}
+        labels = _task_labels(configs)
+        any_size = _task_labels(configs, ignore=("train_size",))
         self.runs = [
             _Run(record, labels[record.path], record.config.dataset, record.config.net,
                  record.config.init, float(record.config.freeze), int(record.config.seed),
@@ -396,36 +553,36 @@ class Study:
         self.cells: dict[tuple, list[_Run]] = defaultdict(list)
         for run in sorted(self.runs, key=lambda run: run.seed):
             self.cells[(run.task, run.net, run.init, run.freeze)].append(run)
-        self.sweep = sweep
-        self.published = sweep.get("published") if isinstance(sweep.get("published"),
-                                                              dict) else {}
-        grids = _grids(sweep)
-        grid_values = {key: [value for grid in grids for value in grid.get(key, [])]
-                       for key in ("dataset", "net", "init", "freeze")}
-        self.tasks_of_dataset = defaultdict(set)
-        for run in self.runs:
-            self.tasks_of_dataset[run.dataset].add(run.task)
+        self.task_dataset = {run.task: run.dataset for run in self.runs}
+        # Rows and columns the sweep plans but no run has started yet show as missing.
+        planned_cells = []
+        for cell in planned:
+            init = _planned_init(cell, sources, placed)
+            for task in _planned_tasks(cell, placed, labels):
+                planned_cells.append((task, cell.config.net, init, float(cell.config.freeze)))
+                self.task_dataset.setdefault(task, cell.config.dataset)
         rows = {(run.task, run.net) for run in self.runs}
-        # Rows the sweep asks for but no run has started yet show as missing cells.
-        for grid in grids:
-            for dataset in grid.get("dataset", []):
-                for net in grid.get("net", []):
-                    if not self.tasks_of_dataset.get(dataset):
-                        rows.add((str(dataset), str(net)))
+        rows |= {(task, net) for task, net, _, _ in planned_cells}
         task_order = _order({task for task, _ in rows},
-                            [task for dataset in grid_values["dataset"]
-                             for task in sorted(self.tasks_of_dataset.get(dataset, {dataset}))])
-        net_order = _order({net for _, net in rows}, grid_values["net"])
+                            [task for task, _, _, _ in planned_cells])
+        net_order = _order({net for _, net in rows},
+                           [net for _, net, _, _ in planned_cells])
         self.rows = sorted(rows, key=lambda row: (task_order.index(row[0]),
                                                   net_order.index(row[1])))
-        named = [init for init in grid_values["init"] if init in NAMED_INITS]
-        self.inits = _order({run.init for run in self.runs} | set(named),
-                            [*NAMED_INITS, *named])
+        self.inits = _order({run.init for run in self.runs}
+                            | {init for _, _, init, _ in planned_cells},
+                            [*NAMED_INITS, *(init for _, _, init, _ in planned_cells)])
         self.transfer_inits = [init for init in self.inits if init != GLOROT]
-        self.freezes = sorted({run.freeze for run in self.runs if run.init != GLOROT}
-                              | {float(f) for f in grid_values["freeze"]
-                                 if isinstance(f, int | float)})
-        self.task_dataset = {run.task: run.dataset for run in self.runs}
+        freezes = defaultdict(set)
+        for _, _, init, freeze in [*planned_cells,
+                                   *((None, None, run.init, run.freeze) for run in self.runs)]:
+            freezes[init].add(freeze)
+        self.freezes_of = {init: sorted(freezes[init]) for init in self.inits}
+        self.init_labels = _init_labels(self.inits, sources, experiment_dir.name)
+        # Inits with a table and a line per freeze level: every transfer init, and glorot
+        # when it ran at more than freeze 0.
+        self.freeze_inits = [init for init in self.inits
+                             if init != GLOROT or self.freezes_of[init] != [0.0]]
 
     # -- cells ------------------------------------------------------------------
 
@@ -443,7 +600,7 @@ class Study:
         elif done:
             mean, std = _mean_std([run.auc for run in done])
             parts.append(f"{mean:.4f} ± {std:.4f} (n={len(done)})")
-        parts += [_status_text(run) for run in runs if not run.complete]
+        parts += [_status_text(run.record) for run in runs if not run.complete]
         return "; ".join(parts) or MISSING
 
     def mean_auc(self, task: str, net: str, init: str, freeze: float = 0.0) -> float | None:
@@ -453,10 +610,23 @@ class Study:
     # -- tables -----------------------------------------------------------------
 
     def main_table(self) -> str:
-        header = ["dataset", "net", *(init_label(init) for init in self.inits)]
-        rows = [[task, net, *(self.cell_text(task, net, init, 0.0) for init in self.inits)]
+        header = ["dataset", "net", *(self.init_labels[init] for init in self.inits)]
+        rows = [[task, net, *(self._main_cell(task, net, init) for init in self.inits)]
                 for task, net in self.rows]
         return _cells(rows, header)
+
+    def _main_cell(self, task: str, net: str, init: str) -> str:
+        """The cell's micro AUC, and for a binary task the positive class's AUC beside it."""
+        text = self.cell_text(task, net, init, 0.0)
+        done = self.complete(task, net, init, 0.0)
+        positive = [run.record.metrics.get("test_auc_macro") for run in done]
+        if not done or not all(_is_binary(run) for run in done) or not all(
+                isinstance(value, int | float) for value in positive):
+            return text
+        if len(positive) == 1:
+            return f"{text}; positive class {positive[0]:.4f}"
+        mean, std = _mean_std(positive)
+        return f"{text}; positive class {mean:.4f} ± {std:.4f}"
 
     def legend(self) -> str:
         boot = self.bootstrap
@@ -466,16 +636,24 @@ class Study:
             f"{boot.resamples} stratified resamples, seed {boot.seed}]; with several seeds, "
             "mean ± sample standard deviation (ddof=1) over n seeds. "
             f"{MISSING}: no run."
+            + (" Binary tasks: \"positive class\" is the positive class's test AUC (our "
+               "macro AUC), the metric MedMNIST, CheXpert and most benchmarks report; the "
+               "micro AUC over both one-hot columns (the study's metric) comes first."
+               if any(_is_binary(run) and "test_auc_macro" in run.record.metrics
+                      for run in self.runs if run.complete) else "")
         )
 
     def freeze_table(self, init: str) -> str:
         rows = [(task, net) for task, net in self.rows
                 if any(run.init == init for run in self.runs
                        if (run.task, run.net) == (task, net))]
-        header = ["dataset", "net", "glorot (freeze 0)",
-                  *(f"freeze {_freeze_text(freeze)}" for freeze in self.freezes)]
-        body = [[task, net, self.cell_text(task, net, GLOROT, 0.0),
-                 *(self.cell_text(task, net, init, freeze) for freeze in self.freezes)]
+        freezes = self.freezes_of[init]
+        reference = [] if init == GLOROT else ["glorot (freeze 0)"]
+        header = ["dataset", "net", *reference,
+                  *(f"freeze {_freeze_label(freeze)}" for freeze in freezes)]
+        body = [[task, net,
+                 *([self.cell_text(task, net, GLOROT, 0.0)] if reference else []),
+                 *(self.cell_text(task, net, init, freeze) for freeze in freezes)]
                 for task, net in rows]
         return _cells(body, header)
 
@@ -501,7 +679,7 @@ class Study:
         return result
 
     def per_net_table(self, init: str) -> str:
-        label = init_label(init)
+        label = self.init_labels[init]
         header = ["dataset", "net", "glorot", label, "improvement", "speed-up"]
         body = []
         for task, net in self.pair_rows(init):
@@ -548,10 +726,15 @@ class Study:
             nets = [net for row_task, net in self.pair_rows(init) if row_task == task]
             values = [v for v in (self.improvement(task, net, init) for net in nets)
                       if v is not None]
-            ratios = [item.value for net in nets for item in self.speed_ups(task, net, init)
-                      if item.value is not None]
-            never = sum(item.value is None for net in nets
-                        for item in self.speed_ups(task, net, init))
+            # Each net's mean over its seeds, then the mean over nets: a net with more
+            # seeds does not weigh more.
+            ratios, never = [], 0
+            for net in nets:
+                found = self.speed_ups(task, net, init)
+                reached = [item.value for item in found if item.value is not None]
+                never += len(found) - len(reached)
+                if reached:
+                    ratios.append(float(np.mean(reached)))
             improvements[task] = (values, len(nets))
             speeds[task] = (ratios, never)
         header = ["dataset", "improvement (mean over nets)", "speed-up (mean over nets)"]
@@ -571,16 +754,18 @@ class Study:
         per_task = [np.mean(values) for values, _ in improvements.values() if values]
         per_task_speed = [np.mean(ratios) for ratios, _ in speeds.values() if ratios]
         never = sum(never for _, never in speeds.values())
+        never_text = f"; {never} never reached" if never else ""
         overall = [
             "overall",
             f"{_percent(float(np.mean(per_task)))} (mean of {_datasets(len(per_task))})"
             if per_task else MISSING,
-            f"{np.mean(per_task_speed):.2f}× (mean of {_datasets(len(per_task_speed))})"
-            if per_task_speed else ("never reached" if never else MISSING),
+            f"{np.mean(per_task_speed):.2f}× (mean of {_datasets(len(per_task_speed))}"
+            f"{never_text})" if per_task_speed else ("never reached" if never else MISSING),
         ]
         if published:
-            overall.insert(2, _published_percent(published.get("improvement"), "overall"))
-            overall.append(_published_ratio(published.get("speedup"), "overall"))
+            overall.insert(2, _published_overall(published.get("improvement"), _percent))
+            overall.append(_published_overall(published.get("speedup"),
+                                              lambda value: f"{value:g}×"))
         body.append(overall)
         return _cells(body, header), body
 
@@ -596,7 +781,7 @@ class Study:
         return {}
 
     def paired_table(self, init: str) -> str:
-        header = ["dataset", "net", "freeze", "seed", init_label(init), "glorot",
+        header = ["dataset", "net", "freeze", "seed", self.init_labels[init], "glorot",
                   "Δ AUC [95% CI]", "p"]
         body = []
         glorot = {(run.task, run.net, run.seed): run for run in self.runs
@@ -614,7 +799,7 @@ class Study:
                 comparison = f"{found.estimate:+.4f} [{found.low:+.4f}, {found.high:+.4f}]"
                 p = (f"< {1 / found.resamples:.3g}" if found.p_value == 0
                      else f"{found.p_value:.3f}")
-            body.append([run.task, run.net, _freeze_text(run.freeze), str(run.seed),
+            body.append([run.task, run.net, _freeze_label(run.freeze), str(run.seed),
                          f"{run.auc:.4f}", f"{partner.auc:.4f}", comparison, p])
         return _cells(body, header) if body else ""
 
@@ -624,14 +809,14 @@ class Study:
         """summary.md's text, and the part the CLI prints."""
         counts = defaultdict(int)
         for record in self.records:
-            counts[_status_word(record)] += 1
+            counts[_status_text(record, detail=False)] += 1
         expect = self.sweep.get("expect")
         main = [self.main_table(), "", self.legend()]
         if isinstance(expect, str) and expect.strip():
             main += ["", f"Expected (sweep.yaml): {expect.strip()}"]
         for init in self.transfer_inits:
             table, _ = self.dataset_summary(init)
-            main += ["", f"{init_label(init)} over glorot (freeze 0):", "", table]
+            main += ["", f"{self.init_labels[init]} over glorot (freeze 0):", "", table]
         out = [
             f"# Report: {self.experiment_dir.name}",
             "",
@@ -644,10 +829,12 @@ class Study:
         out += ["", "## Test AUC at freeze 0", "", *main[:3]]
         if isinstance(expect, str) and expect.strip():
             out += ["", f"Expected (sweep.yaml): {expect.strip()}"]
-        for init in self.transfer_inits:
-            label = init_label(init)
+        for init in self.freeze_inits:
+            label = self.init_labels[init]
+            out += ["", f"## {label}: test AUC per freeze level", "", self.freeze_table(init)]
+            if init == GLOROT:
+                continue
             out += [
-                "", f"## {label}: test AUC per freeze level", "", self.freeze_table(init),
                 "", f"## {label} over glorot", "",
                 "Both at freeze 0 (every layer fine-tuned), same dataset and net. "
                 "Improvement: (AUC_A − AUC_glorot) / AUC_glorot of the mean test micro AUCs; "
@@ -678,7 +865,7 @@ class Study:
                       if record.status not in ("complete", "broken")]
         if unfinished:
             out += ["", "## Not complete", "",
-                    *(f"- `{record.path.name}`: {_status_text(self._run_of(record))}"
+                    *(f"- `{record.path.name}`: {_status_text(record)}"
                       for record in unfinished)]
         if self.skipped:
             out += ["", "## Skipped (broken run directories)", "",
@@ -691,15 +878,13 @@ class Study:
                     "seeds for several."]
         return "\n".join(out) + "\n", "\n".join(main) + "\n"
 
-    def _run_of(self, record: RunRecord) -> _Run:
-        return next(run for run in self.runs if run.record is record)
-
     # -- results.csv ----------------------------------------------------------------
 
     def results_csv(self) -> str:
         rows = []
         for record in self.records:
-            row: dict[str, Any] = {"run_dir": str(record.path), "status": _status_word(record)}
+            row: dict[str, Any] = {"run_dir": str(record.path),
+                                   "status": _status_text(record, detail=False)}
             if record.config is not None:
                 row.update({key: getattr(record.config, key)
                             for key in ("dataset", "net", "init", "freeze", "seed")})
@@ -728,13 +913,13 @@ class Study:
     def figure_specs(self) -> list[tuple[str, Any]]:
         """(file name, builder) of every figure this experiment has data for."""
         specs = []
-        for init in self.transfer_inits:
-            slug, label = _slug(init_label(init)), init_label(init)
+        for init in self.freeze_inits:
+            slug, label = _slug(self.init_labels[init]), self.init_labels[init]
             if self._freeze_panels(init):
                 specs.append((f"val_auc_by_freeze_{slug}.png",
                               lambda init=init, label=label: figures.validation_by_freeze(
                                   self._freeze_panels(init), label)))
-            if self._versus_panels(init)[0]:
+            if init != GLOROT and self._versus_panels(init)[0]:
                 specs.append((f"glorot_vs_{slug}.png",
                               lambda init=init, label=label: figures.glorot_against_transfer(
                                   self._versus_panels(init)[0], label,
@@ -767,17 +952,21 @@ class Study:
 
     def _freeze_panels(self, init: str) -> dict[str, list[figures.Series]]:
         panels = {}
-        colours = _colours(len(self.freezes))
+        freezes = self.freezes_of[init]
+        colours = _colours(len(freezes))
         for task, net in self.rows:
-            series = [self._series("glorot, freeze 0", self.cells.get((task, net, GLOROT, 0.0),
-                                                                     []),
-                                   {"color": "black", "linestyle": "--"})]
-            for freeze, colour in zip(self.freezes, colours, strict=True):
-                series.append(self._series(f"freeze {_freeze_text(freeze)}",
-                                           self.cells.get((task, net, init, freeze), []),
-                                           {"color": colour}))
-            if any(item is not None for item in series[1:]):
-                panels[f"{task} · {net}"] = [item for item in series if item is not None]
+            series = []
+            if init != GLOROT:
+                series.append(self._series("glorot, freeze 0",
+                                           self.cells.get((task, net, GLOROT, 0.0), []),
+                                           {"color": "black", "linestyle": "--"}))
+            ours = [self._series(f"freeze {_freeze_label(freeze)}",
+                                 self.cells.get((task, net, init, freeze), []),
+                                 {"color": colour})
+                    for freeze, colour in zip(freezes, colours, strict=True)]
+            if any(item is not None for item in ours):
+                panels[f"{task} · {net}"] = [item for item in series + ours
+                                             if item is not None]
         return panels
 
     def _versus_panels(self, init: str) -> tuple[dict, dict]:
@@ -785,7 +974,7 @@ class Study:
         for task, net in self.rows:
             glorot = self._series("glorot", self.cells.get((task, net, GLOROT, 0.0), []),
                                   {"color": "black"})
-            ours = self._series(init_label(init), self.cells.get((task, net, init, 0.0), []),
+            ours = self._series(self.init_labels[init], self.cells.get((task, net, init, 0.0), []),
                                 {"color": "tab:red"})
             if glorot is None or ours is None:
                 continue
@@ -798,26 +987,30 @@ class Study:
         return panels, targets
 
     def _auc_freeze_panels(self) -> dict[str, list[figures.Series]]:
+        """Test AUC against the freeze level, a panel per task, a line per net and init
+        with runs at any freeze (glorot at freeze 0 alone is a dashed reference)."""
         panels: dict[str, list[figures.Series]] = {}
         lines = [(net, init) for net in _order({net for _, net in self.rows},
                                                [net for _, net in self.rows])
-                 for init in self.transfer_inits]
+                 for init in self.freeze_inits]
         colours = dict(zip(lines, _colours(len(lines)), strict=True))
         for task in dict.fromkeys(task for task, _ in self.rows):
             series = []
             for net, init in lines:
                 points = []
-                for freeze in self.freezes:
+                for freeze in self.freezes_of[init]:
                     done = self.complete(task, net, init, freeze)
                     if done:
                         points.append((freeze, *self._auc_with_error(done)))
                 if points:
-                    label = net if len(self.transfer_inits) == 1 else f"{net}, {init_label(init)}"
+                    label = (net if len(self.freeze_inits) == 1
+                             else f"{net}, {self.init_labels[init]}")
                     x, y, low, high = (list(column) for column in zip(*points, strict=True))
                     series.append(figures.Series(label, x, y, low, high,
                                                  {"color": colours[(net, init)], "marker": "o"}))
                     glorot = self.mean_auc(task, net, GLOROT)
-                    if glorot is not None and init == self.transfer_inits[0]:
+                    if (glorot is not None and GLOROT not in self.freeze_inits
+                            and init == self.freeze_inits[0]):
                         series.append(figures.Series(
                             f"{net}, glorot", [0.0, 1.0], [glorot, glorot],
                             style={"color": colours[(net, init)], "linestyle": "--"}))
@@ -856,9 +1049,9 @@ class Study:
                     continue
                 points = sorted((size, *self._auc_with_error(done))
                                 for size, done in by_size.items())
-                label = init_label(init)
+                label = self.init_labels[init]
                 if len(freezes[init]) > 1:
-                    label += f", freeze {_freeze_text(freeze)}"
+                    label += f", freeze {_freeze_label(freeze)}"
                 x, y, low, high = (list(column) for column in zip(*points, strict=True))
                 series.append(figures.Series(label, x, y, low, high,
                                              {"color": colour, "marker": "o"}))
@@ -881,6 +1074,11 @@ def _colours(count: int) -> list:
 
     cmap = colormaps["viridis"]
     return [cmap(index / max(1, count - 1) * 0.9) for index in range(count)]
+
+
+def _is_binary(run: _Run) -> bool:
+    classes = run.record.config.num_classes or run.record.metrics.get("num_classes")
+    return classes == 2
 
 
 def _train_images(run: _Run) -> int | None:
@@ -910,6 +1108,24 @@ def _mean_ratio_text(ratios: list[float], never: int) -> str:
 def _published_percent(values: Any, key: str) -> str:
     value = values.get(key) if isinstance(values, dict) else None
     return _percent(float(value)) if isinstance(value, int | float) else MISSING
+
+
+def _published_overall(values: Any, text) -> str:
+    """The published overall value; when it is not the mean of the published per-dataset
+    values (more than one of them), the cell says so and gives that mean."""
+    overall = values.get("overall") if isinstance(values, dict) else values
+    if not isinstance(overall, int | float):
+        return MISSING
+    cell = text(float(overall))
+    per_dataset = [float(value) for key, value in values.items()
+                   if key != "overall" and isinstance(value, int | float)] \
+        if isinstance(values, dict) else []
+    if len(per_dataset) > 1:
+        mean = float(np.mean(per_dataset))
+        if text(mean) != cell:
+            cell += (f" (not the mean of the published per-dataset values, "
+                     f"{text(mean)})")
+    return cell
 
 
 def _published_ratio(value: Any, key: str) -> str:

@@ -1,0 +1,134 @@
+"""The report accounts for every run: each (init, freeze), task and planned row is shown."""
+
+import pytest
+from fabricated_runs import make_run
+
+from medtransfer.study.report import build_report, load_study
+
+
+def table_rows(text, first_cell):
+    return [line for line in text.splitlines() if line.startswith(f"| {first_cell} |")]
+
+
+@pytest.fixture(scope="module")
+def glorot_freezes(tmp_path_factory):
+    """glorot alone at freezes 0 and 1, two nets: 4 complete runs."""
+    experiment = tmp_path_factory.mktemp("logs") / "glorot_only"
+    experiment.mkdir()
+    for net, aucs in (("small_cnn", (0.90, 0.70)), ("cbr_tiny", (0.80, 0.60))):
+        for freeze, auc in zip((0.0, 1.0), aucs, strict=True):
+            make_run(experiment, dataset="digits", net=net, freeze=freeze, val_aucs=[auc],
+                     test_auc=auc)
+    (experiment / "sweep.yaml").write_text(
+        "experiment: glorot_only\nbase: {dataset: digits}\n"
+        "grid: {net: [small_cnn, cbr_tiny], init: [glorot], freeze: [0, 1]}\n")
+    return experiment
+
+
+def test_glorot_at_two_freezes_gets_its_table_and_lines(glorot_freezes, tmp_path):
+    study = load_study(glorot_freezes)
+    assert study.freeze_inits == ["glorot"]
+    table = study.freeze_table("glorot")
+    assert table.splitlines()[0] == "| dataset | net | freeze 0 | freeze 1 |"
+    assert table_rows(table, "digits") == ["| digits | small_cnn | 0.9000 | 0.7000 |",
+                                           "| digits | cbr_tiny | 0.8000 | 0.6000 |"]
+    assert "test_auc_vs_freeze.png" in [name for name, _ in study.figure_specs()]
+    panel = study._auc_freeze_panels()["digits"]
+    assert {series.label: (series.x, series.y) for series in panel} == {
+        "small_cnn": ([0.0, 1.0], [0.9, 0.7]), "cbr_tiny": ([0.0, 1.0], [0.8, 0.6])}
+    summary = build_report(glorot_freezes, tmp_path).summary.read_text()
+    assert "## glorot: test AUC per freeze level" in summary
+    assert "| digits | cbr_tiny | 0.8000 | 0.6000 |" in summary
+
+
+@pytest.fixture(scope="module")
+def speed_ups(tmp_path_factory):
+    """digits: small_cnn with seeds 0 and 1, cbr_tiny and cbr_small one seed each; a
+    second task (train_size 10) on small_cnn alone; cbr_large_t planned, never run.
+
+    Speed-ups (e_glorot / e_transfer), by hand:
+    - small_cnn seed 0: glorot best 0.9 first at epoch 3, imagenet-like transfer reaches
+      0.9 at epoch 1: 3.0. Seed 1: glorot best 0.8 at epoch 1, transfer reaches it at
+      epoch 2: 0.5. small_cnn's mean: 1.75.
+    - cbr_tiny: glorot best 0.95 at epoch 5, transfer reaches it at 1: 5.0.
+    - cbr_small: glorot best 0.99 at 2, transfer never reaches it.
+    Mean over nets: (1.75 + 5.0) / 2 = 3.375 (the mean over the three ratios would be
+    2.83), with 1 never reached. Improvements: small_cnn (0.85 - 0.80) / 0.80 = +6.25%,
+    cbr_tiny (0.88 - 0.80) / 0.80 = +10%, cbr_small (0.76 - 0.80) / 0.80 = -5%.
+    """
+    experiment = tmp_path_factory.mktemp("logs") / "speed"
+    experiment.mkdir()
+    source = make_run(tmp_path_factory.mktemp("other"), dataset="digits", net="small_cnn",
+                      val_aucs=[0.5], test_auc=0.5)
+    init = str(source.path)
+    runs = [
+        ("small_cnn", 0, [0.5, 0.8, 0.9], 0.80, [0.9, 0.9, 0.9], 0.85),
+        ("small_cnn", 1, [0.8, 0.8, 0.8], 0.80, [0.7, 0.8, 0.8], 0.85),
+        ("cbr_tiny", 0, [0.5, 0.6, 0.7, 0.8, 0.95], 0.80, [0.95], 0.88),
+        ("cbr_small", 0, [0.5, 0.99], 0.80, [0.5, 0.6], 0.76),
+    ]
+    sizes = {"small_cnn": 128, "cbr_tiny": 224, "cbr_small": 224}
+    for net, seed, glorot_curve, glorot_auc, transfer_curve, transfer_auc in runs:
+        # Resolved configs hold each net's own default input size: not a task apart.
+        common = dict(dataset="digits", net=net, seed=seed, image_size=sizes[net])
+        make_run(experiment, val_aucs=glorot_curve, test_auc=glorot_auc, **common)
+        make_run(experiment, init=init, val_aucs=transfer_curve, test_auc=transfer_auc,
+                 **common)
+    make_run(experiment, dataset="digits", net="small_cnn", image_size=128, train_size=10,
+             val_aucs=[0.6], test_auc=0.6)
+    (experiment / "sweep.yaml").write_text(
+        "experiment: speed\nbase: {dataset: digits}\n"
+        "grid:\n  - {net: [small_cnn, cbr_tiny, cbr_small, cbr_large_t], init: [glorot]}\n"
+        "  - {net: [small_cnn], train_size: [10], init: [glorot]}\n"
+        "published:\n  improvement: {overall: 0.03, digits: 0.02, other: 0.04}\n")
+    return experiment
+
+
+def test_task_labels_are_per_dataset_and_never_none(speed_ups):
+    study = load_study(speed_ups)
+    # One task is one row for every net; the other task names its size; "all" stands for
+    # the whole split, never "None".
+    assert [row for row in study.rows] == [
+        ("digits (train_size=all)", "small_cnn"), ("digits (train_size=all)", "cbr_tiny"),
+        ("digits (train_size=all)", "cbr_small"), ("digits (train_size=all)", "cbr_large_t"),
+        ("digits (train_size=10)", "small_cnn")]
+    assert "None" not in study.main_table()
+
+
+def test_every_planned_row_shows_with_missing_cells(speed_ups):
+    table = load_study(speed_ups).main_table()
+    assert table_rows(table, "digits (train_size=all)")[-1] == (
+        "| digits (train_size=all) | cbr_large_t | — | — |")
+    assert table_rows(table, "digits (train_size=10)") == [
+        "| digits (train_size=10) | small_cnn | 0.6000 | — |"]
+
+
+def test_speed_up_is_the_mean_over_nets_of_each_nets_mean(speed_ups):
+    study = load_study(speed_ups)
+    init = study.transfer_inits[0]
+    _, body = study.dataset_summary(init)
+    rows = {row[0]: row for row in body}
+    assert rows["digits (train_size=all)"][1] == "+3.75% (3 of 3 nets)"  # (6.25+10-5)/3
+    assert rows["digits (train_size=all)"][3] == "3.38× (1 never reached)"
+    # The overall row keeps the count; the published overall is the mean of its values.
+    assert rows["overall"][3] == "3.38× (mean of 1 dataset; 1 never reached)"
+    assert rows["overall"][2] == "+3.00%"
+    per_net = study.per_net_table(init)
+    assert table_rows(per_net, "digits (train_size=all)")[0].endswith(
+        "| 1.75 ± 1.77× (n=2) |")
+
+
+def test_binary_task_shows_the_positive_class_auc(tmp_path):
+    experiment = tmp_path / "chest"
+    experiment.mkdir()
+    make_run(experiment, dataset="cats_vs_dogs", net="small_cnn", val_aucs=[0.9],
+             test_auc=0.913, metrics={"test_auc_macro": 0.938})
+    for seed, auc, macro in ((0, 0.80, 0.90), (1, 0.90, 0.94)):
+        make_run(experiment, dataset="cats_vs_dogs", net="small_cnn", init="imagenet",
+                 seed=seed, val_aucs=[0.9], test_auc=auc, metrics={"test_auc_macro": macro})
+    study = load_study(experiment)
+    # Positive class: 0.938; 0.90 and 0.94: mean 0.92, sample std 0.0283.
+    assert table_rows(study.main_table(), "cats_vs_dogs") == [
+        "| cats_vs_dogs | small_cnn | 0.9130; positive class 0.9380 | "
+        "0.8500 ± 0.0707 (n=2); positive class 0.9200 ± 0.0283 |"]
+    assert "positive class's test AUC (our macro AUC)" in study.legend()
