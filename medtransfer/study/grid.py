@@ -139,12 +139,11 @@ def expand(values: Mapping[str, Any], *, source: str = "the sweep",
                  "A sweep file has experiment, base and grid (and, for report, published "
                  "and expect).")
     base_values = _mapping(values.get("base") or {}, "base", source)
-    for key in _SWEEP_WIDE[:1]:
-        if key in base_values:
-            raise MedtransferError(
-                f"In {source}: put '{key}' at the top level of the sweep file, not in base: "
-                "every run of a sweep lands in one experiment folder."
-            )
+    if "experiment" in base_values:
+        raise MedtransferError(
+            f"In {source}: put 'experiment' at the top level of the sweep file, not in "
+            "base: every run of a sweep lands in one experiment folder."
+        )
     experiment = values.get("experiment") or Path(source).stem
     base_values = {**base_values, "experiment": str(experiment)}
     if logdir is not None:
