@@ -132,3 +132,41 @@ def test_binary_task_shows_the_positive_class_auc(tmp_path):
         "| cats_vs_dogs | small_cnn | 0.9130; positive class 0.9380 | "
         "0.8500 ± 0.0707 (n=2); positive class 0.9200 ± 0.0283 |"]
     assert "positive class's test AUC (our macro AUC)" in study.legend()
+
+
+DEMO_SWEEP = """experiment: demo
+base: {dataset: digits, net: small_cnn, image_size: 16}
+grid:
+  - name: source
+    classes: [[0, 1, 2, 3, 4]]
+    epochs: ["0+4"]
+  - classes: [[5, 6, 7, 8, 9]]
+    train_size: [10]
+    epochs: ["2+10"]
+    init: [glorot, "run:source"]
+    freeze: [0.0, 1.0]
+"""
+
+
+def test_a_transfer_reads_as_the_grid_it_comes_from(tmp_path):
+    """The demo's shape: a named grid's run, and runs that start from it."""
+    experiment = tmp_path / "demo"
+    experiment.mkdir()
+    common = dict(dataset="digits", net="small_cnn", image_size=16)
+    source = make_run(experiment, classes=("0", "1", "2", "3", "4"), epochs="0+4",
+                      val_aucs=[0.9], test_auc=0.9, **common)
+    target = dict(classes=("5", "6", "7", "8", "9"), train_size=10, epochs="2+10", **common)
+    make_run(experiment, val_aucs=[0.8], test_auc=0.8, **target)
+    make_run(experiment, init=str(source.path), val_aucs=[0.85], test_auc=0.85, **target)
+    (experiment / "sweep.yaml").write_text(DEMO_SWEEP)
+    study = load_study(experiment)
+    # The planned "run:source" cells are the runs' source path: one column, not two.
+    assert study.inits == ["glorot", str(source.path)]
+    assert study.init_labels[str(source.path)] == "transfer from source"
+    assert study.main_table().splitlines()[0] == (
+        "| dataset | net | glorot | transfer from source |")
+    # freeze 1 is planned, not run yet: its column shows, empty.
+    assert study.freezes_of[str(source.path)] == [0.0, 1.0]
+    names = [name for name, _ in study.figure_specs()]
+    assert "glorot_vs_transfer_from_source.png" in names
+    assert all(len(label) < 40 for label in study.init_labels.values())
