@@ -170,3 +170,38 @@ def test_a_transfer_reads_as_the_grid_it_comes_from(tmp_path):
     names = [name for name, _ in study.figure_specs()]
     assert "glorot_vs_transfer_from_source.png" in names
     assert all(len(label) < 40 for label in study.init_labels.values())
+
+
+def four_images(p_b):
+    """Labels a, a, b, b with these probabilities of b."""
+    return ["a", "b"], [(f"img{index}", label, [round(1 - p, 6), p])
+                        for index, (label, p) in enumerate(zip("aabb", p_b, strict=True))]
+
+
+def test_several_seeds_give_the_mean_paired_difference(tmp_path):
+    """Transfer perfect on both seeds (AUC 1); glorot perfect on seed 0 and 0.75 on seed 1.
+
+    Seed 1's glorot: scores of the true classes 0.9, 0.4, 0.4, 0.9 against the others'
+    0.1, 0.6, 0.6, 0.1: 12 of 16 pairs in order, AUC 0.75. The mean difference over the
+    seeds is (0 + 0.25) / 2 = +0.125. No resample has the transfer below glorot, and
+    a quarter of them draw seed 0 twice (a difference of 0): the interval starts at 0.
+    """
+    experiment = tmp_path / "seeds"
+    experiment.mkdir()
+    perfect = four_images([0.0, 0.0, 1.0, 1.0])
+    common = dict(dataset="digits", net="small_cnn", val_aucs=[0.9])
+    make_run(experiment, seed=0, test_auc=1.0, predictions=perfect, **common)
+    make_run(experiment, seed=1, test_auc=0.75, predictions=four_images([0.1, 0.6, 0.4, 0.9]),
+             **common)
+    for seed in (0, 1):
+        make_run(experiment, init="imagenet", seed=seed, test_auc=1.0, predictions=perfect,
+                 **common)
+    study = load_study(experiment)
+    found = study.mean_difference("digits", "small_cnn", "imagenet")
+    assert found.estimate == pytest.approx(0.125)
+    assert found.low == 0.0 and 0.25 <= found.high <= 1.0
+    row = table_rows(study.per_net_table("imagenet"), "digits")[0]
+    assert row.startswith("| digits | small_cnn | 0.8750 ± 0.1768 (n=2) | 1.0000 ± 0.0000 "
+                          "(n=2) | +14.29% | +0.1250 [")
+    summary = build_report(experiment, tmp_path / "out").main_text
+    assert "draws the seeds with replacement and the test images" in summary

@@ -58,7 +58,7 @@ from medtransfer.study.stats import (
     LEVEL,
     Difference,
     Interval,
-    paired_difference,
+    paired_mean_difference,
     percentile_interval,
     resample_counts,
     resampled_auc_micro,
@@ -70,6 +70,14 @@ MIN_RESAMPLES = 1000
 GLOROT = "glorot"
 NAMED_INITS = ("glorot", "imagenet", "mean_var")
 MISSING = "—"
+DIFFERENCE_LEGEND = (
+    "Δ AUC: the mean over seeds of AUC_A − AUC_glorot, runs paired by seed, on the same "
+    f"test images; {LEVEL:.0%} percentile interval and p-value (the share of resamples on "
+    "the other side of zero, doubled, capped at 1) from a two-level paired bootstrap: each "
+    "resample draws the seeds with replacement and the test images (stratified; the same "
+    "image indices for every run), so the interval covers both the variation between "
+    "training runs and that of the test sample (with one seed, the test sample only)."
+)
 # Config fields that cannot change a run's numbers, and a cell's own axes: runs that
 # differ only in these are the same task.
 _NOT_TASK = frozenset(NOT_IDENTITY) | frozenset(RUN_ID_BASE)
@@ -477,15 +485,20 @@ class _Bootstrap:
             return None
         return percentile_interval(run.auc, found[2])
 
-    def difference(self, run_a: _Run, run_b: _Run) -> Difference | str:
-        """Paired bootstrap of ``AUC_A - AUC_B``, or why it cannot be computed."""
-        found_a, found_b = self._of(run_a), self._of(run_b)
-        for found in (found_a, found_b):
-            if isinstance(found, str):
-                return found
-        if found_a[0] != found_b[0]:
+    def difference(self, pairs: list[tuple[_Run, _Run]]) -> Difference | str:
+        """Paired bootstrap of the mean over seeds of ``AUC_A - AUC_B`` (one pair of runs
+        per seed; see :func:`stats.paired_mean_difference`), or why it cannot be computed."""
+        found = [(self._of(run_a), self._of(run_b)) for run_a, run_b in pairs]
+        for pair in found:
+            for item in pair:
+                if isinstance(item, str):
+                    return item
+        if len({item[0] for pair in found for item in pair}) > 1:
             return "different test splits"
-        return paired_difference(found_a[1] - found_b[1], found_a[2], found_b[2])
+        return paired_mean_difference(
+            np.array([a[1] for a, _ in found]), np.array([b[1] for _, b in found]),
+            np.stack([a[2] for a, _ in found]), np.stack([b[2] for _, b in found]),
+            seed=self.seed)
 
 
 @dataclass
@@ -680,16 +693,32 @@ class Study:
 
     def per_net_table(self, init: str) -> str:
         label = self.init_labels[init]
-        header = ["dataset", "net", "glorot", label, "improvement", "speed-up"]
+        header = ["dataset", "net", "glorot", label, "improvement",
+                  f"Δ AUC, mean over seeds [{LEVEL:.0%} CI]", "p", "speed-up"]
         body = []
         for task, net in self.pair_rows(init):
             improvement = self.improvement(task, net, init)
             body.append([
                 task, net, self._mean_text(task, net, GLOROT), self._mean_text(task, net, init),
                 _percent(improvement) if improvement is not None else MISSING,
+                *_difference_text(self.mean_difference(task, net, init)),
                 self._speed_up_text(self.speed_ups(task, net, init)),
             ])
         return _cells(body, header)
+
+    def seed_pairs(self, task: str, net: str, init: str,
+                   freeze: float = 0.0) -> list[tuple[_Run, _Run]]:
+        """(run of ``init`` at ``freeze``, glorot's run at freeze 0) per seed both completed."""
+        glorot = {run.seed: run for run in self.complete(task, net, GLOROT, 0.0)}
+        return [(run, glorot[run.seed]) for run in self.complete(task, net, init, freeze)
+                if run.seed in glorot]
+
+    def mean_difference(self, task: str, net: str, init: str,
+                        freeze: float = 0.0) -> Difference | str | None:
+        """The mean over paired seeds of ``AUC_init - AUC_glorot`` with its two-level paired
+        bootstrap; why it cannot be computed; or None without a pair."""
+        pairs = self.seed_pairs(task, net, init, freeze)
+        return self.bootstrap.difference(pairs) if pairs else None
 
     def _mean_text(self, task: str, net: str, init: str) -> str:
         done = self.complete(task, net, init, 0.0)
@@ -792,13 +821,7 @@ class Study:
             partner = glorot.get((run.task, run.net, run.seed))
             if partner is None:
                 continue
-            found = self.bootstrap.difference(run, partner)
-            if isinstance(found, str):
-                comparison, p = f"not computed ({found})", MISSING
-            else:
-                comparison = f"{found.estimate:+.4f} [{found.low:+.4f}, {found.high:+.4f}]"
-                p = (f"< {1 / found.resamples:.3g}" if found.p_value == 0
-                     else f"{found.p_value:.3f}")
+            comparison, p = _difference_text(self.bootstrap.difference([(run, partner)]))
             body.append([run.task, run.net, _freeze_label(run.freeze), str(run.seed),
                          f"{run.auc:.4f}", f"{partner.auc:.4f}", comparison, p])
         return _cells(body, header) if body else ""
@@ -816,7 +839,10 @@ class Study:
             main += ["", f"Expected (sweep.yaml): {expect.strip()}"]
         for init in self.transfer_inits:
             table, _ = self.dataset_summary(init)
-            main += ["", f"{self.init_labels[init]} over glorot (freeze 0):", "", table]
+            main += ["", f"{self.init_labels[init]} over glorot (freeze 0):", "", table,
+                     "", self.per_net_table(init)]
+        if self.transfer_inits:
+            main += ["", DIFFERENCE_LEGEND]
         out = [
             f"# Report: {self.experiment_dir.name}",
             "",
@@ -841,7 +867,7 @@ class Study:
                 "per dataset, the mean over nets; overall, the mean over datasets. Speed-up: "
                 "e_glorot / e_A, e_glorot the first epoch of glorot's best validation AUC and "
                 "e_A the first epoch at which A's validation AUC reaches it, per seed run by "
-                "both (epochs count warm-up and fine-tuning).",
+                "both (epochs count warm-up and fine-tuning). " + DIFFERENCE_LEGEND,
                 "", self.dataset_summary(init)[0], "", self.per_net_table(init),
             ]
             paired = self.paired_table(init)
@@ -1086,6 +1112,16 @@ def _train_images(run: _Run) -> int | None:
     train_size is unset), else its train_size; None when neither says."""
     count = run.record.metrics.get("train_images", run.record.config.train_size)
     return None if count is None else int(count)
+
+
+def _difference_text(found: Difference | str | None) -> tuple[str, str]:
+    """A difference and its p-value as table cells."""
+    if found is None:
+        return MISSING, MISSING
+    if isinstance(found, str):
+        return f"not computed ({found})", MISSING
+    p = f"< {1 / found.resamples:.3g}" if found.p_value == 0 else f"{found.p_value:.3f}"
+    return f"{found.estimate:+.4f} [{found.low:+.4f}, {found.high:+.4f}]", p
 
 
 def _datasets(count: int) -> str:

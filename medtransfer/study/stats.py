@@ -124,7 +124,45 @@ def percentile_interval(estimate: float, samples: np.ndarray, level: float = LEV
 def paired_difference(estimate: float, samples_a: np.ndarray, samples_b: np.ndarray,
                       level: float = LEVEL) -> Difference:
     """Interval and p-value of ``A - B`` from resamples drawn on the same image indices."""
-    differences = np.asarray(samples_a) - np.asarray(samples_b)
+    return _difference(estimate, np.asarray(samples_a) - np.asarray(samples_b), level)
+
+
+def paired_mean_difference(aucs_a: np.ndarray, aucs_b: np.ndarray, samples_a: np.ndarray,
+                           samples_b: np.ndarray, *, seed: int = 0,
+                           level: float = LEVEL) -> Difference:
+    """The mean over seeds of ``AUC_A - AUC_B``, with a two-level paired bootstrap.
+
+    Runs are paired by seed (A and B trained with the same seed) and evaluated on the
+    same test images. Each resample draws the seeds with replacement (the variation
+    between training runs) and uses one shared draw of the test images for every run
+    (the variation of the test sample): resample ``b``'s difference is the mean, over
+    its drawn seeds, of ``samples_a[s, b] - samples_b[s, b]``. With one seed this is
+    :func:`paired_difference`.
+
+    Args:
+        aucs_a, aucs_b: ``(S,)`` the runs' test AUCs, seed by seed.
+        samples_a, samples_b: ``(S, B)`` their resampled AUCs, every row on the same
+            ``B`` resamples of the test images.
+        seed: seeds the draw of the seeds.
+        level: the interval's coverage.
+
+    Returns:
+        The mean difference, its percentile interval and its p-value.
+    """
+    differences = np.asarray(samples_a, dtype=np.float64) - np.asarray(samples_b,
+                                                                      dtype=np.float64)
+    estimate = float(np.mean(np.asarray(aucs_a, dtype=np.float64)
+                             - np.asarray(aucs_b, dtype=np.float64)))
+    pairs, resamples = differences.shape
+    if pairs > 1:
+        picks = np.random.default_rng(seed).integers(0, pairs, size=(resamples, pairs))
+        differences = differences[picks, np.arange(resamples)[:, None]].mean(axis=1)
+    else:
+        differences = differences[0]
+    return _difference(estimate, differences, level)
+
+
+def _difference(estimate: float, differences: np.ndarray, level: float) -> Difference:
     interval = percentile_interval(estimate, differences, level)
     if estimate > 0:
         other_side = np.mean(differences <= 0)
