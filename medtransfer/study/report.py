@@ -53,7 +53,7 @@ from medtransfer.config import (
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import write_text_atomic
 from medtransfer.study import figures
-from medtransfer.study.grid import RUN_REFERENCE
+from medtransfer.study.grid import RUN_REFERENCE, check_expect
 from medtransfer.study.stats import (
     LEVEL,
     Difference,
@@ -299,16 +299,42 @@ def _source_names(planned: list[_Planned], placed: list[RunRecord]) -> dict[str,
 
 
 def _planned_init(cell: _Planned, sources: dict[str, str], placed: list[RunRecord]) -> str:
-    """A planned cell's init as its runs record it: a transfer from a named grid's run
-    is the absolute path of that run (or ``run:NAME`` until it exists)."""
-    init = cell.config.init
+    """A planned cell's init as its runs record it (see :func:`_reference_init`)."""
     if cell.reference is not None:
-        directory = next((name for name, grid in sources.items()
-                          if grid == cell.reference.removeprefix(RUN_REFERENCE)), None)
-        return next((record.config.init for record in placed
-                     if record.config.init_is_path and directory is not None
-                     and init_source_name(record.config.init) == directory), init)
+        return _reference_init(cell.reference, sources, placed)
+    init = cell.config.init
     return init if init in NAMED_INITS else absolute_path(init)
+
+
+def _reference_init(reference: str, sources: dict[str, str], records: list[RunRecord]) -> str:
+    """``run:NAME`` as runs record it: the absolute path of the named grid's run that
+    runs of this experiment start from (``run:NAME`` itself until one exists)."""
+    directory = next((name for name, grid in sources.items()
+                      if grid == reference.removeprefix(RUN_REFERENCE)), None)
+    return next((record.config.init for record in records
+                 if record.config is not None and record.config.init_is_path
+                 and directory is not None
+                 and init_source_name(record.config.init) == directory), reference)
+
+
+def _meets(config: RunConfig, filters: dict[str, Any]) -> bool:
+    """Whether a run's config has every value of a check's ``where``."""
+    for key, value in filters.items():
+        try:
+            wanted = getattr(config_from_mapping({key: value}, source="expect"), key)
+        except MedtransferError:
+            return False
+        if not _same_setting(key, wanted, getattr(config, key)):
+            return False
+    return True
+
+
+def _where_text(filters: dict[str, Any]) -> str:
+    return "".join(f", {key}={_label_value(value)}" for key, value in filters.items())
+
+
+def _seeds(count: int) -> str:
+    return f"{count} seed{'s' if count != 1 else ''}"
 
 
 def _init_labels(inits: list[str], sources: dict[str, str], experiment: str) -> dict[str, str]:
@@ -551,7 +577,7 @@ class Study:
         self.published = sweep.get("published") if isinstance(sweep.get("published"),
                                                               dict) else {}
         planned = _planned(sweep)
-        sources = _source_names(planned, placed)
+        self.sources = sources = _source_names(planned, placed)
         configs = {record.path: record.config for record in placed}
         labels = _task_labels(configs)
         any_size = _task_labels(configs, ignore=("train_size",))
@@ -826,6 +852,116 @@ class Study:
                          f"{run.auc:.4f}", f"{partner.auc:.4f}", comparison, p])
         return _cells(body, header) if body else ""
 
+    # -- expect: checked -------------------------------------------------------------
+
+    def expectation(self) -> list[str]:
+        """The sweep file's ``expect``: its text, and each check's verdict."""
+        expect = self.sweep.get("expect")
+        if isinstance(expect, str):
+            return ["", f"Expected (not checked): {expect.strip()}"] if expect.strip() else []
+        if not isinstance(expect, dict):
+            return []
+        try:
+            check_expect(expect, "sweep.yaml")
+        except MedtransferError as error:
+            return ["", f"Expected: not checked: {error}"]
+        out = []
+        if str(expect.get("text") or "").strip():
+            out += ["", f"Expected (sweep.yaml): {str(expect['text']).strip()}"]
+        checks = expect.get("checks") or []
+        if checks:
+            out += ["", "Checks of sweep.yaml's expect:", "",
+                    *(f"- {self._verdict(check)}" for check in checks)]
+        return out
+
+    def _verdict(self, check: dict[str, Any]) -> str:
+        freeze = float(check.get("freeze", 0.0))
+        filters = check.get("where") or {}
+        if "improvement" in check:
+            init_a, init_b = self.resolve_init(check["improvement"]), self.resolve_init(
+                check["over"])
+            what = (f"{self._label(init_a)} (freeze {_freeze_label(freeze)}) over "
+                    f"{self._label(init_b)} (freeze 0){_where_text(filters)}: "
+                    f"{check['sign']} difference"
+                    + (", interval excludes 0" if check.get("excludes_zero") else ""))
+            runs_a = self._selected(init_a, freeze, filters)
+            runs_b = {(run.task, run.net, run.seed): run
+                      for run in self._selected(init_b, 0.0, filters)}
+            groups = defaultdict(list)
+            for run in runs_a:
+                partner = runs_b.get((run.task, run.net, run.seed))
+                if partner is not None:
+                    groups[(run.task, run.net)].append((run, partner))
+            if not groups:
+                missing = (f"{self._label(init_a)} at freeze {_freeze_label(freeze)}"
+                           if not runs_a else f"{self._label(init_b)} at freeze 0"
+                           if not runs_b else f"{self._label(init_b)} at freeze 0 with the "
+                           f"seed of a run of {self._label(init_a)}")
+                return f"{what}: not checked: no run matches {missing}{_where_text(filters)}"
+            results = [self._improvement_verdict(check, task, net, pairs)
+                       for (task, net), pairs in groups.items()]
+        else:
+            init = self.resolve_init(check["init"])
+            low, high = (float(bound) for bound in check["range"])
+            metric = check["metric"]
+            what = (f"{metric} of {self._label(init)} (freeze {_freeze_label(freeze)})"
+                    f"{_where_text(filters)} in [{low:g}, {high:g}]")
+            groups = defaultdict(list)
+            for run in self._selected(init, freeze, filters):
+                value = run.record.metrics.get(metric)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    groups[(run.task, run.net)].append(float(value))
+            if not groups:
+                return (f"{what}: not checked: no run matches {self._label(init)} at freeze "
+                        f"{_freeze_label(freeze)}{_where_text(filters)} with {metric} in its "
+                        "metrics.json")
+            results = []
+            for (task, net), values in groups.items():
+                mean = float(np.mean(values))
+                results.append((low <= mean <= high,
+                                f"{task} · {net}: mean {mean:.4f} over {_seeds(len(values))}"))
+        if any(ok is None for ok, _ in results):
+            why = next(text for ok, text in results if ok is None)
+            return f"{what}: not checked: {why}"
+        measured = "; ".join(text for _, text in results)
+        if all(ok for ok, _ in results):
+            return f"{what}: as expected ({measured})"
+        return f"{what}: NOT as expected: {measured}"
+
+    def _improvement_verdict(self, check: dict[str, Any], task: str, net: str,
+                             pairs: list[tuple[_Run, _Run]]) -> tuple[bool | None, str]:
+        found = self.bootstrap.difference(pairs)
+        if isinstance(found, str):
+            estimate = float(np.mean([a.auc - b.auc for a, b in pairs]))
+            text = f"{task} · {net}: Δ AUC {estimate:+.4f} over {_seeds(len(pairs))}"
+            if check.get("excludes_zero"):
+                return None, f"no interval for {task} · {net} ({found})"
+        else:
+            estimate = found.estimate
+            text = (f"{task} · {net}: Δ AUC {estimate:+.4f} [{found.low:+.4f}, "
+                    f"{found.high:+.4f}] over {_seeds(len(pairs))}")
+        ok = estimate > 0 if check["sign"] == "positive" else estimate < 0
+        if check.get("excludes_zero") and not isinstance(found, str):
+            ok = ok and (found.low > 0 or found.high < 0)
+        return ok, text
+
+    def resolve_init(self, name: str) -> str:
+        """An init as the grid writes it (``glorot``, ``run:NAME``, a path) as runs record it."""
+        if name in NAMED_INITS:
+            return name
+        if name.startswith(RUN_REFERENCE):
+            return _reference_init(name, self.sources, self.records)
+        return absolute_path(name)
+
+    def _label(self, init: str) -> str:
+        return self.init_labels.get(init) or (
+            f"transfer from {init.removeprefix(RUN_REFERENCE)}"
+            if init.startswith(RUN_REFERENCE) else init)
+
+    def _selected(self, init: str, freeze: float, filters: dict[str, Any]) -> list[_Run]:
+        return [run for run in self.runs if run.complete and run.init == init
+                and run.freeze == freeze and _meets(run.record.config, filters)]
+
     # -- summary.md ---------------------------------------------------------------
 
     def summary(self) -> tuple[str, str]:
@@ -833,10 +969,8 @@ class Study:
         counts = defaultdict(int)
         for record in self.records:
             counts[_status_text(record, detail=False)] += 1
-        expect = self.sweep.get("expect")
-        main = [self.main_table(), "", self.legend()]
-        if isinstance(expect, str) and expect.strip():
-            main += ["", f"Expected (sweep.yaml): {expect.strip()}"]
+        expectation = self.expectation()
+        main = [self.main_table(), "", self.legend(), *expectation]
         for init in self.transfer_inits:
             table, _ = self.dataset_summary(init)
             main += ["", f"{self.init_labels[init]} over glorot (freeze 0):", "", table,
@@ -852,9 +986,7 @@ class Study:
         ]
         if self.sweep_note:
             out += ["", f"Note: {self.sweep_note}; tables use the runs alone."]
-        out += ["", "## Test AUC at freeze 0", "", *main[:3]]
-        if isinstance(expect, str) and expect.strip():
-            out += ["", f"Expected (sweep.yaml): {expect.strip()}"]
+        out += ["", "## Test AUC at freeze 0", "", *main[:3], *expectation]
         for init in self.freeze_inits:
             label = self.init_labels[init]
             out += ["", f"## {label}: test AUC per freeze level", "", self.freeze_table(init)]
