@@ -1,5 +1,8 @@
 """The report accounts for every run: each (init, freeze), task and planned row is shown."""
 
+import json
+import os
+
 import pytest
 from fabricated_runs import make_run
 
@@ -205,3 +208,45 @@ def test_several_seeds_give_the_mean_paired_difference(tmp_path):
                           "(n=2) | +14.29% | +0.1250 [")
     summary = build_report(experiment, tmp_path / "out").main_text
     assert "draws the seeds with replacement and the test images" in summary
+
+
+def test_a_run_whose_files_disagree_is_named_and_skipped(tmp_path):
+    """metrics.json says 0.60 where its perfect predictions give AUC 1 [1, 1]."""
+    experiment = tmp_path / "disagree"
+    experiment.mkdir()
+    perfect = four_images([0.0, 0.0, 1.0, 1.0])
+    common = dict(dataset="digits", net="small_cnn", predictions=perfect)
+    make_run(experiment, val_aucs=[0.9], test_auc=1.0, **common)
+    make_run(experiment, init="imagenet", val_aucs=[0.9], test_auc=0.6, **common)
+    make_run(experiment, init="imagenet", freeze=1.0, val_aucs=[0.9], test_auc=1.0, **common)
+    report = build_report(experiment, tmp_path / "out")  # draws every figure
+    name = "digits-small_cnn-imagenet-f0.00-s0"
+    assert [path.name for path, _ in report.skipped] == [name]
+    assert report.skipped[0][1].startswith(
+        "metrics.json's test_auc_micro 0.6000 lies outside the 95% interval")
+    assert "[1.0000, 1.0000] computed from its own predictions_test.csv (AUC 1.0000)" in (
+        report.skipped[0][1])
+    assert f"- `{name}`: metrics.json's test_auc_micro 0.6000" in report.summary.read_text()
+    assert table_rows(report.main_text, "digits")[0] == (
+        "| digits | small_cnn | 1.0000 [1.0000, 1.0000] | — |")
+
+
+def test_resamples_are_cached_beside_each_run_and_renewed_with_its_predictions(tmp_path):
+    experiment = tmp_path / "cached"
+    experiment.mkdir()
+    run = make_run(experiment, dataset="digits", net="small_cnn", val_aucs=[0.9],
+                   test_auc=0.75, predictions=four_images([0.1, 0.6, 0.4, 0.9]))
+    first = load_study(experiment).cell_text("digits", "small_cnn", "glorot", 0.0)
+    cache = run.path / "bootstrap_1000x_seed0.json"
+    assert cache.exists() and not (run.path / "bootstrap_1000x_seed1.json").exists()
+    # A second report reads the cache: numbers identical.
+    assert load_study(experiment).cell_text("digits", "small_cnn", "glorot", 0.0) == first
+    # The cache is what the report uses while the predictions file is unchanged...
+    data = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**data, "samples": [0.7] * 500 + [0.8] * 500}))
+    assert load_study(experiment).cell_text(
+        "digits", "small_cnn", "glorot", 0.0) == "0.7500 [0.7000, 0.8000]"
+    # ...and a rewritten predictions file (another modification time) is resampled again.
+    run.predictions.write_text(run.predictions.read_text())
+    os.utime(run.predictions, ns=(1, 1))
+    assert load_study(experiment).cell_text("digits", "small_cnn", "glorot", 0.0) == first

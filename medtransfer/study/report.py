@@ -25,12 +25,15 @@ Definitions (also in the README):
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import math
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +54,8 @@ from medtransfer.config import (
     value_text,
 )
 from medtransfer.errors import MedtransferError
-from medtransfer.fileio import write_text_atomic
+from medtransfer.fileio import read_json, write_json_atomic, write_text_atomic
+from medtransfer.machine import usable_cores
 from medtransfer.study import figures
 from medtransfer.study.grid import RUN_REFERENCE, check_expect
 from medtransfer.study.stats import (
@@ -70,6 +74,10 @@ MIN_RESAMPLES = 1000
 GLOROT = "glorot"
 NAMED_INITS = ("glorot", "imagenet", "mean_var")
 MISSING = "—"
+# How far (in AUC) metrics.json may lie outside the interval from the predictions.
+_AGREEMENT = 1e-4
+CACHE_NAME = "bootstrap_{resamples}x_seed{seed}.json"
+"""Each run's resampled test AUCs, beside its predictions_test.csv (see ``_Bootstrap``)."""
 DIFFERENCE_LEGEND = (
     "Δ AUC: the mean over seeds of AUC_A − AUC_glorot, runs paired by seed, on the same "
     f"test images; {LEVEL:.0%} percentile interval and p-value (the share of resamples on "
@@ -475,35 +483,89 @@ def _cells(rows: list[list[str]], header: list[str]) -> str:
 
 
 class _Bootstrap:
-    """Resampled AUCs per run, computed once; runs on the same test split share resamples."""
+    """Resampled AUCs per run, computed once; runs on the same test split share resamples.
+
+    Each run's resampled AUCs are cached beside it (:data:`CACHE_NAME`), keyed by its
+    predictions file's size and modification time, the resample count and the seed: a
+    report run again while a sweep goes on recomputes only the new runs.
+    """
 
     def __init__(self, resamples: int, seed: int):
         self.resamples, self.seed = resamples, seed
-        self._counts: dict[tuple, np.ndarray] = {}
+        self._counts: dict[str, np.ndarray] = {}
+        self._counts_lock = threading.Lock()
         self._runs: dict[Path, tuple | str] = {}
+
+    def prepare(self, runs: list[_Run]) -> None:
+        """Computes (or reads from the cache) every run's resamples, on every core."""
+        missing = [run for run in runs if run.record.path not in self._runs]
+        with ThreadPoolExecutor(max(1, min(usable_cores(), len(missing)))) as pool:
+            found = list(pool.map(self._compute, missing))
+        for run, (result, fresh) in zip(missing, found, strict=True):
+            self._runs[run.record.path] = result
+            if fresh and not isinstance(result, str):
+                self._write_cache(run, result)
 
     def _of(self, run: _Run) -> tuple | str:
         if run.record.path not in self._runs:
-            self._runs[run.record.path] = self._compute(run)
+            self.prepare([run])
         return self._runs[run.record.path]
 
-    def _compute(self, run: _Run) -> tuple | str:
+    def _cache_path(self, run: _Run) -> Path:
+        return run.record.path / CACHE_NAME.format(resamples=self.resamples, seed=self.seed)
+
+    def _file_key(self, run: _Run) -> list[int] | None:
+        try:
+            status = run.record.directory.predictions.stat()
+        except OSError:
+            return None
+        return [status.st_size, status.st_mtime_ns]
+
+    def _compute(self, run: _Run) -> tuple[tuple | str, bool]:
+        """(split digest, AUC from the predictions, resampled AUCs) or why not; and
+        whether it was computed now (False: read from the cache)."""
+        file_key = self._file_key(run)
+        try:
+            cached = read_json(self._cache_path(run))
+            if cached.get("predictions") == file_key and file_key is not None:
+                return (cached["split"], float(cached["auc"]),
+                        np.asarray(cached["samples"], dtype=np.float64)), False
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            pass
         try:
             predictions = run.record.predictions
         except MedtransferError:
-            return "no readable predictions_test.csv"
+            return "no readable predictions_test.csv", True
         if predictions.probabilities.shape[1] < 2 or not predictions.ids:
-            return "predictions_test.csv has fewer than two classes or no image"
+            return "predictions_test.csv has fewer than two classes or no image", True
         # One canonical image order, so that two runs on the same split line up.
         order = np.argsort(np.asarray(predictions.ids, dtype=object), kind="stable")
-        ids = tuple(predictions.ids[i] for i in order)
         labels = predictions.labels[order]
         probabilities = predictions.probabilities[order]
-        key = (ids, labels.tobytes())
-        if key not in self._counts:
-            self._counts[key] = resample_counts(labels, self.resamples, self.seed)
-        samples = resampled_auc_micro(labels, probabilities, self._counts[key])
-        return key, auc_micro(labels, probabilities), samples
+        digest = hashlib.sha256()
+        digest.update("\n".join(predictions.ids[i] for i in order).encode())
+        digest.update(labels.astype(np.int64).tobytes())
+        split = digest.hexdigest()
+        samples = resampled_auc_micro(labels, probabilities, self._split_counts(split, labels))
+        return (split, auc_micro(labels, probabilities), samples), True
+
+    def _split_counts(self, split: str, labels: np.ndarray) -> np.ndarray:
+        with self._counts_lock:
+            if split not in self._counts:
+                self._counts[split] = resample_counts(labels, self.resamples, self.seed)
+            return self._counts[split]
+
+    def _write_cache(self, run: _Run, result: tuple) -> None:
+        file_key = self._file_key(run)
+        if file_key is None:
+            return
+        split, auc, samples = result
+        try:
+            write_json_atomic(self._cache_path(run), {
+                "predictions": file_key, "resamples": self.resamples, "seed": self.seed,
+                "split": split, "auc": auc, "samples": samples.tolist()})
+        except OSError:
+            pass  # a read-only run directory: the report recomputes next time
 
     def interval(self, run: _Run) -> Interval | None:
         found = self._of(run)
@@ -581,12 +643,18 @@ class Study:
         configs = {record.path: record.config for record in placed}
         labels = _task_labels(configs)
         any_size = _task_labels(configs, ignore=("train_size",))
-        self.runs = [
+        runs = [
             _Run(record, labels[record.path], record.config.dataset, record.config.net,
                  record.config.init, float(record.config.freeze), int(record.config.seed),
                  any_size[record.path])
             for record in placed
         ]
+        bootstrap.prepare([run for run in runs if run.complete])
+        disagree = {run.record.path: problem for run in runs if run.complete
+                    for problem in [self._disagreement(run)] if problem}
+        self.skipped += list(disagree.items())
+        self.problems = dict(disagree)
+        self.runs = [run for run in runs if run.record.path not in disagree]
         # None (the whole training split) is a size too.
         self.train_sizes = {record.config.train_size for record in placed}
         self.cells: dict[tuple, list[_Run]] = defaultdict(list)
@@ -622,6 +690,23 @@ class Study:
         # when it ran at more than freeze 0.
         self.freeze_inits = [init for init in self.inits
                              if init != GLOROT or self.freezes_of[init] != [0.0]]
+
+    def _disagreement(self, run: _Run) -> str:
+        """Why a run's metrics.json and its own predictions_test.csv disagree, if they do:
+        its test AUC outside the interval computed from the predictions."""
+        interval = self.bootstrap.interval(run)
+        auc = run.record.metrics.get("test_auc_micro")
+        if interval is None or not isinstance(auc, int | float):
+            return ""
+        # metrics.json keeps float32 AUCs and the CSV rounded probabilities: allow for it.
+        if interval.low - _AGREEMENT <= auc <= interval.high + _AGREEMENT:
+            return ""
+        found = self.bootstrap._of(run)
+        return (f"metrics.json's test_auc_micro {auc:.4f} lies outside the {LEVEL:.0%} "
+                f"interval [{interval.low:.4f}, {interval.high:.4f}] computed from its own "
+                f"predictions_test.csv (AUC {found[1]:.4f}): the two files disagree, so the "
+                "run is left out of the tables. Train it again with --overwrite (or put "
+                "back the predictions file it wrote).")
 
     # -- cells ------------------------------------------------------------------
 
@@ -1026,7 +1111,7 @@ class Study:
                     *(f"- `{record.path.name}`: {_status_text(record)}"
                       for record in unfinished)]
         if self.skipped:
-            out += ["", "## Skipped (broken run directories)", "",
+            out += ["", "## Skipped (broken or inconsistent run directories)", "",
                     *(f"- `{path.name}`: {problem}" for path, problem in self.skipped)]
         figure_names = [name for name, _ in self.figure_specs()]
         if figure_names:
@@ -1052,7 +1137,7 @@ class Study:
             interval = self.bootstrap.interval(run) if run and run.complete else None
             row["test_auc_micro_ci_low"] = interval.low if interval else ""
             row["test_auc_micro_ci_high"] = interval.high if interval else ""
-            row["problem"] = record.problem
+            row["problem"] = record.problem or self.problems.get(record.path, "")
             rows.append(row)
         last = ["epochs_done", "test_auc_micro_ci_low", "test_auc_micro_ci_high", "problem"]
         columns = [key for key in dict.fromkeys(key for row in rows for key in row)
@@ -1222,7 +1307,9 @@ class Study:
             interval = self.bootstrap.interval(done[0])
             if interval is None:
                 return done[0].auc, done[0].auc, done[0].auc
-            return done[0].auc, interval.low, interval.high
+            # Within the rounding _disagreement allows, the point may sit just outside.
+            return done[0].auc, min(interval.low, done[0].auc), max(interval.high,
+                                                                    done[0].auc)
         mean, std = _mean_std([run.auc for run in done])
         return mean, mean - std, mean + std
 

@@ -9,7 +9,8 @@ runs evaluated on the same test split are resampled on the same image indices (p
 
 Every resample's micro AUC is computed at once in numpy: a resample is a vector of
 counts (how often each image was drawn), and the AUC of a weighted sample follows from
-one sort of the scores shared by all resamples.
+one sort of the scores shared by all resamples (a rank-based, weighted Mann-Whitney
+statistic).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import numpy as np
 from medtransfer.training.metrics import auc_micro, one_hot
 
 LEVEL = 0.95
-# Elements (resamples x scores) processed at once: bounds memory to a few 100 MB.
-_CHUNK_ELEMENTS = 1 << 22
+# Elements (resamples x scores) processed at once: bounds memory to some 10 MB.
+_CHUNK_ELEMENTS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,14 @@ def resampled_auc_micro(labels: np.ndarray, probabilities: np.ndarray,
                         counts: np.ndarray) -> np.ndarray:
     """The micro AUC of every resample: one ROC AUC over all (image, class) scores.
 
-    A resample drawing image i ``w`` times weighs each of its C scores by ``w``. With
-    the scores sorted once, the weighted AUC of a resample is
-    ``sum over score levels of pos_at * (neg_below + neg_at / 2) / (pos * neg)``: ties
-    count one half, as in scikit-learn.
+    A resample drawing image i ``w`` times weighs each of its C scores by ``w``. The
+    weighted AUC of a resample is the weighted Mann-Whitney statistic
+    ``sum over positive scores of w * (negatives below + negatives tied / 2) / (pos * neg)``:
+    ties count one half, as in scikit-learn. The negative scores are sorted once and each
+    positive score's place among them found once (``searchsorted``); then every resample
+    needs one cumulative sum of its negative weights and one weighted sum over the
+    positives, for all resamples at once. Every term is a whole or half number, so the
+    sums are exact and the result does not depend on the order of the additions.
 
     Args:
         labels: class index per image, ``(N,)``.
@@ -95,22 +100,33 @@ def resampled_auc_micro(labels: np.ndarray, probabilities: np.ndarray,
         ``(B,)`` micro AUCs.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    classes = probabilities.shape[1]
-    scores = probabilities.ravel()
-    order = np.argsort(scores, kind="stable")
-    positive = one_hot(labels, classes).ravel()[order].astype(bool)
-    image = order // classes
-    ranked = scores[order]
-    level_starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    size, classes = probabilities.shape
+    positive = one_hot(labels, classes).astype(bool)
+    image = np.broadcast_to(np.arange(size)[:, None], (size, classes))
+    positive_scores, positive_image = probabilities[positive], image[positive]
+    negative_scores, negative_image = probabilities[~positive], image[~positive]
+    order = np.argsort(negative_scores, kind="stable")
+    negative_scores, negative_image = negative_scores[order], negative_image[order]
+    below = np.searchsorted(negative_scores, positive_scores, side="left")
+    up_to = np.searchsorted(negative_scores, positive_scores, side="right")
+    counts = np.asarray(counts)
+    # float32 holds every partial count (and twice it) exactly below 2**23.
+    exact = np.float32 if int(counts.sum(axis=1).max(initial=0)) * classes < (1 << 23) \
+        else np.float64
+    # Resamples as columns: gathering an image's row is a contiguous copy.
+    by_image = counts.T.astype(exact)
     result = np.empty(len(counts))
-    rows = max(1, _CHUNK_ELEMENTS // len(scores))
-    for first in range(0, len(counts), rows):
-        weights = counts[first:first + rows][:, image].astype(np.float64)
-        positives = np.add.reduceat(np.where(positive, weights, 0.0), level_starts, axis=1)
-        negatives = np.add.reduceat(np.where(positive, 0.0, weights), level_starts, axis=1)
-        negatives_below = np.cumsum(negatives, axis=1) - negatives
-        wins = (positives * (negatives_below + 0.5 * negatives)).sum(axis=1)
-        result[first:first + rows] = wins / (positives.sum(axis=1) * negatives.sum(axis=1))
+    columns = max(1, _CHUNK_ELEMENTS // max(1, len(negative_scores)))
+    for first in range(0, len(counts), columns):
+        part = by_image[:, first:first + columns]
+        cumulative = np.zeros((len(negative_scores) + 1, part.shape[1]), dtype=exact)
+        np.cumsum(part[negative_image], axis=0, out=cumulative[1:])
+        weights = part[positive_image]
+        # Twice the wins: a negative below counts 2, a tied one 1.
+        twice = cumulative[below] + cumulative[up_to]
+        wins = np.einsum("kb,kb->b", weights, twice, dtype=np.float64) / 2
+        result[first:first + columns] = wins / (weights.sum(axis=0, dtype=np.float64)
+                                                * cumulative[-1].astype(np.float64))
     return result
 
 
