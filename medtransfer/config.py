@@ -13,6 +13,7 @@ A config's identity (every field but :data:`NOT_IDENTITY`) names its run directo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -374,9 +375,15 @@ def _type_name(annotation: Any) -> str:
     return text + " or null" if type(None) in typing.get_args(annotation) else text
 
 
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    # Resolving the annotations costs about 2 ms: a sweep of 132 runs coerces hundreds.
+    return typing.get_type_hints(RunConfig)
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Checks one YAML/flag value against the field's type; ints are accepted as floats."""
-    annotation = typing.get_type_hints(RunConfig)[key]
+    annotation = _field_types()[key]
     optional = isinstance(annotation, types.UnionType) and type(None) in annotation.__args__
     base = next(a for a in typing.get_args(annotation) or (annotation,) if a is not type(None))
     if value is None and optional:

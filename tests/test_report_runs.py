@@ -35,7 +35,7 @@ def test_glorot_at_two_freezes_gets_its_table_and_lines(glorot_freezes, tmp_path
     assert table.splitlines()[0] == "| dataset | net | freeze 0 | freeze 1 |"
     assert table_rows(table, "digits") == ["| digits | small_cnn | 0.9000 | 0.7000 |",
                                            "| digits | cbr_tiny | 0.8000 | 0.6000 |"]
-    assert "test_auc_vs_freeze.png" in [name for name, _ in study.figure_specs()]
+    assert "test_auc_vs_freeze.png" in [name for name, *_ in study.figure_specs()]
     panel = study._auc_freeze_panels()["digits"]
     assert {series.label: (series.x, series.y) for series in panel} == {
         "small_cnn": ([0.0, 1.0], [0.9, 0.7]), "cbr_tiny": ([0.0, 1.0], [0.8, 0.6])}
@@ -170,7 +170,7 @@ def test_a_transfer_reads_as_the_grid_it_comes_from(tmp_path):
         "| dataset | net | glorot | transfer from source |")
     # freeze 1 is planned, not run yet: its column shows, empty.
     assert study.freezes_of[str(source.path)] == [0.0, 1.0]
-    names = [name for name, _ in study.figure_specs()]
+    names = [name for name, *_ in study.figure_specs()]
     assert "glorot_vs_transfer_from_source.png" in names
     assert all(len(label) < 40 for label in study.init_labels.values())
 
@@ -250,3 +250,25 @@ def test_resamples_are_cached_beside_each_run_and_renewed_with_its_predictions(t
     run.predictions.write_text(run.predictions.read_text())
     os.utime(run.predictions, ns=(1, 1))
     assert load_study(experiment).cell_text("digits", "small_cnn", "glorot", 0.0) == first
+
+
+def test_a_repeated_report_redraws_only_the_figures_whose_data_changed(tmp_path):
+    experiment = tmp_path / "redraw"
+    experiment.mkdir()
+    common = dict(dataset="digits", net="small_cnn", predictions=four_images([0, 0, 1, 1]))
+    make_run(experiment, val_aucs=[0.9], test_auc=1.0, **common)
+    make_run(experiment, init="imagenet", val_aucs=[0.8, 0.9], test_auc=1.0, **common)
+    out = tmp_path / "out"
+    paths = {path.name: path for path in build_report(experiment, out).figures}
+    assert sorted(paths) == ["glorot_vs_imagenet.png", "test_auc_vs_freeze.png",
+                             "val_auc_by_freeze_imagenet.png"]
+    for path in paths.values():
+        os.utime(path, ns=(1, 1))  # a mark: a redrawn file gets the time of now
+    build_report(experiment, out)
+    assert {name: path.stat().st_mtime_ns for name, path in paths.items()} == dict.fromkeys(
+        paths, 1)
+    # A new freeze level changes the freeze figures, not glorot against imagenet.
+    make_run(experiment, init="imagenet", freeze=1.0, val_aucs=[0.7], test_auc=1.0, **common)
+    build_report(experiment, out)
+    assert {name for name, path in paths.items() if path.stat().st_mtime_ns != 1} == {
+        "test_auc_vs_freeze.png", "val_auc_by_freeze_imagenet.png"}

@@ -32,7 +32,7 @@ import math
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,12 +62,12 @@ from medtransfer.study.stats import (
     LEVEL,
     Difference,
     Interval,
+    auc_micro,
     paired_mean_difference,
     percentile_interval,
     resample_counts,
     resampled_auc_micro,
 )
-from medtransfer.training.metrics import auc_micro
 from medtransfer.training.rundir import RunRecord, scan_experiment
 
 MIN_RESAMPLES = 1000
@@ -76,6 +76,8 @@ NAMED_INITS = ("glorot", "imagenet", "mean_var")
 MISSING = "—"
 # How far (in AUC) metrics.json may lie outside the interval from the predictions.
 _AGREEMENT = 1e-4
+FIGURE_DIGESTS = ".figures.json"
+"""In the report folder: a digest of each figure's data, to redraw only what changed."""
 CACHE_NAME = "bootstrap_{resamples}x_seed{seed}.json"
 """Each run's resampled test AUCs, beside its predictions_test.csv (see ``_Bootstrap``)."""
 DIFFERENCE_LEGEND = (
@@ -194,8 +196,30 @@ def build_report(experiment_dir: str | Path, out: str | Path | None = None, *,
     summary = out_dir / "summary.md"
     write_text_atomic(results, study.results_csv())
     write_text_atomic(summary, summary_text)
-    pngs = [figures.save_png(figure, out_dir / name) for name, figure in study.figures()]
+    pngs = _draw_figures(study.figure_specs(), out_dir)
     return Report(out_dir, results, summary, pngs, main_text, study.skipped)
+
+
+def _draw_figures(specs: list[tuple[str, Callable, tuple]], out_dir: Path) -> list[Path]:
+    """Draws each figure, unless the report folder holds it drawn from the same data by
+    the same figures module (:data:`FIGURE_DIGESTS`): drawing is most of a repeated report."""
+    digests_path = out_dir / FIGURE_DIGESTS
+    try:
+        drawn = read_json(digests_path)
+        drawn = drawn if isinstance(drawn, dict) else {}
+    except (OSError, ValueError):
+        drawn = {}
+    module = hashlib.sha256(Path(figures.__file__).read_bytes()).hexdigest()
+    paths = []
+    for name, draw, arguments in specs:
+        path = out_dir / name
+        digest = hashlib.sha256(repr((module, draw.__qualname__, arguments)).encode()).hexdigest()
+        if not (path.exists() and drawn.get(name) == digest):
+            figures.save_png(draw(*arguments), path)
+            drawn[name] = digest
+        paths.append(path)
+    write_json_atomic(digests_path, drawn)
+    return paths
 
 
 def _no_runs_message(experiment_dir: Path) -> str:
@@ -1113,7 +1137,7 @@ class Study:
         if self.skipped:
             out += ["", "## Skipped (broken or inconsistent run directories)", "",
                     *(f"- `{path.name}`: {problem}" for path, problem in self.skipped)]
-        figure_names = [name for name, _ in self.figure_specs()]
+        figure_names = [name for name, *_ in self.figure_specs()]
         if figure_names:
             out += ["", "## Figures", "", *(f"- [{name}]({name})" for name in figure_names),
                     "", "Error bars of the freeze and training-set size figures: the "
@@ -1151,28 +1175,30 @@ class Study:
     # -- figures --------------------------------------------------------------------
 
     def figures(self) -> list[tuple[str, Any]]:
-        return [(name, build()) for name, build in self.figure_specs()]
+        return [(name, draw(*arguments)) for name, draw, arguments in self.figure_specs()]
 
-    def figure_specs(self) -> list[tuple[str, Any]]:
-        """(file name, builder) of every figure this experiment has data for."""
-        specs = []
+    def figure_specs(self) -> list[tuple[str, Callable, tuple]]:
+        """(file name, drawing function, its arguments) of every figure this experiment
+        has data for."""
+        specs: list[tuple[str, Callable, tuple]] = []
         for init in self.freeze_inits:
             slug, label = _slug(self.init_labels[init]), self.init_labels[init]
-            if self._freeze_panels(init):
-                specs.append((f"val_auc_by_freeze_{slug}.png",
-                              lambda init=init, label=label: figures.validation_by_freeze(
-                                  self._freeze_panels(init), label)))
-            if init != GLOROT and self._versus_panels(init)[0]:
-                specs.append((f"glorot_vs_{slug}.png",
-                              lambda init=init, label=label: figures.glorot_against_transfer(
-                                  self._versus_panels(init)[0], label,
-                                  self._versus_panels(init)[1])))
-        if self._auc_freeze_panels():
-            specs.append(("test_auc_vs_freeze.png",
-                          lambda: figures.test_auc_against_freeze(self._auc_freeze_panels())))
-        if self._auc_size_panels():
-            specs.append(("test_auc_vs_train_size.png",
-                          lambda: figures.test_auc_against_train_size(self._auc_size_panels())))
+            panels = self._freeze_panels(init)
+            if panels:
+                specs.append((f"val_auc_by_freeze_{slug}.png", figures.validation_by_freeze,
+                              (panels, label)))
+            if init != GLOROT:
+                versus, targets = self._versus_panels(init)
+                if versus:
+                    specs.append((f"glorot_vs_{slug}.png", figures.glorot_against_transfer,
+                                  (versus, label, targets)))
+        panels = self._auc_freeze_panels()
+        if panels:
+            specs.append(("test_auc_vs_freeze.png", figures.test_auc_against_freeze, (panels,)))
+        panels = self._auc_size_panels()
+        if panels:
+            specs.append(("test_auc_vs_train_size.png", figures.test_auc_against_train_size,
+                          (panels,)))
         return specs
 
     def _mean_curve(self, runs: list[_Run]) -> tuple[list[float], list[float]]:

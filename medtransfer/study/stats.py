@@ -19,11 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medtransfer.training.metrics import auc_micro, one_hot
-
 LEVEL = 0.95
-# Elements (resamples x scores) processed at once: bounds memory to some 10 MB.
-_CHUNK_ELEMENTS = 1 << 21
+# Elements (resamples x scores) processed at once: a few MB, which stay in the cache.
+_CHUNK_ELEMENTS = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -68,12 +66,13 @@ def resample_counts(labels: np.ndarray, resamples: int, seed: int) -> np.ndarray
     size = len(labels)
     rng = np.random.default_rng(seed)
     counts = np.zeros((resamples, size), dtype=np.int32)
-    offsets = (np.arange(resamples, dtype=np.int64) * size)[:, None]
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         drawn = members[rng.integers(0, len(members), size=(resamples, len(members)))]
-        counts += np.bincount((drawn + offsets).ravel(),
-                              minlength=resamples * size).reshape(resamples, size).astype(np.int32)
+        # A bincount per resample: one over all of them at once builds a (B, N) int64
+        # array per class, several times the memory traffic.
+        for row, images in zip(counts, drawn, strict=True):
+            row += np.bincount(images, minlength=size).astype(np.int32)
     return counts
 
 
@@ -101,33 +100,46 @@ def resampled_auc_micro(labels: np.ndarray, probabilities: np.ndarray,
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     size, classes = probabilities.shape
-    positive = one_hot(labels, classes).astype(bool)
+    positive = np.eye(classes, dtype=bool)[np.asarray(labels, dtype=np.int64)]
     image = np.broadcast_to(np.arange(size)[:, None], (size, classes))
     positive_scores, positive_image = probabilities[positive], image[positive]
+    # Positives in score order: their places among the negatives then only grow, so the
+    # gathers below walk forward through memory.
+    order = np.argsort(positive_scores, kind="stable")
+    positive_scores, positive_image = positive_scores[order], positive_image[order]
     negative_scores, negative_image = probabilities[~positive], image[~positive]
     order = np.argsort(negative_scores, kind="stable")
     negative_scores, negative_image = negative_scores[order], negative_image[order]
     below = np.searchsorted(negative_scores, positive_scores, side="left")
     up_to = np.searchsorted(negative_scores, positive_scores, side="right")
     counts = np.asarray(counts)
-    # float32 holds every partial count (and twice it) exactly below 2**23.
-    exact = np.float32 if int(counts.sum(axis=1).max(initial=0)) * classes < (1 << 23) \
-        else np.float64
-    # Resamples as columns: gathering an image's row is a contiguous copy.
-    by_image = counts.T.astype(exact)
+    # Whole numbers throughout, in the smallest types that hold them: the draw counts
+    # (rarely above 10) in bytes, the running sums in 32 bits while they fit.
+    small = np.uint8 if counts.size and counts.max() < 256 else np.int64
+    running = np.int32 if int(counts.sum(axis=1).max(initial=0)) * classes < (1 << 30) \
+        else np.int64
+    # Resamples as columns: gathering an image's row is one contiguous copy.
+    by_image = counts.T.astype(small)
     result = np.empty(len(counts))
     columns = max(1, _CHUNK_ELEMENTS // max(1, len(negative_scores)))
     for first in range(0, len(counts), columns):
         part = by_image[:, first:first + columns]
-        cumulative = np.zeros((len(negative_scores) + 1, part.shape[1]), dtype=exact)
+        cumulative = np.zeros((len(negative_scores) + 1, part.shape[1]), dtype=running)
         np.cumsum(part[negative_image], axis=0, out=cumulative[1:])
         weights = part[positive_image]
         # Twice the wins: a negative below counts 2, a tied one 1.
         twice = cumulative[below] + cumulative[up_to]
-        wins = np.einsum("kb,kb->b", weights, twice, dtype=np.float64) / 2
-        result[first:first + columns] = wins / (weights.sum(axis=0, dtype=np.float64)
+        wins = np.einsum("kb,kb->b", weights, twice, dtype=np.int64) / 2
+        result[first:first + columns] = wins / (weights.sum(axis=0, dtype=np.int64)
                                                 * cumulative[-1].astype(np.float64))
     return result
+
+
+def auc_micro(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """The micro AUC of the split itself (:func:`resampled_auc_micro` with every image
+    drawn once): scikit-learn's number, without importing scikit-learn."""
+    return float(resampled_auc_micro(labels, probabilities,
+                                     np.ones((1, len(labels)), dtype=np.int32))[0])
 
 
 def percentile_interval(estimate: float, samples: np.ndarray, level: float = LEVEL) -> Interval:
