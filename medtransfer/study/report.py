@@ -79,7 +79,7 @@ _AGREEMENT = 1e-4
 FIGURE_DIGESTS = ".figures.json"
 """In the report folder: a digest of each figure's data, to redraw only what changed."""
 CACHE_NAME = "bootstrap_{resamples}x_seed{seed}.json"
-"""Each run's resampled test AUCs, beside its predictions_test.csv (see ``_Bootstrap``)."""
+"""Each run's resampled test AUCs, beside its predictions_test.csv (see ``Bootstrap``)."""
 DIFFERENCE_LEGEND = (
     "Δ AUC: the mean over seeds of AUC_A − AUC_glorot, runs paired by seed, on the same "
     f"test images; {LEVEL:.0%} percentile interval and p-value (the share of resamples on "
@@ -90,12 +90,12 @@ DIFFERENCE_LEGEND = (
 )
 # Config fields that cannot change a run's numbers, and a cell's own axes: runs that
 # differ only in these are the same task.
-_NOT_TASK = frozenset(NOT_IDENTITY) | frozenset(RUN_ID_BASE)
+NOT_TASK = frozenset(NOT_IDENTITY) | frozenset(RUN_ID_BASE)
 # Fields whose default is the net's own (config.resolved_defaults): a resolved config
 # holds each net's default, which differs between nets without making another task.
-_NET_DEFAULTS = ("image_size",)
+NET_DEFAULTS = ("image_size",)
 # Fields a run fills from its dataset or net (training.run.resolve_config).
-_RESOLVED = frozenset({"lr", "image_size", "flips", "noise", "color"})
+RESOLVED = frozenset({"lr", "image_size", "flips", "noise", "color"})
 
 
 @dataclass
@@ -121,7 +121,7 @@ class Report:
 
 
 @dataclass
-class _Run:
+class StudyRun:
     record: RunRecord
     task: str
     dataset: str
@@ -162,7 +162,7 @@ def load_study(experiment_dir: str | Path, *, resamples: int = MIN_RESAMPLES,
     if not records:
         raise MedtransferError(_no_runs_message(experiment_dir))
     sweep, sweep_note = _read_sweep(experiment_dir / "sweep.yaml")
-    return Study(experiment_dir, records, sweep, _Bootstrap(resamples, seed), sweep_note)
+    return Study(experiment_dir, records, sweep, Bootstrap(resamples, seed), sweep_note)
 
 
 def build_report(experiment_dir: str | Path, out: str | Path | None = None, *,
@@ -249,7 +249,7 @@ def _read_sweep(path: Path) -> tuple[dict[str, Any], str]:
 
 
 @dataclass(frozen=True)
-class _Planned:
+class PlannedCell:
     """One run the sweep file plans: its config and the keys the file sets explicitly."""
 
     config: RunConfig
@@ -259,7 +259,7 @@ class _Planned:
     reference: str | None = None  # "run:NAME" for a transfer from a named grid's run
 
 
-def _planned(sweep: dict[str, Any]) -> list[_Planned]:
+def read_planned(sweep: dict[str, Any]) -> list[PlannedCell]:
     """Every run of the sweep file's grids, as far as the file alone tells (defaults that
     depend on the dataset or the net stay unset); cells with invalid values are left out
     (the sweep itself would have refused them)."""
@@ -276,12 +276,12 @@ def _planned(sweep: dict[str, Any]) -> list[_Planned]:
                 config = config_from_mapping(values, source="sweep.yaml")
             except MedtransferError:
                 continue
-            explicit = tuple(key for key in keys if key not in _NOT_TASK)
+            explicit = tuple(key for key in keys if key not in NOT_TASK)
             # A field the run fills from its dataset or net compares only when the file
             # sets it; every other field is what the file says, or the default.
-            compared = tuple(key for key in FIELDS if key not in _NOT_TASK
-                             and (key not in _RESOLVED or key in keys))
-            cells.append(_Planned(config, explicit, compared,
+            compared = tuple(key for key in FIELDS if key not in NOT_TASK
+                             and (key not in RESOLVED or key in keys))
+            cells.append(PlannedCell(config, explicit, compared,
                                   name if isinstance(name, str) else None, reference))
     return cells
 
@@ -294,12 +294,12 @@ def _same_setting(key: str, planned: Any, actual: Any) -> bool:
     return planned == actual
 
 
-def _matches(cell: _Planned, config: RunConfig, keys: Iterable[str]) -> bool:
+def _matches(cell: PlannedCell, config: RunConfig, keys: Iterable[str]) -> bool:
     return all(_same_setting(key, getattr(cell.config, key), getattr(config, key))
                for key in keys)
 
 
-def _planned_tasks(cell: _Planned, placed: list[RunRecord], labels: dict[Path, str]) -> list[str]:
+def planned_tasks(cell: PlannedCell, placed: list[RunRecord], labels: dict[Path, str]) -> list[str]:
     """The task labels of the runs a planned cell belongs with: runs of its dataset that
     agree with every setting the sweep file gives it; a label of its own when none does."""
     found = [labels[record.path] for record in placed
@@ -307,7 +307,7 @@ def _planned_tasks(cell: _Planned, placed: list[RunRecord], labels: dict[Path, s
              and _matches(cell, record.config, cell.compared)]
     if found:
         return list(dict.fromkeys(found))
-    settings = ", ".join(f"{key}={_label_value(getattr(cell.config, key))}"
+    settings = ", ".join(f"{key}={label_value(getattr(cell.config, key))}"
                          for key in cell.explicit)
     dataset = cell.config.dataset
     if not any(record.config.dataset == dataset for record in placed) or not settings:
@@ -315,7 +315,7 @@ def _planned_tasks(cell: _Planned, placed: list[RunRecord], labels: dict[Path, s
     return [f"{dataset} ({settings})"]
 
 
-def _source_names(planned: list[_Planned], placed: list[RunRecord]) -> dict[str, str]:
+def source_names(planned: list[PlannedCell], placed: list[RunRecord]) -> dict[str, str]:
     """Run directory name -> grid name, for each named grid's run present in the
     experiment (a named grid plans exactly one run; the sweep checks it)."""
     names = {}
@@ -330,15 +330,15 @@ def _source_names(planned: list[_Planned], placed: list[RunRecord]) -> dict[str,
     return names
 
 
-def _planned_init(cell: _Planned, sources: dict[str, str], placed: list[RunRecord]) -> str:
+def planned_init(cell: PlannedCell, sources: dict[str, str], placed: list[RunRecord]) -> str:
     """A planned cell's init as its runs record it (see :func:`_reference_init`)."""
     if cell.reference is not None:
-        return _reference_init(cell.reference, sources, placed)
+        return reference_init(cell.reference, sources, placed)
     init = cell.config.init
     return init if init in NAMED_INITS else absolute_path(init)
 
 
-def _reference_init(reference: str, sources: dict[str, str], records: list[RunRecord]) -> str:
+def reference_init(reference: str, sources: dict[str, str], records: list[RunRecord]) -> str:
     """``run:NAME`` as runs record it: the absolute path of the named grid's run that
     runs of this experiment start from (``run:NAME`` itself until one exists)."""
     directory = next((name for name, grid in sources.items()
@@ -349,7 +349,7 @@ def _reference_init(reference: str, sources: dict[str, str], records: list[RunRe
                  and init_source_name(record.config.init) == directory), reference)
 
 
-def _meets(config: RunConfig, filters: dict[str, Any]) -> bool:
+def meets(config: RunConfig, filters: dict[str, Any]) -> bool:
     """Whether a run's config has every value of a check's ``where``."""
     for key, value in filters.items():
         try:
@@ -362,14 +362,14 @@ def _meets(config: RunConfig, filters: dict[str, Any]) -> bool:
 
 
 def _where_text(filters: dict[str, Any]) -> str:
-    return "".join(f", {key}={_label_value(value)}" for key, value in filters.items())
+    return "".join(f", {key}={label_value(value)}" for key, value in filters.items())
 
 
 def _seeds(count: int) -> str:
     return f"{count} seed{'s' if count != 1 else ''}"
 
 
-def _init_labels(inits: list[str], sources: dict[str, str], experiment: str) -> dict[str, str]:
+def init_label_texts(inits: list[str], sources: dict[str, str], experiment: str) -> dict[str, str]:
     """How each init reads in tables and figures: its name, or ``transfer from <name>``
     with the name of the sweep's grid that trained the source, else the source's
     experiment (when it is another one), else the source run's directory name."""
@@ -421,13 +421,13 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
-def _task_labels(configs: dict[Any, RunConfig],
+def task_labels(configs: dict[Any, RunConfig],
                  ignore: tuple[str, ...] = ()) -> dict[Any, str]:
     """Dataset label per config: the dataset, plus what differs between tasks on it.
 
     Computed per dataset across nets, so that a setting that varies for one net labels
     that dataset's runs of every net alike (one task is one row). A field whose default
-    is the net's own (:data:`_NET_DEFAULTS`) counts only where it varies within a net: a
+    is the net's own (:data:`NET_DEFAULTS`) counts only where it varies within a net: a
     resolved config holds each net's default input size, which is not a task of its own.
     ``ignore`` lists config fields left out of the label.
     """
@@ -437,7 +437,7 @@ def _task_labels(configs: dict[Any, RunConfig],
         values = config.to_dict()
         settings[values["dataset"]][key] = {
             name: value for name, value in values.items()
-            if name not in _NOT_TASK and name not in ignore}
+            if name not in NOT_TASK and name not in ignore}
         nets[key] = values["net"]
     labels = {}
     for dataset, by_key in settings.items():
@@ -445,14 +445,14 @@ def _task_labels(configs: dict[Any, RunConfig],
         varying = [name for name in names
                    if _varies(name, by_key, nets)]
         for key, setting in by_key.items():
-            differs = ", ".join(f"{name}={_label_value(setting.get(name))}"
+            differs = ", ".join(f"{name}={label_value(setting.get(name))}"
                                 for name in varying)
             labels[key] = f"{dataset} ({differs})" if differs else dataset
     return labels
 
 
 def _varies(name: str, by_key: dict[Any, dict[str, Any]], nets: dict[Any, str]) -> bool:
-    if name not in _NET_DEFAULTS:
+    if name not in NET_DEFAULTS:
         return len({repr(setting.get(name)) for setting in by_key.values()}) > 1
     per_net = defaultdict(set)
     for key, setting in by_key.items():
@@ -460,16 +460,16 @@ def _varies(name: str, by_key: dict[Any, dict[str, Any]], nets: dict[Any, str]) 
     return any(len(values) > 1 for values in per_net.values())
 
 
-def _label_value(value: Any) -> str:
+def label_value(value: Any) -> str:
     """A setting in a task label; None (the dataset's whole split, every class) is "all"."""
     return "all" if value is None else value_text(value)
 
 
-def _freeze_label(freeze: float) -> str:
+def freeze_label(freeze: float) -> str:
     return freeze_text(freeze, decimals=0)
 
 
-def _status_text(record: RunRecord, *, detail: bool = True) -> str:
+def status_text(record: RunRecord, *, detail: bool = True) -> str:
     """A run's state in one word (``running``, ``interrupted``, ``complete``, ...), with
     the epoch it reached or diverged in when ``detail``."""
     word = record.status
@@ -482,31 +482,31 @@ def _status_text(record: RunRecord, *, detail: bool = True) -> str:
     return word
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1); std is NaN for one value."""
     array = np.asarray(values, dtype=np.float64)
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else math.nan
 
 
-def _order(values: Iterable, preferred: list) -> list:
+def ordered(values: Iterable, preferred: list) -> list:
     """``values`` in the order ``preferred`` gives them, the rest sorted after."""
     values = set(values)
     first = [value for value in dict.fromkeys(preferred) if value in values]
     return first + sorted(values - set(first), key=str)
 
 
-def _percent(value: float) -> str:
+def percent_text(value: float) -> str:
     return f"{100 * value:+.2f}%"
 
 
-def _cells(rows: list[list[str]], header: list[str]) -> str:
+def markdown_table(rows: list[list[str]], header: list[str]) -> str:
     """A markdown table."""
     def line(cells):
         return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
     return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])
 
 
-class _Bootstrap:
+class Bootstrap:
     """Resampled AUCs per run, computed once; runs on the same test split share resamples.
 
     Each run's resampled AUCs are cached beside it (:data:`CACHE_NAME`), keyed by its
@@ -520,7 +520,7 @@ class _Bootstrap:
         self._counts_lock = threading.Lock()
         self._runs: dict[Path, tuple | str] = {}
 
-    def prepare(self, runs: list[_Run]) -> None:
+    def prepare(self, runs: list[StudyRun]) -> None:
         """Computes (or reads from the cache) every run's resamples, on every core."""
         missing = [run for run in runs if run.record.path not in self._runs]
         with ThreadPoolExecutor(max(1, min(usable_cores(), len(missing)))) as pool:
@@ -530,22 +530,22 @@ class _Bootstrap:
             if fresh and not isinstance(result, str):
                 self._write_cache(run, result)
 
-    def _of(self, run: _Run) -> tuple | str:
+    def resamples_of(self, run: StudyRun) -> tuple | str:
         if run.record.path not in self._runs:
             self.prepare([run])
         return self._runs[run.record.path]
 
-    def _cache_path(self, run: _Run) -> Path:
+    def _cache_path(self, run: StudyRun) -> Path:
         return run.record.path / CACHE_NAME.format(resamples=self.resamples, seed=self.seed)
 
-    def _file_key(self, run: _Run) -> list[int] | None:
+    def _file_key(self, run: StudyRun) -> list[int] | None:
         try:
             status = run.record.directory.predictions.stat()
         except OSError:
             return None
         return [status.st_size, status.st_mtime_ns]
 
-    def _compute(self, run: _Run) -> tuple[tuple | str, bool]:
+    def _compute(self, run: StudyRun) -> tuple[tuple | str, bool]:
         """(split digest, AUC from the predictions, resampled AUCs) or why not; and
         whether it was computed now (False: read from the cache)."""
         file_key = self._file_key(run)
@@ -579,7 +579,7 @@ class _Bootstrap:
                 self._counts[split] = resample_counts(labels, self.resamples, self.seed)
             return self._counts[split]
 
-    def _write_cache(self, run: _Run, result: tuple) -> None:
+    def _write_cache(self, run: StudyRun, result: tuple) -> None:
         file_key = self._file_key(run)
         if file_key is None:
             return
@@ -591,16 +591,16 @@ class _Bootstrap:
         except OSError:
             pass  # a read-only run directory: the report recomputes next time
 
-    def interval(self, run: _Run) -> Interval | None:
-        found = self._of(run)
+    def interval(self, run: StudyRun) -> Interval | None:
+        found = self.resamples_of(run)
         if isinstance(found, str):
             return None
         return percentile_interval(run.auc, found[2])
 
-    def difference(self, pairs: list[tuple[_Run, _Run]]) -> Difference | str:
+    def difference(self, pairs: list[tuple[StudyRun, StudyRun]]) -> Difference | str:
         """Paired bootstrap of the mean over seeds of ``AUC_A - AUC_B`` (one pair of runs
         per seed; see :func:`stats.paired_mean_difference`), or why it cannot be computed."""
-        found = [(self._of(run_a), self._of(run_b)) for run_a, run_b in pairs]
+        found = [(self.resamples_of(run_a), self.resamples_of(run_b)) for run_a, run_b in pairs]
         for pair in found:
             for item in pair:
                 if isinstance(item, str):
@@ -632,16 +632,17 @@ def speed_up(glorot_history: list[dict[str, Any]],
     run's best epoch). ``e_A``: the first epoch at which the other run's validation
     micro AUC reaches that value; None when it never does.
     """
-    curve = _curve(glorot_history)
+    curve = validation_curve(glorot_history)
     if not curve:
         return None
     target = max(value for _, value in curve)
     glorot_epoch = next(epoch for epoch, value in curve if value == target)
-    reached = next((epoch for epoch, value in _curve(transfer_history) if value >= target), None)
+    reached = next((epoch for epoch, value in validation_curve(transfer_history)
+                    if value >= target), None)
     return _SpeedUp(glorot_epoch, target, reached)
 
 
-def _curve(history: list[dict[str, Any]]) -> list[tuple[int, float]]:
+def validation_curve(history: list[dict[str, Any]]) -> list[tuple[int, float]]:
     return [(int(row["epoch"]), float(row["val_auc_micro"])) for row in history
             if isinstance(row.get("val_auc_micro"), int | float)]
 
@@ -651,7 +652,7 @@ class Study:
     from them (see :func:`load_study`)."""
 
     def __init__(self, experiment_dir: Path, records: list[RunRecord],
-                 sweep: dict[str, Any], bootstrap: _Bootstrap, sweep_note: str = ""):
+                 sweep: dict[str, Any], bootstrap: Bootstrap, sweep_note: str = ""):
         self.experiment_dir = experiment_dir
         self.sweep_note = sweep_note
         self.records = records
@@ -662,13 +663,13 @@ class Study:
         self.sweep = sweep
         self.published = sweep.get("published") if isinstance(sweep.get("published"),
                                                               dict) else {}
-        planned = _planned(sweep)
-        self.sources = sources = _source_names(planned, placed)
+        planned = read_planned(sweep)
+        self.sources = sources = source_names(planned, placed)
         configs = {record.path: record.config for record in placed}
-        labels = _task_labels(configs)
-        any_size = _task_labels(configs, ignore=("train_size",))
+        labels = task_labels(configs)
+        any_size = task_labels(configs, ignore=("train_size",))
         runs = [
-            _Run(record, labels[record.path], record.config.dataset, record.config.net,
+            StudyRun(record, labels[record.path], record.config.dataset, record.config.net,
                  record.config.init, float(record.config.freeze), int(record.config.seed),
                  any_size[record.path])
             for record in placed
@@ -681,26 +682,26 @@ class Study:
         self.runs = [run for run in runs if run.record.path not in disagree]
         # None (the whole training split) is a size too.
         self.train_sizes = {record.config.train_size for record in placed}
-        self.cells: dict[tuple, list[_Run]] = defaultdict(list)
+        self.cells: dict[tuple, list[StudyRun]] = defaultdict(list)
         for run in sorted(self.runs, key=lambda run: run.seed):
             self.cells[(run.task, run.net, run.init, run.freeze)].append(run)
         self.task_dataset = {run.task: run.dataset for run in self.runs}
         # Rows and columns the sweep plans but no run has started yet show as missing.
         planned_cells = []
         for cell in planned:
-            init = _planned_init(cell, sources, placed)
-            for task in _planned_tasks(cell, placed, labels):
+            init = planned_init(cell, sources, placed)
+            for task in planned_tasks(cell, placed, labels):
                 planned_cells.append((task, cell.config.net, init, float(cell.config.freeze)))
                 self.task_dataset.setdefault(task, cell.config.dataset)
         rows = {(run.task, run.net) for run in self.runs}
         rows |= {(task, net) for task, net, _, _ in planned_cells}
-        task_order = _order({task for task, _ in rows},
+        task_order = ordered({task for task, _ in rows},
                             [task for task, _, _, _ in planned_cells])
-        net_order = _order({net for _, net in rows},
+        net_order = ordered({net for _, net in rows},
                            [net for _, net, _, _ in planned_cells])
         self.rows = sorted(rows, key=lambda row: (task_order.index(row[0]),
                                                   net_order.index(row[1])))
-        self.inits = _order({run.init for run in self.runs}
+        self.inits = ordered({run.init for run in self.runs}
                             | {init for _, _, init, _ in planned_cells},
                             [*NAMED_INITS, *(init for _, _, init, _ in planned_cells)])
         self.transfer_inits = [init for init in self.inits if init != GLOROT]
@@ -709,13 +710,13 @@ class Study:
                                    *((None, None, run.init, run.freeze) for run in self.runs)]:
             freezes[init].add(freeze)
         self.freezes_of = {init: sorted(freezes[init]) for init in self.inits}
-        self.init_labels = _init_labels(self.inits, sources, experiment_dir.name)
+        self.init_labels = init_label_texts(self.inits, sources, experiment_dir.name)
         # Inits with a table and a line per freeze level: every transfer init, and glorot
         # when it ran at more than freeze 0.
         self.freeze_inits = [init for init in self.inits
                              if init != GLOROT or self.freezes_of[init] != [0.0]]
 
-    def _disagreement(self, run: _Run) -> str:
+    def _disagreement(self, run: StudyRun) -> str:
         """Why a run's metrics.json and its own predictions_test.csv disagree, if they do:
         its test AUC outside the interval computed from the predictions."""
         interval = self.bootstrap.interval(run)
@@ -725,7 +726,7 @@ class Study:
         # metrics.json keeps float32 AUCs and the CSV rounded probabilities: allow for it.
         if interval.low - _AGREEMENT <= auc <= interval.high + _AGREEMENT:
             return ""
-        found = self.bootstrap._of(run)
+        found = self.bootstrap.resamples_of(run)
         return (f"metrics.json's test_auc_micro {auc:.4f} lies outside the {LEVEL:.0%} "
                 f"interval [{interval.low:.4f}, {interval.high:.4f}] computed from its own "
                 f"predictions_test.csv (AUC {found[1]:.4f}): the two files disagree, so the "
@@ -734,7 +735,7 @@ class Study:
 
     # -- cells ------------------------------------------------------------------
 
-    def complete(self, task: str, net: str, init: str, freeze: float) -> list[_Run]:
+    def complete(self, task: str, net: str, init: str, freeze: float) -> list[StudyRun]:
         return [run for run in self.cells.get((task, net, init, freeze), []) if run.complete]
 
     def cell_text(self, task: str, net: str, init: str, freeze: float) -> str:
@@ -746,14 +747,14 @@ class Study:
             parts.append(f"{done[0].auc:.4f}" + (
                 f" [{interval.low:.4f}, {interval.high:.4f}]" if interval else ""))
         elif done:
-            mean, std = _mean_std([run.auc for run in done])
+            mean, std = mean_std([run.auc for run in done])
             parts.append(f"{mean:.4f} ± {std:.4f} (n={len(done)})")
-        parts += [_status_text(run.record) for run in runs if not run.complete]
+        parts += [status_text(run.record) for run in runs if not run.complete]
         return "; ".join(parts) or MISSING
 
     def mean_auc(self, task: str, net: str, init: str, freeze: float = 0.0) -> float | None:
         done = self.complete(task, net, init, freeze)
-        return _mean_std([run.auc for run in done])[0] if done else None
+        return mean_std([run.auc for run in done])[0] if done else None
 
     # -- tables -----------------------------------------------------------------
 
@@ -761,7 +762,7 @@ class Study:
         header = ["dataset", "net", *(self.init_labels[init] for init in self.inits)]
         rows = [[task, net, *(self._main_cell(task, net, init) for init in self.inits)]
                 for task, net in self.rows]
-        return _cells(rows, header)
+        return markdown_table(rows, header)
 
     def _main_cell(self, task: str, net: str, init: str) -> str:
         """The cell's micro AUC, and for a binary task the positive class's AUC beside it."""
@@ -773,7 +774,7 @@ class Study:
             return text
         if len(positive) == 1:
             return f"{text}; positive class {positive[0]:.4f}"
-        mean, std = _mean_std(positive)
+        mean, std = mean_std(positive)
         return f"{text}; positive class {mean:.4f} ± {std:.4f}"
 
     def legend(self) -> str:
@@ -798,12 +799,12 @@ class Study:
         freezes = self.freezes_of[init]
         reference = [] if init == GLOROT else ["glorot (freeze 0)"]
         header = ["dataset", "net", *reference,
-                  *(f"freeze {_freeze_label(freeze)}" for freeze in freezes)]
+                  *(f"freeze {freeze_label(freeze)}" for freeze in freezes)]
         body = [[task, net,
                  *([self.cell_text(task, net, GLOROT, 0.0)] if reference else []),
                  *(self.cell_text(task, net, init, freeze) for freeze in freezes)]
                 for task, net in rows]
-        return _cells(body, header)
+        return markdown_table(body, header)
 
     def pair_rows(self, init: str) -> list[tuple[str, str]]:
         """(task, net) rows with a run of ``init`` or glorot at freeze 0."""
@@ -835,14 +836,14 @@ class Study:
             improvement = self.improvement(task, net, init)
             body.append([
                 task, net, self._mean_text(task, net, GLOROT), self._mean_text(task, net, init),
-                _percent(improvement) if improvement is not None else MISSING,
+                percent_text(improvement) if improvement is not None else MISSING,
                 *_difference_text(self.mean_difference(task, net, init)),
                 self._speed_up_text(self.speed_ups(task, net, init)),
             ])
-        return _cells(body, header)
+        return markdown_table(body, header)
 
     def seed_pairs(self, task: str, net: str, init: str,
-                   freeze: float = 0.0) -> list[tuple[_Run, _Run]]:
+                   freeze: float = 0.0) -> list[tuple[StudyRun, StudyRun]]:
         """(run of ``init`` at ``freeze``, glorot's run at freeze 0) per seed both completed."""
         glorot = {run.seed: run for run in self.complete(task, net, GLOROT, 0.0)}
         return [(run, glorot[run.seed]) for run in self.complete(task, net, init, freeze)
@@ -859,7 +860,7 @@ class Study:
         done = self.complete(task, net, init, 0.0)
         if not done:
             return self.cell_text(task, net, init, 0.0)
-        mean, std = _mean_std([run.auc for run in done])
+        mean, std = mean_std([run.auc for run in done])
         return f"{mean:.4f}" if len(done) == 1 else f"{mean:.4f} ± {std:.4f} (n={len(done)})"
 
     @staticmethod
@@ -876,7 +877,7 @@ class Study:
         if len(found) == 1:
             item = found[0]
             return f"{item.value:.2f}× (epoch {item.glorot_epoch} vs {item.epoch})"
-        mean, std = _mean_std(reached)
+        mean, std = mean_std(reached)
         text = f"{mean:.2f}×" if len(reached) == 1 else f"{mean:.2f} ± {std:.2f}×"
         text += f" (n={len(reached)})"
         return text + (f"; never reached in {never}/{len(found)} seeds" if never else "")
@@ -885,7 +886,7 @@ class Study:
         """Improvement and speed-up per dataset (mean over nets) and overall."""
         published = self._published_for(init)
         improvements, speeds = {}, {}
-        for task in _order({task for task, _ in self.pair_rows(init)},
+        for task in ordered({task for task, _ in self.pair_rows(init)},
                            [task for task, _ in self.rows]):
             nets = [net for row_task, net in self.pair_rows(init) if row_task == task]
             values = [v for v in (self.improvement(task, net, init) for net in nets)
@@ -921,17 +922,17 @@ class Study:
         never_text = f"; {never} never reached" if never else ""
         overall = [
             "overall",
-            f"{_percent(float(np.mean(per_task)))} (mean of {_datasets(len(per_task))})"
+            f"{percent_text(float(np.mean(per_task)))} (mean of {_datasets(len(per_task))})"
             if per_task else MISSING,
             f"{np.mean(per_task_speed):.2f}× (mean of {_datasets(len(per_task_speed))}"
             f"{never_text})" if per_task_speed else ("never reached" if never else MISSING),
         ]
         if published:
-            overall.insert(2, _published_overall(published.get("improvement"), _percent))
+            overall.insert(2, _published_overall(published.get("improvement"), percent_text))
             overall.append(_published_overall(published.get("speedup"),
                                               lambda value: f"{value:g}×"))
         body.append(overall)
-        return _cells(body, header), body
+        return markdown_table(body, header), body
 
     def _published_for(self, init: str) -> dict[str, Any]:
         """The published numbers compare imagenet with glorot; without an imagenet run,
@@ -957,9 +958,9 @@ class Study:
             if partner is None:
                 continue
             comparison, p = _difference_text(self.bootstrap.difference([(run, partner)]))
-            body.append([run.task, run.net, _freeze_label(run.freeze), str(run.seed),
+            body.append([run.task, run.net, freeze_label(run.freeze), str(run.seed),
                          f"{run.auc:.4f}", f"{partner.auc:.4f}", comparison, p])
-        return _cells(body, header) if body else ""
+        return markdown_table(body, header) if body else ""
 
     # -- expect: checked -------------------------------------------------------------
 
@@ -989,7 +990,7 @@ class Study:
         if "improvement" in check:
             init_a, init_b = self.resolve_init(check["improvement"]), self.resolve_init(
                 check["over"])
-            what = (f"{self._label(init_a)} (freeze {_freeze_label(freeze)}) over "
+            what = (f"{self._label(init_a)} (freeze {freeze_label(freeze)}) over "
                     f"{self._label(init_b)} (freeze 0){_where_text(filters)}: "
                     f"{check['sign']} difference"
                     + (", interval excludes 0" if check.get("excludes_zero") else ""))
@@ -1002,7 +1003,7 @@ class Study:
                 if partner is not None:
                     groups[(run.task, run.net)].append((run, partner))
             if not groups:
-                missing = (f"{self._label(init_a)} at freeze {_freeze_label(freeze)}"
+                missing = (f"{self._label(init_a)} at freeze {freeze_label(freeze)}"
                            if not runs_a else f"{self._label(init_b)} at freeze 0"
                            if not runs_b else f"{self._label(init_b)} at freeze 0 with the "
                            f"seed of a run of {self._label(init_a)}")
@@ -1013,7 +1014,7 @@ class Study:
             init = self.resolve_init(check["init"])
             low, high = (float(bound) for bound in check["range"])
             metric = check["metric"]
-            what = (f"{metric} of {self._label(init)} (freeze {_freeze_label(freeze)})"
+            what = (f"{metric} of {self._label(init)} (freeze {freeze_label(freeze)})"
                     f"{_where_text(filters)} in [{low:g}, {high:g}]")
             groups = defaultdict(list)
             for run in self._selected(init, freeze, filters):
@@ -1022,7 +1023,7 @@ class Study:
                     groups[(run.task, run.net)].append(float(value))
             if not groups:
                 return (f"{what}: not checked: no run matches {self._label(init)} at freeze "
-                        f"{_freeze_label(freeze)}{_where_text(filters)} with {metric} in its "
+                        f"{freeze_label(freeze)}{_where_text(filters)} with {metric} in its "
                         "metrics.json")
             results = []
             for (task, net), values in groups.items():
@@ -1038,7 +1039,7 @@ class Study:
         return f"{what}: NOT as expected: {measured}"
 
     def _improvement_verdict(self, check: dict[str, Any], task: str, net: str,
-                             pairs: list[tuple[_Run, _Run]]) -> tuple[bool | None, str]:
+                             pairs: list[tuple[StudyRun, StudyRun]]) -> tuple[bool | None, str]:
         found = self.bootstrap.difference(pairs)
         if isinstance(found, str):
             estimate = float(np.mean([a.auc - b.auc for a, b in pairs]))
@@ -1059,7 +1060,7 @@ class Study:
         if name in NAMED_INITS:
             return name
         if name.startswith(RUN_REFERENCE):
-            return _reference_init(name, self.sources, self.records)
+            return reference_init(name, self.sources, self.records)
         return absolute_path(name)
 
     def _label(self, init: str) -> str:
@@ -1067,9 +1068,9 @@ class Study:
             f"transfer from {init.removeprefix(RUN_REFERENCE)}"
             if init.startswith(RUN_REFERENCE) else init)
 
-    def _selected(self, init: str, freeze: float, filters: dict[str, Any]) -> list[_Run]:
+    def _selected(self, init: str, freeze: float, filters: dict[str, Any]) -> list[StudyRun]:
         return [run for run in self.runs if run.complete and run.init == init
-                and run.freeze == freeze and _meets(run.record.config, filters)]
+                and run.freeze == freeze and meets(run.record.config, filters)]
 
     # -- summary.md ---------------------------------------------------------------
 
@@ -1077,7 +1078,7 @@ class Study:
         """summary.md's text, and the part the CLI prints."""
         counts = defaultdict(int)
         for record in self.records:
-            counts[_status_text(record, detail=False)] += 1
+            counts[status_text(record, detail=False)] += 1
         expectation = self.expectation()
         main = [self.main_table(), "", self.legend(), *expectation]
         for init in self.transfer_inits:
@@ -1132,7 +1133,7 @@ class Study:
                       if record.status not in ("complete", "broken")]
         if unfinished:
             out += ["", "## Not complete", "",
-                    *(f"- `{record.path.name}`: {_status_text(record)}"
+                    *(f"- `{record.path.name}`: {status_text(record)}"
                       for record in unfinished)]
         if self.skipped:
             out += ["", "## Skipped (broken or inconsistent run directories)", "",
@@ -1151,7 +1152,7 @@ class Study:
         rows = []
         for record in self.records:
             row: dict[str, Any] = {"run_dir": str(record.path),
-                                   "status": _status_text(record, detail=False)}
+                                   "status": status_text(record, detail=False)}
             if record.config is not None:
                 row.update({key: getattr(record.config, key)
                             for key in ("dataset", "net", "init", "freeze", "seed")})
@@ -1201,16 +1202,16 @@ class Study:
                           (panels,)))
         return specs
 
-    def _mean_curve(self, runs: list[_Run]) -> tuple[list[float], list[float]]:
+    def _mean_curve(self, runs: list[StudyRun]) -> tuple[list[float], list[float]]:
         """Validation AUC per epoch, averaged over the runs (epochs all of them logged)."""
         by_epoch = defaultdict(list)
         for run in runs:
-            for epoch, value in _curve(run.record.history):
+            for epoch, value in validation_curve(run.record.history):
                 by_epoch[epoch].append(value)
         epochs = sorted(epoch for epoch, values in by_epoch.items() if len(values) == len(runs))
         return epochs, [float(np.mean(by_epoch[epoch])) for epoch in epochs]
 
-    def _series(self, label: str, runs: list[_Run], style: dict) -> figures.Series | None:
+    def _series(self, label: str, runs: list[StudyRun], style: dict) -> figures.Series | None:
         x, y = self._mean_curve(runs)
         if not x:
             return None
@@ -1229,7 +1230,7 @@ class Study:
                 series.append(self._series("glorot, freeze 0",
                                            self.cells.get((task, net, GLOROT, 0.0), []),
                                            {"color": "black", "linestyle": "--"}))
-            ours = [self._series(f"freeze {_freeze_label(freeze)}",
+            ours = [self._series(f"freeze {freeze_label(freeze)}",
                                  self.cells.get((task, net, init, freeze), []),
                                  {"color": colour})
                     for freeze, colour in zip(freezes, colours, strict=True)]
@@ -1259,7 +1260,7 @@ class Study:
         """Test AUC against the freeze level, a panel per task, a line per net and init
         with runs at any freeze (glorot at freeze 0 alone is a dashed reference)."""
         panels: dict[str, list[figures.Series]] = {}
-        lines = [(net, init) for net in _order({net for _, net in self.rows},
+        lines = [(net, init) for net in ordered({net for _, net in self.rows},
                                                [net for _, net in self.rows])
                  for init in self.freeze_inits]
         colours = dict(zip(lines, _colours(len(lines)), strict=True))
@@ -1293,7 +1294,7 @@ class Study:
         has more than one ``train_size``."""
         if len(self.train_sizes) < 2:
             return {}
-        groups: dict[tuple, dict[tuple, list[_Run]]] = defaultdict(lambda: defaultdict(list))
+        groups: dict[tuple, dict[tuple, list[StudyRun]]] = defaultdict(lambda: defaultdict(list))
         for run in self.runs:
             if run.complete:
                 groups[(run.task_any_size, run.net)][(run.init, run.freeze)].append(run)
@@ -1320,7 +1321,7 @@ class Study:
                                 for size, done in by_size.items())
                 label = self.init_labels[init]
                 if len(freezes[init]) > 1:
-                    label += f", freeze {_freeze_label(freeze)}"
+                    label += f", freeze {freeze_label(freeze)}"
                 x, y, low, high = (list(column) for column in zip(*points, strict=True))
                 series.append(figures.Series(label, x, y, low, high,
                                              {"color": colour, "marker": "o"}))
@@ -1328,7 +1329,7 @@ class Study:
                 panels[f"{task} · {net}"] = series
         return panels
 
-    def _auc_with_error(self, done: list[_Run]) -> tuple[float, float, float]:
+    def _auc_with_error(self, done: list[StudyRun]) -> tuple[float, float, float]:
         if len(done) == 1:
             interval = self.bootstrap.interval(done[0])
             if interval is None:
@@ -1336,7 +1337,7 @@ class Study:
             # Within the rounding _disagreement allows, the point may sit just outside.
             return done[0].auc, min(interval.low, done[0].auc), max(interval.high,
                                                                     done[0].auc)
-        mean, std = _mean_std([run.auc for run in done])
+        mean, std = mean_std([run.auc for run in done])
         return mean, mean - std, mean + std
 
 
@@ -1347,12 +1348,12 @@ def _colours(count: int) -> list:
     return [cmap(index / max(1, count - 1) * 0.9) for index in range(count)]
 
 
-def _is_binary(run: _Run) -> bool:
+def _is_binary(run: StudyRun) -> bool:
     classes = run.record.config.num_classes or run.record.metrics.get("num_classes")
     return classes == 2
 
 
-def _train_images(run: _Run) -> int | None:
+def _train_images(run: StudyRun) -> int | None:
     """How many images the run trained on: metrics.json's count (the whole split when
     train_size is unset), else its train_size; None when neither says."""
     count = run.record.metrics.get("train_images", run.record.config.train_size)
@@ -1376,7 +1377,7 @@ def _datasets(count: int) -> str:
 def _mean_text_percent(values: list[float], nets: int) -> str:
     if not values:
         return MISSING
-    return f"{_percent(float(np.mean(values)))} ({len(values)} of {nets} nets)"
+    return f"{percent_text(float(np.mean(values)))} ({len(values)} of {nets} nets)"
 
 
 def _mean_ratio_text(ratios: list[float], never: int) -> str:
@@ -1388,7 +1389,7 @@ def _mean_ratio_text(ratios: list[float], never: int) -> str:
 
 def _published_percent(values: Any, key: str) -> str:
     value = values.get(key) if isinstance(values, dict) else None
-    return _percent(float(value)) if isinstance(value, int | float) else MISSING
+    return percent_text(float(value)) if isinstance(value, int | float) else MISSING
 
 
 def _published_overall(values: Any, text) -> str:
