@@ -7,9 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from medtransfer.config import (
-    absolute_path,
-)
+from medtransfer.config import absolute_path
 from medtransfer.errors import MedtransferError
 from medtransfer.study.grid import RUN_REFERENCE, check_expect
 from medtransfer.study.labels import NAMED_INITS, freeze_label, label_value

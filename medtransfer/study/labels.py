@@ -34,7 +34,6 @@ NET_DEFAULTS = ("image_size",)
 RESOLVED = frozenset({"lr", "image_size", "flips", "noise", "color"})
 
 
-
 def task_labels(configs: dict[Any, RunConfig],
                  ignore: tuple[str, ...] = ()) -> dict[Any, str]:
     """Dataset label per config: the dataset, plus what differs between tasks on it.

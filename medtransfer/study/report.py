@@ -3,23 +3,26 @@
 Reads every run directory through ``training.rundir.scan_experiment`` (never the files
 themselves) and writes ``results.csv``, ``summary.md`` and PNG figures.
 
-Definitions (also in the README):
+Definitions (also in the README and docs/design.md):
 
 - A *cell* is (dataset, net, init, freeze); its runs differ only in seed. Runs of one
-  dataset and net whose configs differ in anything else that changes what is learned
-  (a class subset, the epochs, the image size, ...) are different tasks: the dataset
-  label then names what differs, e.g. ``digits (classes=5,6,7,8,9)``.
+  dataset whose configs differ in anything else that changes what is learned (a class
+  subset, the epochs, the training-set size, ...) are different tasks: the dataset label
+  then names what differs, e.g. ``digits (classes=5,6,7,8,9)``, computed per dataset
+  across nets so that one task is one row for every net.
 - Every init other than ``glorot`` (imagenet, mean_var, a transfer from a run) is
   compared with ``glorot``. The pair is: the init at freeze 0 (every layer fine-tuned,
-  the study's setting) against glorot at freeze 0, same dataset and net.
+  the study's setting) against glorot at freeze 0, same task and net.
 - Improvement of A over glorot: ``(AUC_A - AUC_B) / AUC_B`` with test micro AUCs of the
   best checkpoints (the mean over seeds when there are several); per dataset, the mean
   over the nets that have both; overall, the mean of the per-dataset values.
 - Speed-up: ``e_B / e_A``, ``e_B`` the first epoch of glorot's best validation AUC,
   ``e_A`` the first epoch at which A's validation AUC reaches it ("never reached" when
-  it does not); per seed shared by both, then mean ± std.
+  it does not); per seed shared by both, then mean ± std; per dataset, the mean over
+  nets of each net's mean.
 - Paired bootstrap: every run of a non-glorot init (at any freeze) against the glorot
-  run at freeze 0 of the same dataset, net and seed, on the same test images.
+  run at freeze 0 of the same task, net and seed, on the same test images; per task and
+  net, the mean difference over seeds with a two-level (seeds x test images) bootstrap.
 """
 
 from __future__ import annotations
@@ -42,16 +45,13 @@ from medtransfer.study.checks import ExpectationChecks
 from medtransfer.study.labels import GLOROT, status_text
 from medtransfer.study.panels import FigurePanels
 from medtransfer.study.resampling import Bootstrap
-from medtransfer.study.stats import (
-    LEVEL,
-)
+from medtransfer.study.stats import LEVEL
 from medtransfer.study.tables import DIFFERENCE_LEGEND, StudyTables
 from medtransfer.training.rundir import scan_experiment
 
 MIN_RESAMPLES = 1000
 FIGURE_DIGESTS = ".figures.json"
 """In the report folder: a digest of each figure's data, to redraw only what changed."""
-
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Report:
         figures: the PNG files.
         main_text: the main table with its legend, the config's expectation and the
             improvement table: what ``medtransfer report`` prints.
-        skipped: broken run directories and why.
+        skipped: broken or inconsistent run directories and why.
     """
 
     out_dir: Path

@@ -27,7 +27,6 @@ CACHE_NAME = "bootstrap_{resamples}x_seed{seed}.json"
 """Each run's resampled test AUCs, beside its predictions_test.csv (see ``Bootstrap``)."""
 
 
-
 class Bootstrap:
     """Resampled AUCs per run, computed once; runs on the same test split share resamples.
 

@@ -26,6 +26,7 @@ from medtransfer.training.rundir import RunRecord
 @dataclass
 class StudyRun:
     """One run directory with its place on the study's axes (``task``: the dataset label)."""
+
     record: RunRecord
     task: str
     dataset: str
