@@ -7,10 +7,9 @@ dataset, and every resample holds every class: a micro AUC is always defined and
 resample is dropped. The same seed and the same labels give the same resamples, so two
 runs evaluated on the same test split are resampled on the same image indices (paired).
 
-Every resample's micro AUC is computed at once in numpy: a resample is a vector of
-counts (how often each image was drawn), and the AUC of a weighted sample follows from
-one sort of the scores shared by all resamples (a rank-based, weighted Mann-Whitney
-statistic).
+A resample is a vector of counts (how often each image was drawn), and the AUC of a
+weighted sample follows from one sort of the scores shared by all resamples and one
+compiled pass per resample (a rank-based, weighted Mann-Whitney statistic).
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 LEVEL = 0.95
-# Elements (resamples x scores) processed at once: a few MB, which stay in the cache.
-_CHUNK_ELEMENTS = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -84,10 +81,11 @@ def resampled_auc_micro(labels: np.ndarray, probabilities: np.ndarray,
     weighted AUC of a resample is the weighted Mann-Whitney statistic
     ``sum over positive scores of w * (negatives below + negatives tied / 2) / (pos * neg)``:
     ties count one half, as in scikit-learn. The negative scores are sorted once and each
-    positive score's place among them found once (``searchsorted``); then every resample
-    needs one cumulative sum of its negative weights and one weighted sum over the
-    positives, for all resamples at once. Every term is a whole or half number, so the
-    sums are exact and the result does not depend on the order of the additions.
+    positive score's place among them found once (``searchsorted``); then one compiled
+    pass per resample (numba, :mod:`medtransfer.study._wins`) walks the positives in
+    score order with two forward pointers into the negatives. Every term is a whole or
+    half number, so the sums are exact and the result does not depend on the order of
+    the additions.
 
     Args:
         labels: class index per image, ``(N,)``.
@@ -103,8 +101,7 @@ def resampled_auc_micro(labels: np.ndarray, probabilities: np.ndarray,
     positive = np.eye(classes, dtype=bool)[np.asarray(labels, dtype=np.int64)]
     image = np.broadcast_to(np.arange(size)[:, None], (size, classes))
     positive_scores, positive_image = probabilities[positive], image[positive]
-    # Positives in score order: their places among the negatives then only grow, so the
-    # gathers below walk forward through memory.
+    # Positives in score order: their places among the negatives then only grow.
     order = np.argsort(positive_scores, kind="stable")
     positive_scores, positive_image = positive_scores[order], positive_image[order]
     negative_scores, negative_image = probabilities[~positive], image[~positive]
@@ -112,26 +109,13 @@ def resampled_auc_micro(labels: np.ndarray, probabilities: np.ndarray,
     negative_scores, negative_image = negative_scores[order], negative_image[order]
     below = np.searchsorted(negative_scores, positive_scores, side="left")
     up_to = np.searchsorted(negative_scores, positive_scores, side="right")
-    counts = np.asarray(counts)
-    # Whole numbers throughout, in the smallest types that hold them: the draw counts
-    # (rarely above 10) in bytes, the running sums in 32 bits while they fit.
-    small = np.uint8 if counts.size and counts.max() < 256 else np.int64
-    running = np.int32 if int(counts.sum(axis=1).max(initial=0)) * classes < (1 << 30) \
-        else np.int64
-    # Resamples as columns: gathering an image's row is one contiguous copy.
-    by_image = counts.T.astype(small)
+    # Imported here: a report whose runs are all cached never loads numba.
+    from medtransfer.study._wins import weighted_aucs
+
+    counts = np.ascontiguousarray(counts)
     result = np.empty(len(counts))
-    columns = max(1, _CHUNK_ELEMENTS // max(1, len(negative_scores)))
-    for first in range(0, len(counts), columns):
-        part = by_image[:, first:first + columns]
-        cumulative = np.zeros((len(negative_scores) + 1, part.shape[1]), dtype=running)
-        np.cumsum(part[negative_image], axis=0, out=cumulative[1:])
-        weights = part[positive_image]
-        # Twice the wins: a negative below counts 2, a tied one 1.
-        twice = cumulative[below] + cumulative[up_to]
-        wins = np.einsum("kb,kb->b", weights, twice, dtype=np.int64) / 2
-        result[first:first + columns] = wins / (weights.sum(axis=0, dtype=np.int64)
-                                                * cumulative[-1].astype(np.float64))
+    weighted_aucs(counts, positive_image.astype(np.int64), negative_image.astype(np.int64),
+                  below.astype(np.int64), up_to.astype(np.int64), result)
     return result
 
 
