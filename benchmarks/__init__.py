@@ -11,6 +11,7 @@
 - ``training_ceiling``: a real run vs the same model fitted on tensors in memory.
 - ``freezing``: training speed at freeze 1.0 and in phase 1 vs freeze 0.
 - ``prepare_scaling``: ``prepare`` on every core vs one; memory of prepare and run.
+- ``report_speed``: ``report`` on a study-sized experiment, first and repeated call.
 - ``pipeline_throughput``: the pipeline's own design choices against their alternatives.
 
 The entry point imports each figure's module only when that figure runs, so ``--help``

@@ -8,7 +8,7 @@ from medtransfer.training.rundir import RunDirectory
 
 def make_run(experiment, *, dataset="cancer", net="inception_v3", init="glorot", freeze=0.0,
              seed=0, epochs="3+50", val_aucs=(), test_auc=None, status="complete",
-             predictions=None, **config_fields):
+             predictions=None, metrics=None, **config_fields):
     """Writes config.yaml, history.csv and (unless in progress) metrics.json.
 
     Args:
@@ -18,6 +18,7 @@ def make_run(experiment, *, dataset="cancer", net="inception_v3", init="glorot",
         status: "complete", "diverged", or None for a run still in progress.
         predictions: ``(class_names, [(id, label, [p per class]), ...])`` for
             predictions_test.csv.
+        metrics: more metrics.json keys of a complete run (test_auc_macro, ...).
 
     Returns:
         The RunDirectory.
@@ -46,7 +47,7 @@ def make_run(experiment, *, dataset="cancer", net="inception_v3", init="glorot",
             "run_id": config.run_id, "dataset": dataset, "net": net, "init": init,
             "freeze": freeze, "seed": seed, "best_epoch": list(val_aucs).index(best) + 1,
             "val_auc_micro_best": best, "test_auc_micro": test_auc, "test_accuracy": 0.5,
-            "status": "complete",
+            "status": "complete", **(metrics or {}),
         })
     elif status is not None:
         directory.write_metrics({"run_id": config.run_id, "status": status,

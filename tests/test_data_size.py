@@ -121,7 +121,7 @@ def test_sizes_in_numeric_order_with_the_whole_split_as_all(size_study, tmp_path
 def test_report_writes_figures_in_the_format_asked(size_study, tmp_path):
     report = build_report(size_study, tmp_path / "report", figure_format="svg")
     assert sorted(path.name for path in report.figures) == sorted(
-        name.replace(".png", ".svg") for name, _ in load_study(size_study).figure_specs())
+        name.replace(".png", ".svg") for name, *_ in load_study(size_study).figure_specs())
     assert all(path.read_bytes().startswith(b"<?xml") for path in report.figures)
     summary = report.summary.read_text()
     assert "(test_auc_vs_train_size.svg)" in summary and ".png" not in summary

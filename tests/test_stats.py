@@ -88,3 +88,37 @@ def test_p_value_is_the_doubled_share_on_the_other_side():
     assert stats.paired_difference(0.05, samples_a, samples_b).p_value == pytest.approx(0.4)
     samples_a = np.array([0.1] * 4 + [-0.1] * 6)  # 6 of 10 on the other side: capped
     assert stats.paired_difference(0.01, samples_a, samples_b).p_value == 1.0
+
+
+def test_mean_difference_over_one_seed_is_the_paired_difference(split):
+    labels, probabilities = split
+    counts = stats.resample_counts(labels, 1000, seed=0)
+    other = np.roll(probabilities, 1, axis=1)
+    a = stats.resampled_auc_micro(labels, probabilities, counts)
+    b = stats.resampled_auc_micro(labels, other, counts)
+    estimate = auc_micro(labels, probabilities) - auc_micro(labels, other)
+    single = stats.paired_mean_difference(
+        np.array([auc_micro(labels, probabilities)]), np.array([auc_micro(labels, other)]),
+        a[None], b[None])
+    assert single == stats.paired_difference(estimate, a, b)
+
+
+def test_mean_difference_resamples_the_seeds():
+    # Differences constant over the test resamples: only the seed draw varies them.
+    # Two seeds, +0.1 and +0.3: resampled means 0.1, 0.2, 0.3 with chances 1/4, 1/2,
+    # 1/4; the interval is [0.1, 0.3] around the mean 0.2, and no resample is <= 0.
+    resamples = 4000
+    ones = np.ones((2, resamples))
+    found = stats.paired_mean_difference(np.array([0.6, 0.8]), np.array([0.5, 0.5]),
+                                         ones * [[0.6], [0.8]], ones * 0.5, seed=0)
+    assert found.estimate == pytest.approx(0.2)
+    assert (found.low, found.high) == (pytest.approx(0.1), pytest.approx(0.3))
+    assert found.p_value == 0.0
+    # Three seeds, -0.1, +0.2, +0.2 (mean +0.1): a resampled mean is <= 0 when the
+    # draw holds -0.1 at least twice: 3 (1/3)^2 (2/3) + (1/3)^3 = 7/27, p = 14/27.
+    found = stats.paired_mean_difference(
+        np.array([0.4, 0.7, 0.7]), np.array([0.5, 0.5, 0.5]),
+        np.ones((3, resamples)) * [[0.4], [0.7], [0.7]], np.ones((3, resamples)) * 0.5,
+        seed=1)
+    assert found.estimate == pytest.approx(0.1)
+    assert found.p_value == pytest.approx(14 / 27, abs=0.03)

@@ -6,7 +6,7 @@ A sweep file names the ``experiment``, the run options every run shares (``base`
 ``name``; a later grid transfers from that grid's run with ``init: ["run:NAME"]``, which
 becomes the run's directory. The runs come out in file order, so a run's source always
 comes before it. Top-level ``published`` and ``expect`` are for ``report``; the sweep
-only checks they are there as data.
+checks ``expect``'s structure (:func:`check_expect`) so that a typo fails before any run.
 
 Run directories are ``RunConfig.run_dir``: the sweep never invents its own ids.
 """
@@ -21,11 +21,28 @@ from typing import Any
 
 import yaml
 
-from medtransfer.config import FIELDS, RunConfig, absolute_path, config_from_mapping
+from medtransfer.config import (
+    FIELDS,
+    NOT_IDENTITY,
+    RunConfig,
+    absolute_path,
+    config_from_mapping,
+)
 from medtransfer.errors import MedtransferError, look_up_option
 
 SWEEP_KEYS = ("experiment", "base", "grid", "published", "expect")
 RUN_REFERENCE = "run:"
+EXPECT_KEYS = ("text", "checks")
+IMPROVEMENT_CHECK_KEYS = ("improvement", "over", "freeze", "where", "sign", "excludes_zero")
+METRIC_CHECK_KEYS = ("metric", "init", "freeze", "where", "range")
+SIGNS = ("positive", "negative")
+_EXPECT_HELP = (
+    "expect is a sentence, or a mapping with 'text' (the sentence) and 'checks': a list "
+    "of checks report evaluates, each either {improvement: INIT_A, over: INIT_B, sign: "
+    "positive|negative, excludes_zero: true, freeze: F, where: {train_size: 10}} or "
+    "{metric: test_auc_micro, init: INIT, range: [LOW, HIGH], freeze: F, where: {...}} "
+    "(freeze, where and excludes_zero optional); configs/demo.yaml has an example."
+)
 # Options that place runs: one experiment folder per sweep, so only top-level or base.
 _SWEEP_WIDE = ("experiment", "logdir")
 
@@ -139,12 +156,13 @@ def expand(values: Mapping[str, Any], *, source: str = "the sweep",
                  "A sweep file has experiment, base and grid (and, for report, published "
                  "and expect).")
     base_values = _mapping(values.get("base") or {}, "base", source)
-    for key in _SWEEP_WIDE[:1]:
-        if key in base_values:
-            raise MedtransferError(
-                f"In {source}: put '{key}' at the top level of the sweep file, not in base: "
-                "every run of a sweep lands in one experiment folder."
-            )
+    if "expect" in values:
+        check_expect(values["expect"], source)
+    if "experiment" in base_values:
+        raise MedtransferError(
+            f"In {source}: put 'experiment' at the top level of the sweep file, not in "
+            "base: every run of a sweep lands in one experiment folder."
+        )
     experiment = values.get("experiment") or Path(source).stem
     base_values = {**base_values, "experiment": str(experiment)}
     if logdir is not None:
@@ -187,6 +205,76 @@ def expand(values: Mapping[str, Any], *, source: str = "the sweep",
             names[name] = grid_runs
         runs.extend(grid_runs)
     return _without_duplicates(runs, source)
+
+
+def check_expect(expect: Any, source: str = "the sweep") -> None:
+    """Checks the structure of a sweep file's ``expect`` (see the README's report section).
+
+    Raises:
+        MedtransferError: an unknown key (with a did-you-mean), a missing or mistyped value.
+    """
+    if isinstance(expect, str) or expect is None:
+        return
+    where = f"{source}, expect"
+    if not isinstance(expect, Mapping):
+        raise MedtransferError(f"In {where}: a {type(expect).__name__} is not valid. "
+                               f"{_EXPECT_HELP}")
+    for key in expect:
+        _look_up(str(key), EXPECT_KEYS, "expect key", where, _EXPECT_HELP)
+    if not isinstance(expect.get("text", ""), str):
+        raise MedtransferError(f"In {where}: text must be a sentence. {_EXPECT_HELP}")
+    checks = expect.get("checks", [])
+    if not isinstance(checks, list):
+        raise MedtransferError(f"In {where}: checks must be a list. {_EXPECT_HELP}")
+    for index, check in enumerate(checks, start=1):
+        _check_one(check, f"{where}, check {index}")
+
+
+def _check_one(check: Any, where: str) -> None:
+    if not isinstance(check, Mapping) or ("improvement" in check) == ("metric" in check):
+        raise MedtransferError(
+            f"In {where}: a check is a mapping with either 'improvement' or 'metric'. "
+            f"{_EXPECT_HELP}")
+    improvement = "improvement" in check
+    keys = IMPROVEMENT_CHECK_KEYS if improvement else METRIC_CHECK_KEYS
+    for key in check:
+        _look_up(str(key), keys, "check key", where, _EXPECT_HELP)
+    required = ("improvement", "over", "sign") if improvement else ("metric", "init", "range")
+    for key in required:
+        if key not in check:
+            raise MedtransferError(f"In {where}: '{key}' is missing. {_EXPECT_HELP}")
+    for key in ("improvement", "over", "metric", "init"):
+        if key in check and not isinstance(check[key], str):
+            raise MedtransferError(
+                f"In {where}: {key} must be a name written as in the grid (glorot, "
+                f"imagenet, \"run:NAME\", test_auc_micro, ...), not {check[key]!r}.")
+    if improvement:
+        _look_up(str(check["sign"]), SIGNS, "sign", where, _EXPECT_HELP)
+        if not isinstance(check.get("excludes_zero", False), bool):
+            raise MedtransferError(f"In {where}: excludes_zero must be true or false.")
+    else:
+        bounds = check["range"]
+        if (not isinstance(bounds, list) or len(bounds) != 2
+                or not all(_is_number(bound) for bound in bounds) or bounds[0] > bounds[1]):
+            raise MedtransferError(
+                f"In {where}: range must be [LOW, HIGH], two numbers with LOW <= HIGH, not "
+                f"{bounds!r}.")
+    freeze = check.get("freeze", 0.0)
+    if not _is_number(freeze) or not 0.0 <= freeze <= 1.0:
+        raise MedtransferError(f"In {where}: freeze must be a number in [0, 1], not {freeze!r}.")
+    filters = check.get("where", {})
+    if not isinstance(filters, Mapping):
+        raise MedtransferError(
+            f"In {where}: where must be a mapping of run options to values, for example "
+            "where: {train_size: 10}.")
+    for key in filters:
+        _look_up(str(key), [name for name in FIELDS if name not in NOT_IDENTITY],
+                 "run option", where, "where selects runs by options that are part of a "
+                 "run's identity, written with underscores.")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _cells(grid: dict[str, Any], where: str) -> list[dict[str, Any]]:

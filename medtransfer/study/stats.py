@@ -7,9 +7,9 @@ dataset, and every resample holds every class: a micro AUC is always defined and
 resample is dropped. The same seed and the same labels give the same resamples, so two
 runs evaluated on the same test split are resampled on the same image indices (paired).
 
-Every resample's micro AUC is computed at once in numpy: a resample is a vector of
-counts (how often each image was drawn), and the AUC of a weighted sample follows from
-one sort of the scores shared by all resamples.
+A resample is a vector of counts (how often each image was drawn), and the AUC of a
+weighted sample follows from one sort of the scores shared by all resamples and one
+compiled pass per resample (a rank-based, weighted Mann-Whitney statistic).
 """
 
 from __future__ import annotations
@@ -18,11 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medtransfer.training.metrics import auc_micro, one_hot
-
 LEVEL = 0.95
-# Elements (resamples x scores) processed at once: bounds memory to a few 100 MB.
-_CHUNK_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -67,12 +63,13 @@ def resample_counts(labels: np.ndarray, resamples: int, seed: int) -> np.ndarray
     size = len(labels)
     rng = np.random.default_rng(seed)
     counts = np.zeros((resamples, size), dtype=np.int32)
-    offsets = (np.arange(resamples, dtype=np.int64) * size)[:, None]
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         drawn = members[rng.integers(0, len(members), size=(resamples, len(members)))]
-        counts += np.bincount((drawn + offsets).ravel(),
-                              minlength=resamples * size).reshape(resamples, size).astype(np.int32)
+        # A bincount per resample: one over all of them at once builds a (B, N) int64
+        # array per class, several times the memory traffic.
+        for row, images in zip(counts, drawn, strict=True):
+            row += np.bincount(images, minlength=size).astype(np.int32)
     return counts
 
 
@@ -80,10 +77,15 @@ def resampled_auc_micro(labels: np.ndarray, probabilities: np.ndarray,
                         counts: np.ndarray) -> np.ndarray:
     """The micro AUC of every resample: one ROC AUC over all (image, class) scores.
 
-    A resample drawing image i ``w`` times weighs each of its C scores by ``w``. With
-    the scores sorted once, the weighted AUC of a resample is
-    ``sum over score levels of pos_at * (neg_below + neg_at / 2) / (pos * neg)``: ties
-    count one half, as in scikit-learn.
+    A resample drawing image i ``w`` times weighs each of its C scores by ``w``. The
+    weighted AUC of a resample is the weighted Mann-Whitney statistic
+    ``sum over positive scores of w * (negatives below + negatives tied / 2) / (pos * neg)``:
+    ties count one half, as in scikit-learn. The negative scores are sorted once and each
+    positive score's place among them found once (``searchsorted``); then one compiled
+    pass per resample (numba, :mod:`medtransfer.study._wins`) walks the positives in
+    score order with two forward pointers into the negatives. Every term is a whole or
+    half number, so the sums are exact and the result does not depend on the order of
+    the additions.
 
     Args:
         labels: class index per image, ``(N,)``.
@@ -95,23 +97,33 @@ def resampled_auc_micro(labels: np.ndarray, probabilities: np.ndarray,
         ``(B,)`` micro AUCs.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    classes = probabilities.shape[1]
-    scores = probabilities.ravel()
-    order = np.argsort(scores, kind="stable")
-    positive = one_hot(labels, classes).ravel()[order].astype(bool)
-    image = order // classes
-    ranked = scores[order]
-    level_starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    size, classes = probabilities.shape
+    positive = np.eye(classes, dtype=bool)[np.asarray(labels, dtype=np.int64)]
+    image = np.broadcast_to(np.arange(size)[:, None], (size, classes))
+    positive_scores, positive_image = probabilities[positive], image[positive]
+    # Positives in score order: their places among the negatives then only grow.
+    order = np.argsort(positive_scores, kind="stable")
+    positive_scores, positive_image = positive_scores[order], positive_image[order]
+    negative_scores, negative_image = probabilities[~positive], image[~positive]
+    order = np.argsort(negative_scores, kind="stable")
+    negative_scores, negative_image = negative_scores[order], negative_image[order]
+    below = np.searchsorted(negative_scores, positive_scores, side="left")
+    up_to = np.searchsorted(negative_scores, positive_scores, side="right")
+    # Imported here: a report whose runs are all cached never loads numba.
+    from medtransfer.study._wins import weighted_aucs
+
+    counts = np.ascontiguousarray(counts)
     result = np.empty(len(counts))
-    rows = max(1, _CHUNK_ELEMENTS // len(scores))
-    for first in range(0, len(counts), rows):
-        weights = counts[first:first + rows][:, image].astype(np.float64)
-        positives = np.add.reduceat(np.where(positive, weights, 0.0), level_starts, axis=1)
-        negatives = np.add.reduceat(np.where(positive, 0.0, weights), level_starts, axis=1)
-        negatives_below = np.cumsum(negatives, axis=1) - negatives
-        wins = (positives * (negatives_below + 0.5 * negatives)).sum(axis=1)
-        result[first:first + rows] = wins / (positives.sum(axis=1) * negatives.sum(axis=1))
+    weighted_aucs(counts, positive_image.astype(np.int64), negative_image.astype(np.int64),
+                  below.astype(np.int64), up_to.astype(np.int64), result)
     return result
+
+
+def auc_micro(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """The micro AUC of the split itself (:func:`resampled_auc_micro` with every image
+    drawn once): scikit-learn's number, without importing scikit-learn."""
+    return float(resampled_auc_micro(labels, probabilities,
+                                     np.ones((1, len(labels)), dtype=np.int32))[0])
 
 
 def percentile_interval(estimate: float, samples: np.ndarray, level: float = LEVEL) -> Interval:
@@ -124,7 +136,45 @@ def percentile_interval(estimate: float, samples: np.ndarray, level: float = LEV
 def paired_difference(estimate: float, samples_a: np.ndarray, samples_b: np.ndarray,
                       level: float = LEVEL) -> Difference:
     """Interval and p-value of ``A - B`` from resamples drawn on the same image indices."""
-    differences = np.asarray(samples_a) - np.asarray(samples_b)
+    return _difference(estimate, np.asarray(samples_a) - np.asarray(samples_b), level)
+
+
+def paired_mean_difference(aucs_a: np.ndarray, aucs_b: np.ndarray, samples_a: np.ndarray,
+                           samples_b: np.ndarray, *, seed: int = 0,
+                           level: float = LEVEL) -> Difference:
+    """The mean over seeds of ``AUC_A - AUC_B``, with a two-level paired bootstrap.
+
+    Runs are paired by seed (A and B trained with the same seed) and evaluated on the
+    same test images. Each resample draws the seeds with replacement (the variation
+    between training runs) and uses one shared draw of the test images for every run
+    (the variation of the test sample): resample ``b``'s difference is the mean, over
+    its drawn seeds, of ``samples_a[s, b] - samples_b[s, b]``. With one seed this is
+    :func:`paired_difference`.
+
+    Args:
+        aucs_a, aucs_b: ``(S,)`` the runs' test AUCs, seed by seed.
+        samples_a, samples_b: ``(S, B)`` their resampled AUCs, every row on the same
+            ``B`` resamples of the test images.
+        seed: seeds the draw of the seeds.
+        level: the interval's coverage.
+
+    Returns:
+        The mean difference, its percentile interval and its p-value.
+    """
+    differences = np.asarray(samples_a, dtype=np.float64) - np.asarray(samples_b,
+                                                                      dtype=np.float64)
+    estimate = float(np.mean(np.asarray(aucs_a, dtype=np.float64)
+                             - np.asarray(aucs_b, dtype=np.float64)))
+    pairs, resamples = differences.shape
+    if pairs > 1:
+        picks = np.random.default_rng(seed).integers(0, pairs, size=(resamples, pairs))
+        differences = differences[picks, np.arange(resamples)[:, None]].mean(axis=1)
+    else:
+        differences = differences[0]
+    return _difference(estimate, differences, level)
+
+
+def _difference(estimate: float, differences: np.ndarray, level: float) -> Difference:
     interval = percentile_interval(estimate, differences, level)
     if estimate > 0:
         other_side = np.mean(differences <= 0)

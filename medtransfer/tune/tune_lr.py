@@ -116,8 +116,8 @@ class TuneResult:
             auc = "failed" if trial.val_auc is None else f"validation AUC {trial.val_auc:.4f}"
             lines.append(f"  lr {trial.lr:<10.3g} {auc:<24} {trial.run_dir.name}")
         if self.worker is not None:
-            pass
-        elif self.best is None:
+            return "\n".join(lines)  # the chief names the best
+        if self.best is None:
             lines.append("No trial completed: see the runs' error messages above.")
         else:
             lines.append(f"best: --lr {self.best.lr:.3g} (validation AUC "
