@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MedtransferError",
+    "Report",
     "Run",
     "list_datasets",
     "list_nets",

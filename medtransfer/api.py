@@ -256,20 +256,105 @@ def sweep(config: str | Path, *, logdir: str | Path | None = None, dry_run: bool
 
 
 def report(experiment_dir: str | Path, *, out: str | Path | None = None,
-           resamples: int = 1000, seed: int = 0, format: str = "png"):
+           resamples: int = 1000, seed: int = 0, format: str = "png") -> Report:
     """An experiment's runs as the study's tables and figures (``medtransfer report``).
 
     Returns:
-        A ``Report``: ``results`` (results.csv), ``summary`` (summary.md), ``figures``,
-        ``main_text`` (the tables the command prints).
+        A :class:`Report`: its tables as DataFrames, the figures, summary.md.
 
     Example:
-        >>> mt.report("tensorboard_logs/demo_transfer").main_text
+        >>> report = mt.report("tensorboard_logs/demo_transfer")
+        >>> report.main
     """
     from medtransfer.study.report import build_report
 
-    return build_report(experiment_dir, out, resamples=resamples, seed=seed,
-                        figure_format=format)
+    return Report(build_report(experiment_dir, out, resamples=resamples, seed=seed,
+                               figure_format=format))
+
+
+class Report:
+    """What ``report`` wrote, with its tables as DataFrames and its figures.
+
+    Attributes:
+        out_dir: the report folder.
+        results_file, summary_file: its ``results.csv`` and ``summary.md``.
+        figures: the figure files.
+        main_text: the tables ``medtransfer report`` prints.
+        skipped: run directories left out, and why.
+    """
+
+    def __init__(self, written):
+        self.out_dir, self.figures = written.out_dir, list(written.figures)
+        self.results_file, self.summary_file = written.results, written.summary
+        self.main_text, self.skipped = written.main_text, list(written.skipped)
+
+    @property
+    def results(self) -> pd.DataFrame:
+        """``results.csv``: a row per run directory, every metrics.json key, the interval."""
+        return pd.read_csv(self.results_file)
+
+    @property
+    def summary_markdown(self) -> str:
+        """``summary.md``: every table and note, ready to paste."""
+        return self.summary_file.read_text()
+
+    @property
+    def tables(self) -> dict[str, list[pd.DataFrame]]:
+        """Every table of summary.md, by the heading of its section, cells as text."""
+        return _markdown_tables(self.summary_markdown)
+
+    @property
+    def main(self) -> pd.DataFrame:
+        """The main table: test micro AUC at freeze 0 per dataset and net, a column per init."""
+        return self.tables["Test AUC at freeze 0"][0]
+
+    @property
+    def improvement(self) -> dict[str, pd.DataFrame]:
+        """Per transfer init: improvement and speed-up over glorot, per dataset and overall."""
+        return {heading.removesuffix(" over glorot"): frames[0]
+                for heading, frames in self.tables.items() if heading.endswith(" over glorot")}
+
+    @property
+    def per_freeze(self) -> dict[str, pd.DataFrame]:
+        """Per init: test AUC at every freeze level."""
+        suffix = ": test AUC per freeze level"
+        return {heading.removesuffix(suffix): frames[0]
+                for heading, frames in self.tables.items() if heading.endswith(suffix)}
+
+    def __repr__(self) -> str:
+        return f"Report({str(self.out_dir)!r}, {len(self.figures)} figures)"
+
+    def _repr_markdown_(self) -> str:
+        pictures = "".join(f"\n\n![{path.name}]({_data_uri(path)})"
+                           for path in self.figures if path.suffix == ".png")
+        return self.main_text + pictures
+
+
+def _markdown_tables(text: str) -> dict[str, list[pd.DataFrame]]:
+    tables: dict[str, list[pd.DataFrame]] = {}
+    heading, rows = "", []
+
+    def close():
+        if len(rows) >= 2:
+            header, *body = rows[0], *rows[2:]
+            tables.setdefault(heading, []).append(pd.DataFrame(body, columns=header))
+        rows.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+            continue
+        close()
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+    close()
+    return tables
+
+
+def _data_uri(path: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def tsne(runs: str | Path | Sequence[str | Path], *, out: str | Path | None = None,

@@ -652,15 +652,15 @@ def _report_parser(subparsers) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from medtransfer.study.report import build_report
+    from medtransfer.api import report as build
 
-    report = build_report(args.experiment_dir, args.out, resamples=args.resamples,
-                          seed=args.seed, figure_format=args.format)
+    report = build(args.experiment_dir, out=args.out, resamples=args.resamples,
+                   seed=args.seed, format=args.format)
     print(report.main_text)
     for path, problem in report.skipped:
         print(f"skipped {path}: {problem}")
-    print(f"summary: {report.summary}")
-    print(f"results: {report.results}")
+    print(f"summary: {report.summary_file}")
+    print(f"results: {report.results_file}")
     print(f"figures: {', '.join(str(path) for path in report.figures) or 'none'}")
     return 0
 

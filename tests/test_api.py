@@ -42,7 +42,8 @@ def test_importing_medtransfer_loads_neither_tensorflow_nor_pandas():
 
 
 def test_all_names_exactly_the_public_functions_and_classes():
-    assert sorted(mt.__all__) == ["MedtransferError", "Run", "list_datasets", "list_nets",
+    assert sorted(mt.__all__) == ["MedtransferError", "Report", "Run", "list_datasets",
+                                  "list_nets",
                                   "load_run", "prepare", "report", "run", "sweep", "tsne"]
     for name in mt.__all__:
         assert getattr(mt, name) is not None
@@ -84,6 +85,27 @@ def test_list_nets_and_list_datasets_are_the_registries(tmp_path):
 def test_a_misspelt_option_is_a_medtransfer_error_with_did_you_mean(tmp_path):
     with pytest.raises(MedtransferError, match="image_size"):
         mt.run(dataset="digits", image_sise=16, logdir=tmp_path)
+
+
+def test_a_report_gives_its_tables_as_dataframes_and_shows_itself(tmp_path):
+    from fabricated_runs import make_run
+
+    experiment = tmp_path / "study"
+    make_run(experiment, init="glorot", val_aucs=[0.70, 0.80, 0.82], test_auc=0.80)
+    make_run(experiment, init="imagenet", val_aucs=[0.85, 0.90], test_auc=0.88)
+    report = mt.report(experiment)
+    assert list(report.main.columns) == ["dataset", "net", "glorot", "imagenet"]
+    assert report.main.iloc[0][["dataset", "net", "glorot", "imagenet"]].tolist() == [
+        "cancer", "inception_v3", "0.8000", "0.8800"]
+    assert sorted(report.results["init"]) == ["glorot", "imagenet"]
+    improvement = report.improvement["imagenet"]
+    # (0.88 - 0.80) / 0.80 = +10%; glorot's best 0.82 at epoch 3, imagenet's 0.85 passes
+    # it at epoch 1: 3 / 1 = 3.00x.
+    assert improvement.iloc[0].tolist()[:3] == ["cancer", "+10.00% (1 of 1 nets)", "3.00×"]
+    assert set(report.per_freeze) == {"glorot", "imagenet"}
+    assert report.summary_markdown.startswith("# Report: study")
+    shown = report._repr_markdown_()
+    assert shown.startswith(report.main_text) and "data:image/png;base64," in shown
 
 
 def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path):
