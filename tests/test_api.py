@@ -102,7 +102,7 @@ def test_a_report_gives_its_tables_as_dataframes_and_shows_itself(tmp_path):
     # (0.88 - 0.80) / 0.80 = +10%; glorot's best 0.82 at epoch 3, imagenet's 0.85 passes
     # it at epoch 1: 3 / 1 = 3.00x.
     assert improvement.iloc[0].tolist()[:3] == ["cancer", "+10.00% (1 of 1 nets)", "3.00×"]
-    assert set(report.per_freeze) == {"glorot", "imagenet"}
+    assert set(report.per_freeze) == {"imagenet"}  # glorot, at freeze 0 only, is its first column
     assert report.summary_markdown.startswith("# Report: study")
     shown = report._repr_markdown_()
     assert shown.startswith(report.main_text) and "data:image/png;base64," in shown
