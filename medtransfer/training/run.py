@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import shutil
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -29,7 +28,6 @@ from medtransfer.data.augment import AugmentConfig
 from medtransfer.data.pipeline import cached_bytes, make_dataset, select_train_subset
 from medtransfer.data.prepared import PreparedDataset, load_prepared
 from medtransfer.errors import MedtransferError, look_up_option
-from medtransfer.fileio import read_json
 from medtransfer.models.classifier import get_backbone
 from medtransfer.models.freezing import (
     FreezeSummary,
@@ -53,7 +51,7 @@ from medtransfer.training.callbacks import (
 )
 from medtransfer.training.class_weights import balanced_class_weights
 from medtransfer.training.metrics import evaluate_predictions
-from medtransfer.training.rundir import RunDirectory, TensorBoardLog
+from medtransfer.training.rundir import ResumeState, RunDirectory, TensorBoardLog
 from medtransfer.training.strategy import (
     make_strategy,
     op_determinism_enabled,
@@ -152,6 +150,7 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False,
     if run_dir.is_complete() and not overwrite:
         print(f"{run_dir.path} already holds a complete run; nothing to do (use --overwrite "
               "to train it again, or 'medtransfer reproduce' on it to train a copy beside it).")
+        run_dir.remove_resume_state()
         return RunResult(run_dir.path, run_dir.read_metrics() or {}, skipped=True)
     created = run_dir.create()
     run_dir.lock()
@@ -212,7 +211,8 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
     save_config(config, run_dir.config)
     tensorboard = TensorBoardLog(run_dir.path)
     tensorboard.write_hparams(config.to_dict())
-    state, done = _restore_progress(run_dir, tensorboard)
+    state, resume = _restore_progress(run_dir, tensorboard)
+    done = resume.epoch if resume else 0
     if done:
         print(f"Resuming {run_dir.path} after epoch {done} of {config.total_epochs}.")
     replicas = strategy.num_replicas_in_sync
@@ -226,7 +226,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
     kappa = dataset.spec.name in ORDINAL_DATASETS
     try:
         summary, stopped_epoch = _run_regime(config, model, strategy, inputs, run_dir,
-                                             tensorboard, state, done, kappa, callbacks)
+                                             tensorboard, state, resume, kappa, callbacks)
         test_metrics = _test_best(config, model, inputs.test, run_dir, inputs.class_names,
                                   kappa, state.best_epoch)
     except RunDiverged as error:
@@ -238,7 +238,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
                                 replicas)
     TensorBoardLog(run_dir.path).write_results(metrics)
     run_dir.write_metrics(metrics)
-    _remove_resume_state(run_dir)
+    run_dir.remove_resume_state()
     return RunResult(run_dir.path, metrics)
 
 
@@ -393,9 +393,9 @@ def _make_inputs(config: RunConfig, dataset: PreparedDataset, replicas: int) -> 
 
 def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.Strategy,
                 inputs: _Inputs, run_dir: RunDirectory, tensorboard: TensorBoardLog,
-                state: TrainingState, done: int, kappa: bool,
+                state: TrainingState, resume: ResumeState | None, kappa: bool,
                 callbacks: Sequence[keras.callbacks.Callback]) -> tuple[FreezeSummary, int | None]:
-    """The W+E regime from epoch ``done`` on.
+    """The W+E regime from the epoch after ``resume``'s on (from the start without one).
 
     Returns:
         The freeze summary training ended with, and the epoch ``--patience`` stopped
@@ -409,7 +409,7 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
     phases = [("warmup", 0, warmup, None), ("finetune", warmup, total, config.freeze)]
     summary = freeze_summary(model)
     stopped_epoch = None
-    restore = done > 0
+    done = resume.epoch if resume else 0
     keras_class_weight = _keras_class_weight(inputs.class_weights)
     batchnorm = PreciseBatchNorm(model, inputs.batchnorm_batches) \
         if inputs.batchnorm_batches is not None else None
@@ -435,14 +435,14 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
                    if freeze is not None and config.patience else None)
         with strategy.scope():
             compile_model(model, config.lr)
-            if restore:
+            if resume:
                 # The optimizer state is only this phase's: resumed at the start of phase
                 # 2, the model weights load and Adam starts fresh, as in a run that was
                 # never interrupted.
-                if state.phase == phase:
+                if resume.phase == phase:
                     model.optimizer.build(model.trainable_variables)
-                _load_weights(model, run_dir.resume / "state.weights.h5")
-                restore = False
+                _load_weights(model, resume.weights)
+                resume = None
         start = max(first, done)
         model.fit(
             inputs.train_epochs(start, last - start), epochs=last, initial_epoch=start,
@@ -522,28 +522,21 @@ def _cache_budgets(config: RunConfig, sizes: dict[str, int]) -> dict[str, int]:
     return budgets
 
 
-def _restore_progress(run_dir: RunDirectory,
-                      tensorboard: TensorBoardLog) -> tuple[TrainingState, int]:
-    """Reads the resume state a killed run left; drops epochs logged after it."""
-    state_file = run_dir.resume / "state.json"
-    if not state_file.exists():
+def _restore_progress(run_dir: RunDirectory, tensorboard: TensorBoardLog,
+                      ) -> tuple[TrainingState, ResumeState | None]:
+    """Reads the resume state a killed run left (None: start afresh); drops whatever an
+    unfinished epoch wrote after it (history rows, TensorBoard scalars, weights)."""
+    resume = run_dir.read_resume_state()
+    if resume is None:
         # Nothing completed: whatever a killed first epoch wrote is stale.
         run_dir.history.unlink(missing_ok=True)
-        _remove_resume_state(run_dir)
         tensorboard.rewrite([])
-        return TrainingState(), 0
-    saved = read_json(state_file)
-    done = int(saved["epoch"])
-    # The kill may have come before the state's best weights were published, or after a
-    # newer epoch saved its own: publish the state's and drop any other.
-    if saved["best_epoch"]:
-        run_dir.publish_best(int(saved["best_epoch"]))
-    rows = [row for row in run_dir.read_history() if int(row["epoch"]) <= done]
+        return TrainingState(), None
+    rows = [row for row in run_dir.read_history() if int(row["epoch"]) <= resume.epoch]
     run_dir.write_history(rows)
     tensorboard.rewrite(rows)
-    state = TrainingState(saved["val_auc_micro_best"], saved["best_epoch"], rows,
-                          phase=saved["phase"])
-    return state, done
+    state = TrainingState(resume.best_auc, resume.best_epoch, rows)
+    return state, resume
 
 
 def _load_weights(model: keras.Model, path: Path) -> None:
@@ -578,7 +571,4 @@ def _steady_images_per_second(rows: list[dict[str, Any]], train_images: int) -> 
             return len(candidates) * train_images / seconds
     return math.nan
 
-
-def _remove_resume_state(run_dir: RunDirectory) -> None:
-    shutil.rmtree(run_dir.resume, ignore_errors=True)
 
