@@ -176,12 +176,20 @@ def test_nan_validation_predictions_are_a_divergence(tmp_path, digits_data_dir, 
 
 def test_overwrite_trains_a_complete_run_again(tmp_path, digits_data_dir):
     from medtransfer.config import RunConfig
-    from medtransfer.training.run import run_experiment
+    from medtransfer.training.run import resolve_config, run_experiment
 
     config = RunConfig(dataset="digits", net="small_cnn", image_size=16, epochs="0+1",
                        train_size=100, logdir=str(tmp_path), data_dir=str(digits_data_dir),
                        strategy="default")
+    # An earlier attempt failed (sweep wrote its error.txt): completing removes it.
+    run_dir = resolve_config(config)[0].run_dir
+    run_dir.mkdir(parents=True)
+    (run_dir / "error.txt").write_text("exit code 1: out of memory\n")
     first = run_experiment(config)
+    assert not (run_dir / "error.txt").exists()
+    # So does finding the run complete (an error.txt written after it completed).
+    (run_dir / "error.txt").write_text("exit code 2: another process holds it\n")
+    assert run_experiment(config).skipped and not (run_dir / "error.txt").exists()
     stamp = os.stat(first.run_dir / "metrics.json").st_mtime_ns
     assert run_experiment(config).skipped
     assert os.stat(first.run_dir / "metrics.json").st_mtime_ns == stamp

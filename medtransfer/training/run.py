@@ -150,7 +150,7 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False,
     if run_dir.is_complete() and not overwrite:
         print(f"{run_dir.path} already holds a complete run; nothing to do (use --overwrite "
               "to train it again, or 'medtransfer reproduce' on it to train a copy beside it).")
-        run_dir.remove_resume_state()
+        run_dir.remove_leftovers()
         return RunResult(run_dir.path, run_dir.read_metrics() or {}, skipped=True)
     created = run_dir.create()
     run_dir.lock()
@@ -238,7 +238,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
                                 replicas)
     TensorBoardLog(run_dir.path).write_results(metrics)
     run_dir.write_metrics(metrics)
-    run_dir.remove_resume_state()
+    run_dir.remove_leftovers()
     return RunResult(run_dir.path, metrics)
 
 

@@ -3,7 +3,8 @@
 ``tensorboard_logs/<experiment>/<run_id>/`` holds ``config.yaml``, TensorBoard events
 (``train/``, ``validation/`` and the HParams entry at the top), ``history.csv``,
 ``best.weights.h5``, ``predictions_test.csv``, ``resume/`` (the state to resume from
-after a kill, removed when the run completes) and, written last and atomically,
+after a kill, removed when the run completes), ``error.txt`` (why ``sweep`` saw the
+last attempt fail, removed when the run completes) and, written last and atomically,
 ``metrics.json``.
 
 Each epoch ends in the same order: new best weights into ``resume/`` under their epoch,
@@ -83,6 +84,8 @@ class RunDirectory:
     resume = property(lambda self: self.path / "resume")
     resume_state = property(lambda self: self.path / "resume" / "state.json")
     export = property(lambda self: self.path / "export")
+    #: Why the last attempt failed, written by ``sweep`` (the run's own stderr).
+    error = property(lambda self: self.path / "error.txt")
 
     def read_metrics(self) -> dict[str, Any] | None:
         """The run's metrics.json, or None when it cannot be read (no run there yet)."""
@@ -268,9 +271,15 @@ class RunDirectory:
         return state
 
     def remove_resume_state(self) -> None:
-        """Removes ``resume/``: for a complete run (a kill may come after its
-        metrics.json and before this), or one that has not completed an epoch."""
+        """Removes ``resume/`` (a run that has not completed an epoch)."""
         shutil.rmtree(self.resume, ignore_errors=True)
+
+    def remove_leftovers(self) -> None:
+        """Removes what a complete run no longer needs: ``resume/`` and the error.txt of
+        an earlier failed attempt (a kill may come after metrics.json and before this;
+        a complete run that ``run`` skips calls it again)."""
+        self.remove_resume_state()
+        self.error.unlink(missing_ok=True)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_json_atomic(self.metrics, metrics)
