@@ -188,6 +188,7 @@ RUN_ID_MAX_LENGTH = 120
 _ID_SAFE = re.compile(r"^[A-Za-z0-9_.,+:]*$")
 _GENERIC_VALUE_MAX = 24
 _HASH_LENGTH = 8
+_INIT_NAME_MAX = 48
 
 
 def absolute_path(path: str | Path) -> str:
@@ -243,9 +244,10 @@ def run_id(config: RunConfig) -> str:
 
     The freeze shows at least two decimals and every digit it has (``f0.50``, ``f0.125``).
     A path init shows as ``from_<name>_<hash>``: the source run's directory name (for a run
-    directory or its ``best.weights.h5``) or the file's stem, and 6 hex digits of the
-    absolute path. Differing fields follow as ``lr0.0005``, ``e1+3``, ``bs8``, ``px64``,
-    ``ts200`` (:data:`RUN_ID_ABBREVIATIONS`) or ``name=value`` for any other field; a value
+    directory or its ``best.weights.h5``) or the file's stem, as many of its leading
+    ``-``-separated fields as fit in 48 characters, and 6 hex digits of the absolute path.
+    Differing fields follow as ``lr0.0005``, ``e1+3``, ``bs8``, ``px64``, ``ts200``
+    (:data:`RUN_ID_ABBREVIATIONS`) or ``name=value`` for any other field; a value
     that is long or not filename-safe shows as ``name~<hash>``, and when the id would
     exceed :data:`RUN_ID_MAX_LENGTH` characters those ``name=value`` parts become one
     ``cfg~<hash>`` of all of them. The defaults alone give the study's ids, for example
@@ -319,9 +321,19 @@ def init_source_name(path: str) -> str:
 
 
 def _init_label(path: str) -> str:
-    """``from_<name>_<hash>`` for an absolute path init."""
-    name = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", init_source_name(path))[:48]
-    return f"from_{name}_{_short_hash(path, 6)}"
+    """``from_<name>_<hash>`` for an absolute path init.
+
+    A name over :data:`_INIT_NAME_MAX` characters keeps its leading ``-``-separated
+    fields that fit (a source run id keeps dataset, net, init, ... and drops the rest,
+    never cutting one: ``ts20`` would read as a size of 20); the hash of the whole path
+    keeps two sources apart.
+    """
+    name = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", init_source_name(path))
+    fields = name.split("-")
+    while len(name) > _INIT_NAME_MAX and fields:
+        fields.pop()
+        name = "-".join(fields)
+    return f"from_{name}_{_short_hash(path, 6)}" if name else f"from_{_short_hash(path, 6)}"
 
 
 def parse_epochs(text: str) -> tuple[int, int]:
