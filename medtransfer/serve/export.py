@@ -143,6 +143,8 @@ def _clear_saved_model(out: Path) -> None:
 
 
 def _description(run, format: str, class_names: list[str]) -> dict[str, Any]:
+    from medtransfer.data.pipeline import RESIZE_RULE
+
     config = run.config
     return {
         "format": "keras" if format == "keras" else "tf_saved_model",
@@ -156,8 +158,8 @@ def _description(run, format: str, class_names: list[str]) -> dict[str, Any]:
             "class_name": "string (batch,), the most probable class",
         },
         "inside": (
-            f"resize to {config.image_size}x{config.image_size} (bilinear, rounded to "
-            f"uint8), scaling '{config.scaling}', then the best checkpoint "
+            f"resize to {config.image_size}x{config.image_size} ({RESIZE_RULE}), "
+            f"scaling '{config.scaling}', then the best checkpoint "
             f"(epoch {run.metrics.get('best_epoch')})"
         ),
         "serving_signature": "serving_default" if format == "saved_model" else None,

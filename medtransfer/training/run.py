@@ -328,7 +328,10 @@ def _complete_metrics(config: RunConfig, inputs: _Inputs, state: TrainingState,
         "stopped_epoch": stopped_epoch,
         **{f"test_{name}": value for name, value in test_metrics.items()},
         **dataclasses.asdict(summary),
-        "train_seconds": sum(row["seconds"] for row in state.rows),
+        # One meaning per name, as in history.csv: training steps only, and whole epochs
+        # (precise BatchNorm, validation and checkpoints included).
+        "train_seconds": sum(row["train_seconds"] for row in state.rows),
+        "epoch_seconds": sum(row["seconds"] for row in state.rows),
         "images_per_second": _steady_images_per_second(state.rows, inputs.train_images),
         "train_images": inputs.train_images,
         "validation_images": len(inputs.validation.labels),
