@@ -27,17 +27,8 @@ from typing import Any
 import yaml
 
 from medtransfer.errors import MedtransferError, look_up_option
+from medtransfer.options import BN_STATS, CLASS_WEIGHTS, INITS, SCALINGS, STRATEGIES, check_seed
 
-SCALINGS = ("unit", "native")
-CLASS_WEIGHTS = ("none", "balanced")
-STRATEGIES = ("auto", "mirrored", "default")
-BN_STATS = ("precise", "moving")
-IMAGE_FORMATS = ("bmp", "png")
-"""How ``prepare`` may store images (``--image-format``); both lossless, see
-``medtransfer.data.images.encode_image``."""
-INITS = ("glorot", "imagenet", "mean_var")
-"""The named inits; any other ``--init`` must be an existing path."""
-SEED_LIMIT = 2**32
 _EPOCHS = re.compile(r"^\s*(\d+)\s*\+\s*(\d+)\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -543,19 +534,6 @@ def _check_classes(classes: tuple[str, ...]) -> None:
             f"--classes {','.join(classes)} {problem}. Give at least two different class "
             "names of the dataset, comma-separated (for example --classes 0,4 on retina), or "
             "leave --classes out to keep every class."
-        )
-
-
-def check_seed(seed: int, option: str) -> None:
-    """Fails unless ``seed`` is a valid NumPy / TensorFlow seed, 0 <= seed < 2**32.
-
-    Raises:
-        MedtransferError: naming ``option``, the value and the valid range.
-    """
-    if not 0 <= seed < SEED_LIMIT:
-        raise MedtransferError(
-            f"{option} {seed} is outside [0, 2**32 - 1]. A seed is a whole number from 0 to "
-            f"{SEED_LIMIT - 1}; leave it out for the default 0."
         )
 
 
