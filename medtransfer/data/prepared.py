@@ -207,7 +207,13 @@ def _raise_not_prepared(name: str, data_dir: Path) -> None:
     try:
         look_up_option(name, choices, "dataset")
     except MedtransferError as error:
+        out = data_dir / name
         raise MedtransferError(
             f"{error} Prepared datasets are looked for in {data_dir}"
-            f"{working_directory_note(data_dir)}; pass --data-dir to look elsewhere."
+            f"{working_directory_note(data_dir)}; pass --data-dir to look elsewhere. If "
+            f"'{name}' is your own data, prepare it once under that name: 'medtransfer "
+            f"prepare folder --source DIR --out {out}' (DIR holding one sub-folder of "
+            f"images per class), 'medtransfer prepare csv --source FILE.csv --out {out}' "
+            f"(a CSV with the columns path and label) or 'medtransfer prepare medmnist "
+            f"--source FILE.npz --out {out}' (a MedMNIST file); then run --dataset {name}."
         ) from None
