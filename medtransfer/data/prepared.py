@@ -133,6 +133,18 @@ def dataset_spec(name: str, data_dir: Path = Path("datasets")) -> DatasetSpec | 
     return DATASETS.get(layout) if layout in DATASETS else None
 
 
+def native_image_size(name: str, data_dir: Path = Path("datasets")) -> int | None:
+    """The longer side of a dataset's stored images, without loading it: the largest
+    height or width in a prepared folder's manifest, else the registered dataset's fixed
+    size (:attr:`DatasetSpec.native_size`); None when neither tells."""
+    try:
+        sizes = read_json(Path(data_dir) / name / MANIFEST)["image_size"]
+        return max(int(sizes["max_height"]), int(sizes["max_width"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        spec = DATASETS.get(name) if name in DATASETS else None
+        return spec.native_size if spec else None
+
+
 def _load_folder(folder: Path) -> PreparedDataset:
     try:
         manifest = read_json(folder / MANIFEST)

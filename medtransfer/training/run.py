@@ -23,7 +23,13 @@ import pandas as pd
 import tensorflow as tf
 
 from medtransfer import __version__
-from medtransfer.config import RunConfig, absolute_path, save_config, validate
+from medtransfer.config import (
+    RunConfig,
+    absolute_path,
+    default_image_size,
+    save_config,
+    validate,
+)
 from medtransfer.data.augment import AugmentConfig
 from medtransfer.data.pipeline import cached_bytes, make_dataset, select_train_subset
 from medtransfer.data.prepared import PreparedDataset, load_prepared
@@ -104,7 +110,8 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
             f"{' kept by classes' if config.classes else ''}. Remove num_classes from "
             "the config (it is filled from the dataset) or use the dataset it was made for."
         )
-    image_size = config.image_size or net.default_input_size
+    image_size = config.image_size or default_image_size(config.net, config.dataset,
+                                                         Path(config.data_dir))
     check_image_size(net, image_size)
     check_init(net, config.init, config.weights_file)
     defaults = dataset.spec.augment
