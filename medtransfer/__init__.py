@@ -22,7 +22,7 @@ Subpackages, in the order data flows through them:
 - ``medtransfer.api``: the functions below, which the command line calls too.
 """
 
-__version__ = "0.1.0"
+from medtransfer.version import __version__  # noqa: F401 (medtransfer.__version__)
 
 __all__ = [
     "MedtransferError",

@@ -20,10 +20,10 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from medtransfer import __version__
-from medtransfer.config import BN_STATS, CLASS_WEIGHTS, IMAGE_FORMATS, SCALINGS, STRATEGIES
 from medtransfer.errors import MedtransferError, unknown_name_message
+from medtransfer.options import BN_STATS, CLASS_WEIGHTS, IMAGE_FORMATS, SCALINGS, STRATEGIES
 from medtransfer.serve.export import FORMATS as EXPORT_FORMATS
+from medtransfer.version import __version__
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 
@@ -679,10 +679,10 @@ def _list_parser(subparsers) -> None:
 
 def _list(args: argparse.Namespace) -> int:
     # Registries and manifests only: no TensorFlow, so the answer is immediate.
-    from medtransfer.config import INITS
     from medtransfer.data.catalog import prepared_datasets
     from medtransfer.data.registry import DATASETS
     from medtransfer.models import NETS
+    from medtransfer.options import INITS
 
     print("nets:")
     print(f"  {'name':<14}{'input':>6}{'min':>6}  imagenet  description")

@@ -1,5 +1,7 @@
 """The config schema: parsing, precedence and the errors a user sees."""
 
+import json
+
 import pytest
 import yaml
 
@@ -146,3 +148,49 @@ def test_a_class_the_dataset_does_not_have_fails_with_did_you_mean(digits_data_d
     assert "class names of dataset 'digits'" in str(error.value)
     resolved, _ = resolve_config(config.replace(classes=("9", "1")))
     assert resolved.num_classes == 2
+
+
+def _manifest_with_images(data_dir, name, side):
+    folder = data_dir / name
+    folder.mkdir(parents=True)
+    sizes = {"min_height": side // 2, "max_height": side, "min_width": side, "max_width": side}
+    (folder / "manifest.json").write_text(json.dumps({"layout": "folder",
+                                                      "image_size": sizes}))
+
+
+@pytest.mark.parametrize("dataset, side, net, expected", [
+    # digits, 8x8 (known before it is prepared): 4 x 8 = 32, or the net's smallest input.
+    ("digits", None, "small_cnn", 32),
+    ("digits", None, "inception_v3", 75),
+    ("digits", None, "mobilenet", 32),
+    ("digits", None, "cbr_tiny", 32),
+    # A 28 px MedMNIST-like folder: 4 x 28 = 112 for every net.
+    ("tiny", 28, "small_cnn", 112),
+    ("tiny", 28, "inception_v3", 112),
+    # 4 px images: the floor, 32.
+    ("specks", 4, "resnet50_v2", 32),
+    # The study's smallest images (cancer, 96 px): 384 caps no net's default.
+    ("patches", 96, "inception_v3", 299),
+    ("patches", 96, "small_cnn", 128),
+    # Not prepared, size unknown: the net's default.
+    ("cancer", None, "densenet121", 224),
+])
+def test_default_input_size_fits_the_images(tmp_path, dataset, side, net, expected):
+    from medtransfer.config import default_image_size
+
+    if side is not None:
+        _manifest_with_images(tmp_path, dataset, side)
+    assert default_image_size(net, dataset, tmp_path) == expected
+    # The default is part of the identity: stating it gives the same run id.
+    config = RunConfig(dataset=dataset, net=net, data_dir=str(tmp_path))
+    assert config.replace(image_size=expected).run_id == config.run_id
+    assert "-px" not in config.run_id
+
+
+def test_image_size_wins_over_the_fitted_default(digits_data_dir):
+    from medtransfer.training.run import resolve_config
+
+    config = RunConfig(dataset="digits", net="small_cnn", data_dir=str(digits_data_dir))
+    assert resolve_config(config)[0].image_size == 32
+    chosen = resolve_config(config.replace(image_size=128))[0]
+    assert chosen.image_size == 128 and chosen.run_id.endswith("-px128")

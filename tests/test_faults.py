@@ -176,12 +176,20 @@ def test_nan_validation_predictions_are_a_divergence(tmp_path, digits_data_dir, 
 
 def test_overwrite_trains_a_complete_run_again(tmp_path, digits_data_dir):
     from medtransfer.config import RunConfig
-    from medtransfer.training.run import run_experiment
+    from medtransfer.training.run import resolve_config, run_experiment
 
     config = RunConfig(dataset="digits", net="small_cnn", image_size=16, epochs="0+1",
                        train_size=100, logdir=str(tmp_path), data_dir=str(digits_data_dir),
                        strategy="default")
+    # An earlier attempt failed (sweep wrote its error.txt): completing removes it.
+    run_dir = resolve_config(config)[0].run_dir
+    run_dir.mkdir(parents=True)
+    (run_dir / "error.txt").write_text("exit code 1: out of memory\n")
     first = run_experiment(config)
+    assert not (run_dir / "error.txt").exists()
+    # So does finding the run complete (an error.txt written after it completed).
+    (run_dir / "error.txt").write_text("exit code 2: another process holds it\n")
+    assert run_experiment(config).skipped and not (run_dir / "error.txt").exists()
     stamp = os.stat(first.run_dir / "metrics.json").st_mtime_ns
     assert run_experiment(config).skipped
     assert os.stat(first.run_dir / "metrics.json").st_mtime_ns == stamp
@@ -191,23 +199,28 @@ def test_overwrite_trains_a_complete_run_again(tmp_path, digits_data_dir):
 
 
 def test_resume_publishes_the_best_weights_of_the_state_not_of_a_dropped_epoch(tmp_path):
-    """A kill after epoch 3 saved new best weights but before its state was written."""
+    """A kill after epoch 3 saved new best weights and its own resume weights, but before
+    its state.json was renamed into place (test_kill_points.py kills at every moment)."""
     from medtransfer.training.run import _restore_progress
     from medtransfer.training.rundir import RunDirectory, TensorBoardLog
 
     run_dir = RunDirectory(tmp_path / "run")
     run_dir.create()
     run_dir.resume.mkdir()
-    for epoch in (1, 2, 3):
-        run_dir.append_history({"epoch": epoch, "phase": "finetune", "val_auc_micro": epoch})
+    run_dir.write_history([{"epoch": epoch, "phase": "finetune", "val_auc_micro": epoch}
+                           for epoch in (1, 2, 3)])
     run_dir.best_candidate(2).write_bytes(b"weights of epoch 2")
     run_dir.best_candidate(3).write_bytes(b"weights of epoch 3")
     run_dir.best_weights.write_bytes(b"weights of epoch 1")  # published before the kill
-    (run_dir.resume / "state.json").write_text(json.dumps(
-        {"epoch": 2, "phase": "finetune", "best_epoch": 2, "val_auc_micro_best": 2.0}))
+    run_dir.save_resume_state(2, "finetune", 2, 2.0,
+                              lambda path: path.write_bytes(b"state after epoch 2"))
+    run_dir.resume_weights(3).write_bytes(b"state after epoch 3")
+    (run_dir.resume / ".state.json.x1.tmp").write_text("{}")  # its state.json, unrenamed
 
-    state, done = _restore_progress(run_dir, TensorBoardLog(run_dir.path))
-    assert done == 2 and state.best_epoch == 2
+    state, resume = _restore_progress(run_dir, TensorBoardLog(run_dir.path))
+    assert resume.epoch == 2 and state.best_epoch == 2 and resume.phase == "finetune"
+    assert resume.weights.read_bytes() == b"state after epoch 2"
     assert run_dir.best_weights.read_bytes() == b"weights of epoch 2"
-    assert not run_dir.best_candidate(3).exists()
+    assert sorted(path.name for path in run_dir.resume.iterdir()) == [
+        "best-e0002.weights.h5", "state-e0002.weights.h5", "state.json"]
     assert [row["epoch"] for row in run_dir.read_history()] == [1, 2]

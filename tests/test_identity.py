@@ -27,8 +27,9 @@ STUDY_FREEZES = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 def test_defaults_keep_the_study_ids():
     assert RunConfig().run_id == "digits-small_cnn-glorot-f0.00-s0"
-    # Stating the dataset's and net's defaults is the same configuration as leaving them out.
-    explicit = RunConfig(lr=1e-3, image_size=128, flips=False, noise=True, color=False,
+    # Stating the dataset's and net's defaults is the same configuration as leaving them out
+    # (small_cnn's 128 px capped to 4 x 8 = 32 on 8x8 digits).
+    explicit = RunConfig(lr=1e-3, image_size=32, flips=False, noise=True, color=False,
                          epochs=" 3 + 50 ", batch_size=32, augment=True)
     assert explicit.run_id == "digits-small_cnn-glorot-f0.00-s0"
     ids = [RunConfig(dataset="cancer", net="inception_v3", init="imagenet", freeze=freeze,
@@ -106,6 +107,13 @@ def test_path_inits_are_readable_and_distinct(tmp_path, monkeypatch):
     assert first.run_id.endswith("-f0.00-s0")
     assert stem.run_id.startswith("digits-small_cnn-from_backbone_")
     assert len({first.run_id, second.run_id, run_dir.run_id, stem.run_id}) == 4
+    # A long source name loses whole fields, never part of one (issue #25: it ended
+    # "-ts20_<hash>" for a source trained on 200 images).
+    long = RunConfig(init="logs/a/digits-small_cnn-glorot-f0.00-s0-e1+2-px128-ts200")
+    label = long.run_id.removeprefix("digits-small_cnn-").removesuffix("-f0.00-s0")
+    assert label.startswith("from_digits-small_cnn-glorot-f0.00-s0-e1+2-px128_")
+    assert len(label.removeprefix("from_").rsplit("_", 1)[0]) <= 48
+    assert len(label.rsplit("_", 1)[1]) == 6
     # The same file named relatively or absolutely is one init.
     absolute = first.replace(init=str(tmp_path / first.init))
     assert absolute.run_id == first.run_id

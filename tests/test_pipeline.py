@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from medtransfer.config import IMAGE_FORMATS
 from medtransfer.data import shards
 from medtransfer.data.augment import AugmentConfig
 from medtransfer.data.images import encode_image
@@ -19,6 +18,7 @@ from medtransfer.data.pipeline import (
     select_train_subset,
 )
 from medtransfer.errors import MedtransferError
+from medtransfer.options import IMAGE_FORMATS
 
 NUM_CLASSES = 3
 PER_CLASS = 10

@@ -13,12 +13,12 @@ import pytest
 import tensorflow as tf
 from layouts import WRITERS, write_cancer, write_folder, write_proteins
 
-from medtransfer.config import IMAGE_FORMATS
 from medtransfer.data import images, shards
 from medtransfer.data.prepare import _AHEAD_PER_THREAD, _map_in_threads, _Progress, prepare_dataset
 from medtransfer.data.prepared import load_prepared
 from medtransfer.data.registry import DATASETS
 from medtransfer.errors import MedtransferError
+from medtransfer.options import IMAGE_FORMATS
 
 PROTEIN_NAMES = {"0": "Nucleoplasm", "25": "Cytosol", "2": "Nucleoli"}
 

@@ -129,6 +129,10 @@ def test_train_seconds_stop_at_the_last_training_step(tmp_path, digits_data_dir,
         # list) and its last step ends before the check: at most the span between them.
         assert history["train_seconds"][epoch] <= checked - started
         assert history["seconds"][epoch] > 0.5
+    # metrics.json's totals mean what history.csv's columns mean (issue #25.4).
+    assert result.metrics["train_seconds"] == sum(history["train_seconds"].tolist())
+    assert result.metrics["epoch_seconds"] == sum(history["seconds"].tolist())
+    assert result.metrics["epoch_seconds"] > 2 * 0.5
 
 
 def test_callbacks_are_called_in_both_phases_after_the_runs_own(tmp_path, digits_data_dir):

@@ -202,7 +202,12 @@ def test_exports_load_without_medtransfer_and_predict_like_the_run(retina, tmp_p
         code = main(["export", str(run_dir), "--format", export_format, "--out", str(out)])
         assert code == 0, capsys.readouterr().err
     for info in (tmp_path / "model.json", tmp_path / "served.json"):
-        assert json.loads(info.read_text())["class_names"] == class_names
+        description = json.loads(info.read_text())
+        assert description["class_names"] == class_names
+        # The resize the model does (pipeline.resize_image), not "bilinear" (issue #25.4).
+        assert description["inside"].startswith(
+            "resize to 16x16 (area interpolation when shrinking, bilinear when enlarging, "
+            "rounded to uint8)")
     _prepared_test_images(run_dir, tmp_path / "test.npz")
 
     # A clean environment: nothing points at this worktree's medtransfer.

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from medtransfer.config import IMAGE_FORMATS
 from medtransfer.data.sources import Candidate
+from medtransfer.options import IMAGE_FORMATS
 
 # Channel rules, one per layout (see each DatasetSpec's description).
 COLOR = "color"  # exactly 3 channels: the layout is RGB by definition (cancer, retina)

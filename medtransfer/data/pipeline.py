@@ -54,6 +54,8 @@ UNCACHED_SHUFFLE_BUFFER = 4096
 # so that the evaluation order is the same on every machine.
 _PARALLEL_SHARDS = 4
 _CACHED_DTYPE = tf.uint8
+#: What :func:`resize_image` does, in words (for descriptions such as export's model.json).
+RESIZE_RULE = "area interpolation when shrinking, bilinear when enlarging, rounded to uint8"
 
 
 def select_train_subset(frame: pd.DataFrame, train_size: int, seed: int) -> pd.DataFrame:

@@ -35,8 +35,6 @@ from typing import Any, TextIO, TypeVar
 
 import pandas as pd
 
-from medtransfer import __version__
-from medtransfer.config import IMAGE_FORMATS, check_seed
 from medtransfer.data import images, shards
 from medtransfer.data.catalog import MANIFEST
 from medtransfer.data.registry import DatasetSpec, get_dataset
@@ -45,7 +43,9 @@ from medtransfer.data.split import check_class_sizes, stratified_split
 from medtransfer.errors import MedtransferError, look_up_option
 from medtransfer.fileio import read_json, write_json_atomic
 from medtransfer.machine import usable_cores
+from medtransfer.options import IMAGE_FORMATS, check_seed
 from medtransfer.progress import notebook_bar
+from medtransfer.version import __version__
 
 __all__ = ["DEFAULT_MIN_CLASS_COUNT", "PrepareResult", "prepare_dataset"]
 

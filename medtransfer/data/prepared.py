@@ -153,6 +153,18 @@ def dataset_spec(name: str, data_dir: Path = Path("datasets")) -> DatasetSpec | 
     return DATASETS.get(layout) if layout in DATASETS else None
 
 
+def native_image_size(name: str, data_dir: Path = Path("datasets")) -> int | None:
+    """The longer side of a dataset's stored images, without loading it: the largest
+    height or width in a prepared folder's manifest, else the registered dataset's fixed
+    size (:attr:`DatasetSpec.native_size`); None when neither tells."""
+    try:
+        sizes = read_json(Path(data_dir) / name / MANIFEST)["image_size"]
+        return max(int(sizes["max_height"]), int(sizes["max_width"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        spec = DATASETS.get(name) if name in DATASETS else None
+        return spec.native_size if spec else None
+
+
 def _load_folder(folder: Path) -> PreparedDataset:
     try:
         manifest = read_json(folder / MANIFEST)
@@ -227,7 +239,13 @@ def _raise_not_prepared(name: str, data_dir: Path) -> None:
     try:
         look_up_option(name, choices, "dataset")
     except MedtransferError as error:
+        out = data_dir / name
         raise MedtransferError(
             f"{error} Prepared datasets are looked for in {data_dir}"
-            f"{working_directory_note(data_dir)}; pass --data-dir to look elsewhere."
+            f"{working_directory_note(data_dir)}; pass --data-dir to look elsewhere. If "
+            f"'{name}' is your own data, prepare it once under that name: 'medtransfer "
+            f"prepare folder --source DIR --out {out}' (DIR holding one sub-folder of "
+            f"images per class), 'medtransfer prepare csv --source FILE.csv --out {out}' "
+            f"(a CSV with the columns path and label) or 'medtransfer prepare medmnist "
+            f"--source FILE.npz --out {out}' (a MedMNIST file); then run --dataset {name}."
         ) from None

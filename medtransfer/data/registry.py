@@ -44,6 +44,9 @@ class DatasetSpec:
             ``ANY``: 1, 3 or 4; ``GRAY``: exactly 1, as each protein stain).
         preprocess: the layout's own step on each RGB image before downsizing, or None.
         preprocessing: that step in words, for ``manifest.json``.
+        native_size: the longer side of every image of the source when it is fixed
+            (digits: 8), so that the default input size fits it before the dataset is
+            prepared; None when it varies (a prepared dataset's manifest then tells).
     """
 
     name: str
@@ -57,6 +60,7 @@ class DatasetSpec:
     channels: str = ANY
     preprocess: Callable[[np.ndarray], np.ndarray] | None = None
     preprocessing: str = ""
+    native_size: int | None = None
 
 
 DATASETS = Registry[DatasetSpec]("dataset")
@@ -86,6 +90,7 @@ _register(
         download="",
         needs_source=False,
         reader=sources.read_digits,
+        native_size=8,
     )
 )
 _register(

@@ -3,7 +3,7 @@
 ``prepare`` decodes every source image once (TIFF, JPEG, PNG, four-channel protein
 stacks, npz arrays), applies the dataset's own preprocessing (for example the fundus
 crop), and stores it as an 8-bit RGB image, BMP by default or PNG (``--image-format``,
-``config.IMAGE_FORMATS``; both lossless), inside a TFRecord ``tf.train.Example``
+``options.IMAGE_FORMATS``; both lossless), inside a TFRecord ``tf.train.Example``
 with three features:
 
 - ``id``: the image id, as in ``split.csv`` (bytes),

@@ -14,10 +14,9 @@ need Keras (everything but the registry) load their module on first use, so that
 
 import importlib
 
-from medtransfer.config import INITS
-
 # Registration order is the order of DESIGN.md and of `medtransfer list`.
 from medtransfer.models import applications, small_cnn  # noqa: F401
+from medtransfer.options import INITS
 
 # isort: split
 from medtransfer.models import cbr  # noqa: F401

@@ -33,7 +33,6 @@ import keras
 import numpy as np
 import yaml
 
-from medtransfer.config import INITS
 from medtransfer.errors import (
     MedtransferError,
     look_up_option,
@@ -42,6 +41,7 @@ from medtransfer.errors import (
 from medtransfer.models.classifier import build_classifier, get_backbone
 from medtransfer.models.registry import NETS, NetSpec, get_net
 from medtransfer.models.weights_io import load_classifier_weights
+from medtransfer.options import INITS
 
 DOWNLOAD_TIMEOUT_SECONDS = 15.0
 """Longest silence (connect or read) tolerated while downloading ImageNet weights."""

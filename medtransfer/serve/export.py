@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medtransfer import __version__
 from medtransfer.errors import MedtransferError, look_up_option
 from medtransfer.fileio import write_json_atomic
+from medtransfer.version import __version__
 
 # TensorFlow is imported inside the functions: the command line reads FORMATS at start-up.
 FORMATS = ("keras", "saved_model")
@@ -143,6 +143,8 @@ def _clear_saved_model(out: Path) -> None:
 
 
 def _description(run, format: str, class_names: list[str]) -> dict[str, Any]:
+    from medtransfer.data.pipeline import RESIZE_RULE
+
     config = run.config
     return {
         "format": "keras" if format == "keras" else "tf_saved_model",
@@ -156,8 +158,8 @@ def _description(run, format: str, class_names: list[str]) -> dict[str, Any]:
             "class_name": "string (batch,), the most probable class",
         },
         "inside": (
-            f"resize to {config.image_size}x{config.image_size} (bilinear, rounded to "
-            f"uint8), scaling '{config.scaling}', then the best checkpoint "
+            f"resize to {config.image_size}x{config.image_size} ({RESIZE_RULE}), "
+            f"scaling '{config.scaling}', then the best checkpoint "
             f"(epoch {run.metrics.get('best_epoch')})"
         ),
         "serving_signature": "serving_default" if format == "saved_model" else None,

@@ -3,9 +3,10 @@
 Everything that happens at the end of an epoch happens in one callback, in one fixed
 order, because each step depends on the one before: precise BatchNorm statistics (when
 on), exact validation metrics (NaN predictions are a divergence), then the best weights
-(held back in resume/), then history.csv and TensorBoard, then the resume state, and
-last best.weights.h5, so that a kill at any point leaves a state from which the run
-resumes with each epoch logged once and the best weights of a kept epoch (see
+(held back in resume/), then history.csv and TensorBoard, then the resume state (its
+weights file, then state.json naming it), and last best.weights.h5, so that a kill at
+any point leaves a state from which the run resumes with each epoch logged once, the
+weights of the epoch state.json names and the best weights of a kept epoch (see
 ``medtransfer.training.rundir``). The divergence guard runs first: weights that are not
 finite never reach a checkpoint.
 """
@@ -22,7 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 from medtransfer.errors import MedtransferError
-from medtransfer.fileio import write_json_atomic
 from medtransfer.training.batchnorm import PreciseBatchNorm
 from medtransfer.training.metrics import evaluate_predictions
 from medtransfer.training.rundir import RunDirectory, TensorBoardLog
@@ -202,8 +202,6 @@ class TrainingState:
     best_auc: float = -math.inf
     best_epoch: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
-    #: The phase of the last completed epoch: the one whose optimizer the resume state holds.
-    phase: str | None = None
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -268,8 +266,7 @@ class EpochRecorder(keras.callbacks.Callback):
             "train_seconds": train_seconds,
         }
         self.state.rows.append(row)
-        self.state.phase = self.phase
-        self.run_dir.append_history(row)
+        self.run_dir.write_history(self.state.rows)
         self.tensorboard.write_epoch(row)
         self._save_resume_state(number)
         if improved:
@@ -286,19 +283,10 @@ class EpochRecorder(keras.callbacks.Callback):
         return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def _save_resume_state(self, epoch: int) -> None:
-        """Model and optimizer weights, then the epoch they belong to, each atomically.
+        """Model and optimizer weights and the epoch they belong to, as one unit.
 
         ``phase`` names the phase whose optimizer state the weights file holds: a run
         resumed in the other phase starts that phase with a fresh Adam instead.
         """
-        self.run_dir.resume.mkdir(exist_ok=True)
-        weights = self.run_dir.resume / "state.weights.h5"
-        partial = self.run_dir.resume / "partial.weights.h5"
-        self.model.save_weights(partial)
-        partial.replace(weights)
-        write_json_atomic(self.run_dir.resume / "state.json", {
-            "epoch": epoch,
-            "phase": self.phase,
-            "best_epoch": self.state.best_epoch,
-            "val_auc_micro_best": self.state.best_auc,
-        })
+        self.run_dir.save_resume_state(epoch, self.phase, self.state.best_epoch,
+                                       self.state.best_auc, self.model.save_weights)

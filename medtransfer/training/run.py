@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import shutil
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,13 +22,17 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from medtransfer import __version__
-from medtransfer.config import RunConfig, absolute_path, save_config, validate
+from medtransfer.config import (
+    RunConfig,
+    absolute_path,
+    default_image_size,
+    save_config,
+    validate,
+)
 from medtransfer.data.augment import AugmentConfig
 from medtransfer.data.pipeline import cached_bytes, make_dataset, select_train_subset
 from medtransfer.data.prepared import PreparedDataset, load_prepared
 from medtransfer.errors import MedtransferError, look_up_option
-from medtransfer.fileio import read_json
 from medtransfer.models.classifier import get_backbone
 from medtransfer.models.freezing import (
     FreezeSummary,
@@ -53,13 +56,14 @@ from medtransfer.training.callbacks import (
 )
 from medtransfer.training.class_weights import balanced_class_weights
 from medtransfer.training.metrics import evaluate_predictions
-from medtransfer.training.rundir import RunDirectory, TensorBoardLog
+from medtransfer.training.rundir import ResumeState, RunDirectory, TensorBoardLog
 from medtransfer.training.strategy import (
     make_strategy,
     op_determinism_enabled,
     set_op_determinism,
     set_precision,
 )
+from medtransfer.version import __version__
 
 ORDINAL_DATASETS = ("retina",)
 
@@ -106,7 +110,8 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
             f"{' kept by classes' if config.classes else ''}. Remove num_classes from "
             "the config (it is filled from the dataset) or use the dataset it was made for."
         )
-    image_size = config.image_size or net.default_input_size
+    image_size = config.image_size or default_image_size(config.net, config.dataset,
+                                                         Path(config.data_dir))
     check_image_size(net, image_size)
     check_init(net, config.init, config.weights_file)
     defaults = dataset.spec.augment
@@ -152,6 +157,7 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False,
     if run_dir.is_complete() and not overwrite:
         print(f"{run_dir.path} already holds a complete run; nothing to do (use --overwrite "
               "to train it again, or 'medtransfer reproduce' on it to train a copy beside it).")
+        run_dir.remove_leftovers()
         return RunResult(run_dir.path, run_dir.read_metrics() or {}, skipped=True)
     created = run_dir.create()
     run_dir.lock()
@@ -212,7 +218,8 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
     save_config(config, run_dir.config)
     tensorboard = TensorBoardLog(run_dir.path)
     tensorboard.write_hparams(config.to_dict(), train_images=inputs.train_images)
-    state, done = _restore_progress(run_dir, tensorboard)
+    state, resume = _restore_progress(run_dir, tensorboard)
+    done = resume.epoch if resume else 0
     if done:
         print(f"Resuming {run_dir.path} after epoch {done} of {config.total_epochs}.")
     replicas = strategy.num_replicas_in_sync
@@ -226,7 +233,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
     kappa = dataset.spec.name in ORDINAL_DATASETS
     try:
         summary, stopped_epoch = _run_regime(config, model, strategy, inputs, run_dir,
-                                             tensorboard, state, done, kappa, callbacks)
+                                             tensorboard, state, resume, kappa, callbacks)
         test_metrics = _test_best(config, model, inputs.test, run_dir, inputs.class_names,
                                   kappa, state.best_epoch)
     except RunDiverged as error:
@@ -238,7 +245,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
                                 replicas)
     TensorBoardLog(run_dir.path).write_results(metrics)
     run_dir.write_metrics(metrics)
-    _remove_resume_state(run_dir)
+    run_dir.remove_leftovers()
     return RunResult(run_dir.path, metrics)
 
 
@@ -328,7 +335,10 @@ def _complete_metrics(config: RunConfig, inputs: _Inputs, state: TrainingState,
         "stopped_epoch": stopped_epoch,
         **{f"test_{name}": value for name, value in test_metrics.items()},
         **dataclasses.asdict(summary),
-        "train_seconds": sum(row["seconds"] for row in state.rows),
+        # One meaning per name, as in history.csv: training steps only, and whole epochs
+        # (precise BatchNorm, validation and checkpoints included).
+        "train_seconds": sum(row["train_seconds"] for row in state.rows),
+        "epoch_seconds": sum(row["seconds"] for row in state.rows),
         "images_per_second": _steady_images_per_second(state.rows, inputs.train_images),
         "train_images": inputs.train_images,
         "validation_images": len(inputs.validation.labels),
@@ -393,9 +403,9 @@ def _make_inputs(config: RunConfig, dataset: PreparedDataset, replicas: int) -> 
 
 def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.Strategy,
                 inputs: _Inputs, run_dir: RunDirectory, tensorboard: TensorBoardLog,
-                state: TrainingState, done: int, kappa: bool,
+                state: TrainingState, resume: ResumeState | None, kappa: bool,
                 callbacks: Sequence[keras.callbacks.Callback]) -> tuple[FreezeSummary, int | None]:
-    """The W+E regime from epoch ``done`` on.
+    """The W+E regime from the epoch after ``resume``'s on (from the start without one).
 
     Returns:
         The freeze summary training ended with, and the epoch ``--patience`` stopped
@@ -409,7 +419,7 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
     phases = [("warmup", 0, warmup, None), ("finetune", warmup, total, config.freeze)]
     summary = freeze_summary(model)
     stopped_epoch = None
-    restore = done > 0
+    done = resume.epoch if resume else 0
     keras_class_weight = _keras_class_weight(inputs.class_weights)
     batchnorm = PreciseBatchNorm(model, inputs.batchnorm_batches) \
         if inputs.batchnorm_batches is not None else None
@@ -435,14 +445,14 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
                    if freeze is not None and config.patience else None)
         with strategy.scope():
             compile_model(model, config.lr)
-            if restore:
+            if resume:
                 # The optimizer state is only this phase's: resumed at the start of phase
                 # 2, the model weights load and Adam starts fresh, as in a run that was
                 # never interrupted.
-                if state.phase == phase:
+                if resume.phase == phase:
                     model.optimizer.build(model.trainable_variables)
-                _load_weights(model, run_dir.resume / "state.weights.h5")
-                restore = False
+                _load_weights(model, resume.weights)
+                resume = None
         start = max(first, done)
         model.fit(
             inputs.train_epochs(start, last - start), epochs=last, initial_epoch=start,
@@ -522,28 +532,21 @@ def _cache_budgets(config: RunConfig, sizes: dict[str, int]) -> dict[str, int]:
     return budgets
 
 
-def _restore_progress(run_dir: RunDirectory,
-                      tensorboard: TensorBoardLog) -> tuple[TrainingState, int]:
-    """Reads the resume state a killed run left; drops epochs logged after it."""
-    state_file = run_dir.resume / "state.json"
-    if not state_file.exists():
+def _restore_progress(run_dir: RunDirectory, tensorboard: TensorBoardLog,
+                      ) -> tuple[TrainingState, ResumeState | None]:
+    """Reads the resume state a killed run left (None: start afresh); drops whatever an
+    unfinished epoch wrote after it (history rows, TensorBoard scalars, weights)."""
+    resume = run_dir.read_resume_state()
+    if resume is None:
         # Nothing completed: whatever a killed first epoch wrote is stale.
         run_dir.history.unlink(missing_ok=True)
-        _remove_resume_state(run_dir)
         tensorboard.rewrite([])
-        return TrainingState(), 0
-    saved = read_json(state_file)
-    done = int(saved["epoch"])
-    # The kill may have come before the state's best weights were published, or after a
-    # newer epoch saved its own: publish the state's and drop any other.
-    if saved["best_epoch"]:
-        run_dir.publish_best(int(saved["best_epoch"]))
-    rows = [row for row in run_dir.read_history() if int(row["epoch"]) <= done]
+        return TrainingState(), None
+    rows = [row for row in run_dir.read_history() if int(row["epoch"]) <= resume.epoch]
     run_dir.write_history(rows)
     tensorboard.rewrite(rows)
-    state = TrainingState(saved["val_auc_micro_best"], saved["best_epoch"], rows,
-                          phase=saved["phase"])
-    return state, done
+    state = TrainingState(resume.best_auc, resume.best_epoch, rows)
+    return state, resume
 
 
 def _load_weights(model: keras.Model, path: Path) -> None:
@@ -578,7 +581,4 @@ def _steady_images_per_second(rows: list[dict[str, Any]], train_images: int) -> 
             return len(candidates) * train_images / seconds
     return math.nan
 
-
-def _remove_resume_state(run_dir: RunDirectory) -> None:
-    shutil.rmtree(run_dir.resume, ignore_errors=True)
 

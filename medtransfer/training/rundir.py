@@ -3,14 +3,19 @@
 ``tensorboard_logs/<experiment>/<run_id>/`` holds ``config.yaml``, TensorBoard events
 (``train/``, ``validation/`` and the HParams entry at the top), ``history.csv``,
 ``best.weights.h5``, ``predictions_test.csv``, ``resume/`` (the state to resume from
-after a kill, removed when the run completes) and, written last and atomically,
+after a kill, removed when the run completes), ``error.txt`` (why ``sweep`` saw the
+last attempt fail, removed when the run completes) and, written last and atomically,
 ``metrics.json``.
 
 Each epoch ends in the same order: new best weights into ``resume/`` under their epoch,
-then history.csv and TensorBoard, then the resume state (weights, then ``state.json``
-naming the epoch and the best epoch), and only then ``best.weights.h5``. Whatever the
-moment of a kill, ``state.json`` says which epoch to resume after and which best weights
-belong to it; anything newer is dropped on resume.
+then history.csv (rewritten whole, atomically) and TensorBoard, then the resume state:
+the model and optimizer weights under their epoch (``resume/state-eNNNN.weights.h5``),
+then ``state.json`` naming that file, the epoch and the best epoch (atomically: this
+rename is the moment the epoch counts as done), then the older weights files removed;
+and only then ``best.weights.h5``. Whatever the moment of a kill, ``state.json`` says
+which epoch to resume after and names the weights and the best weights that belong to
+it; every other file in ``resume/`` and every history row after that epoch is a stray of
+an unfinished epoch, dropped on resume (:meth:`RunDirectory.read_resume_state`).
 
 TensorBoard scalars are derived from ``history.csv``: after a resume they are written
 again from it, so each epoch appears exactly once.
@@ -26,8 +31,10 @@ import csv
 import errno
 import fcntl
 import functools
+import io
 import os
 import shutil
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +50,7 @@ from medtransfer.config import (
     load_config_file,
 )
 from medtransfer.errors import MedtransferError, working_directory_note
-from medtransfer.fileio import read_json, write_json_atomic
+from medtransfer.fileio import read_json, write_json_atomic, write_text_atomic
 
 HISTORY_COLUMNS = (
     "epoch", "phase", "loss", "accuracy", "val_loss", "val_auc_micro", "val_auc_macro",
@@ -90,8 +97,9 @@ class RunDirectory:
     predictions = property(lambda self: self.path / "predictions_test.csv")
     metrics = property(lambda self: self.path / "metrics.json")
     resume = property(lambda self: self.path / "resume")
+    resume_state = property(lambda self: self.path / "resume" / "state.json")
     export = property(lambda self: self.path / "export")
-    # Left by a sweep whose run failed: exit code, options, last lines of its stderr.
+    #: Why the last attempt failed, written by ``sweep`` (the run's own stderr).
     error = property(lambda self: self.path / "error.txt")
 
     def read_metrics(self) -> dict[str, Any] | None:
@@ -195,16 +203,98 @@ class RunDirectory:
         point never leaves best.weights.h5 from an epoch that a resumed run trains again.
         """
         candidate = self.best_candidate(epoch)
-        staged = self.path / ".best.weights.h5.tmp"
-        staged.unlink(missing_ok=True)
-        try:
-            os.link(candidate, staged)
-        except OSError:  # a file system without hard links
-            shutil.copyfile(candidate, staged)
-        os.replace(staged, self.best_weights)
+        if not (self.best_weights.exists() and os.path.samefile(candidate, self.best_weights)):
+            # (When it is already published, linked to the candidate, the rename below
+            # would leave the staged link behind: POSIX renames one name of a file over
+            # another name of the same file by doing nothing.)
+            staged = self.path / ".best.weights.h5.tmp"
+            staged.unlink(missing_ok=True)
+            try:
+                os.link(candidate, staged)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(candidate, staged)
+            os.replace(staged, self.best_weights)
         for other in self.resume.glob("best-e*.weights.h5"):
             if other != candidate:
                 other.unlink()
+
+    def resume_weights(self, epoch: int) -> Path:
+        """Where the model and optimizer weights after ``epoch`` are kept for a resume."""
+        return self.resume / f"state-e{epoch:04d}.weights.h5"
+
+    def save_resume_state(self, epoch: int, phase: str, best_epoch: int, best_auc: float,
+                          save_weights: Callable[[Path], None]) -> None:
+        """Saves the state to resume from after ``epoch`` (see :class:`ResumeState`), as
+        one unit.
+
+        The weights go to a file of their own epoch (``save_weights(path)`` writes them),
+        then ``state.json`` naming that file is renamed into place, and only then are
+        older weights files removed: a kill at any moment leaves a ``state.json`` whose
+        weights file is whole and of its epoch (a newer one is a stray).
+        """
+        self.resume.mkdir(exist_ok=True)
+        weights = self.resume_weights(epoch)
+        save_weights(weights)
+        write_json_atomic(self.resume_state, {
+            "epoch": epoch,
+            "phase": phase,
+            "weights": weights.name,
+            "best_epoch": best_epoch,
+            "val_auc_micro_best": best_auc,
+        })
+        for other in self.resume.glob("state-e*.weights.h5"):
+            if other != weights:
+                other.unlink()
+
+    def read_resume_state(self) -> ResumeState | None:
+        """The state a killed run resumes from, or None when no epoch completed.
+
+        Makes the folder what it was right after that epoch: its best weights published
+        (the kill may have come before), every other file in ``resume/`` (weights or a
+        best candidate of an unfinished epoch, a half-written temporary file), the
+        temporary files of unfinished atomic writes and the test predictions of an
+        unfinished completion removed; with no ``state.json``, ``resume/`` goes entirely.
+
+        Raises:
+            MedtransferError: ``state.json`` names a weights file that is not there.
+        """
+        for temporary in self.path.glob(".*.tmp"):  # see fileio.write_text_atomic
+            temporary.unlink()
+        self.predictions.unlink(missing_ok=True)
+        if not self.resume_state.is_file():
+            self.remove_resume_state()
+            return None
+        saved = read_json(self.resume_state)
+        state = ResumeState(
+            epoch=int(saved["epoch"]), phase=saved["phase"],
+            best_epoch=int(saved["best_epoch"]), best_auc=float(saved["val_auc_micro_best"]),
+            # A run killed under medtransfer 0.x kept one unnumbered weights file.
+            weights=self.resume / saved.get("weights", "state.weights.h5"),
+        )
+        if not state.weights.is_file():
+            raise MedtransferError(
+                f"The run in '{self.path}' cannot resume: its resume/state.json names "
+                f"'{state.weights.name}', which is not there. Train it afresh with "
+                "--overwrite."
+            )
+        if state.best_epoch:
+            self.publish_best(state.best_epoch)
+        keep = {self.resume_state, state.weights, self.best_candidate(state.best_epoch)}
+        for entry in self.resume.iterdir():
+            if entry not in keep:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        return state
+
+    def remove_resume_state(self) -> None:
+        """Removes ``resume/`` (a run that has not completed an epoch)."""
+        shutil.rmtree(self.resume, ignore_errors=True)
+
+    def remove_leftovers(self) -> None:
+        """Removes what a complete run no longer needs: ``resume/`` and the error.txt of
+        an earlier failed attempt (a kill may come after metrics.json and before this;
+        a complete run that ``run`` skips calls it again)."""
+        self.remove_resume_state()
+        self.error.unlink(missing_ok=True)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_json_atomic(self.metrics, metrics)
@@ -290,19 +380,32 @@ class RunDirectory:
             ) from None
 
     def write_history(self, rows: list[dict[str, Any]]) -> None:
-        """Rewrites history.csv with ``rows`` (used to drop epochs a kill left unfinished)."""
-        with self.history.open("w", newline="") as stream:
-            writer = csv.DictWriter(stream, HISTORY_COLUMNS)
-            writer.writeheader()
-            writer.writerows([{key: row.get(key, "") for key in HISTORY_COLUMNS} for row in rows])
+        """Writes history.csv whole with ``rows``, atomically (a kill never leaves half a
+        row; a resume drops the rows of epochs a kill left unfinished)."""
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows([{key: row.get(key, "") for key in HISTORY_COLUMNS} for row in rows])
+        write_text_atomic(self.history, text.getvalue())
 
-    def append_history(self, row: dict[str, Any]) -> None:
-        new = not self.history.exists()
-        with self.history.open("a", newline="") as stream:
-            writer = csv.DictWriter(stream, HISTORY_COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerow({key: row.get(key, "") for key in HISTORY_COLUMNS})
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What ``resume/state.json`` records after a completed epoch.
+
+    Attributes:
+        epoch: the last completed epoch (1-based).
+        phase: its phase: the optimizer state in ``weights`` belongs to it.
+        best_epoch: the best epoch so far (0 before any).
+        best_auc: its validation micro AUC.
+        weights: the model and optimizer weights after ``epoch``.
+    """
+
+    epoch: int
+    phase: str
+    best_epoch: int
+    best_auc: float
+    weights: Path
 
 
 @dataclass(frozen=True)

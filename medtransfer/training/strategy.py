@@ -11,8 +11,8 @@ import functools
 import keras
 import tensorflow as tf
 
-from medtransfer.config import STRATEGIES
 from medtransfer.errors import look_up_option
+from medtransfer.options import STRATEGIES
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
