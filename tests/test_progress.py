@@ -68,3 +68,22 @@ def test_a_sweep_in_a_notebook_counts_its_runs_on_one_bar(monkeypatch):
     progress.done(FAILED)
     assert progress.bar.n == 2 and progress.bar.postfix == "complete=1, failed=1"
     assert "2/2 done (1 complete, 1 failed)" in progress.line()
+
+
+def test_a_run_in_a_notebook_advances_one_bar_per_epoch(monkeypatch, tmp_path, digits_data_dir):
+    import medtransfer as mt
+
+    fake_ipython(monkeypatch, ZMQInteractiveShell())
+    bars = []
+    real = progress.notebook_bar
+
+    def recorded(total, description, unit):
+        bars.append(real(total, description, unit))
+        return bars[-1]
+
+    monkeypatch.setattr("medtransfer.training.run.notebook_bar", recorded)
+    run = mt.run(dataset="digits", epochs="1+1", image_size=16, batch_size=32,
+                 train_size=50, data_dir=digits_data_dir, logdir=tmp_path)
+    (bar,) = bars
+    assert (bar.total, bar.n, bar.unit) == (2, 2, "epoch") and bar.desc == run.run_id
+    assert "phase=finetune" in bar.postfix and "val_auc_micro=" in bar.postfix

@@ -215,17 +215,19 @@ class EpochRecorder(keras.callbacks.Callback):
         state: shared by both phases' recorders.
         kappa: also compute the quadratic weighted kappa (ordinal grades).
         announce: print one line per epoch (when Keras shows no progress bar).
+        bar: a ``tqdm`` bar over the run's epochs to advance instead (in a notebook).
         batchnorm: re-estimates the BatchNorm statistics before validation (precise
             BatchNorm); None evaluates with Keras' moving averages.
     """
 
     def __init__(self, run_dir: RunDirectory, tensorboard: TensorBoardLog,
                  validation: EvaluationSet, phase: str, state: TrainingState,
-                 kappa: bool = False, announce: bool = True,
+                 kappa: bool = False, announce: bool = True, bar=None,
                  batchnorm: PreciseBatchNorm | None = None):
         super().__init__()
         self.run_dir, self.tensorboard, self.validation = run_dir, tensorboard, validation
         self.phase, self.state, self.kappa, self.announce = phase, state, kappa, announce
+        self.bar = bar
         self.batchnorm = batchnorm
         self._started = self._last_step = 0.0
 
@@ -271,6 +273,10 @@ class EpochRecorder(keras.callbacks.Callback):
         self._save_resume_state(number)
         if improved:
             self.run_dir.publish_best(number)
+        if self.bar is not None:
+            self.bar.set_postfix(phase=self.phase, loss=f"{row['loss']:.4f}",
+                                 val_auc_micro=f"{row['val_auc_micro']:.4f}")
+            self.bar.update()
         if self.announce:
             print(
                 f"epoch {number} ({self.phase}): loss {row['loss']:.4f}, val_auc_micro "

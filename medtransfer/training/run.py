@@ -42,6 +42,7 @@ from medtransfer.models.freezing import (
 )
 from medtransfer.models.init import build_model, check_image_size, check_init
 from medtransfer.models.registry import get_net
+from medtransfer.progress import notebook_bar
 from medtransfer.training.batchnorm import PRECISE_BN_IMAGES, PreciseBatchNorm
 from medtransfer.training.callbacks import (
     EpochRecorder,
@@ -424,8 +425,12 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
     batchnorm = PreciseBatchNorm(model, inputs.batchnorm_batches) \
         if inputs.batchnorm_batches is not None else None
     # Keras' progress bar within each epoch in a terminal (it shows the val_* metrics the
-    # recorder adds); in a log file, the recorder's one line per epoch.
-    progress_bar = sys.stdout.isatty()
+    # recorder adds); in a log file, the recorder's one line per epoch; in a notebook, one
+    # live bar over the run's epochs.
+    epoch_bar = notebook_bar(total, run_dir.path.name, "epoch")
+    if epoch_bar is not None:
+        epoch_bar.update(done)
+    progress_bar = epoch_bar is None and sys.stdout.isatty()
     for phase, first, last, freeze in phases:
         if last <= first:
             continue
@@ -463,13 +468,16 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
                 SeedDropoutPerEpoch(config.seed),
                 StopOnDivergence(config.lr, config.num_classes),
                 EpochRecorder(run_dir, tensorboard, inputs.validation, phase, state, kappa,
-                              announce=not progress_bar, batchnorm=batchnorm),
+                              announce=epoch_bar is None and not progress_bar,
+                              bar=epoch_bar, batchnorm=batchnorm),
                 *([plateau] if plateau else []),
                 *callbacks,
             ],
         )
         stopped_epoch = plateau.stopped_epoch if plateau else None
         done = last
+    if epoch_bar is not None:
+        epoch_bar.close()
     return summary, stopped_epoch
 
 
