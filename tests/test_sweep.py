@@ -286,3 +286,22 @@ def test_the_chief_lists_a_run_a_worker_found_held_as_held_not_failed(
     out = capsys.readouterr().out
     assert f"{first}: held by another process; skipped (1/2 done (0 complete, 1 held)" in out
     assert f"{second}: FAILED, see " in out and "(0 complete, 1 failed, 1 held)" in out
+
+
+def test_the_chief_hands_out_runs_in_grid_order_each_after_its_source_has_ended():
+    from medtransfer.config import RunConfig
+    from medtransfer.study.distributed import next_run
+    from medtransfer.study.grid import PlannedRun
+
+    source = PlannedRun(RunConfig(dataset="digits", seed=0), 0)
+    transfer = PlannedRun(RunConfig(dataset="digits", seed=1), 1, source=source)
+    other = PlannedRun(RunConfig(dataset="digits", seed=2), 1)
+    pending, ended = [source, transfer, other], ("COMPLETED", "FAILED", "INVALID")
+    assert next_run(pending, {}, ended) is source
+    # The transfer waits for its source: the next one is handed out meanwhile.
+    assert next_run(pending, {source.run_id: "RUNNING"}, ended) is other
+    assert next_run(pending, {source.run_id: "RUNNING", other.run_id: "RUNNING"}, ended) is None
+    assert next_run(pending, {source.run_id: "FAILED", other.run_id: "RUNNING"},
+                    ended) is transfer
+    # A source complete before the sweep started (not pending) does not hold it back.
+    assert next_run([transfer], {}, ended) is transfer

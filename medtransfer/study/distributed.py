@@ -96,6 +96,41 @@ def run_distributed(sweep: Sweep) -> SweepResult:
     return _work(sweep)
 
 
+def next_run(pending: list[PlannedRun], handed_out: dict[str, str],
+             ended: tuple[str, ...]) -> PlannedRun | None:
+    """The first pending run not handed out yet whose source run (if any, and if this
+    sweep runs it) has ended; None while every such run waits for its source.
+
+    Args:
+        pending: the runs to hand out, in grid order.
+        handed_out: run id -> the status of its trial.
+        ended: the trial statuses that count as ended.
+    """
+    pending_ids = {run.run_id for run in pending}
+    for run in pending:
+        if run.run_id in handed_out:
+            continue
+        source = run.source
+        if source is None or source.run_id not in pending_ids \
+                or handed_out.get(source.run_id) in ended:
+            return run
+    return None
+
+
+def record_outcome(result: SweepResult, run: PlannedRun, state: str) -> str:
+    """Files an ended trial's run under ``result``; returns the words the chief prints."""
+    if state == COMPLETE:
+        result.completed.append(run.run_id)
+        return "complete"
+    if state == HELD:
+        result.held.append(run.run_id)
+        return "held by another process; skipped"
+    # keras-tuner's Trial proto does not carry the message: point at the file.
+    error = RunDirectory(run.run_dir).error
+    result.failed[run.run_id] = error
+    return f"FAILED, see {error}"
+
+
 def _oracle_class():
     """The oracle class, built on first use: importing keras_tuner imports TensorFlow."""
     import keras_tuner
@@ -131,21 +166,14 @@ def _oracle_class():
             return {trial.hyperparameters.values["run"]: trial for trial in self.trials.values()}
 
         def populate_space(self, trial_id):
-            handed_out = self._run_trials()
-            waiting = [run for run in self.pending if run.run_id not in handed_out]
-            if not waiting:
+            handed_out = {run_id: trial.status for run_id, trial in self._run_trials().items()}
+            if all(run.run_id in handed_out for run in self.pending):
                 return {"status": status.STOPPED}
-            for run in waiting:
-                if self._source_ended(run, handed_out):
-                    return {"status": status.RUNNING, "values": {"run": run.run_id}}
-            return {"status": status.IDLE}
-
-        def _source_ended(self, run: PlannedRun, handed_out) -> bool:
-            if run.source is None or run.source not in self.pending:
-                return True
-            trial = handed_out.get(run.source.run_id)
-            return trial is not None and trial.status in (
-                status.COMPLETED, status.FAILED, status.INVALID)
+            run = next_run(self.pending, handed_out,
+                           ended=(status.COMPLETED, status.FAILED, status.INVALID))
+            if run is None:
+                return {"status": status.IDLE}
+            return {"status": status.RUNNING, "values": {"run": run.run_id}}
 
         def _known(self, trial_id, run_id=None) -> bool:
             """False for a trial of an earlier chief (this one restarted since)."""
@@ -180,17 +208,9 @@ def _oracle_class():
             # keras-tuner turns an INVALID trial into FAILED once it is not retried.
             held = trial.status == status.INVALID
             super().end_trial(trial)
-            if self.trials[trial.trial_id].status == status.COMPLETED:
-                self.result.completed.append(run_id)
-                state, outcome = COMPLETE, "complete"
-            elif held:
-                self.result.held.append(run_id)
-                state, outcome = HELD, "held by another process; skipped"
-            else:
-                # keras-tuner's Trial proto does not carry the message: point at the file.
-                error = RunDirectory(self.runs[run_id].run_dir).error
-                self.result.failed[run_id] = error
-                state, outcome = FAILED, f"FAILED, see {error}"
+            state = COMPLETE if self.trials[trial.trial_id].status == status.COMPLETED \
+                else HELD if held else FAILED
+            outcome = record_outcome(self.result, self.runs[run_id], state)
             self.progress.done(state)
             print(f"{run_id}: {outcome} ({self.progress.line()})", flush=True)
 
