@@ -21,9 +21,14 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from medtransfer.errors import MedtransferError
+from medtransfer.quiet import quiet_tensorflow_start
 
 if TYPE_CHECKING:
     from medtransfer.config import RunConfig
+
+# As on the command line: TensorFlow's start-up noise hidden when it first loads
+# (MEDTRANSFER_VERBOSE=1 or the user's own TF_CPP_MIN_LOG_LEVEL shows it).
+quiet_tensorflow_start()
 
 
 class Run:

@@ -2,8 +2,8 @@
 
 ``prepare``, a run's epochs and a sweep's runs each print their own progress lines on a
 terminal or into a log file. In Jupyter those lines pile up in the cell's output, so there
-each becomes one live ``tqdm`` bar instead (``tqdm.auto`` picks the notebook widget when
-ipywidgets is installed, a text bar otherwise).
+each becomes one live ``tqdm`` bar instead (the notebook widget when ipywidgets is
+installed, a text bar otherwise).
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ def notebook_bar(total: int, description: str, unit: str):
     """
     if not in_notebook():
         return None
-    from tqdm.auto import tqdm
-
+    try:  # the widget, where Jupyter can draw it; else a text bar, without tqdm's warning
+        import ipywidgets  # noqa: F401
+        from tqdm.notebook import tqdm
+    except ImportError:
+        from tqdm.std import tqdm
     return tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True)

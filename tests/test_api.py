@@ -185,9 +185,10 @@ def test_the_quickstart_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     outputs = [output for cell in notebook.cells if cell.cell_type == "code"
                for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
-    # The main table printed, the figures shown inline, three images predicted.
-    text = "".join(output.get("text", "") for output in outputs)
-    assert "| dataset | net |" in text
+    # The per-freeze table shown, the figures inline, three images predicted.
+    text = "".join(output.get("text", "") + output.get("data", {}).get("text/plain", "")
+                   for output in outputs)
+    assert "freeze 0" in text and "freeze 1" in text  # the per-freeze DataFrame
     images = [output for output in outputs if "image/png" in output.get("data", {})]
     assert len(images) == 2
     assert len(list((tmp_path / "my_digits").glob("*.png"))) == 3
