@@ -83,15 +83,15 @@ def test_report_writes_the_figure_only_with_several_sizes(size_study, tmp_path):
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def test_the_digits_data_size_sweep_pairs_glorot_and_transfer_at_each_size():
+def test_the_digits_data_size_sweep_pairs_glorot_and_transfer_at_each_size_and_seed():
     sweep = load_sweep(CONFIGS / "data_size_digits.yaml", logdir="/tmp/logs")
     source, *target = sweep.runs
-    assert len(sweep.runs) == 1 + 5 * 2
+    assert len(sweep.runs) == 1 + 4 * 2 * 2
     assert source.config.classes == ("0", "1", "2", "3", "4")
-    pairs = {(run.config.train_size, "glorot" if run.config.init == "glorot" else
-              run.source.name) for run in target}
-    assert pairs == {(size, init) for size in (20, 50, 100, 200, None)
-                     for init in ("glorot", "source")}
+    cells = {(run.config.train_size, "glorot" if run.config.init == "glorot" else
+              run.source.name, run.config.seed) for run in target}
+    assert cells == {(size, init, seed) for size in (5, 10, 20, 50)
+                     for init in ("glorot", "source") for seed in (0, 1)}
     assert {run.config.classes for run in target} == {("5", "6", "7", "8", "9")}
 
 

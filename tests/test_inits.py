@@ -25,6 +25,7 @@ from medtransfer.models import (
     resample_mean_var,
     resolve_imagenet_weights,
 )
+from medtransfer.models.classifier import OUTPUT_LAYER
 
 
 def _values(model):
@@ -233,12 +234,35 @@ def _finished_run(run_dir, net, num_classes, image_size=32):
     return classifier
 
 
-def test_path_to_a_run_with_the_same_classes_loads_backbone_and_head(tmp_path):
+def test_path_to_a_run_of_the_same_task_loads_backbone_and_head(tmp_path):
+    saved = _finished_run(tmp_path / "run", "small_cnn", 3)
+
+    model = build_model("small_cnn", 3, 32, str(tmp_path / "run"), transfer_head=True)
+
+    _assert_same(model, _values(saved))
+
+
+def test_path_to_a_run_of_another_task_with_as_many_classes_gets_a_new_head(tmp_path):
     saved = _finished_run(tmp_path / "run", "small_cnn", 3)
 
     model = build_model("small_cnn", 3, 32, str(tmp_path / "run"))
 
-    _assert_same(model, _values(saved))
+    _assert_same(get_backbone(model), _values(get_backbone(saved)))
+    saved_hidden = keras.ops.convert_to_numpy(saved.get_layer("head_dense").kernel)
+    assert not np.array_equal(saved_hidden, model.get_layer("head_dense").kernel)
+    # The new output layer is zero: a uniform guess on any image, whatever its features.
+    output = model.get_layer(OUTPUT_LAYER)
+    assert not np.any(keras.ops.convert_to_numpy(output.kernel))
+    assert not np.any(keras.ops.convert_to_numpy(output.bias))
+    images = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(images)), 1 / 3, rtol=1e-6)
+
+
+def test_transferring_a_head_that_does_not_fit_fails_naming_the_tensor(tmp_path):
+    _finished_run(tmp_path / "run", "small_cnn", 3)
+    with pytest.raises(MedtransferError) as error:
+        build_model("small_cnn", 4, 32, str(tmp_path / "run"), transfer_head=True)
+    assert "shape (256, 3) in the file, the net expects (256, 4)" in str(error.value)
 
 
 def test_path_to_a_run_with_other_classes_loads_the_backbone_only(tmp_path):
@@ -345,7 +369,7 @@ def test_path_and_mean_var_inits_work_inside_a_mirrored_strategy(tmp_path, mobil
     mobilenet_source.save_weights(imagenet)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
-        transferred = build_model("cbr_tiny", 3, 32, str(tmp_path / "run"))
+        transferred = build_model("cbr_tiny", 3, 32, str(tmp_path / "run"), transfer_head=True)
         resampled = build_model("mobilenet", 3, 32, "mean_var", weights_file=imagenet, seed=3)
     _assert_same(transferred, _values(saved))
     moving_means = [w for w in get_backbone(resampled).weights if "moving_mean" in w.path]

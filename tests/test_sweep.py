@@ -38,16 +38,20 @@ def test_the_study_is_132_runs_in_one_experiment():
     assert published["improvement"]["overall"] == 0.042 and published["speedup"] == 7
 
 
-def test_the_demo_transfers_from_its_source_run():
+def test_the_demo_transfers_from_its_source_run_with_four_seeds_per_arm():
     sweep = load_sweep(CONFIGS / "demo.yaml", logdir="/tmp/logs")
-    source, glorot, *transfer = sweep.runs
+    source, *target = sweep.runs
     assert source.name == "source" and source.config.classes == ("0", "1", "2", "3", "4")
-    assert glorot.config.init == "glorot" and glorot.config.train_size == 10
-    assert [run.config.freeze for run in transfer] == [0.0, 0.5, 1.0]
-    for run in transfer:
-        assert run.source is source
-        assert run.config.init == "/tmp/logs/demo_transfer/" + source.run_id
-        assert run.config.classes == ("5", "6", "7", "8", "9")
+    arms = {}
+    for run in target:
+        init = "glorot" if run.config.init == "glorot" else run.source.name
+        arms.setdefault((init, run.config.freeze), []).append(run.config.seed)
+        assert run.config.classes == ("5", "6", "7", "8", "9") and run.config.train_size == 10
+        if init == "source":
+            assert run.source is source
+            assert run.config.init == "/tmp/logs/demo_transfer/" + source.run_id
+    assert arms == {("glorot", 0.0): [0, 1, 2, 3], ("source", 0.0): [0, 1, 2, 3],
+                    ("source", 1.0): [0, 1, 2, 3]}
 
 
 def test_a_list_of_grids_joins_them_in_order_without_duplicates():

@@ -11,15 +11,20 @@
   i.i.d. samples of N(its mean, its std), seeded; BatchNorm moving statistics reset to 0/1.
 - a path: an earlier run directory (``config.yaml`` and ``best.weights.h5``) or a weights
   file (``.weights.h5`` from a backbone or a whole classifier; a legacy Keras ``.h5``
-  backbone file). The backbone always loads; the head loads too when the file holds a
-  classifier whose head has the same shapes (same number of classes), else it stays new.
+  backbone file). The backbone always loads; the head loads too only when the caller
+  says the source was trained on the same task (``transfer_head``: the same class names
+  in the same order, which the training layer checks from the source run's records: a
+  file holds no class names). A head of another task would start the new one far from a
+  uniform guess (digits 0-4's head on digits 5-9: loss 5.9 instead of ln 5 = 1.6). A new
+  head on the loaded backbone starts from a uniform guess too: its output layer is zero
+  (:func:`start_uniform`), as a Keras-default one on trained features is as far off.
   Which kind of file it is follows from its contents, not its name: see
   :mod:`medtransfer.models.weights_io`. A run directory whose ``config.yaml`` names another
   net fails with "saved from net X"; any file of another architecture fails with the first
   tensor whose path or shape differs. All of it happens before training starts.
 
 The head (pooling and classifier) is always newly initialised by the Keras defaults unless
-a path init loads it.
+a path init loads it (``transfer_head``).
 """
 
 from __future__ import annotations
@@ -38,9 +43,9 @@ from medtransfer.errors import (
     look_up_option,
     working_directory_note,
 )
-from medtransfer.models.classifier import build_classifier, get_backbone
+from medtransfer.models.classifier import OUTPUT_LAYER, build_classifier, get_backbone
 from medtransfer.models.registry import NETS, NetSpec, get_net
-from medtransfer.models.weights_io import load_classifier_weights
+from medtransfer.models.weights_io import load_backbone_weights, load_classifier_weights
 from medtransfer.options import INITS
 
 DOWNLOAD_TIMEOUT_SECONDS = 15.0
@@ -60,6 +65,7 @@ def build_model(
     seed: int = 0,
     head_units: int = 256,
     dropout: float = 0.5,
+    transfer_head: bool = False,
 ) -> keras.Model:
     """Builds the classifier of ``net`` with its backbone initialised by ``init``.
 
@@ -74,6 +80,8 @@ def build_model(
         seed: seeds the ``mean_var`` sampling.
         head_units: units of the head's hidden Dense layer.
         dropout: the head's dropout rate.
+        transfer_head: with a path init, load the file's classifier head too (the source
+            was trained on the same classes in the same order); otherwise the head is new.
 
     Returns:
         The classifier (see :mod:`medtransfer.models.classifier`); its backbone is
@@ -81,14 +89,16 @@ def build_model(
 
     Raises:
         MedtransferError: unknown net or init, an input below the net's minimum, missing or
-            mismatching weights, ImageNet weights unavailable or not published for the net.
+            mismatching weights (with ``transfer_head``, a file whose head does not fit),
+            ImageNet weights unavailable or not published for the net.
     """
     spec = get_net(net)
     check_image_size(spec, image_size)
     check_init(spec, init, weights_file)
     input_shape = (image_size, image_size, 3)
     if init not in INITS:
-        return _build_from_path(spec, num_classes, input_shape, init, head_units, dropout)
+        return _build_from_path(spec, num_classes, input_shape, init, head_units, dropout,
+                                transfer_head)
     if init == "glorot":
         backbone = spec.build_backbone(input_shape, None)
     else:
@@ -308,6 +318,7 @@ def _build_from_path(
     init: str,
     head_units: int,
     dropout: float,
+    transfer_head: bool,
 ) -> keras.Model:
     path = Path(init).expanduser()
     file = _run_weights(path, spec) if path.is_dir() else path
@@ -317,8 +328,28 @@ def _build_from_path(
         head_units=head_units,
         dropout=dropout,
     )
-    load_classifier_weights(classifier, get_backbone(classifier), file, spec.name)
+    if transfer_head:
+        load_classifier_weights(classifier, file, spec.name)
+    else:
+        load_backbone_weights(get_backbone(classifier), file, spec.name)
+        start_uniform(classifier)
     return classifier
+
+
+def start_uniform(classifier: keras.Model) -> None:
+    """Zeroes the output layer's kernel and bias, so the classifier starts from a uniform
+    guess (loss ln C) whatever its features.
+
+    A new head on trained features needs it: they are large (small_cnn trained on digits
+    0-4: mean 1.3 against 0.009 for glorot's), so a Keras-default output layer on them is
+    confidently wrong (digits 5-9: mean top probability 0.97, loss about 5.4 instead of
+    ln 5 = 1.609). Big Transfer (Kolesnikov et al., 2020) zero-initialises the new head for
+    the same reason. The hidden Dense keeps its Keras initialisation, so the first step
+    already moves the output layer, and the next ones the hidden layer.
+    """
+    output = classifier.get_layer(OUTPUT_LAYER)
+    for variable in (output.kernel, output.bias):
+        variable.assign(keras.ops.zeros(variable.shape, dtype=variable.dtype))
 
 
 def _run_weights(run_dir: Path, spec: NetSpec) -> Path:

@@ -63,33 +63,27 @@ def load_backbone_weights(backbone: keras.Model, path: str | Path, net: str) -> 
         _load_subset(backbone, path, source)
 
 
-def load_classifier_weights(
-    classifier: keras.Model, backbone: keras.Model, path: str | Path, net: str
-) -> bool:
-    """Loads a whole classifier when the file's head fits, else only its backbone.
+def load_classifier_weights(classifier: keras.Model, path: str | Path, net: str) -> None:
+    """Loads a whole classifier, backbone and head, from a file saved from one.
 
     Args:
         classifier: the freshly built classifier.
-        backbone: the classifier's nested backbone.
-        path: a weights file saved from a classifier or a backbone (see the module docstring).
+        path: a Keras 3 ``.weights.h5`` file saved from a classifier of the same net,
+            number of classes and head units.
         net: the net's name, for error messages.
 
-    Returns:
-        True when the head was loaded too (a classifier file whose head has the same
-        shapes, i.e. the same number of classes and head units); False when the head
-        stays newly initialised.
-
     Raises:
-        MedtransferError: as :func:`load_backbone_weights`.
+        MedtransferError: the file is missing, is not a Keras weights file, or does not
+            hold this classifier's tensors (the message names the first mismatch).
     """
     path = Path(path)
     with _open(path) as f:
-        whole_fits = not _is_legacy(f, path) and _shapes(f["layers"]) == _model_shapes(classifier)
-    if whole_fits:
-        _load_subset(classifier, path, None)
-        return True
-    load_backbone_weights(backbone, path, net)
-    return False
+        if _is_legacy(f, path):
+            raise _mismatch(path, net, "a legacy Keras file holds a backbone, not a classifier")
+        found, expected = _shapes(f["layers"]), _model_shapes(classifier)
+    if found != expected:
+        raise _mismatch(path, net, _describe_mismatch(found, expected))
+    _load_subset(classifier, path, None)
 
 
 def _open(path: Path) -> h5py.File:

@@ -57,7 +57,13 @@ from medtransfer.training.callbacks import (
 )
 from medtransfer.training.class_weights import balanced_class_weights
 from medtransfer.training.metrics import evaluate_predictions
-from medtransfer.training.rundir import ResumeState, RunDirectory, TensorBoardLog
+from medtransfer.training.rundir import (
+    HeadChoice,
+    ResumeState,
+    RunDirectory,
+    TensorBoardLog,
+    choose_head,
+)
 from medtransfer.training.strategy import (
     make_strategy,
     op_determinism_enabled,
@@ -215,7 +221,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
     strategy = make_strategy(config.strategy)
     inputs = _make_inputs(config, dataset, strategy.num_replicas_in_sync)
     with strategy.scope():
-        model = build_run_model(config, len(inputs.class_names))
+        model, head = build_run_model(config, inputs.class_names)
     save_config(config, run_dir.config)
     tensorboard = TensorBoardLog(run_dir.path)
     tensorboard.write_hparams(config.to_dict(), train_images=inputs.train_images)
@@ -231,6 +237,8 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
         f"epochs {config.epochs}, lr {config.lr:g}, {config.bn_stats} BatchNorm statistics.",
         flush=True,
     )
+    if config.init_is_path:
+        print(f"Head: {head.word} ({head.reason}).", flush=True)
     kappa = dataset.spec.name in ORDINAL_DATASETS
     try:
         summary, stopped_epoch = _run_regime(config, model, strategy, inputs, run_dir,
@@ -243,7 +251,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
         raise
     tensorboard.close()
     metrics = _complete_metrics(config, inputs, state, summary, stopped_epoch, test_metrics,
-                                replicas)
+                                replicas, head)
     TensorBoardLog(run_dir.path).write_results(metrics)
     run_dir.write_metrics(metrics)
     run_dir.remove_leftovers()
@@ -280,13 +288,18 @@ def make_training_dataset(config: RunConfig, dataset: PreparedDataset,
     )
 
 
-def build_run_model(config: RunConfig, num_classes: int) -> keras.Model:
-    """The classifier a run of ``config`` starts from (net, init, head), seeded."""
-    return build_model(
-        config.net, num_classes, config.image_size, config.init,
+def build_run_model(config: RunConfig,
+                    class_names: Sequence[str]) -> tuple[keras.Model, HeadChoice]:
+    """The classifier a run of ``config`` starts from (net, init, head), seeded, and
+    whether its head came from the path init (the same task) or is new."""
+    head = choose_head(config, class_names)
+    model = build_model(
+        config.net, len(class_names), config.image_size, config.init,
         weights_file=config.weights_file, seed=config.seed,
         head_units=config.head_units, dropout=config.dropout,
+        transfer_head=head.transferred,
     )
+    return model, head
 
 
 def compile_model(model: keras.Model, lr: float) -> None:
@@ -324,10 +337,12 @@ def _input_options(config: RunConfig, dataset: PreparedDataset) -> dict[str, Any
 
 def _complete_metrics(config: RunConfig, inputs: _Inputs, state: TrainingState,
                       summary: FreezeSummary, stopped_epoch: int | None,
-                      test_metrics: dict[str, float], replicas: int) -> dict[str, Any]:
+                      test_metrics: dict[str, float], replicas: int,
+                      head: HeadChoice) -> dict[str, Any]:
     """The content of a complete run's metrics.json."""
     return {
         **_identity(config),
+        "head": head.word,
         "best_epoch": state.best_epoch,
         "val_auc_micro_best": state.best_auc,
         "class_weight": config.class_weight,

@@ -34,7 +34,7 @@ import functools
 import io
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,6 +299,16 @@ class RunDirectory:
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_json_atomic(self.metrics, metrics)
 
+    def predicted_class_names(self) -> list[str] | None:
+        """The run's classes in output order, from predictions_test.csv's ``prob_<class>``
+        columns (the run's own record, no prepared dataset needed); None before the run
+        has written its test predictions."""
+        if not self.predictions.is_file():
+            return None
+        with self.predictions.open(newline="") as stream:
+            header = next(csv.reader(stream), [])
+        return [name.removeprefix("prob_") for name in header if name.startswith("prob_")]
+
     def read_config(self) -> RunConfig:
         """The run's resolved config (config.yaml)."""
         return load_config_file(self.config)
@@ -546,9 +556,7 @@ class TrainedRun:
     def class_names(self) -> list[str]:
         """The classes in label order, from predictions_test.csv's ``prob_<class>``
         columns: the run's own record, so no prepared dataset is needed."""
-        with self.directory.predictions.open(newline="") as stream:
-            header = next(csv.reader(stream))
-        return [name.removeprefix("prob_") for name in header if name.startswith("prob_")]
+        return self.directory.predicted_class_names() or []
 
     def model(self):
         """The classifier with the best checkpoint's weights, in float32 (also for a run
@@ -579,6 +587,7 @@ class TrainedRun:
         from medtransfer.models.init import build_model
 
         config = self.config
+        head = choose_head(config, self.class_names())
         keras.utils.set_random_seed(config.seed)
         try:
             with _float32_policy():
@@ -586,6 +595,7 @@ class TrainedRun:
                     config.net, config.num_classes, config.image_size, config.init,
                     weights_file=config.weights_file, seed=config.seed,
                     head_units=config.head_units, dropout=config.dropout,
+                    transfer_head=head.transferred,
                 )
         except MedtransferError as error:
             raise MedtransferError(
@@ -635,6 +645,80 @@ def _float32_policy():
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+@dataclass(frozen=True)
+class HeadChoice:
+    """Whether a run's classifier head starts from its path init's head or new.
+
+    Attributes:
+        transferred: the source's head is loaded (the same task).
+        reason: why, in words, for the run's log.
+    """
+
+    transferred: bool
+    reason: str
+
+    @property
+    def word(self) -> str:
+        """``transferred`` or ``new``: metrics.json's ``head``."""
+        return "transferred" if self.transferred else "new"
+
+
+def choose_head(config: RunConfig, class_names: Sequence[str]) -> HeadChoice:
+    """Whether a run of ``config`` transfers its path init's classifier head.
+
+    The head is a map from features to *these* classes: it transfers only when the source
+    run was trained on the same class names in the same order (and with the same head
+    units). A source on other classes, even as many, gets a new head; so does a bare
+    weights file, which records no class names (pass its run directory instead). The
+    source's classes are read from its predictions_test.csv, else its config.yaml's
+    ``classes``, else its prepared dataset's classes; when none of these can be read the
+    head is new.
+
+    Args:
+        config: the run (its ``init`` a path or a named init).
+        class_names: the run's classes in output order.
+    """
+    if not config.init_is_path:
+        return HeadChoice(False, f"init {config.init} has no classifier head")
+    source = RunDirectory(Path(config.init).expanduser())
+    if not source.config.is_file():
+        return HeadChoice(False, "a weights file records no class names; to transfer the "
+                                 "head of the same task, pass the source's run directory")
+    try:
+        source_config = source.read_config()
+    except MedtransferError:
+        return HeadChoice(False, f"the source's {source.config.name} cannot be read")
+    source_names = source.predicted_class_names() or _configured_class_names(source_config)
+    if source_names is None:
+        return HeadChoice(False, f"the source's classes are unknown (no test predictions, "
+                                 f"and its dataset '{source_config.dataset}' is not prepared "
+                                 "here)")
+    if list(source_names) != list(class_names):
+        return HeadChoice(False, f"the source was trained on classes {_listed(source_names)}, "
+                                 f"this run's are {_listed(class_names)}")
+    if source_config.head_units != config.head_units:
+        return HeadChoice(False, f"the source's head has {source_config.head_units} units, "
+                                 f"this run's {config.head_units}")
+    return HeadChoice(True, f"the source was trained on the same classes "
+                            f"{_listed(class_names)}")
+
+
+def _configured_class_names(config: RunConfig) -> list[str] | None:
+    """A run's classes from its config: ``classes``, else all of its prepared dataset's."""
+    if config.classes:
+        return list(config.classes)
+    from medtransfer.data.catalog import prepared_datasets
+
+    found = [summary.class_names for summary in prepared_datasets(config.data_dir)
+             if summary.name == config.dataset]
+    return found[0] if found else None
+
+
+def _listed(names: Sequence[str], shown: int = 8) -> str:
+    more = f", ... ({len(names)} in all)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def find_run(path: str | Path, command: str) -> RunDirectory:

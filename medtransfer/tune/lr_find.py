@@ -257,7 +257,7 @@ def _range_test(config: RunConfig, dataset: Any,
             cache_limit_bytes=config.cache_limit_bytes,
         ).repeat().take(len(schedule))
         with strategy.scope():
-            model = build_run_model(config, len(run_class_names(config, dataset)))
+            model, _ = build_run_model(config, run_class_names(config, dataset))
             freeze_bottom_layers(get_backbone(model), config.freeze)
             compile_model(model, float(schedule[0]))
         print(f"Range test on {config.dataset} / {config.net} / {config.init}, freeze "
