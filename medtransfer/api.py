@@ -387,13 +387,9 @@ def list_nets() -> pd.DataFrame:
         >>> mt.list_nets().loc["small_cnn", "default_input"]
         128
     """
-    from medtransfer.models import NETS
+    from medtransfer.listing import net_rows
 
-    return pd.DataFrame([
-        {"name": net.name, "default_input": net.default_input_size,
-         "min_input": net.min_input_size, "imagenet": net.imagenet,
-         "description": net.description}
-        for net in NETS]).set_index("name")
+    return pd.DataFrame(net_rows()).set_index("name")
 
 
 def list_datasets(data_dir: str | Path = "datasets") -> pd.DataFrame:
@@ -401,42 +397,15 @@ def list_datasets(data_dir: str | Path = "datasets") -> pd.DataFrame:
 
     Returns:
         One row per name: ``layout``, ``classes``, ``lr`` (the default learning rate),
-        ``prepared`` (``bundled``, ``yes`` or ``no``), ``train``, ``validation``,
-        ``test`` (images per split when prepared), ``augmentation``, ``description``.
+        ``prepared`` (``bundled``, ``yes`` or ``no``), ``registered``, ``train``,
+        ``validation``, ``test`` (images per split when prepared), ``augmentation``,
+        ``description``.
 
     Example:
         >>> mt.list_datasets().loc["digits", "prepared"]
         'bundled'
     """
-    from medtransfer.data.catalog import prepared_datasets
-    from medtransfer.data.registry import DATASETS
+    from medtransfer.listing import dataset_rows
 
-    prepared = {summary.name: summary for summary in prepared_datasets(data_dir)}
-    layouts = {spec.name: spec for spec in DATASETS}
-    rows = []
-    for spec in DATASETS:
-        summary = prepared.pop(spec.name, None)
-        rows.append({
-            "name": spec.name, "layout": spec.name,
-            "classes": spec.num_classes or (len(summary.class_names) if summary else None),
-            "lr": spec.default_lr,
-            "prepared": "bundled" if not spec.needs_source else ("yes" if summary else "no"),
-            **_split_sizes(summary),
-            "augmentation": ", ".join(name for name in ("flips", "noise", "color")
-                                      if getattr(spec.augment, name)) or "none",
-            "description": spec.description,
-        })
-    for summary in prepared.values():
-        rows.append({"name": summary.name, "layout": summary.layout,
-                     "classes": len(summary.class_names),
-                     "lr": layouts[summary.layout].default_lr
-                     if summary.layout in layouts else None, "prepared": "yes",
-                     **_split_sizes(summary), "augmentation": None,
-                     "description": "classes: " + ", ".join(summary.class_names)})
-    frame = pd.DataFrame(rows).set_index("name")
+    frame = pd.DataFrame(dataset_rows(data_dir)).set_index("name")
     return frame.astype({column: "Int64" for column in ("classes", "train", "validation", "test")})
-
-
-def _split_sizes(summary) -> dict[str, int | None]:
-    return {split: (summary.totals.get(split, 0) if summary else None)
-            for split in ("train", "validation", "test")}

@@ -678,27 +678,27 @@ def _list_parser(subparsers) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    # Registries and manifests only: no TensorFlow, so the answer is immediate.
+    # Registries and manifests only (the rows mt.list_nets / mt.list_datasets show): no
+    # TensorFlow, no pandas, so the answer is immediate.
     from medtransfer.data.catalog import prepared_datasets
-    from medtransfer.data.registry import DATASETS
-    from medtransfer.models import NETS
+    from medtransfer.listing import dataset_rows, net_rows
     from medtransfer.options import INITS
 
     print("nets:")
     print(f"  {'name':<14}{'input':>6}{'min':>6}  imagenet  description")
-    for net in NETS:
-        print(f"  {net.name:<14}{net.default_input_size:>6}{net.min_input_size:>6}  "
-              f"{'yes' if net.imagenet else 'no':<8}  {net.description}")
+    for net in net_rows():
+        print(f"  {net['name']:<14}{net['default_input']:>6}{net['min_input']:>6}  "
+              f"{'yes' if net['imagenet'] else 'no':<8}  {net['description']}")
     print("\ndatasets:")
     print(f"  {'name':<14}{'classes':>8}{'lr':>8}  {'prepared':<9} augmentation")
-    for spec in DATASETS:
-        prepared = (args.data_dir / spec.name / "manifest.json").exists()
-        ready = "bundled" if not spec.needs_source else ("yes" if prepared else "no")
-        classes = spec.num_classes if spec.num_classes else "-"
-        augment = ", ".join(name for name in ("flips", "noise", "color")
-                            if getattr(spec.augment, name)) or "none"
-        print(f"  {spec.name:<14}{classes:>8}{spec.default_lr:>8g}  {ready:<9} {augment}")
-        print(textwrap.fill(spec.description, width=88, initial_indent=" " * 6,
+    for row in dataset_rows(args.data_dir):
+        if not row["registered"]:
+            continue
+        # "-": as many classes as the data has (your own images, proteins' selection).
+        print(f"  {row['name']:<14}{row['classes'] or '-':>8}{row['lr']:>8g}  "
+              f"{row['prepared']:<9} "
+              f"{row['augmentation']}")
+        print(textwrap.fill(row["description"], width=88, initial_indent=" " * 6,
                             subsequent_indent=" " * 6))
     prepared = prepared_datasets(args.data_dir)
     print(f"\nprepared in {args.data_dir}/ (run --dataset NAME):")

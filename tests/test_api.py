@@ -82,6 +82,48 @@ def test_list_nets_and_list_datasets_are_the_registries(tmp_path):
     assert datasets.loc["retina", "classes"] == 5
 
 
+def test_list_datasets_has_the_rows_medtransfer_list_prints(tmp_path, capsys):
+    from medtransfer.cli import main
+
+    assert main(["list", "--data-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    for name, row in mt.list_datasets(data_dir=tmp_path).iterrows():
+        assert f"  {name:<14}{row['classes'] if row['classes'] is not pd.NA else '-':>8}" \
+            f"{row['lr']:>8g}  {row['prepared']:<9} {row['augmentation']}" in printed
+
+
+def test_prepare_through_the_api_is_the_commands_prepare(tmp_path):
+    from layouts import write_folder
+
+    from medtransfer.cli import main
+
+    source = write_folder(tmp_path / "source").source
+    result = mt.prepare("folder", source=source, out=tmp_path / "api", workers=1,
+                        progress=False)
+    assert not result.skipped and result.path == tmp_path / "api"
+    assert main(["prepare", "folder", "--source", str(source), "--out", str(tmp_path / "cli"),
+                 "--workers", "1", "--no-progress"]) == 0
+    for name in ("split.csv", "rejected.csv"):
+        assert (tmp_path / "api" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
+    assert mt.prepare("folder", source=source, out=tmp_path / "api", progress=False).skipped
+
+
+def test_sweep_through_the_api_returns_what_it_did(tmp_path, monkeypatch, capsys):
+    from medtransfer.study import launch, sweep
+
+    planned = mt.sweep(ROOT / "configs" / "demo.yaml", logdir=tmp_path, dry_run=True)
+    assert (planned.total, planned.complete_before, planned.completed) == (13, 0, [])
+    # A failed run is in the result, listed on stderr, not raised.
+    failed = launch.SweepResult(2, 0, completed=["a"], failed={"b": "b/error.txt"})
+
+    def one_failure(*args, **kwargs):
+        raise launch.SweepFailed("1 run(s) of demo.yaml failed: b (b/error.txt).", failed)
+
+    monkeypatch.setattr(sweep, "run_sweep", one_failure)
+    assert mt.sweep(ROOT / "configs" / "demo.yaml", logdir=tmp_path) is failed
+    assert "medtransfer sweep: error: 1 run(s) of demo.yaml failed" in capsys.readouterr().err
+
+
 def test_a_misspelt_option_is_a_medtransfer_error_with_did_you_mean(tmp_path):
     with pytest.raises(MedtransferError, match="image_size"):
         mt.run(dataset="digits", image_sise=16, logdir=tmp_path)
