@@ -5,8 +5,15 @@ happens here, once, before any test imports a model.
 """
 
 import os
+import signal
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A process started with SIGINT ignored (a pytest-xdist worker, or a suite started in the
+# background by a non-interactive shell) passes that on to every command a test starts,
+# and a command that ignores SIGINT cannot show what Ctrl-C does. Tests that press Ctrl-C
+# need it to be the default again, so it is, in this process and so in its children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import tensorflow as tf  # noqa: E402
