@@ -42,6 +42,7 @@ class Run:
     """
 
     def __init__(self, path: str | Path):
+        from medtransfer.study.labels import status_text
         from medtransfer.training.rundir import read_run
 
         record = read_run(path)
@@ -54,8 +55,7 @@ class Run:
         self.path = record.path
         self.config = dataclasses.asdict(record.config)
         self.metrics = dict(record.metrics)
-        self.status = "running" if record.running else (
-            "interrupted" if record.status == "in progress" else record.status)
+        self.status = status_text(record, detail=False)
 
     @property
     def run_id(self) -> str:
