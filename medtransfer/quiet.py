@@ -57,6 +57,8 @@ NO_GPU_NOISE = (
 """Lines dropped only on a machine with no GPU: there, no CUDA driver is expected."""
 
 _we_set_log_level = False
+# Whether quiet_tensorflow_start has decided for this process already.
+_decided = False
 
 
 def wants_tensorflow_messages(verbose: bool = False) -> bool:
@@ -83,10 +85,16 @@ def quiet_tensorflow_start(verbose: bool = False) -> None:
     Call it before anything imports TensorFlow; it imports nothing itself, so a command
     that never needs TensorFlow (``list``, ``--help``) stays instant.
 
+    The first call decides for the process: the command line calls it with the user's
+    ``--verbose`` before the API module (which calls it too, for notebooks) loads.
+
     Args:
         verbose: ``--verbose``: change nothing.
     """
-    global _we_set_log_level
+    global _we_set_log_level, _decided
+    if _decided:
+        return
+    _decided = True
     if wants_tensorflow_messages(verbose) or "tensorflow" in sys.modules:
         return
     os.environ[TF_LOG_LEVEL_ENV] = os.environ[_OURS_ENV] = "2"

@@ -132,3 +132,13 @@ def test_a_child_inherits_our_log_level_without_taking_it_for_the_users(monkeypa
     monkeypatch.delenv(quiet._OURS_ENV)
     monkeypatch.setenv(quiet.TF_LOG_LEVEL_ENV, "2")
     assert quiet.wants_tensorflow_messages()
+
+
+def test_verbose_on_the_command_line_holds_when_the_api_loads_after_it():
+    # The API module quiets TensorFlow for notebooks; the CLI's --verbose came first and wins.
+    code = ("import sys; from medtransfer import quiet; "
+            "quiet.quiet_tensorflow_start(verbose=True); import medtransfer.api; "
+            "print(any(type(f).__name__ == '_QuietImport' for f in sys.meta_path))")
+    done = python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
