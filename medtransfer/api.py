@@ -178,12 +178,13 @@ def prepare(layout: str, *, source: str | Path | None = None, out: str | Path | 
         workers=workers, force=force, progress=progress, **options)
 
 
-def run_config(config: str | Path | Mapping[str, Any] | RunConfig | None = None, /,
-               **options) -> RunConfig:
+def run_config(config: str | Path | Mapping[str, Any] | RunConfig | None = None, /, *,
+               source: str = "the keyword arguments", **options) -> RunConfig:
     """The run config from a YAML file, a dict or a ``RunConfig``, and options (options win).
 
     Checked as the command line checks it: an unknown option gets a did-you-mean, a bad
-    value a one-paragraph error, before TensorFlow loads.
+    value a one-paragraph error, before TensorFlow loads. ``source`` names where the
+    options come from in those errors.
     """
     from medtransfer.config import RunConfig, config_from_mapping, load_config_file
 
@@ -198,7 +199,7 @@ def run_config(config: str | Path | Mapping[str, Any] | RunConfig | None = None,
     # Paths are welcome where the config file holds strings (logdir, data_dir, init, ...).
     given = {key: str(value) if isinstance(value, Path) else value
              for key, value in options.items() if value is not None}
-    return config_from_mapping(given, base=base, source="the keyword arguments")
+    return config_from_mapping(given, base=base, source=source)
 
 
 def run(config: str | Path | Mapping[str, Any] | RunConfig | None = None, /, *,

@@ -194,12 +194,11 @@ def _config_from_args(args: argparse.Namespace):
 
     Checked before TensorFlow loads, so a bad value fails at once.
     """
-    from medtransfer.config import FIELDS, RunConfig, config_from_mapping, load_config_file
+    from medtransfer.api import run_config
+    from medtransfer.config import FIELDS
 
-    config = load_config_file(args.config) if args.config else RunConfig()
-    given = {key: value for key, value in vars(args).items()
-             if key in FIELDS and value is not None}
-    return config_from_mapping(given, base=config, source="the command line")
+    return run_config(args.config, source="the command line",
+                      **{key: value for key, value in vars(args).items() if key in FIELDS})
 
 
 def _given(args: argparse.Namespace, *names: str) -> dict:
