@@ -937,7 +937,7 @@ def read_chestxray14(source: Path | None, *, min_class_count: int) -> SourceScan
         raise _layout_error(layout, f"{source} has no Data_Entry_2017.csv.", expected)
     folders = [source / "images"] if (source / "images").is_dir() else []
     folders += sorted(p for p in source.glob("images*/images") if p.is_dir())
-    located = {name: folder for folder in folders for name in _list_files(folder)}
+    located = {name: folder / name for folder in folders for name in _list_files(folder)}
     if not located:
         raise _layout_error(layout, f"{source} has no images/ or images_NNN/images/ folder "
                                     f"with images.", expected)
