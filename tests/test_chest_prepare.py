@@ -332,3 +332,23 @@ def test_medmnist_multi_label_keeps_official_splits_and_names(tmp_path):
     assert read_rejected(result.path)["train-000001"].startswith("label values [")
     test = dataset.split_frame("test")
     np.testing.assert_array_equal(dataset.label_matrix(test), arrays["test_labels"])
+
+
+def test_prepare_command_passes_the_layout_options(tmp_path, capsys):
+    from medtransfer.cli import main
+
+    source = write_chexpert(tmp_path / "download")
+    out = tmp_path / "cx"
+    assert main(["prepare", "chexpert", "--source", str(source), "--out", str(out),
+                 "--uncertain", "zeros", "--views", "all", "--workers", "1",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    totals = load_prepared("cx", tmp_path).manifest["totals"]
+    assert f"train {totals['train']}, validation {totals['validation']}" in printed
+    assert totals["all"] == 26
+    options = load_prepared("cx", tmp_path).manifest["options"]
+    assert (options["uncertain"], options["views"]) == ("zeros", "all")
+    # The same command again does nothing; another policy is refused without --force.
+    assert main(["prepare", "chexpert", "--source", str(source), "--out", str(out),
+                 "--uncertain", "ignore", "--views", "all", "--no-progress"]) == 2
+    assert "uncertain zeros (now ignore)" in capsys.readouterr().err
