@@ -78,6 +78,19 @@ def _link_folder(files: list[Path], folder: Path) -> None:
         os.link(path, target)
 
 
+def _write_gray(path: Path, rng: np.random.Generator, size: tuple[int, int],
+                files: list[Path], distinct: int | None) -> None:
+    """Writes one gray photo-like image (JPEG quality 90 or PNG, by suffix) at ``path``,
+    or, once ``distinct`` files exist, a hard link of one of them; appends it to ``files``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if distinct is None or len(files) < distinct:
+        gray = cv2.cvtColor(photo(rng, *size), cv2.COLOR_BGR2GRAY)
+        cv2.imwrite(str(path), gray, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    else:
+        os.link(files[len(files) % distinct], path)
+    files.append(path)
+
+
 def write_chexpert(root: Path, images: int, distinct: int | None = None) -> Layout:
     """CheXpert-v1.0-small/train.csv and ``images`` frontal JPEGs (320x390 gray), 3 per
     patient; with ``distinct``, only that many image files, the rest hard links of them."""
@@ -91,14 +104,7 @@ def write_chexpert(root: Path, images: int, distinct: int | None = None) -> Layo
         writer.writerow(CHEXPERT_HEADER)
         for index in range(images):
             inner = f"train/patient{index // 3:05d}/study{index % 3 + 1}/view1_frontal.jpg"
-            path = source / inner
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if distinct is None or index < distinct:
-                gray = cv2.cvtColor(photo(rng, 320, 390), cv2.COLOR_BGR2GRAY)
-                cv2.imwrite(str(path), gray, [cv2.IMWRITE_JPEG_QUALITY, 90])
-            else:
-                os.link(files[index % distinct], path)
-            files.append(path)
+            _write_gray(source / inner, rng, (320, 390), files, distinct)
             labels = rng.choice(values, len(sources.CHEXPERT_FINDINGS), p=[.15, .35, .05, .45])
             writer.writerow([f"{source.name}/{inner}", "Female", "60", "Frontal", "AP", *labels])
     _link_folder(files, root / "chexpert_as_folder")
@@ -118,12 +124,7 @@ def write_chestxray14(root: Path, images: int, distinct: int | None = None) -> L
         writer.writerow(CHESTXRAY14_HEADER)
         for index in range(images):
             name = f"{index // 2 + 1:08d}_{index % 2:03d}.png"
-            if distinct is None or index < distinct:
-                gray = cv2.cvtColor(photo(rng, 256, 256), cv2.COLOR_BGR2GRAY)
-                cv2.imwrite(str(folder / name), gray)
-            else:
-                os.link(files[index % distinct], folder / name)
-            files.append(folder / name)
+            _write_gray(folder / name, rng, (256, 256), files, distinct)
             present = [f for f in sources.CHESTXRAY14_FINDINGS if rng.random() < 0.08]
             writer.writerow([name, "|".join(present) or "No Finding", "0", str(index // 2 + 1)])
     _link_folder(files, root / "chestxray14_as_folder")

@@ -790,21 +790,27 @@ def _medmnist_multi_label(path: Path, arrays: dict[str, np.ndarray], width: int
                         official_splits=True, multi_label=True)
 
 
-def read_digits(source: Path | None, *, min_class_count: int) -> SourceScan:
-    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes); needs no source."""
+def _bundled_digits(source: Path | None, layout: str) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 digit images as uint8 (N, 8, 8) and their digits; refuses a
+    ``--source``, which a bundled dataset does not take."""
     if source is not None:
         raise MedtransferError(
-            "digits is bundled with scikit-learn and takes no --source. Run "
-            "'medtransfer prepare digits' without it."
+            f"{layout} is bundled (made from scikit-learn's digits) and takes no --source. "
+            f"Run 'medtransfer prepare {layout}' without it."
         )
-    # Imported here: scikit-learn is slow to import and only digits needs it.
+    # Imported here: scikit-learn is slow to import and only the digits need it.
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     # Pixel values are 0..16; stretch them to the full 8-bit range.
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    return np.round(digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target
+
+
+def read_digits(source: Path | None, *, min_class_count: int) -> SourceScan:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes); needs no source."""
+    images, targets = _bundled_digits(source, "digits")
     builder = _ScanBuilder([str(d) for d in range(10)])
-    for index, (image, target) in enumerate(zip(images, digits.target, strict=True)):
+    for index, (image, target) in enumerate(zip(images, targets, strict=True)):
         builder.candidates.append(Candidate(f"digit-{index:04d}", str(int(target)), pixels=image))
     return builder.scan([], "sklearn.datasets.load_digits")
 
@@ -819,15 +825,7 @@ def read_digits_pairs(source: Path | None, *, min_class_count: int) -> SourceSca
     finding when both digits are the same). The group is the split's group, so no source
     digit image appears in two splits.
     """
-    if source is not None:
-        raise MedtransferError(
-            "digits_pairs is made from scikit-learn's bundled digits and takes no --source. "
-            "Run 'medtransfer prepare digits_pairs' without it."
-        )
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    images, targets = _bundled_digits(source, "digits_pairs")
     order = np.random.default_rng(0).permutation(len(images))
     builder = _ScanBuilder([str(d) for d in range(10)])
     for group_index in range(len(order) // 3):
@@ -836,7 +834,7 @@ def read_digits_pairs(source: Path | None, *, min_class_count: int) -> SourceSca
             left, right = members[position], members[(position + 1) % 3]
             pixels = np.zeros((16, 16), np.uint8)
             pixels[4:12, :8], pixels[4:12, 8:] = images[left], images[right]
-            present = {str(int(digits.target[left])), str(int(digits.target[right]))}
+            present = {str(int(targets[left])), str(int(targets[right]))}
             builder.candidates.append(Candidate(
                 f"pair-{3 * group_index + position:04d}",
                 _joined(dict.fromkeys(present, 1), builder.class_names, 1),
