@@ -352,3 +352,17 @@ def test_prepare_command_passes_the_layout_options(tmp_path, capsys):
     assert main(["prepare", "chexpert", "--source", str(source), "--out", str(out),
                  "--uncertain", "ignore", "--views", "all", "--no-progress"]) == 2
     assert "uncertain zeros (now ignore)" in capsys.readouterr().err
+
+
+def test_chestxray14_without_test_list_splits_8_1_1_by_patient(tmp_path):
+    source = write_chestxray14(tmp_path / "download")
+    (source / "test_list.txt").unlink()
+    (source / "train_val_list.txt").unlink()
+    prepare_dataset("chestxray14", source, tmp_path / "nih", workers=1, progress=False)
+    dataset = load_prepared("nih", tmp_path)
+    frame = dataset.split
+    assert set(frame["split"]) == set(shards.SPLITS)
+    assert frame.groupby("group")["split"].nunique().eq(1).all()
+    # 15 patients of two images: 8:1:1 of the patients is 12 / 1.5 / 1.5.
+    assert frame.groupby("split")["group"].nunique()["train"] in (11, 12, 13)
+    assert "grouped by Patient ID" in dataset.manifest["split"]
