@@ -308,6 +308,8 @@ def test_layout_options_are_checked(tmp_path):
     with pytest.raises(MedtransferError, match="pass one"):
         prepare_dataset("csv", source, tmp_path / "o", layout_options={
             "label_columns": ["A"], "labels_column": "label"})
+    with pytest.raises(MedtransferError, match="--labels-column, which is not given"):
+        prepare_dataset("csv", source, tmp_path / "o", layout_options={"labels_sep": ";"})
     with pytest.raises(MedtransferError, match="--views does not apply to the csv layout"):
         prepare_dataset("csv", source, tmp_path / "o", layout_options={"views": "all"})
     chexpert = write_chexpert(tmp_path / "download")

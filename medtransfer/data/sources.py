@@ -619,6 +619,12 @@ def read_csv_layout(source: Path | None, *, min_class_count: int,
             "pass one: --label-columns A,B,C for one 0/1 column per finding, or "
             "--labels-column X for one column of names separated by --labels-sep."
         )
+    if labels_sep != "|" and not labels_column:
+        raise MedtransferError(
+            f"--labels-sep '{labels_sep}' separates the names of --labels-column, which is not "
+            f"given. Add --labels-column COLUMN (the column holding the finding names), or "
+            f"leave --labels-sep out."
+        )
     label_columns = list(label_columns or [])
     if label_columns:
         required = ("path", *label_columns)
