@@ -898,6 +898,11 @@ def read_chexpert(source: Path | None, *, min_class_count: int, views: str = "fr
             image_id = os.path.splitext("/".join(inner))[0] if inner else row["Path"]
             origin = f"{table.name} line {line}"
             view = row["Frontal/Lateral"].lower()
+            if views != "all" and view in ("frontal", "lateral") and view != views:
+                if builder.claim_id(image_id, path, origin):
+                    builder.excluded.append(Rejection(path, image_id,
+                                                      f"{view} view (--views {views})"))
+                continue
             patient = next((part for part in inner if _PATIENT.match(part)), None)
             if not inner or ".." in inner or row["Path"].startswith(("/", "\\")):
                 problem: dict[str, int] | str = (
@@ -910,11 +915,6 @@ def read_chexpert(source: Path | None, *, min_class_count: int, views: str = "fr
                 problem = f"path '{row['Path']}' has no patientNNNNN folder (the patient id)"
             else:
                 problem = finding_values(row, CHEXPERT_FINDINGS, uncertain)
-            if views != "all" and view == ({"frontal", "lateral"} - {views}).pop():
-                if builder.claim_id(image_id, path, origin):
-                    builder.excluded.append(Rejection(path, image_id,
-                                                      f"{view} view (--views {views})"))
-                continue
             builder.add_findings(image_id, path, origin, problem, group=patient)
     return builder.scan(
         [(str(t), t.stat().st_size) for t in tables], str(source), multi_label=True,
