@@ -95,3 +95,16 @@ def test_a_resnet18_28_run_with_sgd_multistep_and_affine(tmp_path, digits_data_d
     rates = [row["lr"] for row in RunDirectory(result.run_dir).read_history()]
     assert rates == pytest.approx([0.01, 0.001])
     assert json.loads((result.run_dir / "metrics.json").read_text())["status"] == "complete"
+
+
+def test_a_sweep_grid_takes_the_options():
+    from medtransfer.study.grid import expand
+
+    runs = expand({"experiment": "medmnist", "base": {"net": "resnet18_28", "optimizer": "sgd",
+                                                      "affine": True},
+                   "grid": {"lr_schedule": ["constant", "multistep", "plateau"],
+                            "plateau_patience": [10]}})
+    assert [(run.config.optimizer, run.config.lr_schedule, run.config.affine)
+            for run in runs] == [("sgd", schedule, True)
+                                 for schedule in ("constant", "multistep", "plateau")]
+    assert len({run.config.run_id for run in runs}) == 3
