@@ -14,6 +14,9 @@ resize them to 224 (quick: 32), augment and batch 32 for training:
   "Keras + .cache()" adds the cache of tensorflow.org's "Load and preprocess images"
   tutorial (``.cache()`` after decoding, before augmentation), for the record.
 
+Two more rows add the affine warp on both sides: medtransfer's ``--affine`` against Keras'
+RandomRotation, RandomTranslation, RandomZoom and RandomShear (:func:`keras_affine_layers`).
+
 The first epoch builds the datasets and reads them once (no warm-up); medtransfer's
 first epoch does not include ``prepare``, so ``prepare`` is timed too and a row adds it.
 """
