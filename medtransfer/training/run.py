@@ -469,8 +469,8 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
             compile_model(model, config.lr, config.optimizer)
             if resume:
                 # The optimizer state is only this phase's: resumed at the start of phase
-                # 2, the model weights load and Adam starts fresh, as in a run that was
-                # never interrupted.
+                # 2, the model weights load and the optimizer starts fresh, as in a run
+                # that was never interrupted.
                 if resume.phase == phase:
                     model.optimizer.build(model.trainable_variables)
                 _load_weights(model, resume.weights)
