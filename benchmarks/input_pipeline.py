@@ -14,6 +14,9 @@ resize them to 224 (quick: 32), augment and batch 32 for training:
   "Keras + .cache()" adds the cache of tensorflow.org's "Load and preprocess images"
   tutorial (``.cache()`` after decoding, before augmentation), for the record.
 
+Two more rows add the affine warp on both sides: medtransfer's ``--affine`` against Keras'
+RandomRotation, RandomTranslation, RandomZoom and RandomShear (:func:`keras_affine_layers`).
+
 The first epoch builds the datasets and reads them once (no warm-up); medtransfer's
 first epoch does not include ``prepare``, so ``prepare`` is timed too and a row adds it.
 """
@@ -46,21 +49,34 @@ SIZES = {False: Sizes(image_size=224, repeats=3, later_epochs=4),
 
 
 def medtransfer_dataset(photos: PhotoDataset, image_size: int,
-                        augment: bool = True) -> tf.data.Dataset:
+                        augment: bool = True, affine: bool = False) -> tf.data.Dataset:
     """The training stream a run builds, over every prepared image (``--no-augment``
-    when ``augment`` is False)."""
+    when ``augment`` is False, ``--affine`` when ``affine``)."""
     return pipeline.make_dataset(
         photos.shard_paths(), len(_classes(photos)), image_size=image_size,
-        batch_size=BATCH_SIZE, training=True, augment=AugmentConfig() if augment else None,
-        num_examples=photos.count,
+        batch_size=BATCH_SIZE, training=True,
+        augment=AugmentConfig(affine=affine) if augment else None, num_examples=photos.count,
     )
 
 
+def keras_affine_layers() -> list[keras.layers.Layer]:
+    """``--affine``'s warp as Keras layers: rotation ±15°, shift ±10%, zoom ±10%, shear
+    of up to tan(10°) of the side, black outside, bilinear; four warps, one per layer."""
+    return [
+        keras.layers.RandomRotation(15 / 360, fill_mode="constant"),
+        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
+        keras.layers.RandomZoom(0.1, fill_mode="constant"),
+        keras.layers.RandomShear(x_factor=0.18, fill_mode="constant"),
+    ]
+
+
 def keras_dataset(photos: PhotoDataset, image_size: int, cache: bool = False,
-                  augment: bool = True) -> tf.data.Dataset:
+                  augment: bool = True, affine: bool = False) -> tf.data.Dataset:
     """What a Keras user writes (see the module docstring); ``cache`` as tensorflow.org;
-    without ``augment`` only the Rescaling layer is left."""
+    without ``augment`` only the Rescaling layer is left; ``affine`` adds
+    :func:`keras_affine_layers` first."""
     augmentation = keras.Sequential([keras.layers.Rescaling(1 / 255)] + ([
+        *(keras_affine_layers() if affine else []),
         keras.layers.RandomFlip("horizontal_and_vertical"),
         keras.layers.RandomBrightness(0.1, value_range=(0, 1)),
         keras.layers.RandomContrast(0.2, value_range=(0, 1)),
@@ -89,6 +105,10 @@ def measure(photos: PhotoDataset, quick: bool) -> tuple[list[Figure], list[str]]
         "medtransfer_plain": lambda: medtransfer_dataset(photos, sizes.image_size,
                                                          augment=False),
         "keras_plain": lambda: keras_dataset(photos, sizes.image_size, augment=False),
+        # Both sides with the affine warp too (--affine; issue #23).
+        "medtransfer_affine": lambda: medtransfer_dataset(photos, sizes.image_size,
+                                                          affine=True),
+        "keras_affine": lambda: keras_dataset(photos, sizes.image_size, affine=True),
     }
     # First epoch: a new dataset each time, built and read once (caches start empty).
     first = best_rates(
@@ -121,6 +141,14 @@ def measure(photos: PhotoDataset, quick: bool) -> tuple[list[Figure], list[str]]
         Figure("pipeline_later_epochs_no_augmentation",
                "input pipeline, later epochs, neither side augmenting",
                later["medtransfer_plain"], later["keras_plain"], "images/s"),
+        Figure("pipeline_first_epoch_affine",
+               "input pipeline, first epoch, both sides with the affine warp",
+               first["medtransfer_affine"], first["keras_affine"], "images/s",
+               Target(at_least=1.5)),
+        Figure("pipeline_later_epochs_affine",
+               "input pipeline, later epochs, both sides with the affine warp",
+               later["medtransfer_affine"], later["keras_affine"], "images/s",
+               Target(at_least=10)),
     ]
     notes = [
         "Input pipeline: both sides iterate the training stream without a model. Keras side: "
@@ -134,7 +162,11 @@ def measure(photos: PhotoDataset, quick: bool) -> tuple[list[Figure], list[str]]
         ".cache()' caches the decoded batches as tensorflow.org's 'Load and preprocess "
         "images' tutorial does. The rows 'neither side augmenting' drop the augmentation "
         "on both sides (medtransfer's --no-augment; Keras keeps only Rescaling): what "
-        "reading, decoding, resizing and caching cost without it. "
+        "reading, decoding, resizing and caching cost without it. The rows 'with the "
+        "affine warp' add it on both sides: medtransfer's --affine (one compiled warp per "
+        "image before the rest), Keras' RandomRotation(15/360), RandomTranslation(0.1, "
+        "0.1), RandomZoom(0.1), RandomShear(x_factor=0.18), fill_mode='constant', before "
+        "its other layers. "
         "First epoch: datasets built and read once, no warm-up, best "
         f"of {sizes.repeats}; later epochs: best of {sizes.later_epochs} after one untimed "
         "epoch.",

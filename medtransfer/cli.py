@@ -21,7 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medtransfer.errors import MedtransferError, unknown_name_message
-from medtransfer.options import BN_STATS, CLASS_WEIGHTS, IMAGE_FORMATS, SCALINGS, STRATEGIES
+from medtransfer.options import (
+    BN_STATS,
+    CLASS_WEIGHTS,
+    IMAGE_FORMATS,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    SCALINGS,
+    STRATEGIES,
+)
 from medtransfer.serve.export import FORMATS as EXPORT_FORMATS
 from medtransfer.version import __version__
 
@@ -152,7 +160,17 @@ def _add_run_options(parser: argparse.ArgumentParser, *, without: tuple[str, ...
                                      "phase 2, in [0, 1] (default 0)")
     add("--epochs", help="W+E: W warm-up epochs (backbone frozen), then E fine-tuning "
                          "(default 3+50)")
-    add("--lr", type=float, help="Adam learning rate (default: the dataset's)")
+    add("--lr", type=float, help="learning rate, the first under a schedule (default: the "
+                                 "dataset's)")
+    add("--optimizer", metavar="{" + ",".join(OPTIMIZERS) + "}",
+        help="adam (default, the study) or sgd (momentum 0.9)")
+    add("--lr-schedule", metavar="{" + ",".join(LR_SCHEDULES) + "}",
+        help="constant (default); plateau: x0.1 when the training loss has not improved "
+             "for --plateau-patience epochs; multistep: x0.1 at 50%% and 75%% of the W+E "
+             "epochs")
+    add("--plateau-patience", type=int,
+        help="epochs without a lower training loss before plateau divides the learning "
+             "rate by 10 (default 10)")
     add("--batch-size", type=int, help="per-replica batch size (default 32)")
     add("--image-size", type=int, help="square input size (default: the net's)")
     add("--seed", type=int, help="seeds weights, shuffling and augmentation (default 0)")
@@ -172,6 +190,8 @@ def _add_run_options(parser: argparse.ArgumentParser, *, without: tuple[str, ...
     for name in ("flips", "noise", "color"):
         add(f"--{name}", dest=name, action=argparse.BooleanOptionalAction,
             help=f"switch the {name} augmentation (default: the dataset's)")
+    add("--affine", dest="affine", action=argparse.BooleanOptionalAction,
+        help="random affine augmentation: rotation, translation, scale, shear (default off)")
     add("--strategy", metavar="{" + ",".join(STRATEGIES) + "}",
         help="auto: MirroredStrategy when more than one GPU is visible (default auto)")
     add("--mixed-precision", action="store_const", const=True,
@@ -295,7 +315,7 @@ def _lr_find_parser(subparsers) -> None:
         epilog=LR_FIND_EXAMPLES, formatter_class=_FORMATTER,
     )
     _add_run_options(parser, without=("epochs", "lr", "experiment", "deterministic",
-                                      "patience"))
+                                      "patience", "lr_schedule", "plateau_patience"))
     add = parser.add_argument
     add("--steps", type=int,
         help="training batches at most; a short training split is cycled (default 200)")

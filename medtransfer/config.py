@@ -28,7 +28,16 @@ from typing import Any
 import yaml
 
 from medtransfer.errors import MedtransferError, look_up_option
-from medtransfer.options import BN_STATS, CLASS_WEIGHTS, INITS, SCALINGS, STRATEGIES, check_seed
+from medtransfer.options import (
+    BN_STATS,
+    CLASS_WEIGHTS,
+    INITS,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    SCALINGS,
+    STRATEGIES,
+    check_seed,
+)
 
 _EPOCHS = re.compile(r"^\s*(\d+)\s*\+\s*(\d+)\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
@@ -46,7 +55,15 @@ class RunConfig:
             weights file to transfer from.
         freeze: fraction of the backbone's bottom layers frozen in phase 2, in [0, 1].
         epochs: the ``W+E`` regime: W warm-up epochs (backbone frozen), E fine-tuning.
-        lr: Adam learning rate; default per dataset.
+        lr: the (initial) learning rate; default per dataset.
+        optimizer: ``adam`` (the study's) or ``sgd`` (momentum 0.9); each phase starts
+            it afresh.
+        lr_schedule: ``constant`` (the study's), ``plateau`` (x0.1 once the training
+            loss has not improved for ``plateau_patience`` epochs) or ``multistep``
+            (x0.1 at 50% and 75% of the W+E epochs); one schedule over both phases
+            (see ``medtransfer.training.schedule``).
+        plateau_patience: epochs without a lower training loss before ``plateau``
+            divides the learning rate by 10.
         batch_size: per-replica batch; the global batch is this times the replicas.
         image_size: square input size; default per net.
         seed: seeds weights, shuffling and augmentation (not the prepared split).
@@ -57,6 +74,8 @@ class RunConfig:
             net's own ``preprocess_input``).
         augment: master switch for training augmentation.
         flips, noise, color: each augmentation; default per dataset.
+        affine: random affine augmentation (rotation, translation, scale, shear; see
+            ``medtransfer.data.augment.AugmentConfig``); off unless asked for.
         strategy: ``auto`` (MirroredStrategy when more than one GPU), ``mirrored``,
             ``default``.
         mixed_precision: ``mixed_float16`` compute with a float32 output layer.
@@ -85,6 +104,9 @@ class RunConfig:
     freeze: float = 0.0
     epochs: str = "3+50"
     lr: float | None = None
+    optimizer: str = "adam"
+    lr_schedule: str = "constant"
+    plateau_patience: int = 10
     batch_size: int = 32
     image_size: int | None = None
     seed: int = 0
@@ -95,6 +117,7 @@ class RunConfig:
     flips: bool | None = None
     noise: bool | None = None
     color: bool | None = None
+    affine: bool = False
     strategy: str = "auto"
     mixed_precision: bool = False
     deterministic: bool = False
@@ -536,10 +559,13 @@ def validate(config: RunConfig) -> None:
     look_up_option(config.scaling, SCALINGS, "scaling", see=RUN_HELP)
     look_up_option(config.strategy, STRATEGIES, "strategy", see=RUN_HELP)
     look_up_option(config.bn_stats, BN_STATS, "bn_stats", see=RUN_HELP)
+    look_up_option(config.optimizer, OPTIMIZERS, "optimizer", see=RUN_HELP)
+    look_up_option(config.lr_schedule, LR_SCHEDULES, "lr schedule", see=RUN_HELP)
     check_seed(config.seed, "--seed")
     look_up_option(config.class_weight, CLASS_WEIGHTS, "class weight", see=RUN_HELP)
     _check_positive(config.batch_size, "batch_size")
     _check_positive(config.head_units, "head_units")
+    _check_positive(config.plateau_patience, "plateau_patience")
     for name in ("image_size", "train_size", "num_classes", "patience"):
         if getattr(config, name) is not None:
             _check_positive(getattr(config, name), name)

@@ -14,6 +14,10 @@ SCALINGS = ("unit", "native")
 CLASS_WEIGHTS = ("none", "balanced")
 STRATEGIES = ("auto", "mirrored", "default")
 BN_STATS = ("precise", "moving")
+OPTIMIZERS = ("adam", "sgd")
+"""``--optimizer``: Adam (the study's) or SGD with momentum 0.9."""
+LR_SCHEDULES = ("constant", "plateau", "multistep")
+"""``--lr-schedule``; see ``medtransfer.training.schedule``."""
 IMAGE_FORMATS = ("bmp", "png")
 """How ``prepare`` may store images (``--image-format``); both lossless, see
 ``medtransfer.data.images.encode_image``."""

@@ -228,3 +228,61 @@ def test_a_batch_gives_each_image_what_it_gets_alone(dtype):
 def test_other_dtypes_are_refused():
     with pytest.raises(TypeError, match="uint8 or float32"):
         augment_image(np.zeros((4, 4, 3), np.float64), tf.constant([1, 2]), AugmentConfig())
+
+
+# --- the affine warp (issue #23) -------------------------------------------------------
+
+AFFINE_ONLY = dataclasses.replace(NOTHING, affine=True)
+NO_WARP = dict(rotation_degrees=0.0, translation=0.0, scale_range=(1.0, 1.0),
+               shear_degrees=0.0)
+
+
+def centred_square(size: int = 16, side: int = 8) -> np.ndarray:
+    image = np.zeros((size, size, 3), np.float32)
+    start = (size - side) // 2
+    image[start:start + side, start:start + side] = 1.0
+    return image
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_affine_with_empty_ranges_is_the_identity(mode):
+    image = asymmetric_image()
+    out = augment_all(image, SEEDS[:4], dataclasses.replace(AFFINE_ONLY, **NO_WARP), mode)
+    np.testing.assert_array_equal(out, np.broadcast_to(image, out.shape))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_affine_scale_by_half_about_the_centre(mode):
+    # Output pixel centre c + 0.5 reads the source at 2 (c + 0.5 - 8) + 8 - 0.5 = 2c - 7.5:
+    # columns 6..9 read 4.5..10.5, between two pixels of the square (rows 4..11), the
+    # rest read outside it; bilinear weights of 1/2 on two equal pixels give exactly 1.
+    config = dataclasses.replace(AFFINE_ONLY, **{**NO_WARP, "scale_range": (0.5, 0.5)})
+    out = augment_all(centred_square(), SEEDS[:2], config, mode)
+    np.testing.assert_array_equal(out, np.broadcast_to(centred_square(16, 4), out.shape))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_affine_translation_moves_within_its_range(mode):
+    # A shift of at most 0.25 x 16 = 4 px per axis moves the square's centre of mass as
+    # far (no rotation, no scale: it stays whole inside the image).
+    config = dataclasses.replace(AFFINE_ONLY, **{**NO_WARP, "translation": 0.25})
+    out = augment_all(centred_square(), SEEDS, config, mode)[..., 0]
+    rows, cols = np.mgrid[0:16, 0:16]
+    shifts = np.stack([[(o * rows).sum() / o.sum() - 7.5, (o * cols).sum() / o.sum() - 7.5]
+                       for o in out])
+    assert np.abs(shifts).max() <= 4 + 1e-4
+    assert np.abs(shifts).max() > 1 and len({tuple(s) for s in shifts.round(3)}) == 16
+    np.testing.assert_allclose(out.sum(axis=(1, 2)), 64, rtol=1e-4)  # nothing lost
+
+
+def test_affine_draws_depend_on_the_seed_alone_and_leave_the_other_ops_draws():
+    image = asymmetric_image()
+    full = AugmentConfig(affine=True)
+    first, again = (augment_all(image, SEEDS, full, "eager") for _ in range(2))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first[0], first[1])
+    # Flips, colour and noise draw from their own streams: with a warp that does nothing
+    # they are the same as without the warp.
+    plain = augment_all(image, SEEDS, AugmentConfig(), "eager")
+    unwarped = augment_all(image, SEEDS, dataclasses.replace(full, **NO_WARP), "eager")
+    np.testing.assert_allclose(unwarped, plain, atol=1e-6)

@@ -129,6 +129,23 @@ def test_imagenet_reads_the_layout_of_the_published_keras_files(
     _assert_same(get_backbone(model), _values(mobilenet_source))
 
 
+def test_resnet50_takes_its_imagenet_file_from_the_keras_cache(keras_home, monkeypatch):
+    # Transfusion's net: the same lookup as every keras app, under its own file name, in
+    # the layout of the published files.
+    from keras.src.legacy.saving import legacy_h5_format
+
+    monkeypatch.setattr(keras.utils, "get_file", _must_not_download)
+    source = _scramble(get_net("resnet50").build_backbone((32, 32, 3), None))
+    cached = keras_home / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    cached.parent.mkdir()
+    with h5py.File(cached, "w") as file:
+        legacy_h5_format.save_weights_to_hdf5_group(file, source)
+
+    model = build_model("resnet50", 3, 32, "imagenet")
+
+    _assert_same(get_backbone(model), _values(source))
+
+
 def _closed_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -177,7 +194,7 @@ def test_imagenet_weights_file_that_does_not_exist_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("init", ["imagenet", "mean_var"])
-@pytest.mark.parametrize("net", ["small_cnn", "cbr_tiny"])
+@pytest.mark.parametrize("net", ["small_cnn", "cbr_tiny", "resnet18"])
 def test_nets_without_imagenet_weights_say_which_have_them(net, init):
     with pytest.raises(MedtransferError) as error:
         build_model(net, 2, 32, init)

@@ -85,6 +85,10 @@ EXPECTED_BLOCKS = {
     "cbr_large_w": [f"block{i}_pool" for i in range(1, 5)],
     "cbr_small": [f"block{i}_pool" for i in range(1, 5)],
     "cbr_tiny": [f"block{i}_pool" for i in range(1, 5)],
+    "resnet50": ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"],
+    "resnet18": [f"conv{i}_block2_out" for i in range(2, 6)],
+    "resnet34": ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"],
+    "resnet18_28": [f"conv{i}_block2_out" for i in range(2, 6)],
 }
 
 

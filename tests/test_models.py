@@ -1,4 +1,5 @@
-"""The net registry, the nine backbones and the shared classifier head (issue #2, point 4)."""
+"""The net registry, the backbones and the shared classifier head (issue #2, point 4; the
+ResNets of issue #23)."""
 
 import keras
 import numpy as np
@@ -7,21 +8,26 @@ import pytest
 from medtransfer.errors import MedtransferError
 from medtransfer.models import NETS, build_classifier, build_model, get_backbone, get_net
 
-NINE_NETS = [
+NETS_IN_ORDER = [
     "inception_v3",
     "resnet50_v2",
     "densenet121",
     "mobilenet",
+    "resnet50",
     "small_cnn",
     "cbr_large_t",
     "cbr_large_w",
     "cbr_small",
     "cbr_tiny",
+    "resnet18",
+    "resnet34",
+    "resnet18_28",
 ]
 
 # Backbone output (height, width, channels) at the test input: the Keras apps reduce a
 # 32 px input (75 px for InceptionV3) to 1x1; small_cnn halves 4 times (32 -> 2); the CBR
-# pools (3x3/2 'same') map s to ceil(s/2) four times (32 -> 2).
+# pools (3x3/2 'same') map s to ceil(s/2) four times (32 -> 2); resnet18/34 halve 5 times
+# like the Keras ResNets (32 -> 1), resnet18_28 three times ('same': 16 -> 8 -> 4 -> 2).
 TEST_SIZE_AND_OUTPUT = {
     "inception_v3": (75, (1, 1, 2048)),
     "resnet50_v2": (32, (1, 1, 2048)),
@@ -32,11 +38,15 @@ TEST_SIZE_AND_OUTPUT = {
     "cbr_large_w": (32, (2, 2, 512)),
     "cbr_small": (32, (2, 2, 256)),
     "cbr_tiny": (32, (2, 2, 512)),
+    "resnet50": (32, (1, 1, 2048)),
+    "resnet18": (32, (1, 1, 512)),
+    "resnet34": (32, (1, 1, 512)),
+    "resnet18_28": (16, (2, 2, 512)),
 }
 
 
-def test_registry_holds_the_nine_nets_of_the_design():
-    assert NETS.names() == NINE_NETS
+def test_registry_holds_the_nets_of_the_design_and_the_resnets():
+    assert NETS.names() == NETS_IN_ORDER
 
 
 @pytest.mark.parametrize("name", NETS.names())
@@ -63,6 +73,10 @@ def test_specs_record_sizes_weights_and_preprocessing():
         "cbr_large_w": 224,
         "cbr_small": 224,
         "cbr_tiny": 224,
+        "resnet50": 224,
+        "resnet18": 224,
+        "resnet34": 224,
+        "resnet18_28": 28,
     }
     minimums = {spec.name: spec.min_input_size for spec in NETS}
     assert minimums == {
@@ -75,14 +89,21 @@ def test_specs_record_sizes_weights_and_preprocessing():
         "cbr_large_w": 16,
         "cbr_small": 16,
         "cbr_tiny": 16,
+        "resnet50": 32,
+        "resnet18": 32,
+        "resnet34": 32,
+        "resnet18_28": 8,
     }
-    assert [spec.name for spec in NETS if spec.imagenet] == NINE_NETS[:4]
+    assert [spec.name for spec in NETS if spec.imagenet] == NETS_IN_ORDER[:5]
     assert get_net("mobilenet").imagenet_file == "mobilenet_1_0_224_tf_no_top.h5"
     assert get_net("inception_v3").imagenet_file == (
         "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
     )
     assert get_net("resnet50_v2").imagenet_file == (
         "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    )
+    assert get_net("resnet50").imagenet_file == (
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
     )
     assert get_net("densenet121").imagenet_file == (
         "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -203,3 +224,54 @@ def test_head_arguments_are_checked():
         build_classifier(backbone, 1)
     with pytest.raises(MedtransferError, match="dropout"):
         build_classifier(backbone, 2, dropout=1.0)
+
+
+# --- ResNet-18/34 (He et al. 2016) and MedMNIST's ResNet-18 (28) --------------------------
+
+
+def _stage_blocks(backbone):
+    """Blocks per stage conv2..conv5, from the layer names."""
+    outputs = [layer.name for layer in backbone.layers if layer.name.endswith("_out")]
+    return [sum(name.startswith(f"conv{stage}_") for name in outputs) for stage in range(2, 6)]
+
+
+@pytest.mark.parametrize(
+    ("name", "blocks", "parameters"),
+    [
+        # torchvision's 11,689,512 and 21,797,672 less the 1000-class layer (513,000), plus
+        # the moving mean and variance of every batch norm: 2 x 4,800 and 2 x 8,512 channels.
+        ("resnet18", [2, 2, 2, 2], 11_186_112),
+        ("resnet34", [3, 4, 6, 3], 21_301_696),
+        # ResNet-18 with a 3x3 instead of a 7x7 stem: 64 x 3 x (49 - 9) = 7,680 fewer.
+        ("resnet18_28", [2, 2, 2, 2], 11_178_432),
+    ],
+)
+def test_resnets_follow_he_et_al(name, blocks, parameters):
+    size = get_net(name).default_input_size
+    backbone = get_net(name).build_backbone((size, size, 3), None)
+    assert backbone.count_params() == parameters
+    assert _stage_blocks(backbone) == blocks
+    convs = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert not any(conv.use_bias for conv in convs)
+    stem = backbone.get_layer("conv1_conv")
+    pools = [layer for layer in backbone.layers if isinstance(layer, keras.layers.MaxPooling2D)]
+    if name == "resnet18_28":
+        assert (stem.kernel_size, stem.strides) == ((3, 3), (1, 1)) and not pools
+        assert backbone.output_shape == (None, 4, 4, 512)  # 28 -> 28, 14, 7, 4
+    else:
+        assert (stem.kernel_size, stem.strides) == ((7, 7), (2, 2))
+        assert [(pool.pool_size, pool.strides) for pool in pools] == [((3, 3), (2, 2))]
+        assert backbone.get_layer("pool1_pool").output.shape[1:] == (56, 56, 64)
+        assert backbone.output_shape == (None, 7, 7, 512)
+    # A 1x1 stride-2 projection with batch norm opens stages 3-5; the rest are identities.
+    projections = [conv for conv in convs if conv.name.endswith("_0_conv")]
+    assert [(conv.name, conv.kernel_size, conv.strides, conv.filters) for conv in projections] == [
+        (f"conv{stage}_block1_0_conv", (1, 1), (2, 2), filters)
+        for stage, filters in ((3, 128), (4, 256), (5, 512))
+    ]
+    for conv in projections:
+        assert isinstance(backbone.get_layer(conv.name.replace("_conv", "_bn")),
+                          keras.layers.BatchNormalization)
+    widths = [conv.filters for conv in convs if conv.name.endswith("_2_conv")]
+    stages = zip((64, 128, 256, 512), blocks, strict=True)
+    assert widths == [filters for filters, count in stages for _ in range(count)]

@@ -73,9 +73,14 @@ def assert_resume_equals_no_interruption(tmp_path, data_dir, monkeypatch, kills,
 def test_kills_inside_phase_one_at_the_boundary_and_inside_phase_two(
         tmp_path, digits_data_dir, monkeypatch):
     # 2+2: killed after epoch 1 (inside phase 1), 2 (the boundary) and 3 (inside phase 2).
-    rows = assert_resume_equals_no_interruption(tmp_path, digits_data_dir, monkeypatch,
-                                                [1, 2, 3], epochs="2+2", freeze=0.5)
+    # With SGD, the multistep schedule and affine augmentation (issue #23): the milestones
+    # 0.5 x 4 = 2 and 0.75 x 4 = 3 give epochs 1-2 the lr, epoch 3 a tenth and epoch 4 a
+    # hundredth, which each resumed epoch must get from its number alone.
+    rows = assert_resume_equals_no_interruption(
+        tmp_path, digits_data_dir, monkeypatch, [1, 2, 3], epochs="2+2", freeze=0.5,
+        optimizer="sgd", lr_schedule="multistep", affine=True)
     assert [row["epoch"] for row in rows] == ["1", "2", "3", "4"]
+    assert [float(row["lr"]) for row in rows] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5])
 
 
 @pytest.mark.slow
@@ -85,3 +90,4 @@ def test_phase_two_resumed_at_the_boundary_starts_a_fresh_adam(
     # fit phase 2's variables; the regime says phase 2 starts fresh, resumed or not.
     assert_resume_equals_no_interruption(tmp_path, digits_data_dir, monkeypatch, [1],
                                          epochs="1+1", freeze=1.0)
+

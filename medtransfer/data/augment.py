@@ -1,4 +1,5 @@
-"""Training-time augmentation: random flips, gaussian noise and colour distortion.
+"""Training-time augmentation: random affine warps, flips, gaussian noise and colour
+distortion.
 
 Every draw is a pure function of an explicit seed (two integers per image), so that a
 run's augmentation is reproducible from ``--seed`` alone, eagerly and inside tf.data
@@ -7,7 +8,8 @@ alike, and a resumed run sees the draws an uninterrupted one sees.
 Once the decoded images are cached, augmentation is what limits the training stream,
 so it runs as one compiled loop (numba) that reads each cached uint8 pixel once and
 writes its float32 result once: flips, a 3x3 colour matrix, noise and the clip to
-[0, 1] all happen on the pixel in registers, in loops the compiler vectorizes. The same
+[0, 1] all happen on the pixel in registers, in loops the compiler vectorizes. The
+affine warp (off by default) is one more compiled pass before it, into a scratch image. The same
 work as separate TensorFlow ops makes a dozen passes over the image: the training stream
 is 4.6x slower with them (``benchmarks/pipeline_throughput.py``); see also
 docs/performance.md.
@@ -51,18 +53,43 @@ class AugmentConfig:
         saturation_range: saturation is scaled by a uniform factor in this range.
         hue_delta: hue is rotated by a uniform amount in ``[-hue_delta, hue_delta]``
             (1.0 is a full turn of the colour wheel).
+        affine: a random affine warp about the image's centre (``--affine``): scale, then
+            shear, then rotation, then translation (torchvision's ``RandomAffine``
+            order), sampled bilinearly; what falls outside the image is black (0).
+        rotation_degrees: rotation by a uniform angle in ``[-rotation_degrees,
+            rotation_degrees]``.
+        translation: shift along each axis by a uniform fraction of the side in
+            ``[-translation, translation]``.
+        scale_range: zoom by a uniform factor in this range (above 1 enlarges).
+        shear_degrees: horizontal shear by a uniform angle in ``[-shear_degrees,
+            shear_degrees]``.
     """
 
     flips: bool = True
     noise: bool = True
     color: bool = True
+    affine: bool = False
     noise_std: float = 0.02
     brightness_delta: float = 0.1
     contrast_range: tuple[float, float] = (0.8, 1.2)
     saturation_range: tuple[float, float] = (0.8, 1.2)
     hue_delta: float = 0.02
+    rotation_degrees: float = 15.0
+    translation: float = 0.1
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    shear_degrees: float = 10.0
 
     def __post_init__(self):
+        low, high = self.scale_range
+        object.__setattr__(self, "scale_range", (float(low), float(high)))
+        if not 0 < low <= high or not 0 <= self.shear_degrees < 90 \
+                or self.rotation_degrees < 0 or self.translation < 0:
+            raise ValueError(
+                "scale_range must satisfy 0 < low <= high, shear_degrees be in [0, 90) and "
+                "rotation_degrees and translation >= 0, got "
+                f"{(low, high)}, {self.shear_degrees}, {self.rotation_degrees}, "
+                f"{self.translation}"
+            )
         for name in ("contrast_range", "saturation_range"):
             # A YAML config gives lists; a frozen dataclass should hold hashable tuples.
             low, high = getattr(self, name)
@@ -77,7 +104,8 @@ class AugmentConfig:
 
 
 def augment_batch(images: tf.Tensor, seeds: tf.Tensor, config: AugmentConfig) -> tf.Tensor:
-    """Augments each image with its own seed: flips, then colour, then noise, each if on.
+    """Augments each image with its own seed: the affine warp, flips, then colour, then
+    noise, each if on.
 
     Colour distortion follows the Inception order (brightness, saturation, hue,
     contrast). Saturation and hue act in YIQ space, where they are linear: saturation
@@ -128,6 +156,7 @@ _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 # One stream of random bits per op, so that switching one op off leaves the others'
 # draws unchanged.
 _FLIP_LEFT_RIGHT, _FLIP_UP_DOWN, _BRIGHTNESS, _SATURATION, _HUE, _CONTRAST, _NOISE = range(7)
+_ROTATION, _SHIFT_X, _SHIFT_Y, _SCALE, _SHEAR = range(7, 12)
 
 
 @functools.cache
@@ -144,10 +173,15 @@ def _augment_arrays(images: np.ndarray, seeds: np.ndarray, config: AugmentConfig
         config.brightness_delta, *config.saturation_range, config.hue_delta,
         *config.contrast_range,
     ], np.float64)
+    affine = np.array([
+        np.radians(config.rotation_degrees), config.translation, *config.scale_range,
+        np.radians(config.shear_degrees),
+    ], np.float64)
     noise = (config.noise_std * _standard_normal_quantiles()).astype(np.float32)
     return _augment_kernel(
         np.ascontiguousarray(images), np.ascontiguousarray(seeds).view(np.uint64), unit,
         config.flips, config.color, config.noise, strengths, _RGB_TO_YIQ, _YIQ_TO_RGB, noise,
+        config.affine, affine,
     )
 
 
@@ -182,20 +216,90 @@ def _uniform(key, stream, low, high):
 
 @numba.njit(nogil=True, cache=True, fastmath=True)
 def _augment_kernel(images, seeds, unit, flips, color, noise, strengths, rgb_to_yiq,
-                    yiq_to_rgb, noise_table):
+                    yiq_to_rgb, noise_table, affine, affine_ranges):
     """Augments ``images`` (batch, height, width, 3) with one seed pair each (uint64)."""
     batch, height, width, _ = images.shape
     out = np.empty(images.shape, np.float32)
+    warped = np.empty((height, width, 3), np.float32) if affine else \
+        np.empty((0, 0, 3), np.float32)
     for b in range(batch):
         key = _mix64(_mix64(seeds[b, 0]) ^ seeds[b, 1])
         flip_rows = flips and _uniform(key, _FLIP_UP_DOWN, 0.0, 1.0) < 0.5
         flip_cols = flips and _uniform(key, _FLIP_LEFT_RIGHT, 0.0, 1.0) < 0.5
-        matrix, offset = _color_transform(images[b], key, unit, color, strengths,
-                                          rgb_to_yiq, yiq_to_rgb)
         noise_key = _stream(key, np.uint64(_NOISE))
-        _augment_one(images[b], out[b], flip_rows, flip_cols, matrix, offset, noise,
-                     noise_key, noise_table)
+        if affine:
+            # Warped into a scratch image (in the input's units), then the same pass as
+            # without: flips, colour, noise.
+            _warp(images[b], warped, _affine_inverse(key, affine_ranges, height, width))
+            matrix, offset = _color_transform(warped, key, unit, color, strengths,
+                                              rgb_to_yiq, yiq_to_rgb)
+            _augment_one(warped, out[b], flip_rows, flip_cols, matrix, offset, noise,
+                         noise_key, noise_table)
+        else:
+            matrix, offset = _color_transform(images[b], key, unit, color, strengths,
+                                              rgb_to_yiq, yiq_to_rgb)
+            _augment_one(images[b], out[b], flip_rows, flip_cols, matrix, offset, noise,
+                         noise_key, noise_table)
     return out
+
+
+@numba.njit(inline="always")
+def _affine_inverse(key, ranges, height, width):
+    """The draws of one image's affine warp, as the map from an output pixel to where it
+    is read: ``(col, row) -> (a * col + b * row + c, d * col + e * row + f)``.
+
+    The forward map about the centre ``z`` is ``p -> z + t + R S_h s (p - z)`` (scale
+    ``s``, shear ``S_h = [[1, tan φ], [0, 1]]``, rotation ``R``, shift ``t``); its inverse
+    is ``q -> z + (1/s) S_h⁻¹ R⁻¹ (q - z - t)``, with pixel centres at ``index + 0.5``.
+    """
+    angle = _uniform(key, _ROTATION, -ranges[0], ranges[0])
+    shift_x = width * _uniform(key, _SHIFT_X, -ranges[1], ranges[1])
+    shift_y = height * _uniform(key, _SHIFT_Y, -ranges[1], ranges[1])
+    scale = ranges[2] if ranges[2] == ranges[3] else _uniform(key, _SCALE, ranges[2],
+                                                                ranges[3])
+    shear = np.tan(_uniform(key, _SHEAR, -ranges[4], ranges[4]))
+    cos, sin = np.cos(angle), np.sin(angle)
+    # (1/s) S_h⁻¹ R⁻¹, with S_h⁻¹ = [[1, -tan φ], [0, 1]] and R⁻¹ = [[cos, sin], [-sin, cos]]
+    a, b = (cos + shear * sin) / scale, (sin - shear * cos) / scale
+    d, e = -sin / scale, cos / scale
+    # Output pixel (col, row) has centre q = (col + 0.5, row + 0.5); the source index is
+    # the mapped centre less 0.5.
+    centre_x, centre_y = width / 2.0, height / 2.0
+    qx, qy = 0.5 - centre_x - shift_x, 0.5 - centre_y - shift_y
+    c = a * qx + b * qy + centre_x - 0.5
+    f = d * qx + e * qy + centre_y - 0.5
+    return np.array([a, b, c, d, e, f])
+
+
+@numba.njit(inline="always")
+def _warp(image, out, inverse):
+    """``out[row, col] = image`` sampled bilinearly at ``inverse`` of ``(col, row)``; the
+    neighbours outside the image count as 0, so the edge fades to black."""
+    height, width, _ = image.shape
+    a, b, c, d, e, f = inverse[0], inverse[1], inverse[2], inverse[3], inverse[4], inverse[5]
+    for row in range(height):
+        for col in range(width):
+            x = a * col + b * row + c
+            y = d * col + e * row + f
+            left, top = int(np.floor(x)), int(np.floor(y))
+            fx, fy = x - left, y - top
+            red = green = blue = 0.0
+            for dy in range(2):
+                source_row = top + dy
+                if source_row < 0 or source_row >= height:
+                    continue
+                weight_y = fy if dy else 1.0 - fy
+                for dx in range(2):
+                    source_col = left + dx
+                    if source_col < 0 or source_col >= width:
+                        continue
+                    weight = weight_y * (fx if dx else 1.0 - fx)
+                    red += weight * image[source_row, source_col, 0]
+                    green += weight * image[source_row, source_col, 1]
+                    blue += weight * image[source_row, source_col, 2]
+            out[row, col, 0] = red
+            out[row, col, 1] = green
+            out[row, col, 2] = blue
 
 
 @numba.njit(inline="always")

@@ -1,7 +1,8 @@
 """Nets: the registry of backbones, the classifier head, freezing and initialisation.
 
 - ``registry``: :class:`NetSpec`, :data:`NETS`, :func:`get_net`.
-- ``applications``, ``small_cnn``, ``cbr``: the nine backbones; each module registers its nets.
+- ``applications``, ``small_cnn``, ``cbr``, ``resnet``: the backbones; each module registers
+  its nets.
 - ``classifier``: the head shared by every net, :func:`build_classifier`, :func:`get_backbone`.
 - ``freezing``: ``--freeze F`` and the counts a run records.
 - ``init``: ``--init`` (glorot, imagenet, mean_var, a path) and :func:`build_model`.
@@ -19,7 +20,7 @@ from medtransfer.models import applications, small_cnn  # noqa: F401
 from medtransfer.options import INITS
 
 # isort: split
-from medtransfer.models import cbr  # noqa: F401
+from medtransfer.models import cbr, resnet  # noqa: F401
 
 # isort: split
 from medtransfer.models.registry import NETS, NetSpec, get_net

@@ -1,4 +1,5 @@
-"""The four keras.applications nets of the study, as backbones without top and pooling.
+"""The keras.applications nets: the study's four and Transfusion's ResNet50, as backbones
+without top and pooling.
 
 Each is built with ``include_top=False, pooling=None, weights=None`` and, when given a
 weights file, loaded through :func:`medtransfer.models.weights_io.load_backbone_weights`
@@ -143,4 +144,16 @@ _register(
     _KERAS_WEIGHTS + "mobilenet/mobilenet_1_0_224_tf_no_top.h5",
     None,
     r"conv_pw_(\d+)_relu$",  # the 13 depthwise-separable blocks
+)
+_register(
+    "resnet50",
+    "keras.applications ResNet50 (He et al. 2016, v1): Transfusion's net",
+    224,
+    32,
+    "ResNet50",
+    "resnet50",
+    "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    _KERAS_WEIGHTS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "4d473c1dd8becc155b73f8504c6f6626",
+    r"(conv\d)_block\d+_out$",  # the 4 residual stages conv2..conv5
 )

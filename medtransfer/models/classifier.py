@@ -6,8 +6,8 @@
           -> GlobalAveragePooling2D -> Dense(head_units, relu) -> Dropout(dropout)
           -> Dense(num_classes, softmax, float32)
 
-The study's small_cnn head (Dense + ReLU -> Dropout -> Dense softmax) is used for all nine
-nets, so that nets differ only in their backbone. Global average pooling belongs to the head
+The study's small_cnn head (Dense + ReLU -> Dropout -> Dense softmax) is used for every
+net, so that nets differ only in their backbone. Global average pooling belongs to the head
 (DESIGN.md "Freezing"), so ``--freeze`` never touches it. The output layer computes in
 float32, so under ``--mixed-precision`` the probabilities, the loss and the AUC stay float32.
 The backbone is nested rather than flattened so that freezing, weight transfer and

@@ -64,6 +64,7 @@ from medtransfer.training.rundir import (
     TensorBoardLog,
     choose_head,
 )
+from medtransfer.training.schedule import ScheduleLearningRate, make_optimizer
 from medtransfer.training.strategy import (
     make_strategy,
     op_determinism_enabled,
@@ -302,9 +303,10 @@ def build_run_model(config: RunConfig,
     return model, head
 
 
-def compile_model(model: keras.Model, lr: float) -> None:
-    """Compiles for one phase of the regime: a fresh Adam at ``lr``, cross-entropy."""
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy",
+def compile_model(model: keras.Model, lr: float, optimizer: str = "adam") -> None:
+    """Compiles for one phase of the regime: a fresh ``optimizer`` (``--optimizer``) at
+    ``lr``, cross-entropy."""
+    model.compile(optimizer=make_optimizer(optimizer, lr), loss="categorical_crossentropy",
                   metrics=["accuracy"])
 
 
@@ -464,11 +466,11 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
         plateau = (StopOnPlateau(config.patience, state, first)
                    if freeze is not None and config.patience else None)
         with strategy.scope():
-            compile_model(model, config.lr)
+            compile_model(model, config.lr, config.optimizer)
             if resume:
                 # The optimizer state is only this phase's: resumed at the start of phase
-                # 2, the model weights load and Adam starts fresh, as in a run that was
-                # never interrupted.
+                # 2, the model weights load and the optimizer starts fresh, as in a run
+                # that was never interrupted.
                 if resume.phase == phase:
                     model.optimizer.build(model.trainable_variables)
                 _load_weights(model, resume.weights)
@@ -480,6 +482,8 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
             verbose=1 if progress_bar else 0,
             class_weight=keras_class_weight,
             callbacks=[
+                ScheduleLearningRate(config.lr, config.lr_schedule, total,
+                                     config.plateau_patience, state.rows),
                 SeedDropoutPerEpoch(config.seed),
                 StopOnDivergence(config.lr, config.num_classes),
                 EpochRecorder(run_dir, tensorboard, inputs.validation, phase, state, kappa,
@@ -527,13 +531,19 @@ def _identity(config: RunConfig) -> dict[str, Any]:
         "num_classes": config.num_classes,
         "classes": list(config.classes) if config.classes else None,
         "bn_stats": config.bn_stats,
+        "optimizer": config.optimizer,
+        "lr_schedule": config.lr_schedule,
+        "plateau_patience": config.plateau_patience,
+        "affine": bool(config.augment and config.affine),
     }
 
 
 def _augment_config(config: RunConfig) -> AugmentConfig | None:
-    if not config.augment or not (config.flips or config.noise or config.color):
+    if not config.augment or not (config.flips or config.noise or config.color
+                                  or config.affine):
         return None
-    return AugmentConfig(flips=config.flips, noise=config.noise, color=config.color)
+    return AugmentConfig(flips=config.flips, noise=config.noise, color=config.color,
+                         affine=config.affine)
 
 
 def _cache_budgets(config: RunConfig, sizes: dict[str, int]) -> dict[str, int]:

@@ -259,7 +259,7 @@ def _range_test(config: RunConfig, dataset: Any,
         with strategy.scope():
             model, _ = build_run_model(config, run_class_names(config, dataset))
             freeze_bottom_layers(get_backbone(model), config.freeze)
-            compile_model(model, float(schedule[0]))
+            compile_model(model, float(schedule[0]), config.optimizer)
         print(f"Range test on {config.dataset} / {config.net} / {config.init}, freeze "
               f"{config.freeze:g}: {len(frame)} training images, {config.image_size}px, "
               f"global batch {global_batch}, up to {len(schedule)} steps from lr "
