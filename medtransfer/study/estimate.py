@@ -10,7 +10,8 @@ timed apart (a run pays them once per phase), as are saving the weights (twice a
 epoch: the checkpoint candidate and the resume state), building the model, and starting
 a run's process (importing TensorFlow). The numbers are cached in
 ``<logdir>/.estimates.json`` under this machine and the versions of medtransfer,
-TensorFlow and Keras, so a second estimate is instant.
+TensorFlow and Keras, so a second estimate is instant; the file also keeps each run's
+last estimate, which ``report`` shows beside its measured wall time.
 
 A run's expected wall time is then:
 
@@ -44,10 +45,10 @@ from pathlib import Path
 from typing import Any
 
 from medtransfer.config import RunConfig, default_image_size
-from medtransfer.data.prepared import dataset_spec, load_prepared, not_prepared_message
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import read_json, write_json_atomic
 from medtransfer.machine import device_shares, usable_cores, visible_gpus
+from medtransfer.study.costs import clock
 from medtransfer.study.grid import PlannedRun, Sweep, load_sweep
 from medtransfer.training.rundir import RunDirectory
 from medtransfer.version import __version__
@@ -125,14 +126,14 @@ class SweepEstimate:
                  f"({_devices_text()}; {len(self.calibrated)} calibration(s) measured now, "
                  "the others from the cache):"]
         for row in self.rows:
-            spent = f", {_hours(row['spent'])} spent" if row["spent"] else ""
-            lines.append(f"  {row['state']:<9} {row['run_id']}  {_hours(row['seconds'])} "
+            spent = f", {clock(row['spent'])} spent" if row["spent"] else ""
+            lines.append(f"  {row['state']:<9} {row['run_id']}  {clock(row['seconds'])} "
                          f"({row['epochs_left']} epochs left{spent})")
         where = (f"{self.machines} machine{'s' if self.machines > 1 else ''}"
                  f"{f' x {self.parallel} runs at once' if self.parallel > 1 else ''}")
-        lines.append(f"total {_hours(self.total_seconds)} of run time "
+        lines.append(f"total {clock(self.total_seconds)} of run time "
                      f"({self.total_seconds / 3600:.2f} device-hours per device a run uses); "
-                     f"on {where} the grid ends in about {_hours(self.end_seconds)}.")
+                     f"on {where} the grid ends in about {clock(self.end_seconds)}.")
         lines.append("Left out: reading images from a cold disk, the input pipeline when it "
                      "and not the device limits a step, other jobs on the machine.")
         return "\n".join(lines)
@@ -166,7 +167,7 @@ def estimate_sweep(path: str | Path, *, logdir: str | Path | None = None, machin
     _use_one_share(shares[0])
     cache_path = Path(sweep.logdir) / CACHE
     cache = _read_cache(cache_path)
-    entries = cache.setdefault(machine_key(), {})
+    entries = cache["calibrations"].setdefault(machine_key(), {})
     needed: dict[str, tuple[RunConfig, list[str]]] = {}
     for run in sweep.runs:
         config, phases = needed.setdefault(calibration_key(run.config), (run.config, []))
@@ -181,6 +182,13 @@ def estimate_sweep(path: str | Path, *, logdir: str | Path | None = None, machin
             write_json_atomic(cache_path, cache)
     rows = [run_estimate(run, Calibration(**entries[calibration_key(run.config)]),
                          split_sizes(run.config, sweep)) for run in sweep.runs]
+    # For the report, beside each run's measured wall time: the whole run's estimate.
+    recorded = {row["run_id"]: {"seconds": row["whole_seconds"], "machine": machine_key()}
+                for row in rows}
+    if cache["runs"].get(sweep.experiment) != recorded:
+        cache["runs"][sweep.experiment] = recorded
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(cache_path, cache)
     end = schedule(sweep.runs, [row["seconds"] for row in rows], machines * len(shares))
     return SweepEstimate(sweep, rows, machines, len(shares), end, calibrated)
 
@@ -188,6 +196,8 @@ def estimate_sweep(path: str | Path, *, logdir: str | Path | None = None, machin
 def missing_inputs(sweep: Sweep) -> str:
     """What the estimate of the runs left needs and does not have: the split sizes of each
     dataset neither prepared here nor given in the sweep file; "" when nothing is missing."""
+    from medtransfer.data.prepared import not_prepared_message
+
     given = sweep.split_sizes
     missing = sorted({run.config.dataset for run in sweep.runs
                       if not RunDirectory(run.run_dir).is_complete()
@@ -205,6 +215,8 @@ def missing_inputs(sweep: Sweep) -> str:
 def split_sizes(config: RunConfig, sweep: Sweep) -> dict[str, int]:
     """Images per split a run of ``config`` sees: the prepared dataset's (with its
     ``classes``), else the sweep file's ``split_sizes``; train at most ``train_size``."""
+    from medtransfer.data.prepared import load_prepared
+
     if config.dataset in sweep.split_sizes:
         sizes = dict(sweep.split_sizes[config.dataset])
     else:
@@ -232,7 +244,13 @@ def calibration_key(config: RunConfig) -> str:
 
 def run_estimate(run: PlannedRun, calibration: Calibration,
                  sizes: dict[str, int]) -> dict[str, Any]:
-    """One run's expected wall time left, from its calibration and split sizes."""
+    """One run's expected wall time left, from its calibration and split sizes.
+
+    Returns:
+        run_id, state, epochs_left, seconds (left), spent (by an interrupted run's
+        epochs), whole_seconds (the whole run, from its process's start),
+        images_per_second_warmup and images_per_second_finetune (training steps).
+    """
     config = run.config
     directory = RunDirectory(run.run_dir)
     done, spent = 0, 0.0
@@ -240,38 +258,44 @@ def run_estimate(run: PlannedRun, calibration: Calibration,
         state = "complete"
         done = config.total_epochs
     else:
-        resume = directory.read_resume_state() if directory.path.is_dir() else None
-        if resume is not None:
-            done = resume.epoch
+        done = directory.completed_epochs()
+        if done:
             spent = sum(float(row["seconds"]) for row in directory.read_history()
                         if int(row["epoch"]) <= done)
         state = "resume" if done else "to do"
+    batch = config.batch_size * calibration.replicas
+    rates = {("warmup" if phase == "warmup" else "finetune"):
+             batch / calibration.phases[phase]["step"] for phase, _ in run_phases(config)}
+    return {"run_id": run.run_id, "state": state,
+            "epochs_left": config.total_epochs - done,
+            "seconds": 0.0 if state == "complete" else _seconds(config, calibration, sizes,
+                                                                done),
+            "spent": spent, "whole_seconds": _seconds(config, calibration, sizes, 0),
+            **{f"images_per_second_{phase}": rates.get(phase, math.nan)
+               for phase in ("warmup", "finetune")}}
+
+
+def _seconds(config: RunConfig, calibration: Calibration, sizes: dict[str, int],
+             done: int) -> float:
+    """A run's expected wall time from its process's start, after ``done`` epochs."""
     batch = config.batch_size * calibration.replicas
     train_steps, validation_steps, test_steps = (math.ceil(sizes[split] / batch)
                                                  for split in SPLITS)
     batchnorm_images = min(sizes["train"], _precise_images()) \
         if config.bn_stats == "precise" else 0
-    seconds, first = 0.0, 0
-    rates = {}
+    seconds = (calibration.startup + calibration.build + calibration.predict_trace
+               + test_steps * calibration.predict_step)
+    first = 0
     for phase, epochs in run_phases(config):
         cost = calibration.phases[phase]
-        rates[phase] = batch / cost["step"]
         left = max(0, min(epochs, first + epochs - done))
         first += epochs
-        if not left:
-            continue
-        epoch = (train_steps * cost["step"] + validation_steps * calibration.predict_step
-                 + batchnorm_images * cost["batchnorm_image"]
-                 + SAVES_PER_EPOCH * calibration.save)
-        seconds += cost["trace"] + calibration.predict_trace + left * epoch
-    if state != "complete":
-        seconds += (calibration.startup + calibration.build + calibration.predict_trace
-                    + test_steps * calibration.predict_step)
-    finetune = next((phase for phase, _ in run_phases(config) if phase != "warmup"), None)
-    return {"run_id": run.run_id, "state": state,
-            "epochs_left": config.total_epochs - done, "seconds": seconds, "spent": spent,
-            "images_per_second_warmup": rates.get("warmup", math.nan),
-            "images_per_second_finetune": rates.get(finetune, math.nan)}
+        if left:
+            epoch = (train_steps * cost["step"] + validation_steps * calibration.predict_step
+                     + batchnorm_images * cost["batchnorm_image"]
+                     + SAVES_PER_EPOCH * calibration.save)
+            seconds += cost["trace"] + calibration.predict_trace + left * epoch
+    return seconds
 
 
 def schedule(runs: list[PlannedRun], seconds: list[float], places: int) -> float:
@@ -384,6 +408,8 @@ def _calibrate(config: RunConfig, phases: list[str],
 
 
 def _classes(config: RunConfig) -> int:
+    from medtransfer.data.prepared import dataset_spec
+
     spec = dataset_spec(config.dataset, Path(config.data_dir))
     if config.classes:
         return len(config.classes)
@@ -417,12 +443,27 @@ def _use_one_share(share: dict[str, str]) -> None:
         os.sched_setaffinity(0, {int(core) for core in share[CORES_ENV].split(",")})
 
 
+def recorded_estimates(experiment_dir: str | Path) -> dict[str, float]:
+    """run id -> the whole run's expected seconds, as the last ``sweep --estimate`` of
+    that experiment recorded them (empty when none was made)."""
+    experiment_dir = Path(experiment_dir)
+    runs = _read_cache(experiment_dir.parent / CACHE)["runs"].get(experiment_dir.name, {})
+    return {run_id: float(entry["seconds"]) for run_id, entry in runs.items()
+            if isinstance(entry, dict) and "seconds" in entry}
+
+
 def _read_cache(path: Path) -> dict[str, Any]:
+    """The cache: ``calibrations`` (machine -> calibration key -> :class:`Calibration`'s
+    fields) and ``runs`` (experiment -> run id -> the last estimate of the whole run)."""
     try:
         cache = read_json(path)
     except (OSError, ValueError):
-        return {}
-    return cache if isinstance(cache, dict) else {}
+        cache = {}
+    cache = cache if isinstance(cache, dict) else {}
+    for part in ("calibrations", "runs"):
+        if not isinstance(cache.get(part), dict):
+            cache[part] = {}
+    return cache
 
 
 def _cpu_name() -> str:
@@ -438,10 +479,3 @@ def _cpu_name() -> str:
 def _devices_text() -> str:
     gpus = visible_gpus()
     return f"GPUs {','.join(gpus)}" if gpus else f"CPU, {usable_cores()} cores"
-
-
-def _hours(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}"
