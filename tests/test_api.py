@@ -42,7 +42,8 @@ def test_importing_medtransfer_loads_neither_tensorflow_nor_pandas():
 
 
 def test_all_names_exactly_the_public_functions_and_classes():
-    assert sorted(mt.__all__) == ["MedtransferError", "Report", "Run", "list_datasets",
+    assert sorted(mt.__all__) == ["MedtransferError", "Report", "Run", "estimate",
+                                  "list_datasets",
                                   "list_nets",
                                   "load_run", "prepare", "report", "run", "sweep", "tsne"]
     for name in mt.__all__:
