@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 from sweeps import sweep_file
@@ -132,3 +133,31 @@ def test_two_at_once_complete_every_run_once_and_resume_after_sigterm_and_ctrl_c
         # Completed once, by the sweep that resumed it; started once more for each stop.
         assert sum(text.count(f"{run_dir.name}: complete") for text in texts) == 1
         assert sum(f"Resuming {run_dir} after epoch 1 of 2." in text for text in texts) == 1
+
+
+def test_a_worker_with_slots_trains_that_many_runs_at_once_each_in_its_slot(
+        tmp_path, digits_data_dir):
+    from medtransfer.study.distributed import OBJECTIVE, _oracle_class, _work_in_slots
+    from medtransfer.study.launch import Slot
+
+    sweep = load_sweep(sweep_file(tmp_path, digits_data_dir, {"seed": [0, 1, 2, 3]}))
+    oracle = _oracle_class()(sweep, sweep.runs)  # asked directly, as a worker asks the chief
+    oracle._set_project_dir(str(tmp_path / "oracle"), "oracle")
+    slots = [Slot({"CUDA_VISIBLE_DEVICES": "0"}, "GPU 0"), Slot({"CUDA_VISIBLE_DEVICES": "1"},
+                                                                "GPU 1")]
+    # Each run waits for another to be training at the same time: two at once, or a
+    # BrokenBarrierError fails the test.
+    together = threading.Barrier(2, timeout=60)
+    trained = []
+
+    def train(trial, slot=None, asker="tuner0"):
+        trained.append((trial.hyperparameters.values["run"], asker, slot.env))
+        together.wait()
+        return {OBJECTIVE: 0.5, "best_epoch": 1}
+
+    _work_in_slots(oracle, "tuner0", slots, train)
+
+    assert sorted(run_id for run_id, _, _ in trained) == sorted(r.run_id for r in sweep.runs)
+    assert {(asker, env["CUDA_VISIBLE_DEVICES"]) for _, asker, env in trained} == {
+        ("tuner0-1", "0"), ("tuner0-2", "1")}
+    assert len(oracle.result.completed) == 4

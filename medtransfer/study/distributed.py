@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -47,6 +46,7 @@ from medtransfer.study.launch import (
     finish,
     launch_run,
     print_plan,
+    run_in_slots,
     stop_slots,
     write_sweep_copy,
 )
@@ -323,30 +323,11 @@ def _work_in_slots(client, tuner_id: str, slots: list[Slot],
     Raises:
         KeyboardInterrupt: Ctrl-C, after every slot's run has stopped.
     """
-    errors: list[BaseException] = []
-
     def loop(number: int, slot: Slot) -> None:
         asker = f"{tuner_id}-{number}"
-        try:
-            run_trials(client, asker, functools.partial(train, slot=slot, asker=asker))
-        except KeyboardInterrupt:
-            pass  # stopped: this slot's run resumes when the worker starts again
-        except BaseException as error:  # noqa: BLE001 - raised again in the worker's thread
-            errors.append(error)
+        run_trials(client, asker, functools.partial(train, slot=slot, asker=asker))
 
-    # Daemons: after Ctrl-C a slot may be waiting for the chief, not for a run.
-    threads = [threading.Thread(target=loop, args=(number, slot), daemon=True)
-               for number, slot in enumerate(slots, start=1)]
-    for thread in threads:
-        thread.start()
-    try:
-        for thread in threads:
-            thread.join()
-    except KeyboardInterrupt:
-        stop_slots(slots)
-        raise
-    if errors:
-        raise errors[0]
+    run_in_slots(slots, loop, functools.partial(stop_slots, slots))
 
 
 def _work(sweep: Sweep, slots: list[Slot] | None) -> SweepResult:

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,6 +263,45 @@ def stop_slots(slots: list[Slot]) -> None:
         stopper.start()
     for stopper in stoppers:
         stopper.join()
+
+
+def run_in_slots(slots: list[Slot], work: Callable[[int, Slot], None],
+                 stop: Callable[[], None]) -> None:
+    """Runs ``work(number, slot)`` in a thread per slot (numbered from 1) until all end.
+
+    A slot's thread ends quietly when its slot is stopped (``KeyboardInterrupt`` from
+    :func:`launch_run`); an error in one stops every slot (``stop``) and is raised here.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C, after ``stop`` (which stops every slot's child and
+            waits for it).
+    """
+    errors: list[BaseException] = []
+
+    def guarded(number: int, slot: Slot) -> None:
+        try:
+            work(number, slot)
+        except KeyboardInterrupt:
+            pass  # the slot was stopped: its run resumes next time
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+            errors.append(error)
+            stop()
+
+    # Daemons: once every child has stopped, a thread may still wait for a keras-tuner
+    # chief; the command ends without it.
+    threads = [threading.Thread(target=guarded, args=(number, slot), daemon=True,
+                                name=f"slot-{number}")
+               for number, slot in enumerate(slots, start=1)]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        stop()
+        raise
+    if errors:
+        raise errors[0]
 
 
 def launch_run(run: PlannedRun, slot: Slot | None = None) -> RunOutcome:

@@ -45,6 +45,7 @@ from medtransfer.study.launch import (
     finish,
     launch_run,
     print_plan,
+    run_in_slots,
     stop_slots,
     write_sweep_copy,
 )
@@ -141,7 +142,6 @@ def _run_in_slots(to_do: list[PlannedRun], slots: list[Slot], progress: Progress
     position = {run.run_id: index for index, run in enumerate(to_do, start=1)}
     handed_out: dict[str, str] = {}
     changed = threading.Condition()
-    errors: list[BaseException] = []
 
     def next_for(slot: Slot) -> PlannedRun | None:
         with changed:
@@ -158,46 +158,26 @@ def _run_in_slots(to_do: list[PlannedRun], slots: list[Slot], progress: Progress
                 changed.wait()  # every run left waits for a source run in progress
             return None
 
-    def work(slot: Slot) -> None:
-        try:
-            while (run := next_for(slot)) is not None:
-                outcome = launch_run(run, slot)
-                with changed:
-                    handed_out[run.run_id] = _ENDED
-                    progress.done(outcome.state)
-                    result.add(run.run_id, outcome)
-                    print(f"[{slot.tag}] {run.run_id}: {outcome.text()} ({progress.line()})",
-                          flush=True)
-                    changed.notify_all()
-        except KeyboardInterrupt:
-            pass  # the slot was stopped: its run resumes next time
-        except BaseException as error:  # noqa: BLE001 - raised again in the sweep's thread
-            errors.append(error)
-            _stop_all(slots, changed)
+    def work(number: int, slot: Slot) -> None:
+        while (run := next_for(slot)) is not None:
+            outcome = launch_run(run, slot)
+            with changed:
+                handed_out[run.run_id] = _ENDED
+                progress.done(outcome.state)
+                result.add(run.run_id, outcome)
+                print(f"[{slot.tag}] {run.run_id}: {outcome.text()} ({progress.line()})",
+                      flush=True)
+                changed.notify_all()
 
-    threads = [threading.Thread(target=work, args=(slot,), name=f"slot-{index}")
-               for index, slot in enumerate(slots[:len(to_do)])]
-    for thread in threads:
-        thread.start()
-    try:
-        for thread in threads:
-            thread.join()
-    except KeyboardInterrupt:
-        _stop_all(slots, changed)
-        for thread in threads:
-            thread.join()
-        raise
-    if errors:
-        raise errors[0]
+    def stop() -> None:
+        stop_slots(slots)
+        with changed:
+            changed.notify_all()  # a slot waiting for a source run sees it is stopped
+
+    run_in_slots(slots[:len(to_do)], work, stop)
 
 
 _ENDED = "ended"
-
-
-def _stop_all(slots: list[Slot], changed: threading.Condition) -> None:
-    stop_slots(slots)
-    with changed:
-        changed.notify_all()  # a slot waiting for a source run sees it is stopped
 
 
 def unprepared_datasets(sweep: Sweep) -> str:
