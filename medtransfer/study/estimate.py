@@ -33,6 +33,7 @@ a step, other jobs on the machine, and epochs ``--patience`` would skip.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ from typing import Any
 from medtransfer.config import RunConfig, default_image_size
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import read_json, write_json_atomic
-from medtransfer.machine import device_shares, usable_cores, visible_gpus
+from medtransfer.machine import CORES_ENV, device_shares, usable_cores, visible_gpus
 from medtransfer.study.costs import clock
 from medtransfer.study.grid import PlannedRun, Sweep, load_sweep
 from medtransfer.training.rundir import RunDirectory
@@ -131,9 +133,10 @@ class SweepEstimate:
                          f"({row['epochs_left']} epochs left{spent})")
         where = (f"{self.machines} machine{'s' if self.machines > 1 else ''}"
                  f"{f' x {self.parallel} runs at once' if self.parallel > 1 else ''}")
-        lines.append(f"total {clock(self.total_seconds)} of run time "
-                     f"({self.total_seconds / 3600:.2f} device-hours per device a run uses); "
-                     f"on {where} the grid ends in about {clock(self.end_seconds)}.")
+        device_hours = sum(row["seconds"] * row["devices"] for row in self.rows) / 3600
+        lines.append(f"total {clock(self.total_seconds)} of run time left, "
+                     f"{device_hours:.2f} device-hours; on {where} the grid ends in about "
+                     f"{clock(self.end_seconds)}.")
         lines.append("Left out: reading images from a cold disk, the input pipeline when it "
                      "and not the device limits a step, other jobs on the machine.")
         return "\n".join(lines)
@@ -164,7 +167,15 @@ def estimate_sweep(path: str | Path, *, logdir: str | Path | None = None, machin
     missing = missing_inputs(sweep)
     if missing:
         raise MedtransferError(missing)
-    _use_one_share(shares[0])
+    with _one_share(shares[0]):
+        rows, calibrated = _estimate_runs(sweep)
+    end = schedule(sweep.runs, [row["seconds"] for row in rows], machines * len(shares))
+    return SweepEstimate(sweep, rows, machines, len(shares), end, calibrated)
+
+
+def _estimate_runs(sweep: Sweep) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every run's estimate (see :func:`run_estimate`), calibrating what the cache lacks;
+    also the calibration keys measured now."""
     cache_path = Path(sweep.logdir) / CACHE
     cache = _read_cache(cache_path)
     entries = cache["calibrations"].setdefault(machine_key(), {})
@@ -181,28 +192,25 @@ def estimate_sweep(path: str | Path, *, logdir: str | Path | None = None, machin
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(cache_path, cache)
     rows = [run_estimate(run, Calibration(**entries[calibration_key(run.config)]),
-                         split_sizes(run.config, sweep)) for run in sweep.runs]
+                         split_sizes(run.config, sweep)
+                         if not _without_sizes(run.config, sweep) else None)
+            for run in sweep.runs]
     # For the report, beside each run's measured wall time: the whole run's estimate.
     recorded = {row["run_id"]: {"seconds": row["whole_seconds"], "machine": machine_key()}
-                for row in rows}
+                for row in rows if row["whole_seconds"] is not None}
     if cache["runs"].get(sweep.experiment) != recorded:
         cache["runs"][sweep.experiment] = recorded
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(cache_path, cache)
-    end = schedule(sweep.runs, [row["seconds"] for row in rows], machines * len(shares))
-    return SweepEstimate(sweep, rows, machines, len(shares), end, calibrated)
+    return rows, calibrated
 
 
 def missing_inputs(sweep: Sweep) -> str:
     """What the estimate of the runs left needs and does not have: the split sizes of each
     dataset neither prepared here nor given in the sweep file; "" when nothing is missing."""
-    from medtransfer.data.prepared import not_prepared_message
-
-    given = sweep.split_sizes
     missing = sorted({run.config.dataset for run in sweep.runs
                       if not RunDirectory(run.run_dir).is_complete()
-                      and run.config.dataset not in given
-                      and not_prepared_message(run.config.dataset, Path(run.config.data_dir))})
+                      and _without_sizes(run.config, sweep)})
     if not missing:
         return ""
     example = ", ".join(f"{name}: {{train: N, validation: N, test: N}}" for name in missing)
@@ -210,6 +218,14 @@ def missing_inputs(sweep: Sweep) -> str:
             "which are not prepared here. Prepare them, or give the sizes at the top level "
             f"of {sweep.path}: split_sizes: {{{example}}} (the counts prepare would make, "
             "8:1:1 of the kept images).")
+
+
+def _without_sizes(config: RunConfig, sweep: Sweep) -> bool:
+    """Whether a run's dataset is neither prepared here nor in the sweep's split_sizes."""
+    from medtransfer.data.prepared import not_prepared_message
+
+    return config.dataset not in sweep.split_sizes and bool(
+        not_prepared_message(config.dataset, Path(config.data_dir)))
 
 
 def split_sizes(config: RunConfig, sweep: Sweep) -> dict[str, int]:
@@ -243,12 +259,14 @@ def calibration_key(config: RunConfig) -> str:
 
 
 def run_estimate(run: PlannedRun, calibration: Calibration,
-                 sizes: dict[str, int]) -> dict[str, Any]:
-    """One run's expected wall time left, from its calibration and split sizes.
+                 sizes: dict[str, int] | None) -> dict[str, Any]:
+    """One run's expected wall time left, from its calibration and split sizes (None for
+    a complete run whose dataset is not here: nothing left, no whole-run estimate).
 
     Returns:
         run_id, state, epochs_left, seconds (left), spent (by an interrupted run's
-        epochs), whole_seconds (the whole run, from its process's start),
+        epochs), whole_seconds (the whole run, from its process's start), devices (the
+        replicas it trains on),
         images_per_second_warmup and images_per_second_finetune (training steps).
     """
     config = run.config
@@ -270,7 +288,9 @@ def run_estimate(run: PlannedRun, calibration: Calibration,
             "epochs_left": config.total_epochs - done,
             "seconds": 0.0 if state == "complete" else _seconds(config, calibration, sizes,
                                                                 done),
-            "spent": spent, "whole_seconds": _seconds(config, calibration, sizes, 0),
+            "spent": spent,
+            "whole_seconds": None if sizes is None else _seconds(config, calibration, sizes, 0),
+            "devices": calibration.replicas,
             **{f"images_per_second_{phase}": rates.get(phase, math.nan)
                for phase in ("warmup", "finetune")}}
 
@@ -431,16 +451,26 @@ def _startup_seconds() -> float:
     return time.perf_counter() - started
 
 
-def _use_one_share(share: dict[str, str]) -> None:
+@contextlib.contextmanager
+def _one_share(share: dict[str, str]) -> Iterator[None]:
     """Calibrates on one parallel run's share of the machine, when TensorFlow has not
-    started yet (its devices and thread pools are fixed once it has)."""
+    started yet (its devices and thread pools are fixed once it has); restores this
+    process's environment and cores afterwards (a notebook goes on)."""
     if not share or "tensorflow" in sys.modules:
+        yield
         return
-    from medtransfer.machine import CORES_ENV
-
+    environment = dict(os.environ)
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     os.environ.update({key: value for key, value in share.items() if key != CORES_ENV})
-    if CORES_ENV in share and hasattr(os, "sched_setaffinity"):
+    if CORES_ENV in share and cores is not None:
         os.sched_setaffinity(0, {int(core) for core in share[CORES_ENV].split(",")})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
+        if cores is not None:
+            os.sched_setaffinity(0, cores)
 
 
 def recorded_estimates(experiment_dir: str | Path) -> dict[str, float]:
