@@ -76,7 +76,8 @@ class Calibration:
         replicas: the replicas of the run's strategy here (the global batch is the
             batch times these).
         phases: per phase (``warmup`` or ``f<freeze>``): ``step`` (one training step),
-            ``trace`` (the phase's first steps beyond their steady time) and
+            ``trace`` (the phase's first training steps and precise-BatchNorm pass beyond
+            their steady time) and
             ``batchnorm_image`` (the precise-BatchNorm pass per image; 0 when no
             BatchNorm layer trains in that phase).
     """
@@ -401,17 +402,18 @@ def _calibrate(config: RunConfig, phases: list[str],
                            shuffle=False)
             steady = _timed(model.fit, train, steps_per_epoch=TIMED_STEPS, epochs=1,
                             verbose=0, shuffle=False) / TIMED_STEPS
-            batchnorm_image = 0.0
+            batchnorm_image, batchnorm_trace = 0.0, 0.0
             if trainable_batchnorm_layers(backbone):
                 batchnorm = PreciseBatchNorm(model, tf.data.Dataset.from_tensors(
                     (images[:config.batch_size], labels[:config.batch_size])
                 ).repeat(BATCHNORM_BATCHES))
-                batchnorm.update()  # traces
-                batchnorm_image = _timed(batchnorm.update) / (BATCHNORM_BATCHES
-                                                              * config.batch_size)
-            entry["phases"][phase] = {"step": steady,
-                                      "trace": max(0.0, first - WARMUP_STEPS * steady),
-                                      "batchnorm_image": batchnorm_image}
+                batchnorm_first = _timed(batchnorm.update)  # traces its probe
+                batchnorm_pass = _timed(batchnorm.update)
+                batchnorm_image = batchnorm_pass / (BATCHNORM_BATCHES * config.batch_size)
+                batchnorm_trace = max(0.0, batchnorm_first - batchnorm_pass)
+            entry["phases"][phase] = {
+                "step": steady, "batchnorm_image": batchnorm_image,
+                "trace": max(0.0, first - WARMUP_STEPS * steady) + batchnorm_trace}
             evaluation = tf.data.Dataset.from_tensors(images).repeat(TIMED_STEPS)
             predict_first = _timed(model.predict, evaluation.take(1), verbose=0)
             predict_step = _timed(model.predict, evaluation, verbose=0) / TIMED_STEPS
