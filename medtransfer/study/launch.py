@@ -232,12 +232,14 @@ class Slot:
     Attributes:
         env: environment variables of its child (its GPUs, or its cores and thread
             limits: :func:`medtransfer.machine.device_shares`).
-        label: the share, for the line announcing a run ("GPU 0,1", "cores 0-3").
+        label: the share, for the line announcing a run ("GPU 0,1", "cores 2,3").
         tag: put before each line of the child's output, so that the interleaved
             output of runs at once says which run wrote it.
         child: the child process training now, if any.
         stopping: set by the sweep on Ctrl-C: no child starts any more, and one that
             ends is not recorded as failed.
+        lock: guards ``child`` and ``stopping`` between the slot's thread and the one
+            stopping it.
     """
 
     env: dict[str, str] = field(default_factory=dict)
