@@ -405,6 +405,11 @@ def _sweep_parser(subparsers) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     from medtransfer.api import estimate, sweep
 
+    if args.machines != 1 and not args.estimate:
+        raise MedtransferError(
+            f"--machines {args.machines} only says where an estimate ends: add --estimate. "
+            "To share the grid between machines, run the same sweep on each with "
+            "keras-tuner's variables (see 'medtransfer sweep --help').")
     if args.estimate:
         print(estimate(args.config, logdir=args.logdir, machines=args.machines,
                        parallel=args.parallel, gpus_per_run=args.gpus_per_run).text())

@@ -120,3 +120,13 @@ def test_a_real_calibration_is_cached_and_the_second_estimate_measures_nothing(
     assert [row["seconds"] for row in second.rows] == [row["seconds"] for row in first.rows]
     assert all(row["seconds"] > 4.0 for row in first.rows)
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == [CACHE]  # no run dir
+
+
+def test_machines_without_estimate_is_a_clear_error(tmp_path, capsys):
+    from medtransfer.cli import main
+
+    path = write_sweep(tmp_path, {"seed": [0]})
+    assert main(["sweep", str(path), "--machines", "4"]) == 2
+    assert "--machines 4 only says where an estimate ends: add --estimate" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()
