@@ -33,6 +33,8 @@ def test_each_run_gets_its_own_gpus(monkeypatch):
     with pytest.raises(MedtransferError, match="--parallel 0 is not valid"):
         machine.device_shares(0)
     assert [slot.label for slot in make_slots("auto", 2)] == ["GPU 0,1", "GPU 2,3"]
+    assert [slot.label for slot in make_slots(None, 2)] == ["GPU 0,1"]  # one at a time
+    assert make_slots(None) is None  # the plain sweep, in this process's environment
 
 
 def test_without_gpus_each_run_gets_its_share_of_the_cores(monkeypatch):

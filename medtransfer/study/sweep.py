@@ -115,9 +115,12 @@ def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
 
 def make_slots(parallel: int | str | None, gpus_per_run: int = 1) -> list[Slot] | None:
     """The slots of a parallel sweep (see :func:`medtransfer.machine.device_shares`), or
-    None for the plain one-at-a-time sweep (``parallel`` None)."""
+    None for the plain one-at-a-time sweep (``parallel`` None and one GPU per run;
+    ``gpus_per_run`` alone means one run at a time on that many GPUs)."""
     if parallel is None:
-        return None
+        if gpus_per_run == 1:
+            return None
+        parallel = 1
     slots = []
     for env in device_shares(parallel, gpus_per_run):
         if "CUDA_VISIBLE_DEVICES" in env:
