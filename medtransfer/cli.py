@@ -387,7 +387,8 @@ def _sweep_parser(subparsers) -> None:
                              "share of the cores; auto: visible GPUs / --gpus-per-run "
                              "(default: one run at a time)")
     parser.add_argument("--gpus-per-run", type=int, default=1, metavar="K",
-                        help="GPUs each run of --parallel gets (default 1)")
+                        help="GPUs each run gets, its own CUDA_VISIBLE_DEVICES (default 1; "
+                             "without --parallel: one run at a time on K GPUs)")
     parser.add_argument("--estimate", action="store_true",
                         help="print each run's and the grid's expected wall time, measured by "
                              "a short calibration on this machine (cached); trains nothing")
