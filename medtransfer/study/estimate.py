@@ -28,7 +28,9 @@ only after that one ends, as the sweep does: the grid's expected end is the last
 
 What it leaves out: reading images from a cold disk (the calibration's images are in
 memory), the data pipeline's decoding and augmentation when they, not the device, limit
-a step, other jobs on the machine, and epochs ``--patience`` would skip.
+a step, setting the pipeline up (a few seconds a run: 8-10 s under-estimated on runs of
+about 30 s on a loaded 2-core machine), other jobs on the machine, and epochs
+``--patience`` would skip.
 """
 
 from __future__ import annotations
