@@ -21,7 +21,8 @@ from medtransfer.errors import MedtransferError
 ROOT = Path(__file__).resolve().parents[1]
 API_DOC = ROOT / "docs" / "api.md"
 # Keys of metrics.json that measure the machine, not the run.
-TIMING_KEYS = {"train_seconds", "epoch_seconds", "images_per_second"}
+TIMING_KEYS = {"train_seconds", "epoch_seconds", "images_per_second", "wall_seconds",
+               "images_per_second_warmup", "images_per_second_finetune"}
 
 
 def plain_signature(function) -> str:
