@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-FIGURES = ("startup", "pipeline", "training", "freezing", "prepare", "report", "chest")
+FIGURES = ("startup", "pipeline", "training", "freezing", "prepare", "report", "chest", "cost")
 # The photographs of the pipeline figure, also prepared for the training and memory runs:
 # (count, width, height). Quick: the fewest that split 8:1:1 with >= 10 images per class.
 PHOTOS = {False: (2000, 500, 375), True: (20, 64, 48)}
@@ -75,6 +75,9 @@ def _measure(figure: str, root: Path, photos, quick: bool, memory):
     if figure == "chest":
         from benchmarks import prepare_chest
         return prepare_chest.measure(root, quick)
+    if figure == "cost":
+        from benchmarks import sweep_cost
+        return sweep_cost.measure(root, quick)
     from benchmarks import prepare_scaling
     return prepare_scaling.measure(root, photos, quick, memory)
 

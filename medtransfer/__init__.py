@@ -28,6 +28,7 @@ __all__ = [
     "MedtransferError",
     "Report",
     "Run",
+    "estimate",
     "list_datasets",
     "list_nets",
     "load_run",

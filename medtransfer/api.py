@@ -249,8 +249,12 @@ def load_run(run_dir: str | Path) -> Run:
     return Run(run_dir)
 
 
-def sweep(config: str | Path, *, logdir: str | Path | None = None, dry_run: bool = False):
+def sweep(config: str | Path, *, logdir: str | Path | None = None, dry_run: bool = False,
+          parallel: int | str | None = None, gpus_per_run: int = 1):
     """Runs every run of a sweep file not yet complete (``medtransfer sweep``).
+
+    ``parallel=N`` trains N runs at once, each with its own GPUs (``gpus_per_run``) or
+    share of the cores; ``"auto"``: visible GPUs / ``gpus_per_run``.
 
     A run that fails is recorded in its ``error.txt`` and the others go on; the failures
     are listed on stderr at the end and in the result, not raised.
@@ -267,10 +271,33 @@ def sweep(config: str | Path, *, logdir: str | Path | None = None, dry_run: bool
     from medtransfer.study.sweep import run_sweep
 
     try:
-        return run_sweep(config, logdir=logdir, dry_run=dry_run)
+        return run_sweep(config, logdir=logdir, dry_run=dry_run, parallel=parallel,
+                         gpus_per_run=gpus_per_run)
     except SweepFailed as failed:
         print(f"medtransfer sweep: error: {failed}", file=sys.stderr)
         return failed.result
+
+
+def estimate(config: str | Path, *, logdir: str | Path | None = None, machines: int = 1,
+             parallel: int | str | None = None, gpus_per_run: int = 1):
+    """What a sweep will cost here, before running it (``medtransfer sweep --estimate``).
+
+    Calibrates each distinct (net, image size, batch size, precision, freeze) of the runs
+    left on this machine's devices (a few steps on random images, cached in
+    ``<logdir>/<experiment>/.estimates.json``), then adds up each run's epochs. Trains
+    nothing and writes no run directory.
+
+    Returns:
+        A ``SweepEstimate``: per run the expected seconds (``.frame``), the total, and the
+        expected end of the grid on ``machines`` machines.
+
+    Example:
+        >>> mt.estimate("configs/demo.yaml", machines=2).frame
+    """
+    from medtransfer.study.estimate import estimate_sweep
+
+    return estimate_sweep(config, logdir=logdir, machines=machines, parallel=parallel,
+                          gpus_per_run=gpus_per_run)
 
 
 def report(experiment_dir: str | Path, *, out: str | Path | None = None,

@@ -379,6 +379,8 @@ SWEEP_EXAMPLES = """examples:
   medtransfer sweep configs/demo.yaml --dry-run      # the plan: every run, complete or to do
   medtransfer sweep configs/demo.yaml                # run what is not complete yet
   medtransfer sweep configs/kierzynka2019.yaml --logdir /shared/tensorboard_logs
+  medtransfer sweep configs/demo.yaml --parallel auto   # one run per GPU at once
+  medtransfer sweep configs/kierzynka2019.yaml --estimate --machines 4   # the cost, first
   # many machines (keras-tuner's distributed mode): the same command on every machine
   KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 \\
       medtransfer sweep configs/kierzynka2019.yaml   # the oracle, on 10.0.0.1
@@ -403,6 +405,20 @@ def _sweep_parser(subparsers) -> None:
                         help="print the plan (every run, complete or to do) and stop")
     parser.add_argument("--logdir", help="root of the experiments (default: base's logdir, "
                                          "else tensorboard_logs)")
+    parser.add_argument("--parallel", type=_parallel_count, metavar="N|auto",
+                        help="train N runs at once on this machine, each in its own process "
+                             "with its own GPUs (CUDA_VISIBLE_DEVICES) or, without GPUs, its "
+                             "share of the cores; auto: visible GPUs / --gpus-per-run "
+                             "(default: one run at a time)")
+    parser.add_argument("--gpus-per-run", type=int, default=1, metavar="K",
+                        help="GPUs each run gets, its own CUDA_VISIBLE_DEVICES (default 1; "
+                             "without --parallel: one run at a time on K GPUs)")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print each run's and the grid's expected wall time, measured by "
+                             "a short calibration on this machine (cached); trains nothing")
+    parser.add_argument("--machines", type=int, default=1, metavar="N",
+                        help="with --estimate: the expected end of the grid on N such "
+                             "machines (default 1)")
     parser.set_defaults(
         handler=_sweep,
         interrupted="The run in progress was stopped with its completed epochs saved. The "
@@ -412,10 +428,31 @@ def _sweep_parser(subparsers) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from medtransfer.api import sweep
+    from medtransfer.api import estimate, sweep
 
-    result = sweep(args.config, logdir=args.logdir, dry_run=args.dry_run)
+    if args.machines != 1 and not args.estimate:
+        raise MedtransferError(
+            f"--machines {args.machines} only says where an estimate ends: add --estimate. "
+            "To share the grid between machines, run the same sweep on each with "
+            "keras-tuner's variables (see 'medtransfer sweep --help').")
+    if args.estimate:
+        print(estimate(args.config, logdir=args.logdir, machines=args.machines,
+                       parallel=args.parallel, gpus_per_run=args.gpus_per_run).text())
+        return 0
+    result = sweep(args.config, logdir=args.logdir, dry_run=args.dry_run,
+                   parallel=args.parallel, gpus_per_run=args.gpus_per_run)
     return 1 if result.failed else 0  # the failures are listed already
+
+
+def _parallel_count(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{value}' is not a number of runs: give a whole number such as 2, or auto "
+            "(the visible GPUs divided by --gpus-per-run)") from None
 
 
 def _prepare_parser(subparsers) -> None:
@@ -815,9 +852,11 @@ def _parse(parser: _Parser, argv: list[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     from medtransfer.lifetime import die_with_parent_if_asked
+    from medtransfer.machine import use_core_share_if_asked
     from medtransfer.quiet import quiet_tensorflow_start
 
     die_with_parent_if_asked()
+    use_core_share_if_asked()
 
     args = _parse(build_parser(), list(sys.argv[1:] if argv is None else argv))
     # Handlers see only their subcommand's options (and command, handler).

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
+
+from medtransfer.errors import MedtransferError
 
 # mallopt's parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -46,3 +49,88 @@ def keep_freed_memory(mib: int = 64) -> bool:
     settings = ((_M_MMAP_THRESHOLD, mib * _MIB), (_M_TOP_PAD, mib * _MIB),
                 (_M_TRIM_THRESHOLD, 2 * mib * _MIB))
     return all(mallopt(parameter, value) == 1 for parameter, value in settings)
+
+
+# A child run's share of the CPU cores, set by a parallel sweep (see device_shares).
+CORES_ENV = "MEDTRANSFER_CORES"
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may use, without importing TensorFlow.
+
+    ``CUDA_VISIBLE_DEVICES`` when set (CUDA stops at the first ``-1``), else the GPUs
+    ``nvidia-smi -L`` lists; none on a machine without NVIDIA's driver.
+    """
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        ids = [part.strip() for part in given.split(",") if part.strip()]
+        return ids[:ids.index("-1")] if "-1" in ids else ids
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                 timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if listing.returncode != 0:
+        return []
+    return [str(index) for index, line in enumerate(
+        line for line in listing.stdout.splitlines() if line.startswith("GPU "))]
+
+
+def device_shares(parallel: int | str, gpus_per_run: int = 1) -> list[dict[str, str]]:
+    """What each of ``parallel`` runs at once on this machine may use, as the environment
+    variables its process gets.
+
+    With GPUs, run ``i`` gets ``CUDA_VISIBLE_DEVICES`` = GPUs ``i*K .. i*K+K-1``
+    (``K = gpus_per_run``); ``"auto"`` runs as many as there are groups of K visible GPUs.
+    Without GPUs the usable cores are split into ``parallel`` contiguous shares (``auto``:
+    one run, on every core): each run is pinned to its share (``MEDTRANSFER_CORES``,
+    applied by the child with :func:`use_core_share_if_asked`) and TensorFlow's and
+    OpenMP's thread pools are sized to it, so that two runs do not fight over every core.
+
+    Raises:
+        MedtransferError: ``parallel`` or ``gpus_per_run`` is not a positive whole number
+            (or ``auto``), or the runs need more GPUs than are visible.
+    """
+    if parallel != "auto" and (not isinstance(parallel, int) or parallel < 1):
+        raise MedtransferError(
+            f"--parallel {parallel} is not valid: give how many runs train at once, a whole "
+            "number from 1, or 'auto' (the visible GPUs divided by --gpus-per-run).")
+    if not isinstance(gpus_per_run, int) or gpus_per_run < 1:
+        raise MedtransferError(
+            f"--gpus-per-run {gpus_per_run} is not valid: give a whole number from 1 (each "
+            "run's GPUs, under its MirroredStrategy).")
+    gpus = visible_gpus()
+    if gpus:
+        count = len(gpus) // gpus_per_run if parallel == "auto" else parallel
+        if count < 1 or count * gpus_per_run > len(gpus):
+            raise MedtransferError(
+                f"{count or 1} run(s) at once with {gpus_per_run} GPU(s) each need "
+                f"{(count or 1) * gpus_per_run} GPUs, and {len(gpus)} are visible "
+                f"({', '.join(gpus)}). Lower --parallel or --gpus-per-run, or make more GPUs "
+                "visible (CUDA_VISIBLE_DEVICES).")
+        return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[i * gpus_per_run:(i + 1) * gpus_per_run])}
+                for i in range(count)]
+    count = 1 if parallel == "auto" else parallel
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        list(range(usable_cores()))
+    if count == 1:
+        return [{}]  # one run on every core: nothing to share
+    # More runs than cores: each gets one core, shared round-robin.
+    shares = ([cores[i * len(cores) // count:(i + 1) * len(cores) // count]
+               for i in range(count)] if count <= len(cores)
+              else [[cores[i % len(cores)]] for i in range(count)])
+    return [{CORES_ENV: ",".join(map(str, share)),
+             "OMP_NUM_THREADS": str(len(share)),
+             "TF_NUM_INTRAOP_THREADS": str(len(share)),
+             "TF_NUM_INTEROP_THREADS": str(min(2, len(share)))} for share in shares]
+
+
+def use_core_share_if_asked() -> None:
+    """In a child run of a parallel sweep: keep to the cores ``MEDTRANSFER_CORES`` names.
+
+    Set before TensorFlow starts, so its thread pools and tf.data's autotuning see the
+    share; the variable is removed so that this process's own children do not inherit it.
+    """
+    share = os.environ.pop(CORES_ENV, None)
+    if share and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {int(core) for core in share.split(",")})

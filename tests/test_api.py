@@ -21,7 +21,8 @@ from medtransfer.errors import MedtransferError
 ROOT = Path(__file__).resolve().parents[1]
 API_DOC = ROOT / "docs" / "api.md"
 # Keys of metrics.json that measure the machine, not the run.
-TIMING_KEYS = {"train_seconds", "epoch_seconds", "images_per_second"}
+TIMING_KEYS = {"train_seconds", "epoch_seconds", "images_per_second", "wall_seconds",
+               "images_per_second_warmup", "images_per_second_finetune"}
 
 
 def plain_signature(function) -> str:
@@ -42,7 +43,8 @@ def test_importing_medtransfer_loads_neither_tensorflow_nor_pandas():
 
 
 def test_all_names_exactly_the_public_functions_and_classes():
-    assert sorted(mt.__all__) == ["MedtransferError", "Report", "Run", "list_datasets",
+    assert sorted(mt.__all__) == ["MedtransferError", "Report", "Run", "estimate",
+                                  "list_datasets",
                                   "list_nets",
                                   "load_run", "prepare", "report", "run", "sweep", "tsne"]
     for name in mt.__all__:

@@ -24,6 +24,8 @@ EXPECTED = {
     "report_first", "report_repeated", "report_first_cpu", "report_bootstrap_auc",
     "prepare_chexpert_rate", "scan_chexpert_memory", "prepare_chestxray14_rate",
     "scan_chestxray14_memory",
+    "estimate_small_cnn_f0", "estimate_small_cnn_f0.5", "estimate_cbr_tiny_f0",
+    "estimate_cbr_tiny_f0.5", "parallel_2",
 }
 
 

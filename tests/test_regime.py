@@ -133,6 +133,11 @@ def test_train_seconds_stop_at_the_last_training_step(tmp_path, digits_data_dir,
     assert result.metrics["train_seconds"] == sum(history["train_seconds"].tolist())
     assert result.metrics["epoch_seconds"] == sum(history["seconds"].tolist())
     assert result.metrics["epoch_seconds"] > 2 * 0.5
+    # Per phase, every epoch's training steps (issue #26.4); 0+2 has no phase 1.
+    assert result.metrics["images_per_second_finetune"] == pytest.approx(
+        2 * result.metrics["train_images"] / sum(history["train_seconds"].tolist()))
+    assert result.metrics["images_per_second_warmup"] is None
+    assert result.metrics["wall_seconds"] > result.metrics["epoch_seconds"]
 
 
 def test_callbacks_are_called_in_both_phases_after_the_runs_own(tmp_path, digits_data_dir):

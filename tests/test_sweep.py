@@ -249,8 +249,12 @@ def test_datasets_not_prepared_are_listed_before_anything_starts(
     assert main(["sweep", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "4 runs: 1 complete, 3 to do" in out
-    assert out.rstrip().endswith("Prepare them, then run the same command again.")
+    assert "Prepare them, then run the same command again.\n" in out
     assert "- proteins: Dataset 'proteins' is not prepared yet" in out
+    # ... and what the estimate needs instead, rather than failing.
+    estimate = out[out.index("sweep --estimate: "):]
+    assert "needs the number of images in each split of cancer, proteins, which" in estimate
+    assert "split_sizes: {cancer: {train: N, validation: N, test: N}, proteins:" in estimate
 
 
 def test_report_on_only_failed_runs_lists_them(tmp_path, digits_data_dir):

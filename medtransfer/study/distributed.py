@@ -26,6 +26,7 @@ folder, and each run directory is locked by the process training it.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -40,10 +41,13 @@ from medtransfer.study.launch import (
     FAILED,
     HELD,
     Progress,
+    Slot,
     SweepResult,
     finish,
     launch_run,
     print_plan,
+    run_in_slots,
+    stop_slots,
     write_sweep_copy,
 )
 from medtransfer.training.rundir import RunDirectory
@@ -80,8 +84,14 @@ def is_distributed() -> bool:
     return dist_utils.has_chief_oracle()
 
 
-def run_distributed(sweep: Sweep) -> SweepResult:
+def run_distributed(sweep: Sweep, slots: list[Slot] | None = None) -> SweepResult:
     """Serves the sweep's runs (chief) or trains them (worker), by ``KERASTUNER_TUNER_ID``.
+
+    Args:
+        sweep: the expanded sweep.
+        slots: a worker trains one run in each at once (``sweep --parallel``), asking the
+            chief as ``<tuner id>-1``, ``<tuner id>-2``, ...; None: one run at a time as
+            ``<tuner id>``. The chief ignores them.
 
     Returns:
         The chief: every run's outcome; a worker: the runs it trained.
@@ -93,7 +103,7 @@ def run_distributed(sweep: Sweep) -> SweepResult:
 
     if dist_utils.is_chief_oracle():
         return _serve(sweep)
-    return _work(sweep)
+    return _work(sweep, slots)
 
 
 def next_run(pending: list[PlannedRun], handed_out: dict[str, str],
@@ -306,8 +316,24 @@ def run_trials(oracle, tuner_id: str, run: Callable[[Any], dict[str, Any] | None
         oracle.end_trial(trial)
 
 
-def _work(sweep: Sweep) -> SweepResult:
-    """A worker: asks the chief for a run, trains it, reports it, until told to stop."""
+def _work_in_slots(client, tuner_id: str, slots: list[Slot],
+                   train: Callable[..., dict[str, Any] | None]) -> None:
+    """One worker loop per slot, each asking the chief under ``<tuner_id>-<n>``.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C, after every slot's run has stopped.
+    """
+    def loop(number: int, slot: Slot) -> None:
+        asker = f"{tuner_id}-{number}"
+        run_trials(client, asker, functools.partial(train, slot=slot, asker=asker))
+
+    run_in_slots(slots, loop, functools.partial(stop_slots, slots))
+
+
+def _work(sweep: Sweep, slots: list[Slot] | None) -> SweepResult:
+    """A worker: asks the chief for a run, trains it, reports it, until told to stop; with
+    slots, one such loop per slot, each under its own tuner id (a worker started again
+    gets each slot's unfinished run back)."""
     from keras_tuner.src.distribute import oracle_client
     from keras_tuner.src.engine import trial as trial_module
 
@@ -323,15 +349,17 @@ def _work(sweep: Sweep) -> SweepResult:
     print(f"{tuner_id}: asking the chief at {os.environ[ORACLE_IP]}:{os.environ[ORACLE_PORT]} "
           "for runs", flush=True)
 
-    def train(trial) -> dict[str, Any] | None:
+    def train(trial, slot: Slot | None = None, asker: str = tuner_id) -> dict[str, Any] | None:
         run_id = trial.hyperparameters.values["run"]
         run = runs.get(run_id)
         if run is None:
-            trial.message = (f"{tuner_id} has no run {run_id} in {sweep.path}: every machine "
+            trial.message = (f"{asker} has no run {run_id} in {sweep.path}: every machine "
                              "must run the same sweep file")
             return None
-        print(f"\n{tuner_id}: {run_id}", flush=True)
-        outcome = launch_run(run)
+        if slot is not None:
+            slot.tag = asker
+        print(f"\n{asker}: {run_id}{f' on {slot.label}' if slot else ''}", flush=True)
+        outcome = launch_run(run, slot)
         result.add(run_id, outcome)
         if outcome.state == HELD:
             trial.status = trial_module.TrialStatus.INVALID
@@ -341,7 +369,10 @@ def _work(sweep: Sweep) -> SweepResult:
             return None
         return outcome.metrics or {}
 
-    run_trials(client, tuner_id, train)
+    if slots is None:
+        run_trials(client, tuner_id, train)
+    else:
+        _work_in_slots(client, tuner_id, slots, train)
     print(f"{tuner_id}: the chief has no run left; {len(result.completed)} completed here.")
     if result.failed or result.held:
         result.total = len(result.completed) + len(result.failed) + len(result.held)

@@ -7,6 +7,8 @@ A sweep file names the ``experiment``, the run options every run shares (``base`
 becomes the run's directory. The runs come out in file order, so a run's source always
 comes before it. Top-level ``published`` and ``expect`` are for ``report``; the sweep
 checks ``expect``'s structure (:func:`check_expect`) so that a typo fails before any run.
+Top-level ``split_sizes`` gives the images per split of datasets not prepared on this
+machine, for ``sweep --estimate``.
 
 Run directories are ``RunConfig.run_dir``: the sweep never invents its own ids.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from medtransfer.config import (
 )
 from medtransfer.errors import MedtransferError, look_up_option
 
-SWEEP_KEYS = ("experiment", "base", "grid", "published", "expect")
+SWEEP_KEYS = ("experiment", "base", "grid", "published", "expect", "split_sizes")
 RUN_REFERENCE = "run:"
 EXPECT_KEYS = ("text", "checks")
 IMPROVEMENT_CHECK_KEYS = ("improvement", "over", "freeze", "where", "sign", "excludes_zero")
@@ -83,6 +85,8 @@ class Sweep:
         experiment: the experiment's name.
         logdir: the root of the experiments.
         runs: every run, in the order they run.
+        split_sizes: dataset -> images per split (train, validation, test), for
+            ``sweep --estimate`` on a machine where the dataset is not prepared.
     """
 
     path: Path
@@ -90,6 +94,7 @@ class Sweep:
     experiment: str
     logdir: Path
     runs: list[PlannedRun]
+    split_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def experiment_dir(self) -> Path:
@@ -131,7 +136,23 @@ def load_sweep(path: str | Path, logdir: str | Path | None = None) -> Sweep:
         )
     runs = expand(values, source=str(path), logdir=logdir)
     config = runs[0].config
-    return Sweep(path, text, config.experiment, Path(config.logdir), runs)
+    return Sweep(path, text, config.experiment, Path(config.logdir), runs,
+                 _split_sizes(values.get("split_sizes") or {}, str(path)))
+
+
+def _split_sizes(value: Any, source: str) -> dict[str, dict[str, int]]:
+    """The sweep file's ``split_sizes``, checked: dataset -> {train, validation, test}."""
+    sizes = {}
+    for name, counts in _mapping(value, "split_sizes", source).items():
+        if not (isinstance(counts, Mapping) and set(counts) == {"train", "validation", "test"}
+                and all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                        for n in counts.values())):
+            raise MedtransferError(
+                f"In {source}: split_sizes: {name} must give the images of each split as "
+                f"{{train: N, validation: N, test: N}}, three positive whole numbers, not "
+                f"{counts!r}.")
+        sizes[str(name)] = dict(counts)
+    return sizes
 
 
 def expand(values: Mapping[str, Any], *, source: str = "the sweep",

@@ -17,6 +17,7 @@ run is not complete, so never into a run another process holds or has completed.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -223,7 +225,88 @@ class Progress:
         return f"[run {self.finished + 1}/{self.total}: {run_id}] {self.line()}"
 
 
-def launch_run(run: PlannedRun) -> RunOutcome:
+@dataclass
+class Slot:
+    """One place of a parallel sweep where a run trains: its share of the machine.
+
+    Attributes:
+        env: environment variables of its child (its GPUs, or its cores and thread
+            limits: :func:`medtransfer.machine.device_shares`).
+        label: the share, for the line announcing a run ("GPU 0,1", "cores 2,3").
+        tag: put before each line of the child's output, so that the interleaved
+            output of runs at once says which run wrote it.
+        child: the child process training now, if any.
+        stopping: set by the sweep on Ctrl-C: no child starts any more, and one that
+            ends is not recorded as failed.
+        lock: guards ``child`` and ``stopping`` between the slot's thread and the one
+            stopping it.
+    """
+
+    env: dict[str, str] = field(default_factory=dict)
+    label: str = ""
+    tag: str = ""
+    child: subprocess.Popen | None = None
+    stopping: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def stop(self) -> None:
+        """Stops the child training in this slot, if any (see :func:`_stop`)."""
+        with self.lock:
+            self.stopping = True
+            child = self.child
+        if child is not None:
+            _stop(child)
+
+
+def stop_slots(slots: list[Slot]) -> None:
+    """Stops every slot's run at once (each may take a grace period to save its epoch)."""
+    stoppers = [threading.Thread(target=slot.stop) for slot in slots]
+    for stopper in stoppers:
+        stopper.start()
+    for stopper in stoppers:
+        stopper.join()
+
+
+def run_in_slots(slots: list[Slot], work: Callable[[int, Slot], None],
+                 stop: Callable[[], None]) -> None:
+    """Runs ``work(number, slot)`` in a thread per slot (numbered from 1) until all end.
+
+    A slot's thread ends quietly when its slot is stopped (``KeyboardInterrupt`` from
+    :func:`launch_run`); an error in one stops every slot (``stop``) and is raised here.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C, after ``stop`` (which stops every slot's child and
+            waits for it).
+    """
+    errors: list[BaseException] = []
+
+    def guarded(number: int, slot: Slot) -> None:
+        try:
+            work(number, slot)
+        except KeyboardInterrupt:
+            pass  # the slot was stopped: its run resumes next time
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+            errors.append(error)
+            stop()
+
+    # Daemons: once every child has stopped, a thread may still wait for a keras-tuner
+    # chief; the command ends without it.
+    threads = [threading.Thread(target=guarded, args=(number, slot), daemon=True,
+                                name=f"slot-{number}")
+               for number, slot in enumerate(slots, start=1)]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        stop()
+        raise
+    if errors:
+        raise errors[0]
+
+
+def launch_run(run: PlannedRun, slot: Slot | None = None) -> RunOutcome:
     """Trains one run in a child process and records how it ended.
 
     A complete run is not started again, nor one that another process holds (or whose
@@ -232,8 +315,14 @@ def launch_run(run: PlannedRun) -> RunOutcome:
     ``<run_dir>/error.txt``, unless another process holds the run or has completed it by
     then; a start removes an old one.
 
+    Args:
+        run: the run.
+        slot: where it trains in a parallel sweep (its environment and output tag); None:
+            in this process's environment, its output passed on as it is.
+
     Raises:
-        KeyboardInterrupt: after stopping the child, when the user pressed Ctrl-C.
+        KeyboardInterrupt: after stopping the child, when the user pressed Ctrl-C (in a
+            parallel sweep: when its slot was stopped).
     """
     directory = RunDirectory(run.run_dir)
     if directory.is_complete():
@@ -252,7 +341,7 @@ def launch_run(run: PlannedRun) -> RunOutcome:
                             "run; that run failed or has not run. Fix it first."]))
     directory.error.unlink(missing_ok=True)
     started = time.monotonic()
-    exit_code, stderr_tail = _run_child(run.config)
+    exit_code, stderr_tail = _run_child(run.config, slot)
     seconds = time.monotonic() - started
     if exit_code == RunHeld.exit_code:
         # Another process took the run between the check above and the child's start.
@@ -270,32 +359,58 @@ def run_command(config_file: Path) -> list[str]:
     return [sys.executable, "-m", "medtransfer", "run", "--config", str(config_file)]
 
 
-def _run_child(config: RunConfig) -> tuple[int, list[str]]:
+def _run_child(config: RunConfig, slot: Slot | None) -> tuple[int, list[str]]:
     """Runs ``medtransfer run`` on ``config`` in a child process.
 
-    Its stdout goes straight to ours; its stderr is passed on line by line and the last
-    lines are kept for the error file.
+    Alone, its stdout goes straight to ours; in a slot, each line is passed on behind the
+    slot's tag. Its stderr is passed on line by line and the last lines are kept for the
+    error file.
 
     Returns:
         The exit code (negative: the signal that killed it) and the last stderr lines.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C, or the slot was stopped.
     """
+    tag = f"[{slot.tag}] " if slot is not None and slot.tag else ""
     with tempfile.TemporaryDirectory(prefix="medtransfer-sweep-") as folder:
         config_file = Path(folder) / "config.yaml"
         config_file.write_text(yaml.safe_dump(_options(config), sort_keys=False))
-        child = subprocess.Popen(
-            run_command(config_file), stderr=subprocess.PIPE, text=True, errors="replace",
-            env=child_environment(),  # the child dies with us: see medtransfer.lifetime
-        )
+        # The child dies with us (see medtransfer.lifetime). Linux ties that to the thread
+        # that starts it, so a parallel sweep's slot thread outlives its child.
+        start = functools.partial(
+            subprocess.Popen, run_command(config_file), stderr=subprocess.PIPE, text=True,
+            errors="replace", stdout=subprocess.PIPE if tag else None,
+            env={**child_environment(), **(slot.env if slot is not None else {})})
+        if slot is None:
+            child = start()
+        else:
+            with slot.lock:
+                if slot.stopping:
+                    raise KeyboardInterrupt
+                child = slot.child = start()
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
-        reader = threading.Thread(target=_pass_on, args=(child.stderr, tail), daemon=True)
-        reader.start()
+        readers = [threading.Thread(target=_pass_on, args=(child.stderr, sys.stderr, tag, tail),
+                                    daemon=True)]
+        if tag:
+            readers.append(threading.Thread(target=_pass_on,
+                                            args=(child.stdout, sys.stdout, tag, None),
+                                            daemon=True))
+        for reader in readers:
+            reader.start()
         try:
             exit_code = child.wait()
         except KeyboardInterrupt:
             _stop(child)
             raise
         finally:
-            reader.join(timeout=10)
+            for reader in readers:
+                reader.join(timeout=10)
+        if slot is not None:
+            with slot.lock:
+                slot.child = None
+                if slot.stopping:  # stopped by Ctrl-C: resumes, is no failure
+                    raise KeyboardInterrupt
         return exit_code, list(tail)
 
 
@@ -306,11 +421,15 @@ def _options(config: RunConfig) -> dict[str, Any]:
             for key, value in config.to_dict().items() if value != defaults[key]}
 
 
-def _pass_on(stream, tail: collections.deque[str]) -> None:
+def _pass_on(stream, out, tag: str, tail: collections.deque[str] | None) -> None:
     for line in stream:
-        sys.stderr.write(line)
-        tail.append(line.rstrip("\n"))
-    sys.stderr.flush()
+        # One write per line, so that lines of runs at once do not mix within a line.
+        out.write(f"{tag}{line}")
+        if tail is not None:
+            tail.append(line.rstrip("\n"))
+        if tag:
+            out.flush()
+    out.flush()
 
 
 def _stop(child: subprocess.Popen) -> None:

@@ -43,6 +43,8 @@ from medtransfer.fileio import read_json, write_json_atomic, write_text_atomic
 from medtransfer.plotting import check_format, save_figure
 from medtransfer.study import figures
 from medtransfer.study.checks import ExpectationChecks
+from medtransfer.study.costs import cost_columns, cost_section
+from medtransfer.study.estimate import recorded_estimates
 from medtransfer.study.labels import GLOROT, status_text
 from medtransfer.study.panels import FigurePanels
 from medtransfer.study.resampling import Bootstrap
@@ -268,6 +270,7 @@ class Study(StudyTables, ExpectationChecks, FigurePanels):
             out += ["", "## Not complete", "",
                     *(f"- `{record.path.name}`: {status_text(record)}"
                       for record in unfinished)]
+        out += cost_section(self.records, recorded_estimates(self.experiment_dir))
         if self.skipped:
             out += ["", "## Skipped (broken or inconsistent run directories)", "",
                     *(f"- `{path.name}`: {problem}" for path, problem in self.skipped)]
@@ -283,6 +286,7 @@ class Study(StudyTables, ExpectationChecks, FigurePanels):
     def results_csv(self) -> str:
         """results.csv: a row per run directory, every metrics.json key, the interval."""
         rows = []
+        estimates = recorded_estimates(self.experiment_dir)
         for record in self.records:
             row: dict[str, Any] = {"run_dir": str(record.path),
                                    "status": status_text(record, detail=False)}
@@ -290,6 +294,7 @@ class Study(StudyTables, ExpectationChecks, FigurePanels):
                 row.update({key: getattr(record.config, key)
                             for key in ("dataset", "net", "init", "freeze", "seed")})
             row.update({key: value for key, value in record.metrics.items() if key != "status"})
+            row.update(cost_columns(record, estimates))
             row["epochs_done"] = record.epochs_done
             run = next((run for run in self.runs if run.record is record), None)
             interval = self.bootstrap.interval(run) if run and run.complete else None

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import math
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -215,6 +216,7 @@ class _Inputs:
 
 def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
            callbacks: Sequence[keras.callbacks.Callback]) -> RunResult:
+    started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         set_op_determinism(True)
@@ -227,6 +229,8 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
     tensorboard = TensorBoardLog(run_dir.path)
     tensorboard.write_hparams(config.to_dict(), train_images=inputs.train_images)
     state, resume = _restore_progress(run_dir, tensorboard)
+    # Earlier sessions of a resumed run count by their epochs (their setup is not kept).
+    earlier_seconds = sum(float(row["seconds"]) for row in state.rows)
     done = resume.epoch if resume else 0
     if done:
         print(f"Resuming {run_dir.path} after epoch {done} of {config.total_epochs}.")
@@ -253,6 +257,7 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
     tensorboard.close()
     metrics = _complete_metrics(config, inputs, state, summary, stopped_epoch, test_metrics,
                                 replicas, head)
+    metrics["wall_seconds"] = earlier_seconds + time.monotonic() - started
     TensorBoardLog(run_dir.path).write_results(metrics)
     run_dir.write_metrics(metrics)
     run_dir.remove_leftovers()
@@ -358,6 +363,9 @@ def _complete_metrics(config: RunConfig, inputs: _Inputs, state: TrainingState,
         "train_seconds": sum(row["train_seconds"] for row in state.rows),
         "epoch_seconds": sum(row["seconds"] for row in state.rows),
         "images_per_second": _steady_images_per_second(state.rows, inputs.train_images),
+        # Per phase, every epoch of it: what a cost estimate calibrates.
+        **{f"images_per_second_{phase}": _phase_images_per_second(
+            state.rows, inputs.train_images, phase) for phase in ("warmup", "finetune")},
         "train_images": inputs.train_images,
         "validation_images": len(inputs.validation.labels),
         "test_images": len(inputs.test.labels),
@@ -600,6 +608,14 @@ def _write_predictions(path: Path, split: EvaluationSet, probabilities: np.ndarr
         writer.writerow(["id", "label", *(f"prob_{name}" for name in class_names)])
         for image_id, label, row in zip(split.ids, split.labels, probabilities, strict=True):
             writer.writerow([image_id, class_names[label], *(f"{p:.8g}" for p in row)])
+
+
+def _phase_images_per_second(rows: list[dict[str, Any]], train_images: int,
+                             phase: str) -> float | None:
+    """Training images per second over the epochs of ``phase``; None when it had none."""
+    epochs = [row for row in rows if row["phase"] == phase]
+    seconds = sum(float(row["train_seconds"]) for row in epochs)
+    return len(epochs) * train_images / seconds if epochs and seconds > 0 else None
 
 
 def _steady_images_per_second(rows: list[dict[str, Any]], train_images: int) -> float:

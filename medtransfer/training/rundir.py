@@ -246,6 +246,14 @@ class RunDirectory:
             if other != weights:
                 other.unlink()
 
+    def completed_epochs(self) -> int:
+        """The epochs a resume would keep (``state.json``'s epoch; 0 without one), read
+        without tidying anything up: another process may be training the run."""
+        try:
+            return int(read_json(self.resume_state)["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
     def read_resume_state(self) -> ResumeState | None:
         """The state a killed run resumes from, or None when no epoch completed.
 
