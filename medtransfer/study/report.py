@@ -45,6 +45,7 @@ from medtransfer.study import figures
 from medtransfer.study.checks import ExpectationChecks
 from medtransfer.study.labels import GLOROT, status_text
 from medtransfer.study.panels import FigurePanels
+from medtransfer.study.published import PublishedValues
 from medtransfer.study.resampling import Bootstrap
 from medtransfer.study.stats import LEVEL
 from medtransfer.study.tables import DIFFERENCE_LEGEND, StudyTables
@@ -203,7 +204,7 @@ def _read_sweep(path: Path) -> tuple[dict[str, Any], str]:
     return data, ""
 
 
-class Study(StudyTables, ExpectationChecks, FigurePanels):
+class Study(StudyTables, ExpectationChecks, PublishedValues, FigurePanels):
     """The runs of one experiment on the study's axes, and every table and figure built
     from them (see :func:`load_study`)."""
 
@@ -213,6 +214,10 @@ class Study(StudyTables, ExpectationChecks, FigurePanels):
         for record in self.records:
             counts[status_text(record, detail=False)] += 1
         expectation = self.expectation()
+        beside = self.published_values_table()
+        if beside:
+            source = self.published.get("source", "the published study")
+            expectation = [*expectation, "", f"Published ({source}) beside ours:", "", beside]
         main = [self.main_table(), "", self.legend(), *expectation]
         for init in self.transfer_inits:
             table, _ = self.dataset_summary(init)
