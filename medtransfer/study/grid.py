@@ -45,6 +45,14 @@ _EXPECT_HELP = (
     "{metric: test_auc_micro, init: INIT, range: [LOW, HIGH], freeze: F, where: {...}} "
     "(freeze, where and excludes_zero optional); configs/demo.yaml has an example."
 )
+PUBLISHED_VALUE_KEYS = ("dataset", "net", "init", "freeze", "where", "metric", "value", "label")
+_PUBLISHED_HELP = (
+    "published is a mapping with 'source' and optionally 'values': a list of "
+    "{dataset: D, net: N, init: glorot, metric: test_auc_macro, value: 0.944, label: "
+    "\"AUC\", freeze: F, where: {...}} (init, label, freeze and where optional; metric is "
+    "the metrics.json key that measures what the paper reports); configs/medmnist_v2.yaml "
+    "has an example."
+)
 # Options that place runs: one experiment folder per sweep, so only top-level or base.
 _SWEEP_WIDE = ("experiment", "logdir")
 
@@ -179,6 +187,7 @@ def expand(values: Mapping[str, Any], *, source: str = "the sweep",
     base_values = _mapping(values.get("base") or {}, "base", source)
     if "expect" in values:
         check_expect(values["expect"], source)
+    check_published(values.get("published"), source)
     if "experiment" in base_values:
         raise MedtransferError(
             f"In {source}: put 'experiment' at the top level of the sweep file, not in "
@@ -280,10 +289,15 @@ def _check_one(check: Any, where: str) -> None:
             raise MedtransferError(
                 f"In {where}: range must be [LOW, HIGH], two numbers with LOW <= HIGH, not "
                 f"{bounds!r}.")
-    freeze = check.get("freeze", 0.0)
+    _check_selection(check, where)
+
+
+def _check_selection(entry: Mapping[str, Any], where: str) -> None:
+    """The ``freeze`` and ``where`` that select the runs of a check or a published value."""
+    freeze = entry.get("freeze", 0.0)
     if not _is_number(freeze) or not 0.0 <= freeze <= 1.0:
         raise MedtransferError(f"In {where}: freeze must be a number in [0, 1], not {freeze!r}.")
-    filters = check.get("where", {})
+    filters = entry.get("where", {})
     if not isinstance(filters, Mapping):
         raise MedtransferError(
             f"In {where}: where must be a mapping of run options to values, for example "
@@ -292,6 +306,47 @@ def _check_one(check: Any, where: str) -> None:
         _look_up(str(key), [name for name in FIELDS if name not in NOT_IDENTITY],
                  "run option", where, "where selects runs by options that are part of a "
                  "run's identity, written with underscores.")
+
+
+def check_published(published: Any, source: str = "the sweep") -> None:
+    """Checks the structure of a sweep file's ``published`` values (see docs/studies.md).
+
+    ``published`` is a mapping: ``source`` (where the numbers come from), optionally the
+    study's ``improvement``, ``speedup`` and ``findings``, and ``values``: a list of
+    numbers a paper reports for one (dataset, net, init) that ``report`` prints beside
+    the same metric of our runs.
+
+    Raises:
+        MedtransferError: a value entry with an unknown key (with a did-you-mean), a
+            missing or mistyped field.
+    """
+    if published is None:
+        return
+    where = f"{source}, published"
+    if not isinstance(published, Mapping):
+        raise MedtransferError(f"In {where}: a {type(published).__name__} is not valid. "
+                               f"{_PUBLISHED_HELP}")
+    values = published.get("values", [])
+    if not isinstance(values, list):
+        raise MedtransferError(f"In {where}: values must be a list. {_PUBLISHED_HELP}")
+    for index, entry in enumerate(values, start=1):
+        at = f"{where}, value {index}"
+        if not isinstance(entry, Mapping):
+            raise MedtransferError(f"In {at}: each value is a mapping. {_PUBLISHED_HELP}")
+        for key in entry:
+            _look_up(str(key), PUBLISHED_VALUE_KEYS, "published value key", at, _PUBLISHED_HELP)
+        for key in ("dataset", "net", "metric", "value"):
+            if key not in entry:
+                raise MedtransferError(f"In {at}: '{key}' is missing. {_PUBLISHED_HELP}")
+        for key in ("dataset", "net", "init", "metric", "label"):
+            if key in entry and not isinstance(entry[key], str):
+                raise MedtransferError(
+                    f"In {at}: {key} must be text, not {entry[key]!r}. {_PUBLISHED_HELP}")
+        if not _is_number(entry["value"]):
+            raise MedtransferError(
+                f"In {at}: value must be a number (as a fraction, like our metrics: 0.944, "
+                f"not 94.4%), not {entry['value']!r}.")
+        _check_selection(entry, at)
 
 
 def _is_number(value: Any) -> bool:

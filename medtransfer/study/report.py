@@ -47,6 +47,7 @@ from medtransfer.study.costs import cost_columns, cost_section
 from medtransfer.study.estimate import recorded_estimates
 from medtransfer.study.labels import GLOROT, status_text
 from medtransfer.study.panels import FigurePanels
+from medtransfer.study.published import PublishedValues
 from medtransfer.study.resampling import Bootstrap
 from medtransfer.study.stats import LEVEL
 from medtransfer.study.tables import DIFFERENCE_LEGEND, StudyTables
@@ -205,7 +206,7 @@ def _read_sweep(path: Path) -> tuple[dict[str, Any], str]:
     return data, ""
 
 
-class Study(StudyTables, ExpectationChecks, FigurePanels):
+class Study(StudyTables, ExpectationChecks, PublishedValues, FigurePanels):
     """The runs of one experiment on the study's axes, and every table and figure built
     from them (see :func:`load_study`)."""
 
@@ -215,6 +216,10 @@ class Study(StudyTables, ExpectationChecks, FigurePanels):
         for record in self.records:
             counts[status_text(record, detail=False)] += 1
         expectation = self.expectation()
+        beside = self.published_values_table()
+        if beside:
+            source = self.published.get("source", "the published study")
+            expectation = [*expectation, "", f"Published ({source}) beside ours:", "", beside]
         main = [self.main_table(), "", self.legend(), *expectation]
         for init in self.transfer_inits:
             table, _ = self.dataset_summary(init)
