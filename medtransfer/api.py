@@ -364,12 +364,15 @@ def _data_uri(path: Path) -> str:
 
 
 def tsne(runs: str | Path | Sequence[str | Path], *, out: str | Path | None = None,
-         max_images: int = 1000, seed: int = 0, format: str = "png"):
+         max_images: int = 1000, seed: int = 0, format: str = "png", method: str = "tsne"):
     """What the features of each run separate: t-SNE, a panel per run (``medtransfer tsne``).
 
+    ``method`` is ``tsne``, ``pca`` or ``both`` (a row per method).
+
     Returns:
-        A ``TsneResult``: ``figure`` (tsne.png), ``table`` (tsne.csv, the 2-D coordinates)
-        and ``embeddings``.
+        A ``TsneResult``: ``figure`` (tsne.png, pca.png or tsne_pca.png), ``tables`` (per
+        method its CSV of 2-D coordinates), ``embeddings`` (per method) and
+        ``explained_variance`` (PCA).
 
     Example:
         >>> mt.tsne([run_a.path, run_b.path], max_images=300).figure
@@ -378,7 +381,7 @@ def tsne(runs: str | Path | Sequence[str | Path], *, out: str | Path | None = No
 
     runs = [runs] if isinstance(runs, str | Path) else list(runs)
     return run_tsne([Path(run) for run in runs], out, max_images=max_images, seed=seed,
-                    figure_format=format)
+                    figure_format=format, method=method)
 
 
 def list_nets() -> pd.DataFrame:

@@ -452,6 +452,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 TSNE_EXAMPLES = """examples:
   medtransfer tsne tensorboard_logs/demo/<run_id>
+  medtransfer tsne tensorboard_logs/demo/<run_id> --method both     # PCA beside t-SNE
   medtransfer tsne tensorboard_logs/study/cancer-inception_v3-imagenet-f{1.00,0.10,0.00}-s0 \\
       --out figures/ --max-images 2000
   tensorboard --logdir tensorboard_logs/demo   # then the Projector tab
@@ -489,22 +490,27 @@ def _add_format_option(parser: argparse.ArgumentParser) -> None:
 
 def _tsne_parser(subparsers) -> None:
     parser = _inspect_parser(
-        subparsers, "tsne", "t-SNE of the penultimate features of finished runs",
+        subparsers, "tsne", "t-SNE / PCA of the penultimate features of finished runs",
         "Embed the globally pooled features of the best checkpoint on the test split with "
-        "t-SNE, one panel per run side by side in tsne.png, coloured by class; also write "
-        "each run's features for TensorBoard's Projector (<run>/projector/).",
+        "t-SNE, PCA or both (--method), one panel per run side by side in tsne.png (pca.png, "
+        "tsne_pca.png), coloured by class, with the coordinates in tsne.csv (pca.csv); also "
+        "write each run's features for TensorBoard's Projector (<run>/projector/).",
         TSNE_EXAMPLES, _tsne)
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="complete run directories")
     parser.add_argument("--max-images", type=int, default=1000,
                         help="test images per run at most, a seeded sample (default 1000)")
+    parser.add_argument("--method", default="tsne", metavar="{tsne,pca,both}",
+                        help="tsne (default), pca (the first two principal components), or "
+                             "both (a row each, as the MedMNIST exercise shows them)")
 
 
 def _tsne(args: argparse.Namespace) -> int:
     from medtransfer.api import tsne
 
     result = tsne(args.run_dirs, out=args.out, max_images=args.max_images, seed=args.seed,
-                  format=args.format)
-    print(f"t-SNE:     {result.figure} ({result.table.name} beside it)")
+                  format=args.format, method=args.method)
+    tables = " and ".join(table.name for table in result.tables.values())
+    print(f"figure:    {result.figure} ({tables} beside it)")
     for config in result.projector_configs:
         print(f"projector: {config} (tensorboard --logdir {config.parent}, Projector tab)")
     return 0
