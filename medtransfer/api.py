@@ -227,6 +227,40 @@ def run(config: str | Path | Mapping[str, Any] | RunConfig | None = None, /, *,
     return Run(result.run_dir)
 
 
+def pretrain(method: str, config: str | Path | Mapping[str, Any] | RunConfig | None = None, /,
+             *, epochs: int = 10, overwrite: bool = False, **options):
+    """Pretrains a backbone without labels, for a run to start from (``medtransfer pretrain``).
+
+    Args:
+        method: ``autoencoder``: the backbone as the encoder of an autoencoder with a
+            mirrored decoder, trained to reconstruct the training images.
+        config: a run config YAML file, a dict or a ``RunConfig`` (optional); its
+            dataset, net, image size, seed, batch size, train size, ... are used.
+        epochs: epochs of training.
+        overwrite: train again over a complete pretraining.
+        **options: ``run`` options with underscores: ``dataset``, ``net``, ``image_size``,
+            ``lr`` (default 0.001), ``batch_size``, ``seed``, ``train_size``,
+            ``experiment``, ``logdir``, ``data_dir``, ...
+
+    Returns:
+        A ``PretrainResult``: ``path`` (give it to ``run(init=...)``), ``metrics``
+        (test_mse, test_psnr, test_ssim, ...), ``figure`` (test images above their
+        reconstructions).
+
+    Example:
+        >>> ae = mt.pretrain("autoencoder", dataset="digits", image_size=32, epochs=5)
+        >>> mt.run(dataset="digits", image_size=32, train_size=10, init=ae.path)
+    """
+    from medtransfer.pretrain.plan import check_method
+
+    check_method(method)
+    config = run_config(config, **options)
+
+    from medtransfer.pretrain.autoencoder import pretrain_autoencoder
+
+    return pretrain_autoencoder(config, epochs=epochs, overwrite=overwrite)
+
+
 def load_run(run_dir: str | Path) -> Run:
     """Opens a run directory for reading: config, metrics, history, model, predict.
 

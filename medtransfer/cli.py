@@ -253,6 +253,60 @@ def _short_path(path: Path) -> str:
     return absolute if relative.startswith("..") else relative
 
 
+PRETRAIN_EXAMPLES = """examples:
+  medtransfer pretrain autoencoder --dataset digits --net small_cnn --image-size 32
+  medtransfer pretrain autoencoder --dataset chestmnist --net small_cnn --epochs 10 \\
+      --experiment exercise
+then: medtransfer run --dataset ... --net <the same net> --init <the directory it printed>
+"""
+
+
+def _pretrain_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "pretrain", help="pretrain a backbone without labels (autoencoder), for run --init",
+        description="Train the net's backbone as the encoder of an autoencoder with a "
+                    "mirrored decoder, to reconstruct the training images (labels are "
+                    "never read; --train-size takes a seeded subset), keep the epoch with "
+                    "the lowest validation MSE, and report the test MSE, PSNR and SSIM. "
+                    "Writes <logdir>/<experiment>/autoencoder/<id>/, which 'run --init' "
+                    "takes: the backbone loads, the classifier head is new.",
+        epilog=PRETRAIN_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    parser.add_argument("method", help="the pretraining: autoencoder")
+    _add_run_options(parser, without=(
+        "init", "freeze", "epochs", "lr", "scaling", "class_weight", "patience", "augment",
+        "flips", "noise", "color", "strategy", "mixed_precision", "bn_stats", "weights_file",
+        "head_units", "dropout"))
+    add = parser.add_argument
+    add("--epochs", type=int, help="epochs of training (default 10, as the MedMNIST exercise)")
+    add("--lr", type=float, help="Adam learning rate (default 0.001)")
+    add("--overwrite", action="store_true", help="train again over a complete pretraining")
+    parser.set_defaults(
+        handler=_pretrain,
+        interrupted="A pretraining does not resume: the same command starts it again.",
+    )
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from medtransfer.pretrain.plan import check_method
+
+    check_method(args.method)
+    epochs = vars(args).pop("epochs")
+    config = _config_from_args(args)
+
+    from medtransfer.api import pretrain
+
+    result = pretrain(args.method, config, overwrite=args.overwrite,
+                      **({"epochs": epochs} if epochs is not None else {}))
+    metrics = result.metrics
+    print(f"\ntest MSE {metrics['test_mse']:.5f}, PSNR {metrics['test_psnr']:.2f} dB, SSIM "
+          f"{metrics['test_ssim']:.4f} (best epoch {metrics['best_epoch']})")
+    print(f"reconstructions: {_short_path(result.figure)}")
+    print(f"then:            medtransfer run ... --net {metrics['net']} --init "
+          f"{shlex.quote(_short_path(result.path))}")
+    return 0
+
+
 def _reproduce_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "reproduce", help="train a finished run's configuration again, beside it, and compare",
@@ -741,6 +795,7 @@ def build_parser() -> _Parser:
     _list_parser(subparsers)
     _prepare_parser(subparsers)
     _run_parser(subparsers)
+    _pretrain_parser(subparsers)
     _predict_parser(subparsers)
     _export_parser(subparsers)
     _reproduce_parser(subparsers)

@@ -44,7 +44,8 @@ def test_importing_medtransfer_loads_neither_tensorflow_nor_pandas():
 def test_all_names_exactly_the_public_functions_and_classes():
     assert sorted(mt.__all__) == ["MedtransferError", "Report", "Run", "list_datasets",
                                   "list_nets",
-                                  "load_run", "prepare", "report", "run", "sweep", "tsne"]
+                                  "load_run", "prepare", "pretrain", "report", "run", "sweep",
+                                  "tsne"]
     for name in mt.__all__:
         assert getattr(mt, name) is not None
     assert mt.MedtransferError is MedtransferError
