@@ -62,6 +62,12 @@ def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
         if unprepared:
             raise MedtransferError(unprepared)
         if distributed.is_distributed():
+            if any(run.pretrain for run in sweep.runs):
+                raise MedtransferError(
+                    f"{sweep.path} has pretraining steps, and a sweep spread over machines "
+                    "does not order them before the runs that use them yet. Run it on one "
+                    "machine (without the KERASTUNER_* variables), or pretrain first with "
+                    "'medtransfer pretrain' and give the runs its directory as init.")
             return distributed.run_distributed(sweep)
     complete = print_plan(sweep)
     result = SweepResult(len(sweep.runs), len(complete))
