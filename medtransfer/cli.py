@@ -515,6 +515,7 @@ SIMILARITY_EXAMPLES = """examples:
   medtransfer similarity tensorboard_logs/demo/<run_id>
   medtransfer similarity RUN_IMAGENET RUN_GLOROT --out figures/      # each vs its own init
   medtransfer similarity RUN_SEED0 --against RUN_SEED1               # two runs, block by block
+  medtransfer similarity --experiment tensorboard_logs/transfusion   # Transfusion's figure 2
 """
 GRADCAM_EXAMPLES = """examples:
   medtransfer gradcam tensorboard_logs/demo/<run_id>
@@ -577,9 +578,16 @@ def _similarity_parser(subparsers) -> None:
         "variance, then CCA, mean correlation) between a trained run and its own "
         "initialisation, rebuilt from its config and seed, or another run of the same net, "
         "on a seeded sample of test images: similarity.csv and similarity.png (one line "
-        "per run, blocks from the input side).",
+        "per run, blocks from the input side). With --experiment instead of runs, "
+        "Transfusion's figure 2: per net, the SVCCA of the top two blocks between two "
+        "glorot runs (two seeds: the baseline) and between them and an imagenet run, as "
+        "transfusion_similarity.png and .csv.",
         SIMILARITY_EXAMPLES, _similarity)
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="complete run directories")
+    parser.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="complete run directories")
+    parser.add_argument("--experiment", type=Path, metavar="DIR",
+                        help="an experiment folder (<logdir>/<experiment>) with, per net, two "
+                             "glorot seeds and an imagenet run at freeze 0: Transfusion's "
+                             "figure 2 (default --out DIR/inspect)")
     parser.add_argument("--against", default="init",
                         help="'init' (each run's initial weights, the default) or a run "
                              "directory of the same net and input size")
@@ -588,6 +596,13 @@ def _similarity_parser(subparsers) -> None:
 
 
 def _similarity(args: argparse.Namespace) -> int:
+    if args.experiment is not None:
+        return _experiment_similarity(args)
+    if not args.run_dirs:
+        raise MedtransferError(
+            "similarity needs run directories (RUN_DIR ...) or --experiment DIR. Run "
+            "'medtransfer similarity --help' to see both, with examples.")
+
     from medtransfer.inspect.similarity import run_similarity
 
     result = run_similarity(args.run_dirs, args.against, args.out, max_images=args.images,
@@ -595,6 +610,23 @@ def _similarity(args: argparse.Namespace) -> int:
     for row in result.rows:
         print(f"{row.run_id} vs {row.against}  block {row.block} {row.layer:<22} "
               f"{row.similarity:.3f}")
+    print(f"similarity: {result.figure} ({result.table.name} beside it)")
+    return 0
+
+
+def _experiment_similarity(args: argparse.Namespace) -> int:
+    if args.run_dirs or args.against != "init":
+        raise MedtransferError(
+            "similarity --experiment picks the runs of the experiment itself; give either "
+            "--experiment DIR or run directories (with --against), not both.")
+
+    from medtransfer.inspect.similarity import experiment_similarity
+
+    result = experiment_similarity(args.experiment, args.out, max_images=args.images,
+                                   seed=args.seed, figure_format=args.format)
+    print(f"{'net':<14}{'dataset':<14}{'random vs random':>18}{'random vs imagenet':>20}")
+    for net in result.nets:
+        print(f"{net.net:<14}{net.dataset:<14}{net.random:>18.3f}{net.imagenet:>20.3f}")
     print(f"similarity: {result.figure} ({result.table.name} beside it)")
     return 0
 
