@@ -31,6 +31,7 @@ def experiment(tmp_path_factory, digits_data_dir):
     get_backbone(build_model("mobilenet", 2, 32, "glorot")).save_weights(weights)
     common = dict(dataset="digits", net="mobilenet", image_size=32, batch_size=10,
                   epochs="0+1", train_size=20, classes=("0", "1"), deterministic=True,
+                  bn_stats="moving",  # saves tracing the BatchNorm probe three times
                   logdir=str(root), experiment="transfusion", data_dir=str(digits_data_dir))
     ids = {}
     for name, options in (("glorot0", dict(init="glorot", seed=0)),
@@ -64,16 +65,13 @@ def test_the_figure_compares_random_inits_with_each_other_and_with_imagenet(expe
     assert similarity[2:4] == pytest.approx([1.0, 1.0], abs=1e-5)
     assert all(0.0 <= value <= 1.0 + 1e-9 for value in similarity)
 
-    result = experiment_similarity(folder, tmp_path / "again", max_images=40)
-    (net,) = result.nets
-    assert (net.net, net.dataset, net.runs) == (
-        "mobilenet", "digits", (ids["glorot0"], ids["glorot1"], ids["imagenet"]))
-    assert net.random == pytest.approx(np.mean(similarity[:2]), abs=1e-6)
-    assert net.imagenet == pytest.approx(np.mean(similarity[2:]), abs=1e-6)
-    # 1x1 feature maps at 32 px: one data point per image, against 1024 channels.
-    assert net.few_points and "fewer than 10 data points per dimension" in captured.err
-    assert f"mobilenet     digits        {net.random:>18.3f}{net.imagenet:>20.3f}" in \
-        captured.out
+    # The printed values are the means of the top two blocks: over the one random pair,
+    # and over both random-vs-imagenet pairs. 1x1 feature maps at 32 px give one data
+    # point per image against 1024 channels: those blocks read high, and it is said.
+    random, imagenet = np.mean(similarity[:2]), np.mean(similarity[2:])
+    assert f"mobilenet     digits        {random:>18.3f}{imagenet:>20.3f}" in captured.out
+    assert "fewer than 10 data points per dimension in the top blocks of mobilenet" in \
+        captured.err
 
 
 def test_an_experiment_without_an_imagenet_run_says_what_each_net_has(experiment, tmp_path):
