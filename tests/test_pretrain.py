@@ -194,3 +194,27 @@ def test_a_second_seed_gets_its_own_pretraining_listed_before_its_run():
 def test_a_bad_pretraining_step_names_the_problem(pretrain, init, words):
     with pytest.raises(MedtransferError, match=words):
         expand({"pretrain": pretrain, "grid": {"init": [init]}}, source="s.yaml")
+
+
+def test_the_report_takes_every_seeds_and_nets_autoencoder_as_one_init(tmp_path):
+    from fabricated_runs import make_run
+
+    import medtransfer as mt
+    from medtransfer.study.runs import study_init
+
+    experiment = tmp_path / "ae"
+    folder = experiment / "autoencoder"
+    for net in ("small_cnn", "cbr_tiny"):
+        for seed, (glorot, transfer) in enumerate(((0.80, 0.84), (0.78, 0.86))):
+            source = folder / f"cancer-{net}-autoencoder-s{seed}-e10-ts100"
+            make_run(experiment, net=net, seed=seed, val_aucs=[glorot], test_auc=glorot)
+            make_run(experiment, net=net, seed=seed, init=str(source), val_aucs=[transfer],
+                     test_auc=transfer)
+            assert study_init(RunConfig(net=net, seed=seed, init=str(source))) == str(
+                folder / "cancer-autoencoder-e10-ts100")
+    report = mt.report(experiment)
+    assert list(report.main.columns) == ["dataset", "net", "glorot",
+                                         "transfer from autoencoder"]
+    # Two seeds per cell: (0.84 + 0.86) / 2 = 0.85 against (0.80 + 0.78) / 2 = 0.79.
+    assert [cell.split(" ")[0] for cell in report.main.iloc[0, 2:]] == ["0.7900", "0.8500"]
+    assert study_init(RunConfig(init="glorot")) == "glorot"
