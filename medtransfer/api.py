@@ -251,12 +251,12 @@ def pretrain(method: str, config: str | Path | Mapping[str, Any] | RunConfig | N
         >>> ae = mt.pretrain("autoencoder", dataset="digits", image_size=32, epochs=5)
         >>> mt.run(dataset="digits", image_size=32, train_size=10, init=ae.path)
     """
-    from medtransfer.pretrain.plan import check_method
+    from medtransfer.pretraining.plan import check_method
 
     check_method(method)
     config = run_config(config, **options)
 
-    from medtransfer.pretrain.autoencoder import pretrain_autoencoder
+    from medtransfer.pretraining.autoencoder import pretrain_autoencoder
 
     return pretrain_autoencoder(config, epochs=epochs, overwrite=overwrite)
 

@@ -288,7 +288,7 @@ def _pretrain_parser(subparsers) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from medtransfer.pretrain.plan import check_method
+    from medtransfer.pretraining.plan import check_method
 
     check_method(args.method)
     epochs = vars(args).pop("epochs")

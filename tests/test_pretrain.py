@@ -23,8 +23,8 @@ from medtransfer.errors import MedtransferError
 from medtransfer.models.classifier import get_backbone
 from medtransfer.models.init import build_model
 from medtransfer.models.registry import get_net
-from medtransfer.pretrain.autoencoder import build_autoencoder, reconstruction_scores
-from medtransfer.pretrain.plan import pretrain_config, pretrain_dir, pretrain_id
+from medtransfer.pretraining.autoencoder import build_autoencoder, reconstruction_scores
+from medtransfer.pretraining.plan import pretrain_config, pretrain_dir, pretrain_id
 from medtransfer.study.grid import expand, load_sweep
 from medtransfer.training.run import run_experiment
 
@@ -218,3 +218,13 @@ def test_the_report_takes_every_seeds_and_nets_autoencoder_as_one_init(tmp_path)
     # Two seeds per cell: (0.84 + 0.86) / 2 = 0.85 against (0.80 + 0.78) / 2 = 0.79.
     assert [cell.split(" ")[0] for cell in report.main.iloc[0, 2:]] == ["0.7900", "0.8500"]
     assert study_init(RunConfig(init="glorot")) == "glorot"
+
+
+def test_mt_pretrain_stays_the_function_once_the_package_is_imported():
+    # A subpackage named like the API function would replace it as an attribute of
+    # medtransfer on its first import.
+    import medtransfer as mt
+    import medtransfer.pretraining.autoencoder  # noqa: F401
+    from medtransfer import api
+
+    assert mt.pretrain is api.pretrain

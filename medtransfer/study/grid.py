@@ -47,7 +47,7 @@ from medtransfer.config import (
     config_from_mapping,
 )
 from medtransfer.errors import MedtransferError, look_up_option
-from medtransfer.pretrain.plan import (
+from medtransfer.pretraining.plan import (
     DEFAULT_EPOCHS,
     INHERITED_FIELDS,
     METHODS,

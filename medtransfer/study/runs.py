@@ -19,7 +19,7 @@ from medtransfer.config import (
     parse_epochs,
 )
 from medtransfer.errors import MedtransferError
-from medtransfer.pretrain.plan import METHODS
+from medtransfer.pretraining.plan import METHODS
 from medtransfer.study.grid import PRETRAIN_REFERENCE, RUN_REFERENCE
 from medtransfer.study.labels import NAMED_INITS, NOT_TASK, RESOLVED, label_value
 from medtransfer.training.rundir import RunRecord

@@ -43,7 +43,7 @@ from medtransfer.fileio import write_text_atomic
 from medtransfer.models.classifier import BACKBONE_LAYER
 from medtransfer.models.registry import get_net
 from medtransfer.plotting import save_figure
-from medtransfer.pretrain.plan import (
+from medtransfer.pretraining.plan import (
     DEFAULT_EPOCHS,
     pretrain_config,
     pretrain_dir,
