@@ -134,7 +134,7 @@ def print_plan(sweep: Sweep) -> set[str]:
         elif directory.is_locked():
             state = "held"  # another process trains it now; tried again at its turn
         elif directory.history.exists():
-            state = "resume"
+            state = "restart" if run.pretrain else "resume"  # a pretraining starts again
         elif directory.error.exists():
             state = "retry"  # failed before
         else:
