@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from medtransfer.cli import main
-from medtransfer.config import RunConfig
+from medtransfer.config import RunConfig, absolute_path
 from medtransfer.data.pipeline import make_dataset
 from medtransfer.data.prepared import load_prepared
 from medtransfer.errors import MedtransferError
@@ -154,32 +154,33 @@ def test_a_sweep_step_pretrains_before_the_runs_that_use_it(pretrained, tmp_path
         "base": {"dataset": "digits", "image_size": 16, "epochs": "0+1", "train_size": 10,
                  "data_dir": str(pretrained["data_dir"]), "logdir": str(pretrained["root"])},
         "pretrain": {"small": {"method": "autoencoder", "epochs": 2, "train_size": 200}},
-        "grid": {"init": ["glorot", "pretrain:small"]},
+        "grid": {"init": ["pretrain:small"]},
     }))
-    sweep = load_sweep(path)
-    glorot, step, transfer = sweep.runs
+    step, transfer = load_sweep(path).runs
     assert step.pretrain == "autoencoder" and step.run_dir == pretrained["path"]
     assert step.run_id == "autoencoder/" + pretrained["path"].name
     assert transfer.source is step and transfer.config.init == str(pretrained["path"])
-    assert glorot.config.init == "glorot"
 
     done = subprocess.run([sys.executable, "-m", "medtransfer", "sweep", str(path)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     plan = done.stdout.split("\n\n")[0]
-    assert "3 runs (1 of them pretraining): 1 complete, 2 to do" in plan
+    assert "2 runs (1 of them pretraining): 1 complete, 1 to do" in plan
     assert f"complete  {step.run_id}\n" in plan
     assert f"(transfers from {step.run_id})" in plan
     assert json.loads((transfer.run_dir / "metrics.json").read_text())["head"] == "new"
 
 
-def test_a_second_seed_gets_its_own_pretraining_listed_before_its_run():
+def test_each_seed_gets_its_own_pretraining_listed_before_its_run():
     runs = expand({"base": {"dataset": "digits", "image_size": 16},
                    "pretrain": {"ae": {"method": "autoencoder"}},
-                   "grid": {"seed": [0, 1], "init": ["pretrain:ae"]}}, source="s.yaml")
-    assert [run.pretrain for run in runs] == ["autoencoder", None, "autoencoder", None]
-    assert [run.config.seed for run in runs] == [0, 0, 1, 1]
-    assert runs[1].source is runs[0] and runs[3].source is runs[2]
+                   "grid": {"seed": [0, 1], "init": ["glorot", "pretrain:ae"]}},
+                  source="s.yaml")
+    assert [(run.pretrain, run.config.seed) for run in runs] == [
+        (None, 0), ("autoencoder", 0), (None, 0), (None, 1), ("autoencoder", 1), (None, 1)]
+    assert runs[0].config.init == "glorot" and runs[0].source is None
+    assert runs[2].source is runs[1] and runs[5].source is runs[4]
+    assert runs[2].config.init == absolute_path(runs[1].run_dir) != runs[5].config.init
     assert runs[0].config.epochs == "0+10" and runs[0].config.train_size is None
 
 
