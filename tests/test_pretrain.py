@@ -181,7 +181,7 @@ def test_each_seed_gets_its_own_pretraining_listed_before_its_run():
     assert runs[0].config.init == "glorot" and runs[0].source is None
     assert runs[2].source is runs[1] and runs[5].source is runs[4]
     assert runs[2].config.init == absolute_path(runs[1].run_dir) != runs[5].config.init
-    assert runs[0].config.epochs == "0+10" and runs[0].config.train_size is None
+    assert runs[1].config.epochs == "0+10" and runs[1].config.train_size is None
 
 
 @pytest.mark.parametrize("pretrain, init, words", [
