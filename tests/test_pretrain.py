@@ -213,9 +213,20 @@ def test_the_report_takes_every_seeds_and_nets_autoencoder_as_one_init(tmp_path)
                      test_auc=transfer)
             assert study_init(RunConfig(net=net, seed=seed, init=str(source))) == str(
                 folder / "cancer-autoencoder-e10-ts100")
+    (experiment / "sweep.yaml").write_text(yaml.safe_dump({
+        "experiment": "ae", "base": {"dataset": "cancer"},
+        "pretrain": {"ae": {"method": "autoencoder"}},
+        "grid": {"net": ["small_cnn", "cbr_tiny"], "seed": [0, 1],
+                 "init": ["glorot", "pretrain:ae"]},
+        "expect": {"checks": [{"improvement": "pretrain:ae", "over": "glorot",
+                               "sign": "positive"}]}}))
     report = mt.report(experiment)
     assert list(report.main.columns) == ["dataset", "net", "glorot",
                                          "transfer from autoencoder"]
+    # The check finds the pretraining runs by the step's name: +0.06 for both nets.
+    verdicts = [line for line in report.summary_markdown.splitlines()
+                if line.startswith("- transfer from autoencoder")]
+    assert len(verdicts) == 1 and "as expected" in verdicts[0], verdicts
     # Two seeds per cell: (0.84 + 0.86) / 2 = 0.85 against (0.80 + 0.78) / 2 = 0.79.
     assert [cell.split(" ")[0] for cell in report.main.iloc[0, 2:]] == ["0.7900", "0.8500"]
     assert study_init(RunConfig(init="glorot")) == "glorot"
