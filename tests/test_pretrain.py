@@ -240,3 +240,15 @@ def test_mt_pretrain_stays_the_function_once_the_package_is_imported():
     from medtransfer import api
 
     assert mt.pretrain is api.pretrain
+
+
+def test_the_autoencoder_digits_config_is_five_pretrainings_and_twenty_runs():
+    from pathlib import Path
+
+    sweep = load_sweep(Path(__file__).parents[1] / "configs" / "autoencoder_digits.yaml",
+                       logdir="/tmp/logs")
+    pretrainings = [run for run in sweep.runs if run.pretrain]
+    assert (len(pretrainings), len(sweep.runs) - len(pretrainings)) == (5, 20)
+    assert {run.config.train_size for run in pretrainings} == {None}
+    assert all(run.source.pretrain == "autoencoder" for run in sweep.runs
+               if run.config.init_is_path)
