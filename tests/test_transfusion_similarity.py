@@ -31,7 +31,6 @@ def experiment(tmp_path_factory, digits_data_dir):
     get_backbone(build_model("mobilenet", 2, 32, "glorot")).save_weights(weights)
     common = dict(dataset="digits", net="mobilenet", image_size=32, batch_size=10,
                   epochs="0+1", train_size=20, classes=("0", "1"), deterministic=True,
-                  bn_stats="moving",  # saves tracing the BatchNorm probe three times
                   logdir=str(root), experiment="transfusion", data_dir=str(digits_data_dir))
     ids = {}
     for name, options in (("glorot0", dict(init="glorot", seed=0)),
