@@ -145,6 +145,7 @@ def test_a_run_from_the_pretraining_loads_its_encoder_under_a_new_head(pretraine
     assert result.metrics["head"] == "new" and result.metrics["status"] == "complete"
 
 
+@pytest.mark.slow  # a child process: TensorFlow's start and one run
 def test_a_sweep_step_pretrains_before_the_runs_that_use_it(pretrained, tmp_path):
     # The step inherits the run's dataset, image size and seed, and sets its own epochs
     # and training images: the module's pretraining is that one, so only the run trains.

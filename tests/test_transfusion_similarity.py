@@ -41,6 +41,7 @@ def experiment(tmp_path_factory, digits_data_dir):
     return root / "transfusion", ids
 
 
+@pytest.mark.slow  # the fixture trains three mobilenet runs
 def test_the_figure_compares_random_inits_with_each_other_and_with_imagenet(experiment,
                                                                            tmp_path, capsys):
     folder, ids = experiment
@@ -73,6 +74,7 @@ def test_the_figure_compares_random_inits_with_each_other_and_with_imagenet(expe
         captured.err
 
 
+@pytest.mark.slow
 def test_an_experiment_without_an_imagenet_run_says_what_each_net_has(experiment, tmp_path):
     folder, ids = experiment
     for name in ("glorot0", "glorot1"):
