@@ -15,6 +15,8 @@ Subpackages, in the order data flows through them:
 - ``medtransfer.models``: net registry, backbones, the classifier head, freezing, inits.
 - ``medtransfer.training``: the W+E regime, exact AUC metrics, the run directory,
   ``run_experiment(config) -> RunResult``.
+- ``medtransfer.pretraining``: pretraining a backbone without labels (an autoencoder), for
+  a run's ``--init``.
 - ``medtransfer.study``: across runs: sweep files, the sweep, the report.
 - ``medtransfer.serve`` / ``medtransfer.inspect``: using a finished run; looking inside it.
 - ``medtransfer.tune``: choosing the learning rate: the range test (``lr-find``) and a
@@ -33,6 +35,7 @@ __all__ = [
     "list_nets",
     "load_run",
     "prepare",
+    "pretrain",
     "report",
     "run",
     "sweep",

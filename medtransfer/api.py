@@ -239,6 +239,40 @@ def run(config: str | Path | Mapping[str, Any] | RunConfig | None = None, /, *,
     return Run(result.run_dir)
 
 
+def pretrain(method: str, config: str | Path | Mapping[str, Any] | RunConfig | None = None, /,
+             *, epochs: int = 10, overwrite: bool = False, **options):
+    """Pretrains a backbone without labels, for a run to start from (``medtransfer pretrain``).
+
+    Args:
+        method: ``autoencoder``: the backbone as the encoder of an autoencoder with a
+            mirrored decoder, trained to reconstruct the training images.
+        config: a run config YAML file, a dict or a ``RunConfig`` (optional); its
+            dataset, net, image size, seed, batch size, train size, ... are used.
+        epochs: epochs of training.
+        overwrite: train again over a complete pretraining.
+        **options: ``run`` options with underscores: ``dataset``, ``net``, ``image_size``,
+            ``lr`` (default 0.001), ``batch_size``, ``seed``, ``train_size``,
+            ``experiment``, ``logdir``, ``data_dir``, ...
+
+    Returns:
+        A ``PretrainResult``: ``path`` (give it to ``run(init=...)``), ``metrics``
+        (test_mse, test_psnr, test_ssim, ...), ``figure`` (test images above their
+        reconstructions).
+
+    Example:
+        >>> ae = mt.pretrain("autoencoder", dataset="digits", image_size=32, epochs=5)
+        >>> mt.run(dataset="digits", image_size=32, train_size=10, init=ae.path)
+    """
+    from medtransfer.pretraining.plan import check_method
+
+    check_method(method)
+    config = run_config(config, **options)
+
+    from medtransfer.pretraining.autoencoder import pretrain_autoencoder
+
+    return pretrain_autoencoder(config, epochs=epochs, overwrite=overwrite)
+
+
 def load_run(run_dir: str | Path) -> Run:
     """Opens a run directory for reading: config, metrics, history, model, predict.
 
@@ -403,12 +437,15 @@ def _data_uri(path: Path) -> str:
 
 
 def tsne(runs: str | Path | Sequence[str | Path], *, out: str | Path | None = None,
-         max_images: int = 1000, seed: int = 0, format: str = "png"):
+         max_images: int = 1000, seed: int = 0, format: str = "png", method: str = "tsne"):
     """What the features of each run separate: t-SNE, a panel per run (``medtransfer tsne``).
 
+    ``method`` is ``tsne``, ``pca`` or ``both`` (a row per method).
+
     Returns:
-        A ``TsneResult``: ``figure`` (tsne.png), ``table`` (tsne.csv, the 2-D coordinates)
-        and ``embeddings``.
+        A ``TsneResult``: ``figure`` (tsne.png, pca.png or tsne_pca.png), ``tables`` (per
+        method its CSV of 2-D coordinates), ``embeddings`` (per method) and
+        ``explained_variance`` (PCA).
 
     Example:
         >>> mt.tsne([run_a.path, run_b.path], max_images=300).figure
@@ -417,7 +454,7 @@ def tsne(runs: str | Path | Sequence[str | Path], *, out: str | Path | None = No
 
     runs = [runs] if isinstance(runs, str | Path) else list(runs)
     return run_tsne([Path(run) for run in runs], out, max_images=max_images, seed=seed,
-                    figure_format=format)
+                    figure_format=format, method=method)
 
 
 def list_nets() -> pd.DataFrame:

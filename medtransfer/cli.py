@@ -277,6 +277,60 @@ def _short_path(path: Path) -> str:
     return absolute if relative.startswith("..") else relative
 
 
+PRETRAIN_EXAMPLES = """examples:
+  medtransfer pretrain autoencoder --dataset digits --net small_cnn --image-size 32
+  medtransfer pretrain autoencoder --dataset chestmnist --net small_cnn --epochs 10 \\
+      --experiment exercise
+then: medtransfer run --dataset ... --net <the same net> --init <the directory it printed>
+"""
+
+
+def _pretrain_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "pretrain", help="pretrain a backbone without labels (autoencoder), for run --init",
+        description="Train the net's backbone as the encoder of an autoencoder with a "
+                    "mirrored decoder, to reconstruct the training images (labels are "
+                    "never read; --train-size takes a seeded subset), keep the epoch with "
+                    "the lowest validation MSE, and report the test MSE, PSNR and SSIM. "
+                    "Writes <logdir>/<experiment>/autoencoder/<id>/, which 'run --init' "
+                    "takes: the backbone loads, the classifier head is new.",
+        epilog=PRETRAIN_EXAMPLES, formatter_class=_FORMATTER,
+    )
+    parser.add_argument("method", help="the pretraining: autoencoder")
+    _add_run_options(parser, without=(
+        "init", "freeze", "epochs", "lr", "scaling", "class_weight", "patience", "augment",
+        "flips", "noise", "color", "strategy", "mixed_precision", "bn_stats", "weights_file",
+        "head_units", "dropout"))
+    add = parser.add_argument
+    add("--epochs", type=int, help="epochs of training (default 10, as the MedMNIST exercise)")
+    add("--lr", type=float, help="Adam learning rate (default 0.001)")
+    add("--overwrite", action="store_true", help="train again over a complete pretraining")
+    parser.set_defaults(
+        handler=_pretrain,
+        interrupted="A pretraining does not resume: the same command starts it again.",
+    )
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from medtransfer.pretraining.plan import check_method
+
+    check_method(args.method)
+    epochs = vars(args).pop("epochs")
+    config = _config_from_args(args)
+
+    from medtransfer.api import pretrain
+
+    result = pretrain(args.method, config, overwrite=args.overwrite,
+                      **({"epochs": epochs} if epochs is not None else {}))
+    metrics = result.metrics
+    print(f"\ntest MSE {metrics['test_mse']:.5f}, PSNR {metrics['test_psnr']:.2f} dB, SSIM "
+          f"{metrics['test_ssim']:.4f} (best epoch {metrics['best_epoch']})")
+    print(f"reconstructions: {_short_path(result.figure)}")
+    print(f"then:            medtransfer run ... --net {metrics['net']} --init "
+          f"{shlex.quote(_short_path(result.path))}")
+    return 0
+
+
 def _reproduce_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "reproduce", help="train a finished run's configuration again, beside it, and compare",
@@ -526,6 +580,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 TSNE_EXAMPLES = """examples:
   medtransfer tsne tensorboard_logs/demo/<run_id>
+  medtransfer tsne tensorboard_logs/demo/<run_id> --method both     # PCA beside t-SNE
   medtransfer tsne tensorboard_logs/study/cancer-inception_v3-imagenet-f{1.00,0.10,0.00}-s0 \\
       --out figures/ --max-images 2000
   tensorboard --logdir tensorboard_logs/demo   # then the Projector tab
@@ -534,6 +589,7 @@ SIMILARITY_EXAMPLES = """examples:
   medtransfer similarity tensorboard_logs/demo/<run_id>
   medtransfer similarity RUN_IMAGENET RUN_GLOROT --out figures/      # each vs its own init
   medtransfer similarity RUN_SEED0 --against RUN_SEED1               # two runs, block by block
+  medtransfer similarity --experiment tensorboard_logs/transfusion   # Transfusion's figure 2
 """
 GRADCAM_EXAMPLES = """examples:
   medtransfer gradcam tensorboard_logs/demo/<run_id>
@@ -563,22 +619,27 @@ def _add_format_option(parser: argparse.ArgumentParser) -> None:
 
 def _tsne_parser(subparsers) -> None:
     parser = _inspect_parser(
-        subparsers, "tsne", "t-SNE of the penultimate features of finished runs",
+        subparsers, "tsne", "t-SNE / PCA of the penultimate features of finished runs",
         "Embed the globally pooled features of the best checkpoint on the test split with "
-        "t-SNE, one panel per run side by side in tsne.png, coloured by class; also write "
-        "each run's features for TensorBoard's Projector (<run>/projector/).",
+        "t-SNE, PCA or both (--method), one panel per run side by side in tsne.png (pca.png, "
+        "tsne_pca.png), coloured by class, with the coordinates in tsne.csv (pca.csv); also "
+        "write each run's features for TensorBoard's Projector (<run>/projector/).",
         TSNE_EXAMPLES, _tsne)
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="complete run directories")
     parser.add_argument("--max-images", type=int, default=1000,
                         help="test images per run at most, a seeded sample (default 1000)")
+    parser.add_argument("--method", default="tsne", metavar="{tsne,pca,both}",
+                        help="tsne (default), pca (the first two principal components), or "
+                             "both (a row each, as the MedMNIST exercise shows them)")
 
 
 def _tsne(args: argparse.Namespace) -> int:
     from medtransfer.api import tsne
 
     result = tsne(args.run_dirs, out=args.out, max_images=args.max_images, seed=args.seed,
-                  format=args.format)
-    print(f"t-SNE:     {result.figure} ({result.table.name} beside it)")
+                  format=args.format, method=args.method)
+    tables = " and ".join(table.name for table in result.tables.values())
+    print(f"figure:    {result.figure} ({tables} beside it)")
     for config in result.projector_configs:
         print(f"projector: {config} (tensorboard --logdir {config.parent}, Projector tab)")
     return 0
@@ -591,9 +652,16 @@ def _similarity_parser(subparsers) -> None:
         "variance, then CCA, mean correlation) between a trained run and its own "
         "initialisation, rebuilt from its config and seed, or another run of the same net, "
         "on a seeded sample of test images: similarity.csv and similarity.png (one line "
-        "per run, blocks from the input side).",
+        "per run, blocks from the input side). With --experiment instead of runs, "
+        "Transfusion's figure 2: per net, the SVCCA of the top two blocks between two "
+        "glorot runs (two seeds: the baseline) and between them and an imagenet run, as "
+        "transfusion_similarity.png and .csv.",
         SIMILARITY_EXAMPLES, _similarity)
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="complete run directories")
+    parser.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="complete run directories")
+    parser.add_argument("--experiment", type=Path, metavar="DIR",
+                        help="an experiment folder (<logdir>/<experiment>) with, per net, two "
+                             "glorot seeds and an imagenet run at freeze 0: Transfusion's "
+                             "figure 2 (default --out DIR/inspect)")
     parser.add_argument("--against", default="init",
                         help="'init' (each run's initial weights, the default) or a run "
                              "directory of the same net and input size")
@@ -602,6 +670,13 @@ def _similarity_parser(subparsers) -> None:
 
 
 def _similarity(args: argparse.Namespace) -> int:
+    if args.experiment is not None:
+        return _experiment_similarity(args)
+    if not args.run_dirs:
+        raise MedtransferError(
+            "similarity needs run directories (RUN_DIR ...) or --experiment DIR. Run "
+            "'medtransfer similarity --help' to see both, with examples.")
+
     from medtransfer.inspect.similarity import run_similarity
 
     result = run_similarity(args.run_dirs, args.against, args.out, max_images=args.images,
@@ -609,6 +684,23 @@ def _similarity(args: argparse.Namespace) -> int:
     for row in result.rows:
         print(f"{row.run_id} vs {row.against}  block {row.block} {row.layer:<22} "
               f"{row.similarity:.3f}")
+    print(f"similarity: {result.figure} ({result.table.name} beside it)")
+    return 0
+
+
+def _experiment_similarity(args: argparse.Namespace) -> int:
+    if args.run_dirs or args.against != "init":
+        raise MedtransferError(
+            "similarity --experiment picks the runs of the experiment itself; give either "
+            "--experiment DIR or run directories (with --against), not both.")
+
+    from medtransfer.inspect.similarity import experiment_similarity
+
+    result = experiment_similarity(args.experiment, args.out, max_images=args.images,
+                                   seed=args.seed, figure_format=args.format)
+    print(f"{'net':<14}{'dataset':<14}{'random vs random':>18}{'random vs imagenet':>20}")
+    for net in result.nets:
+        print(f"{net.net:<14}{net.dataset:<14}{net.random:>18.3f}{net.imagenet:>20.3f}")
     print(f"similarity: {result.figure} ({result.table.name} beside it)")
     return 0
 
@@ -809,6 +901,7 @@ def build_parser() -> _Parser:
     _list_parser(subparsers)
     _prepare_parser(subparsers)
     _run_parser(subparsers)
+    _pretrain_parser(subparsers)
     _predict_parser(subparsers)
     _export_parser(subparsers)
     _reproduce_parser(subparsers)

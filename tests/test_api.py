@@ -46,7 +46,8 @@ def test_all_names_exactly_the_public_functions_and_classes():
     assert sorted(mt.__all__) == ["MedtransferError", "Report", "Run", "estimate",
                                   "list_datasets",
                                   "list_nets",
-                                  "load_run", "prepare", "report", "run", "sweep", "tsne"]
+                                  "load_run", "prepare", "pretrain", "report", "run", "sweep",
+                                  "tsne"]
     for name in mt.__all__:
         assert getattr(mt, name) is not None
     assert mt.MedtransferError is MedtransferError

@@ -85,9 +85,10 @@ def test_a_stray_argument_is_named(capsys):
 
 
 def test_unknown_command_suggests_one(capsys):
-    code, _, err = run_main(["trian"], capsys)
+    # ("trian" would now suggest 'pretrain', the closer spelling.)
+    code, _, err = run_main(["rnu"], capsys)
     assert_usage_error(code, err, "medtransfer")
-    assert "Unknown command 'trian'. Did you mean 'run'? Valid commands: list, prepare" in err
+    assert "Unknown command 'rnu'. Did you mean 'run'? Valid commands: list, prepare" in err
 
 
 def test_no_command_prints_the_help_and_exits_2(capsys):

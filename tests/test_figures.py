@@ -11,7 +11,12 @@ from matplotlib.text import Text
 from medtransfer.config import RunConfig
 from medtransfer.errors import MedtransferError
 from medtransfer.inspect.gradcam import Heatmaps, gradcam_figure
-from medtransfer.inspect.similarity import BlockSimilarity, similarity_figure
+from medtransfer.inspect.similarity import (
+    BlockSimilarity,
+    NetSimilarity,
+    similarity_figure,
+    transfusion_figure,
+)
 from medtransfer.inspect.tsne import tsne_figure
 from medtransfer.plotting import PNG_DPI, save_figure, wrap
 from medtransfer.study import figures
@@ -101,10 +106,23 @@ FIGURES = {
                                 tick_labels=["20", "50", "100", "200", "all (1438)"])
                  for init in ("glorot", "imagenet", TRANSFER)]}),
     "tsne": lambda: tsne_figure(
-        [np.random.default_rng(k).normal(size=(60, 2)) for k in range(3)],
+        [("t-SNE", [np.random.default_rng(k).normal(size=(60, 2)) for k in range(3)],
+          [("", "")] * 3)],
         [np.arange(60) % 17] * 3, [f"finding {k}" for k in range(17)],
         [f"{TRANSFER}, freeze {f}, epochs 3+50, train size all\ntest AUC 0.912, acc 0.803"
          for f in (0, 0.5, 1)], "proteins · inception_v3"),
+    "tsne_pca": lambda: tsne_figure(
+        [(name, [np.random.default_rng(k).normal(size=(60, 2)) for k in range(5)], labels)
+         for name, labels in (("t-SNE", [("", "")] * 5),
+                              ("PCA", [("PC1 31% of the variance", "PC2 12%")] * 5))],
+        [np.arange(60) % 10] * 5, [str(k) for k in range(10)],
+        [f"{TRANSFER}, freeze {f}\ntest AUC 0.912, acc 0.803" for f in range(5)],
+        "digits · small_cnn"),
+    "transfusion_similarity": lambda: transfusion_figure(
+        [NetSimilarity("retina (classes=0,1,2,3,4)", net, 0.8, 0.55 + 0.05 * k,
+                       ("a", "b", "c"), k == 0)
+         for k, net in enumerate(("inception_v3", "resnet50_v2", "cbr_large_w", "cbr_small",
+                                  "cbr_tiny"))]),
     "similarity": lambda: similarity_figure(
         [BlockSimilarity(run, "init", block, f"mixed{block - 1}", 0.9 - 0.05 * block, 40,
                          64, 64) for run in ("a", "b") for block in range(1, 12)],

@@ -205,6 +205,40 @@ def test_tsne_separates_digits_and_writes_projector_files(runs, tmp_path, capsys
     assert within < 0.5 * between, (within, between)
 
 
+def test_tsne_method_both_draws_pca_beside_tsne(runs, tmp_path, capsys):
+    code, out, err = _cli(capsys, "tsne", runs["main"], "--out", tmp_path, "--max-images", 60,
+                          "--method", "both")
+    assert code == 0, err
+    assert "tsne_pca.png" in out and "tsne.csv and pca.csv" in out
+    assert (tmp_path / "tsne_pca.png").stat().st_size > 10_000
+    assert not (tmp_path / "tsne.png").exists()
+    # PCA by hand from the features the Projector got: centred, the first two right
+    # singular vectors; x and y are the projections (up to sign) and hold their shares.
+    features = np.loadtxt(runs["main"] / "projector" / "tensors.tsv", delimiter="\t")
+    centred = features - features.mean(axis=0)
+    _, singular, directions = np.linalg.svd(centred, full_matrices=False)
+    by_hand = centred @ directions[:2].T
+    with (tmp_path / "pca.csv").open() as stream:
+        pca = np.array([[float(row["x"]), float(row["y"])] for row in csv.DictReader(stream)])
+    np.testing.assert_allclose(np.abs(pca), np.abs(by_hand), rtol=1e-4, atol=1e-4)
+    with (tmp_path / "tsne.csv").open() as stream:
+        assert len(list(csv.DictReader(stream))) == 60
+
+
+def test_tsne_method_pca_alone_and_a_misspelt_method(runs, tmp_path, capsys):
+    from medtransfer.inspect.tsne import run_tsne
+
+    result = run_tsne([runs["main"]], tmp_path, max_images=30, method="pca")
+    assert result.figure == tmp_path / "pca.png" and set(result.tables) == {"pca"}
+    features = np.loadtxt(runs["main"] / "projector" / "tensors.tsv", delimiter="\t")
+    singular = np.linalg.svd(features - features.mean(axis=0), compute_uv=False)
+    assert result.explained_variance[0] == pytest.approx(
+        tuple(singular[:2] ** 2 / np.sum(singular**2)), rel=1e-6)
+    assert not (tmp_path / "tsne.csv").exists()
+    code, out, err = _cli(capsys, "tsne", runs["main"], "--method", "pcaa")
+    assert code == 2 and "did you mean 'pca'" in err.lower(), err
+
+
 def test_similarity_to_init_is_one_exactly_where_the_run_froze(runs, tmp_path, capsys):
     code, out, err = _cli(capsys, "similarity", runs["main"], "--out", tmp_path,
                           "--images", 100)

@@ -25,6 +25,12 @@ leave only one data point per image.
 Blocks are the net's natural stages (``NetSpec.block_outputs``): small_cnn's and CBR's
 conv blocks, Inception modules mixed0..mixed10, ResNet50V2 stages, dense blocks, MobileNet
 depthwise blocks.
+
+Transfusion's figure 2 (:func:`experiment_similarity`, ``similarity --experiment``): per
+net of an experiment, the SVCCA of the top two blocks, averaged, between two runs from
+different random inits (glorot, two seeds: the baseline) and between each of them and a
+run from ImageNet. Representations learnt from random inits are more alike than those
+learnt from ImageNet for large nets, less distinct for small ones.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from medtransfer.errors import MedtransferError
 from medtransfer.inspect.plots import describe_runs, note
 from medtransfer.inspect.sample import ImageSample, predict, sample_test_images
 from medtransfer.plotting import check_format, save_figure, wrap
-from medtransfer.training.rundir import TrainedRun, open_run
+from medtransfer.training.rundir import TrainedRun, open_run, scan_experiment
 
 VARIANCE_KEPT = 0.99
 MIN_DATA_POINTS = 4000
@@ -48,6 +54,8 @@ DATA_POINTS_PER_NEURON = 10
 # Below this many data points per kept dimension, SVCCA reads noticeably high.
 MIN_POINTS_PER_DIMENSION = 10
 AGAINST_INIT = "init"
+TOP_BLOCKS = 2  # Transfusion's figure 2: the top two layers (stages), averaged
+RANDOM, RANDOM_IMAGENET = "random vs random", "random vs imagenet"
 
 
 def svcca(a: np.ndarray, b: np.ndarray, variance_kept: float = VARIANCE_KEPT) -> float:
@@ -191,20 +199,25 @@ def run_similarity(run_dirs: list[str | Path], against: str | Path = AGAINST_INI
 
 
 def compare_models(run: TrainedRun, model, reference_run: TrainedRun, reference,
-                   sample: ImageSample, seed: int, against: str) -> list[BlockSimilarity]:
-    """SVCCA at every block output of two classifiers of the same net on ``sample``.
+                   sample: ImageSample, seed: int, against: str,
+                   top: int | None = None) -> list[BlockSimilarity]:
+    """SVCCA at every block output (or the ``top`` last ones) of two classifiers of the
+    same net on ``sample``.
 
     Each classifier gets the images scaled as its own run expects them; both give the
-    same data points (images and positions).
+    same data points (images and positions). Rows are numbered by the block's place in
+    the whole backbone.
     """
     from medtransfer.models.registry import get_net
 
-    blocks = get_net(run.config.net).block_outputs(_backbone(model))
+    every = get_net(run.config.net).block_outputs(_backbone(model))
+    first = max(len(every) - top, 0) if top else 0
+    blocks = every[first:]
     activations = _block_activations(run, model, blocks, sample, seed)
     reference_activations = _block_activations(reference_run, reference, blocks, sample, seed)
     rows = []
     for index, (layer, a, b) in enumerate(zip(blocks, activations, reference_activations,
-                                              strict=True), start=1):
+                                              strict=True), start=first + 1):
         similarity, dims, dims_against = _svcca(a, b, VARIANCE_KEPT)
         rows.append(BlockSimilarity(run.config.run_id, against, index, layer, similarity,
                                     len(a), dims, dims_against))
@@ -314,4 +327,177 @@ def similarity_figure(rows: list[BlockSimilarity], labels: dict[tuple[str, str],
     # Below the axes: a legend inside would hide the lines.
     figure.legend(handles=handles, fontsize=7, loc="outside lower center",
                   ncols=2 if len(handles) > 2 else 1)
+    return figure
+
+
+@dataclass(frozen=True)
+class NetSimilarity:
+    """One net's two bars of Transfusion's figure 2.
+
+    Attributes:
+        dataset, net: the runs'.
+        random: the baseline: mean SVCCA of the top blocks between the two glorot runs.
+        imagenet: mean SVCCA of the top blocks between each glorot run and the ImageNet
+            run, averaged over both.
+        runs: the run ids compared: the two glorot runs, then the ImageNet run.
+        few_points: a compared block had fewer than 10 data points per kept dimension
+            (the value reads high).
+    """
+
+    dataset: str
+    net: str
+    random: float
+    imagenet: float
+    runs: tuple[str, str, str]
+    few_points: bool
+
+
+@dataclass(frozen=True)
+class ExperimentSimilarityResult:
+    """What ``experiment_similarity`` wrote: the CSV (a row per compared pair and block),
+    the figure, each net's two values, and what the user was told (nets left out)."""
+
+    table: Path
+    figure: Path
+    nets: list[NetSimilarity]
+    rows: list[tuple[str, BlockSimilarity]]
+    notes: list[str]
+
+
+def experiment_similarity(experiment_dir: str | Path, out: str | Path | None = None,
+                          max_images: int = 500, seed: int = 0,
+                          figure_format: str = "png") -> ExperimentSimilarityResult:
+    """Transfusion's figure 2 for an experiment: per net, the SVCCA of the top two
+    blocks between two random inits, and between random inits and ImageNet.
+
+    The runs of each net (and dataset, and every other setting but init and seed) are
+    taken from the experiment's complete runs at freeze 0 (Transfusion trains every
+    layer): the two glorot runs of the lowest seeds, and the imagenet run of the lowest
+    seed. The baseline compares the two glorot runs; "random vs imagenet" is the mean of
+    each glorot run against the imagenet run. Each value is the mean over the top two
+    blocks (``NetSpec.block_outputs``) of SVCCA on a seeded sample of test images.
+
+    Args:
+        experiment_dir: ``<logdir>/<experiment>``.
+        out: folder for ``transfusion_similarity.csv`` and ``.<format>``; default
+            ``<experiment_dir>/inspect``.
+        max_images: test images at most, a seeded sample shown to every run of a net.
+        seed: seeds the sample and the positions drawn from each feature map.
+        figure_format: ``png`` (200 dpi), ``pdf`` or ``svg``.
+
+    Returns:
+        The files written, each net's values and every compared block.
+
+    Raises:
+        MedtransferError: the folder is not an experiment, or no net has two complete
+            glorot runs and an imagenet run at freeze 0 (the message lists what each net
+            has).
+    """
+    figure_format = check_format(figure_format)
+    experiment_dir = Path(experiment_dir)
+    groups = _transfusion_groups(scan_experiment(experiment_dir))
+    chosen, notes = {}, []
+    for key, runs in groups.items():
+        glorot = sorted((run for run in runs if run.config.init == "glorot"),
+                        key=lambda run: run.config.seed)
+        imagenet = sorted((run for run in runs if run.config.init == "imagenet"),
+                          key=lambda run: run.config.seed)
+        if len(glorot) >= 2 and imagenet:
+            chosen[key] = (glorot[0], glorot[1], imagenet[0])
+        else:
+            notes.append(f"{key[1]} on {key[0]}: {len(glorot)} glorot and {len(imagenet)} "
+                         "imagenet run(s)")
+    if not chosen:
+        found = "; ".join(notes) or "no complete run"
+        raise MedtransferError(
+            f"similarity --experiment needs, for some net, two complete glorot runs (two "
+            f"seeds) and a complete imagenet run at freeze 0 in '{experiment_dir}'; it has "
+            f"{found}. Run them (for example a sweep with init [glorot, imagenet] and seed "
+            "[0, 1]), or compare runs directly with 'similarity RUN_DIR --against RUN_DIR'."
+        )
+    if notes:
+        notes = [note("left out, lacking two glorot runs and an imagenet run at freeze 0: "
+                      + "; ".join(notes) + ".")]
+    out = Path(out) if out is not None else experiment_dir / "inspect"
+    nets, rows = [], []
+    for (dataset, net, _), (first, second, pretrained) in chosen.items():
+        opened = [open_run(run.path, "similarity --experiment")
+                  for run in (first, second, pretrained)]
+        sample = sample_test_images(opened[0], max_images, seed)
+        models = [run.model() for run in opened]
+        pairs = [(RANDOM, 0, 1), (RANDOM_IMAGENET, 0, 2), (RANDOM_IMAGENET, 1, 2)]
+        compared = {}
+        for comparison, a, b in pairs:
+            found = compare_models(opened[a], models[a], opened[b], models[b], sample, seed,
+                                   opened[b].config.run_id, top=TOP_BLOCKS)
+            compared.setdefault(comparison, []).extend(found)
+            rows.extend((comparison, row) for row in found)
+        nets.append(NetSimilarity(
+            dataset, net,
+            float(np.mean([row.similarity for row in compared[RANDOM]])),
+            float(np.mean([row.similarity for row in compared[RANDOM_IMAGENET]])),
+            tuple(run.config.run_id for run in opened),
+            any(row.few_points for found in compared.values() for row in found)))
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "transfusion_similarity.csv"
+    with table.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["comparison", *BlockSimilarity.__dataclass_fields__])
+        for comparison, row in rows:
+            writer.writerow([comparison, row.run_id, row.against, row.block, row.layer,
+                             f"{row.similarity:.6f}", row.data_points, row.dims,
+                             row.dims_against])
+    if any(net.few_points for net in nets):
+        notes.append(note(
+            "fewer than 10 data points per dimension in the top blocks of "
+            f"{', '.join(net.net for net in nets if net.few_points)}: SVCCA reads high "
+            "there (hatched bars). More --images gives them more data points."))
+    figure = save_figure(transfusion_figure(nets), out / f"transfusion_similarity.{figure_format}")
+    return ExperimentSimilarityResult(table, figure, nets, rows, notes)
+
+
+def _transfusion_groups(records) -> dict[tuple[str, str, str], list]:
+    """The complete runs at freeze 0, by dataset, net and every other setting but init
+    and seed (runs that differ in more are not compared)."""
+    from medtransfer.config import identity
+
+    groups: dict[tuple[str, str, str], list] = {}
+    for record in records:
+        if record.status != "complete" or record.config is None or record.config.freeze:
+            continue
+        config = record.config
+        rest = {key: value for key, value in identity(config).items()
+                if key not in ("dataset", "net", "init", "seed")}
+        groups.setdefault((config.dataset, config.net, repr(sorted(rest.items()))),
+                          []).append(record)
+    return groups
+
+
+def transfusion_figure(nets: list[NetSimilarity]):
+    """Transfusion's figure 2: per net, a bar for random vs random (the baseline) beside
+    one for random vs imagenet; a net whose blocks had few data points hatched."""
+    from matplotlib.figure import Figure
+
+    width = max(5.0, 1.1 * len(nets) + 2.0)
+    figure = Figure(figsize=(width, 4.2), layout="constrained")
+    ax = figure.subplots()
+    positions = np.arange(len(nets))
+    for offset, label, colour, values in (
+            (-0.2, "random vs random (baseline)", "tab:blue", [n.random for n in nets]),
+            (0.2, "random vs imagenet", "tab:orange", [n.imagenet for n in nets])):
+        bars = ax.bar(positions + offset, values, width=0.4, color=colour, label=label)
+        for bar, net in zip(bars, nets, strict=True):
+            if net.few_points:
+                bar.set_hatch("//")
+    datasets = {net.dataset for net in nets}
+    ax.set_xticks(positions, [net.net if len(datasets) == 1 else f"{net.net}\n{net.dataset}"
+                              for net in nets], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(f"SVCCA similarity, top {TOP_BLOCKS} blocks")
+    ax.grid(axis="y", alpha=0.3)
+    title = "Representations from random inits vs from ImageNet (Transfusion, figure 2)"
+    if len(datasets) == 1:
+        title += f": {datasets.pop()}"
+    ax.set_title(wrap(title, width - 0.6, 10), fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
     return figure

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medtransfer.config import absolute_path
 from medtransfer.errors import MedtransferError
-from medtransfer.study.grid import RUN_REFERENCE, check_expect
+from medtransfer.study.grid import PRETRAIN_REFERENCE, RUN_REFERENCE, check_expect
 from medtransfer.study.labels import NAMED_INITS, freeze_label, label_value
 from medtransfer.study.runs import StudyRun, meets, reference_init
 
@@ -118,12 +119,26 @@ class ExpectationChecks:
         return ok, text
 
     def resolve_init(self, name: str) -> str:
-        """An init as the grid writes it (``glorot``, ``run:NAME``, a path) as runs record it."""
+        """An init as the grid writes it (``glorot``, ``run:NAME``, ``pretrain:NAME``, a
+        path) as the report groups runs by it."""
         if name in NAMED_INITS:
             return name
         if name.startswith(RUN_REFERENCE):
             return reference_init(name, self.sources, self.records)
+        if name.startswith(PRETRAIN_REFERENCE):
+            return self._pretraining_init(name)
         return absolute_path(name)
+
+    def _pretraining_init(self, name: str) -> str:
+        """``pretrain:NAME`` as the report groups its runs (``runs.study_init``): the one
+        init of the runs' that is a pretraining of the step's method; ``pretrain:NAME``
+        itself (no runs) when there is none, or several steps of that method."""
+        steps = self.sweep.get("pretrain")
+        step = steps.get(name.removeprefix(PRETRAIN_REFERENCE)) if isinstance(steps, dict) \
+            else None
+        method = step.get("method") if isinstance(step, dict) else None
+        found = {run.init for run in self.runs if Path(run.init).parent.name == method}
+        return found.pop() if len(found) == 1 else name
 
     def _label(self, init: str) -> str:
         return self.init_labels.get(init) or (

@@ -10,6 +10,24 @@ checks ``expect``'s structure (:func:`check_expect`) so that a typo fails before
 Top-level ``split_sizes`` gives the images per split of datasets not prepared on this
 machine, for ``sweep --estimate``.
 
+Top-level ``pretrain`` names pretraining steps (``medtransfer pretrain``)::
+
+    pretrain:
+      ae:                      # the step's name
+        method: autoencoder
+        epochs: 10             # the pretraining's own options, over what it inherits
+    grid:
+      seed: [0, 1, 2]
+      init: [glorot, "pretrain:ae"]
+
+A run with ``init: "pretrain:NAME"`` starts from that step's pretraining of the run's
+own dataset, net, image size, seed, batch size and classes (``plan.INHERITED_FIELDS``),
+overridden by the step's options (dataset, image_size, seed, lr, batch_size,
+train_size, classes; learning rate and training images are the step's own, 0.001 and
+every training image unless it says). Each distinct pretraining is one entry of the
+sweep's runs, placed before the first run that uses it, so the sweep trains it first and
+``--dry-run`` lists it.
+
 Run directories are ``RunConfig.run_dir``: the sweep never invents its own ids.
 """
 
@@ -31,9 +49,25 @@ from medtransfer.config import (
     config_from_mapping,
 )
 from medtransfer.errors import MedtransferError, look_up_option
+from medtransfer.pretraining.plan import (
+    DEFAULT_EPOCHS,
+    INHERITED_FIELDS,
+    METHODS,
+    pretrain_config,
+    pretrain_dir,
+    pretrain_id,
+)
 
-SWEEP_KEYS = ("experiment", "base", "grid", "published", "expect", "split_sizes")
+SWEEP_KEYS = ("experiment", "base", "grid", "pretrain", "published", "expect", "split_sizes")
 RUN_REFERENCE = "run:"
+PRETRAIN_REFERENCE = "pretrain:"
+STEP_OPTIONS = ("dataset", "image_size", "seed", "lr", "batch_size", "train_size", "classes")
+"""What a pretraining step may set over what it inherits from the run that uses it."""
+_STEP_HELP = (
+    "A pretraining step is a mapping with 'method' (autoencoder), optionally 'epochs' "
+    f"(default {DEFAULT_EPOCHS}) and any of {', '.join(STEP_OPTIONS)}; runs use it as "
+    "init: \"pretrain:NAME\"."
+)
 EXPECT_KEYS = ("text", "checks")
 IMPROVEMENT_CHECK_KEYS = ("improvement", "over", "freeze", "where", "sign", "excludes_zero")
 METRIC_CHECK_KEYS = ("metric", "init", "freeze", "where", "range")
@@ -66,21 +100,29 @@ class PlannedRun:
             it runs).
         grid: the grid's position in the file (0 for a single grid).
         name: the grid's ``name``, if it has one.
-        source: the earlier run this one transfers from (``init: run:NAME``), if any.
+        source: the earlier run this one transfers from (``init: run:NAME``), or the
+            pretraining it starts from (``init: pretrain:NAME``), if any.
+        pretrain: for a pretraining step, its method (``autoencoder``); its config is
+            then the pretraining's (``plan.pretrain_config``).
     """
 
     config: RunConfig
     grid: int
     name: str | None = None
     source: PlannedRun | None = None
+    pretrain: str | None = None
 
     @property
     def run_id(self) -> str:
+        """The run id; a pretraining's is ``<method>/<pretrain id>``, its path under the
+        experiment."""
+        if self.pretrain:
+            return f"{self.pretrain}/{pretrain_id(self.config, self.pretrain)}"
         return self.config.run_id
 
     @property
     def run_dir(self) -> Path:
-        return self.config.run_dir
+        return pretrain_dir(self.config, self.pretrain) if self.pretrain else self.config.run_dir
 
 
 @dataclass(frozen=True)
@@ -120,8 +162,8 @@ def load_sweep(path: str | Path, logdir: str | Path | None = None) -> Sweep:
     Raises:
         MedtransferError: the file is missing or not YAML, a key is unknown (with a
             did-you-mean), a grid value is not a list, a run option is invalid, a
-            ``run:NAME`` names no single earlier run, or two different cells would write
-            the same run directory.
+            ``run:NAME`` names no single earlier run, a ``pretrain:NAME`` no step, or two
+            different cells would write the same run directory.
     """
     path = Path(path)
     try:
@@ -198,6 +240,7 @@ def expand(values: Mapping[str, Any], *, source: str = "the sweep",
     if logdir is not None:
         base_values["logdir"] = str(logdir)
     base = _config(base_values, None, f"{source}, base")
+    steps = _pretrain_steps(values.get("pretrain") or {}, source)
 
     grids = values.get("grid")
     if grids is None:
@@ -229,12 +272,59 @@ def expand(values: Mapping[str, Any], *, source: str = "the sweep",
             if isinstance(init, str) and init.startswith(RUN_REFERENCE):
                 source_run = _referenced_run(init.removeprefix(RUN_REFERENCE), names, where)
                 cell = {**cell, "init": absolute_path(source_run.run_dir)}
+            elif isinstance(init, str) and init.startswith(PRETRAIN_REFERENCE):
+                source_run = _pretraining(init.removeprefix(PRETRAIN_REFERENCE), steps,
+                                          _config({**cell, "init": "glorot"}, base, where),
+                                          index, where)
+                cell = {**cell, "init": absolute_path(source_run.run_dir)}
+                runs.append(source_run)  # before the run: the sweep trains it first
             config = _config(cell, base, where)
             grid_runs.append(PlannedRun(config, index, name, source_run))
+            runs.append(grid_runs[-1])
         if name is not None:
             names[name] = grid_runs
-        runs.extend(grid_runs)
     return _without_duplicates(runs, source)
+
+
+def _pretrain_steps(steps: Any, source: str) -> dict[str, dict[str, Any]]:
+    """The sweep file's ``pretrain`` steps by name, each checked: its method, epochs and
+    options (the options as a run config checks them)."""
+    if not isinstance(steps, Mapping):
+        raise MedtransferError(f"In {source}: pretrain must be a mapping of step names to "
+                               f"steps. {_STEP_HELP}")
+    checked = {}
+    for name, step in steps.items():
+        where = f"{source}, pretrain {name}"
+        if not isinstance(step, Mapping) or "method" not in step:
+            raise MedtransferError(f"In {where}: the step has no method. {_STEP_HELP}")
+        for key in step:
+            _look_up(str(key), ["method", "epochs", *STEP_OPTIONS], "pretraining option",
+                     where, _STEP_HELP)
+        _look_up(str(step["method"]), METHODS, "pretraining method", where, _STEP_HELP)
+        options = {key: value for key, value in step.items() if key not in ("method", "epochs")}
+        _config(options, None, where)
+        try:
+            pretrain_config(RunConfig(), step.get("epochs", DEFAULT_EPOCHS))
+        except MedtransferError as error:
+            raise MedtransferError(f"In {where}: {error}") from None
+        checked[str(name)] = dict(step)
+    return checked
+
+
+def _pretraining(name: str, steps: dict[str, dict[str, Any]], run: RunConfig, grid: int,
+                 where: str) -> PlannedRun:
+    """The pretraining step ``name`` for ``run``: what it inherits from the run, then the
+    step's own options."""
+    if name not in steps:
+        _look_up(name, steps, "pretraining step", where,
+                 "init: pretrain:NAME names a step of the sweep file's top-level pretrain "
+                 "mapping.")
+    step = steps[name]
+    values = {**{key: getattr(run, key) for key in INHERITED_FIELDS},
+              **{key: value for key, value in step.items() if key not in ("method", "epochs")}}
+    config = pretrain_config(_config(values, None, f"{where}, pretrain {name}"),
+                             step.get("epochs", DEFAULT_EPOCHS))
+    return PlannedRun(config, grid, source=None, pretrain=step["method"])
 
 
 def check_expect(expect: Any, source: str = "the sweep") -> None:

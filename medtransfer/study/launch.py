@@ -136,7 +136,7 @@ def print_plan(sweep: Sweep) -> set[str]:
         elif directory.is_locked():
             state = "held"  # another process trains it now; tried again at its turn
         elif directory.history.exists():
-            state = "resume"
+            state = "restart" if run.pretrain else "resume"  # a pretraining starts again
         elif directory.error.exists():
             state = "retry"  # failed before
         else:
@@ -145,7 +145,9 @@ def print_plan(sweep: Sweep) -> set[str]:
     total = len(sweep.runs)
     held = sum(state == "held" for state, _ in states)
     print(f"sweep {sweep.path}: experiment '{sweep.experiment}' in {sweep.experiment_dir}")
-    print(f"{total} run{'s' if total != 1 else ''}: {len(complete)} complete, "
+    pretrainings = sum(run.pretrain is not None for run in sweep.runs)
+    of_them = f" ({pretrainings} of them pretraining)" if pretrainings else ""
+    print(f"{total} run{'s' if total != 1 else ''}{of_them}: {len(complete)} complete, "
           f"{total - len(complete) - held} to do"
           + (f", {held} held by another process" if held else ""))
     for state, run in states:
@@ -341,7 +343,7 @@ def launch_run(run: PlannedRun, slot: Slot | None = None) -> RunOutcome:
                             "run; that run failed or has not run. Fix it first."]))
     directory.error.unlink(missing_ok=True)
     started = time.monotonic()
-    exit_code, stderr_tail = _run_child(run.config, slot)
+    exit_code, stderr_tail = _run_child(run, slot)
     seconds = time.monotonic() - started
     if exit_code == RunHeld.exit_code:
         # Another process took the run between the check above and the child's start.
@@ -354,13 +356,20 @@ def launch_run(run: PlannedRun, slot: Slot | None = None) -> RunOutcome:
                       error=_record_failure(run, exit_code, stderr_tail))
 
 
-def run_command(config_file: Path) -> list[str]:
-    """The command line of one child run."""
-    return [sys.executable, "-m", "medtransfer", "run", "--config", str(config_file)]
+def run_command(config_file: Path, run: PlannedRun | None = None) -> list[str]:
+    """The command line of one child run: ``medtransfer run``, or for a pretraining
+    step ``medtransfer pretrain METHOD`` with its epochs."""
+    return [sys.executable, "-m", "medtransfer", *_command(run), "--config", str(config_file)]
 
 
-def _run_child(config: RunConfig, slot: Slot | None) -> tuple[int, list[str]]:
-    """Runs ``medtransfer run`` on ``config`` in a child process.
+def _command(run: PlannedRun | None) -> list[str]:
+    if run is None or not run.pretrain:
+        return ["run"]
+    return ["pretrain", run.pretrain, "--epochs", str(run.config.total_epochs)]
+
+
+def _run_child(run: PlannedRun, slot: Slot | None) -> tuple[int, list[str]]:
+    """Runs ``medtransfer run`` (or ``pretrain``) on the run's config in a child process.
 
     Alone, its stdout goes straight to ours; in a slot, each line is passed on behind the
     slot's tag. Its stderr is passed on line by line and the last lines are kept for the
@@ -375,12 +384,12 @@ def _run_child(config: RunConfig, slot: Slot | None) -> tuple[int, list[str]]:
     tag = f"[{slot.tag}] " if slot is not None and slot.tag else ""
     with tempfile.TemporaryDirectory(prefix="medtransfer-sweep-") as folder:
         config_file = Path(folder) / "config.yaml"
-        config_file.write_text(yaml.safe_dump(_options(config), sort_keys=False))
+        config_file.write_text(yaml.safe_dump(_options(run.config), sort_keys=False))
         # The child dies with us (see medtransfer.lifetime). Linux ties that to the thread
         # that starts it, so a parallel sweep's slot thread outlives its child.
         start = functools.partial(
-            subprocess.Popen, run_command(config_file), stderr=subprocess.PIPE, text=True,
-            errors="replace", stdout=subprocess.PIPE if tag else None,
+            subprocess.Popen, run_command(config_file, run), stderr=subprocess.PIPE,
+            text=True, errors="replace", stdout=subprocess.PIPE if tag else None,
             env={**child_environment(), **(slot.env if slot is not None else {})})
         if slot is None:
             child = start()
@@ -466,7 +475,8 @@ def _record_failure(run: PlannedRun, exit_code: int | None,
     when = datetime.now(UTC).isoformat(timespec="seconds")
     text = (
         f"Run {run.run_id} {how} ({when}, host {os.uname().nodename}).\n"
-        f"command: medtransfer run --config FILE, with FILE holding:\n"
+        f"command: medtransfer {' '.join(_command(run))} --config FILE, with FILE "
+        "holding:\n"
         + "".join(f"  {line}\n" for line in
                   yaml.safe_dump(_options(run.config), sort_keys=False).splitlines())
         + "last lines of its error output:\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from medtransfer.config import (
     parse_epochs,
 )
 from medtransfer.errors import MedtransferError
-from medtransfer.study.grid import RUN_REFERENCE
+from medtransfer.pretraining.plan import METHODS
+from medtransfer.study.grid import PRETRAIN_REFERENCE, RUN_REFERENCE
 from medtransfer.study.labels import NAMED_INITS, NOT_TASK, RESOLVED, label_value
 from medtransfer.training.rundir import RunRecord
 
@@ -69,6 +71,8 @@ def read_planned(sweep: dict[str, Any]) -> list[PlannedCell]:
         for combination in itertools.product(*(grid[key] for key in keys)):
             values = dict(zip(keys, combination, strict=True))
             init = values.get("init")
+            if isinstance(init, str) and init.startswith(PRETRAIN_REFERENCE):
+                continue  # one init per net and seed: its runs show it once they exist
             reference = init if isinstance(init, str) and init.startswith(RUN_REFERENCE) \
                 else None
             try:
@@ -141,6 +145,21 @@ def source_names(planned: list[PlannedCell], placed: list[RunRecord]) -> dict[st
         if len(found) == 1:
             names[found[0].path.name] = cell.grid_name
     return names
+
+
+def study_init(config: RunConfig) -> str:
+    """A run's init as the report groups runs: its ``init``, except that a pretraining
+    directory (``<experiment>/<method>/<dataset>-<net>-<method>-s<seed>[-...]``, made for
+    this run's net and seed by a sweep's pretraining step) stands for that step's
+    pretraining of every net and seed: its path without the run's net and seed. So the
+    runs of five seeds from five autoencoders are one init, "transfer from autoencoder"."""
+    if not config.init_is_path:
+        return config.init
+    path = Path(config.init)
+    if path.parent.name not in METHODS:
+        return config.init
+    name = path.name.replace(f"-{config.net}-", "-", 1)
+    return str(path.parent / re.sub(rf"-s{config.seed}(?=-|$)", "", name, count=1))
 
 
 def planned_init(cell: PlannedCell, sources: dict[str, str], placed: list[RunRecord]) -> str:

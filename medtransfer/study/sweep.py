@@ -83,6 +83,12 @@ def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
             raise MedtransferError(unprepared)
         slots = make_slots(parallel, gpus_per_run)
         if distributed.is_distributed():
+            if any(run.pretrain for run in sweep.runs):
+                raise MedtransferError(
+                    f"{sweep.path} has pretraining steps, and a sweep spread over machines "
+                    "does not order them before the runs that use them yet. Run it on one "
+                    "machine (without the KERASTUNER_* variables), or pretrain first with "
+                    "'medtransfer pretrain' and give the runs its directory as init.")
             return distributed.run_distributed(sweep, slots)
     complete = print_plan(sweep)
     result = SweepResult(len(sweep.runs), len(complete))

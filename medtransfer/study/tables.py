@@ -28,7 +28,14 @@ from medtransfer.study.labels import (
     whole_split_sizes,
 )
 from medtransfer.study.resampling import Bootstrap
-from medtransfer.study.runs import StudyRun, planned_init, planned_tasks, read_planned, source_names
+from medtransfer.study.runs import (
+    StudyRun,
+    planned_init,
+    planned_tasks,
+    read_planned,
+    source_names,
+    study_init,
+)
 from medtransfer.study.speed import SpeedUp, speed_up
 from medtransfer.study.stats import (
     LEVEL,
@@ -103,7 +110,8 @@ class StudyTables:
         any_size = task_labels(configs, ignore=("train_size",))
         runs = [
             StudyRun(record, labels[record.path], record.config.dataset, record.config.net,
-                 record.config.init, float(record.config.freeze), int(record.config.seed),
+                 study_init(record.config), float(record.config.freeze),
+                 int(record.config.seed),
                  any_size[record.path])
             for record in placed
         ]

@@ -691,6 +691,10 @@ def choose_head(config: RunConfig, class_names: Sequence[str]) -> HeadChoice:
     if not config.init_is_path:
         return HeadChoice(False, f"init {config.init} has no classifier head")
     source = RunDirectory(Path(config.init).expanduser())
+    pretraining = (source.read_metrics() or {}).get("pretraining")
+    if pretraining:
+        return HeadChoice(False, f"the source is {pretraining} pretraining, which trains no "
+                                 "classifier head")
     if not source.config.is_file():
         return HeadChoice(False, "a weights file records no class names; to transfer the "
                                  "head of the same task, pass the source's run directory")
