@@ -155,11 +155,18 @@ def _add_run_options(parser: argparse.ArgumentParser, *, without: tuple[str, ...
     add("--train-size", type=int, help="train on a stratified subset of N training images")
     add("--classes", help="keep only these classes, comma-separated names (e.g. 0,4); they "
                           "become classes 0..k-1 in this order (default: every class)")
+    add("--findings", help="multi-label dataset: the findings to predict, comma-separated "
+                           "names, a sigmoid each (default: the dataset's, e.g. CheXpert's "
+                           "five); one finding is a binary task")
+    add("--any-finding", action="store_const", const=True,
+        help="multi-label dataset: train healthy vs any finding (of --findings), a "
+             "two-class single-label task")
     add("--scaling", metavar="{" + ",".join(SCALINGS) + "}",
         help="unit: pixels in [0, 1] (default); native: the net's preprocess_input")
     add("--class-weight", metavar="{" + ",".join(CLASS_WEIGHTS) + "}",
         help="none (default, the study) or balanced: weight each class's loss by "
-             "n_images / (n_classes * its count) in the training images used")
+             "n_images / (n_classes * its count) in the training images used (multi-label: "
+             "each finding's positives by its negatives / positives)")
     add("--patience", type=int,
         help="end phase 2 when the validation micro AUC has not improved for N of its "
              "epochs (default: off, every epoch trains)")

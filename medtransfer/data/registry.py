@@ -47,6 +47,8 @@ class DatasetSpec:
         native_size: the longer side of every image of the source when it is fixed
             (digits: 8), so that the default input size fits it before the dataset is
             prepared; None when it varies (a prepared dataset's manifest then tells).
+        default_findings: a multi-label layout's findings a run predicts without
+            ``--findings`` (CheXpert: its five competition findings); None: all of them.
     """
 
     name: str
@@ -61,6 +63,7 @@ class DatasetSpec:
     preprocess: Callable[[np.ndarray], np.ndarray] | None = None
     preprocessing: str = ""
     native_size: int | None = None
+    default_findings: tuple[str, ...] | None = None
 
 
 DATASETS = Registry[DatasetSpec]("dataset")

@@ -56,11 +56,17 @@ HISTORY_COLUMNS = (
     "epoch", "phase", "loss", "accuracy", "val_loss", "val_auc_micro", "val_auc_macro",
     "val_accuracy", "lr", "seconds", "train_seconds",
 )
+MULTI_LABEL_HISTORY_COLUMNS = tuple(
+    "val_auc_mean" if column == "val_auc_macro" else column for column in HISTORY_COLUMNS)
+"""A multi-label run's history.csv: the mean of the findings' AUCs in place of the macro AUC."""
 TRAIN_SCALARS = ("loss", "accuracy", "lr")
-VALIDATION_SCALARS = ("val_loss", "val_accuracy", "val_auc_micro", "val_auc_macro")
+VALIDATION_SCALARS = ("val_loss", "val_accuracy", "val_auc_micro", "val_auc_macro",
+                      "val_auc_mean")
 # Scalars written once a run completes, at step = best epoch, in the run's top folder;
 # the HParams tab shows them per run. Tag -> metrics.json key.
 RESULT_SCALARS = {
+    "best/val_auc_mean": "val_auc_mean_best",
+    "test/auc_mean": "test_auc_mean",
     "best/val_auc_micro": "val_auc_micro_best",
     "test/auc_micro": "test_auc_micro",
     "test/auc_macro": "test_auc_macro",
@@ -240,6 +246,7 @@ class RunDirectory:
             "phase": phase,
             "weights": weights.name,
             "best_epoch": best_epoch,
+            # The primary metric's best (a multi-label run's mean AUC), under its old name.
             "val_auc_micro_best": best_auc,
         })
         for other in self.resume.glob("state-e*.weights.h5"):
@@ -372,14 +379,22 @@ class RunDirectory:
             table = pd.read_csv(self.predictions, dtype={"id": str, "label": str},
                                 keep_default_na=False)
             header = list(table.columns)
-            class_names = [name.removeprefix("prob_") for name in header[2:]]
+            # A multi-label run's file has a "masked" column (see Predictions).
+            first = 3 if header[2:3] == ["masked"] else 2
+            class_names = [name.removeprefix("prob_") for name in header[first:]]
             if header[:2] != ["id", "label"] or not class_names:
                 raise ValueError("the header is not id, label, prob_<class>...")
             index = {name: position for position, name in enumerate(class_names)}
+            if first == 3:
+                labels = np.array([_finding_row(present, masked, index) for present, masked
+                                   in zip(table["label"], table["masked"], strict=True)],
+                                  dtype=np.int64).reshape(len(table), len(class_names))
+            else:
+                labels = np.array([index[label] for label in table["label"]], dtype=np.int64)
             return Predictions(
                 ids=table["id"].tolist(),
-                labels=np.array([index[label] for label in table["label"]], dtype=np.int64),
-                probabilities=table[header[2:]].to_numpy(dtype=np.float64),
+                labels=labels,
+                probabilities=table[header[first:]].to_numpy(dtype=np.float64),
                 class_names=class_names,
             )
         except (OSError, IndexError, KeyError, ValueError) as error:
@@ -392,10 +407,12 @@ class RunDirectory:
     def write_history(self, rows: list[dict[str, Any]]) -> None:
         """Writes history.csv whole with ``rows``, atomically (a kill never leaves half a
         row; a resume drops the rows of epochs a kill left unfinished)."""
+        columns = (MULTI_LABEL_HISTORY_COLUMNS if rows and "val_auc_mean" in rows[0]
+                   else HISTORY_COLUMNS)
         text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, HISTORY_COLUMNS)
+        writer = csv.DictWriter(text, columns)
         writer.writeheader()
-        writer.writerows([{key: row.get(key, "") for key in HISTORY_COLUMNS} for row in rows])
+        writer.writerows([{key: row.get(key, "") for key in columns} for row in rows])
         write_text_atomic(self.history, text.getvalue())
 
 
@@ -420,12 +437,26 @@ class ResumeState:
 
 @dataclass(frozen=True)
 class Predictions:
-    """A run's test predictions: ``labels`` are indices into ``class_names``."""
+    """A run's test predictions: ``labels`` are indices into ``class_names``, or for a
+    multi-label run (``id, label, masked, prob_<finding>...``, ``label`` and ``masked``
+    the findings present and unknown, ``|``-joined) a matrix ``(N, F)`` of 1, 0, -1."""
 
     ids: list[str]
     labels: np.ndarray
     probabilities: np.ndarray
     class_names: list[str]
+
+    @property
+    def multi_label(self) -> bool:
+        return self.labels.ndim == 2
+
+
+def _finding_row(present: str, masked: str, index: dict[str, int]) -> list[int]:
+    row = [0] * len(index)
+    for names, value in ((present, 1), (masked, -1)):
+        for name in filter(None, names.split("|")):
+            row[index[name]] = value
+    return row
 
 
 @dataclass
