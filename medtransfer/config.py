@@ -134,6 +134,12 @@ class RunConfig:
         return parse_size(self.cache_limit, "--cache-limit")
 
     @property
+    def multi_label(self) -> bool:
+        """A resolved config's task is multi-label: a sigmoid per finding (its findings
+        are filled from the dataset, and it is not ``--any-finding``)."""
+        return self.findings is not None and not self.any_finding
+
+    @property
     def init_is_path(self) -> bool:
         return self.init not in INITS
 

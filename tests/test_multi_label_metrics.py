@@ -8,11 +8,8 @@ import pytest
 from medtransfer.errors import MedtransferError
 from medtransfer.training.class_weights import positive_weights
 from medtransfer.training.losses import MaskedBinaryCrossentropy, masked_accuracy
-from medtransfer.training.metrics import (
-    evaluate_multi_label,
-    masked_binary_cross_entropy,
-    primary_metric,
-)
+from medtransfer.training.metrics import evaluate_multi_label, masked_binary_cross_entropy
+from medtransfer.training.rundir import primary_metric
 
 FINDINGS = ["A", "B"]
 # Four images, two findings; B's label of image 2 is unknown (-1).
@@ -73,3 +70,20 @@ def test_positive_weights_are_negatives_over_positives_of_known_labels():
     assert positive_weights(labels, FINDINGS) == pytest.approx({"A": 3.0, "B": 2.0})
     with pytest.raises(MedtransferError, match="'B' has no positive"):
         positive_weights(np.array([[1, 0], [0, -1]]), FINDINGS)
+
+
+def test_bootstrap_per_finding_aucs_leave_unknown_labels_out():
+    from medtransfer.study.stats import (
+        resample_counts,
+        resampled_auc_mean,
+        resampled_auc_per_finding,
+    )
+
+    once = np.ones((1, len(LABELS)), dtype=np.int32)
+    assert resampled_auc_per_finding(LABELS, PROBS, once)[:, 0] == pytest.approx([0.75, 0.5])
+    assert resampled_auc_mean(LABELS, PROBS, once) == pytest.approx([0.625])
+    # Stratified by each image's row of labels: the four rows differ, so every resample
+    # draws each image once and gives the split's own mean AUC.
+    counts = resample_counts(LABELS, 50, seed=0)
+    assert (counts[:, [0, 1, 2, 3]] == 1).all()  # four distinct label rows: each kept once
+    assert np.allclose(resampled_auc_mean(LABELS, PROBS, counts), 0.625)

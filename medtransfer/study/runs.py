@@ -20,7 +20,7 @@ from medtransfer.config import (
 from medtransfer.errors import MedtransferError
 from medtransfer.study.grid import RUN_REFERENCE
 from medtransfer.study.labels import NAMED_INITS, NOT_TASK, RESOLVED, label_value
-from medtransfer.training.rundir import RunRecord
+from medtransfer.training.rundir import RunRecord, primary_metric
 
 
 @dataclass
@@ -43,8 +43,10 @@ class StudyRun:
 
     @property
     def auc(self) -> float:
-        """metrics.json's test micro AUC."""
-        return float(self.record.metrics["test_auc_micro"])
+        """metrics.json's test AUC of the run's primary metric: the micro AUC, or a
+        multi-label run's mean of its findings' AUCs."""
+        metrics = self.record.metrics
+        return float(metrics[f"test_{primary_metric(metrics)}"])
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,8 @@ import tensorflow as tf
 
 from medtransfer.errors import MedtransferError
 from medtransfer.training.batchnorm import PreciseBatchNorm
-from medtransfer.training.metrics import (
-    evaluate_multi_label,
-    evaluate_predictions,
-    primary_metric,
-)
-from medtransfer.training.rundir import RunDirectory, TensorBoardLog
+from medtransfer.training.metrics import evaluate_multi_label, evaluate_predictions
+from medtransfer.training.rundir import RunDirectory, TensorBoardLog, primary_metric
 
 #: A loss above this many times ln(num_classes), the loss of a uniform guess, is a
 #: diverged run. Keras computes the cross-entropy from the logits, so an exploding net

@@ -19,18 +19,8 @@ from sklearn.metrics import cohen_kappa_score, roc_auc_score
 _EPSILON = 1e-7
 UNKNOWN = -1
 """A multi-label label whose value is not known: masked out of the loss and metrics."""
-MULTI_LABEL_PRIMARY = "auc_mean"
-SINGLE_LABEL_PRIMARY = "auc_micro"
 THRESHOLD = 0.5
 """A finding counts as predicted present when its probability is at least this."""
-
-
-def primary_metric(metrics: dict) -> str:
-    """The metric a run's best epoch is chosen on: ``auc_mean`` when ``metrics`` (a split's
-    metrics, or metrics.json with its ``test_`` keys) are a multi-label run's, else
-    ``auc_micro``."""
-    multi = MULTI_LABEL_PRIMARY in metrics or f"test_{MULTI_LABEL_PRIMARY}" in metrics
-    return MULTI_LABEL_PRIMARY if multi else SINGLE_LABEL_PRIMARY
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -146,7 +136,7 @@ def evaluate_multi_label(labels: np.ndarray, probabilities: np.ndarray,
     present = [value for value in aucs.values() if not np.isnan(value)]
     return {
         "loss": masked_binary_cross_entropy(labels, probabilities),
-        MULTI_LABEL_PRIMARY: float(np.mean(present)) if present else float("nan"),
+        "auc_mean": float(np.mean(present)) if present else float("nan"),
         "auc_micro": (float(roc_auc_score(truth, probabilities[known]))
                       if 0 < truth.sum() < len(truth) else float("nan")),
         "accuracy": float(np.nanmean(list(accuracies.values()))),

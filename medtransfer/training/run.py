@@ -57,13 +57,13 @@ from medtransfer.training.callbacks import (
 )
 from medtransfer.training.class_weights import balanced_class_weights, positive_weights
 from medtransfer.training.losses import MaskedBinaryCrossentropy, masked_accuracy
-from medtransfer.training.metrics import primary_metric
 from medtransfer.training.rundir import (
     HeadChoice,
     ResumeState,
     RunDirectory,
     TensorBoardLog,
     choose_head,
+    primary_metric,
 )
 from medtransfer.training.strategy import (
     make_strategy,
@@ -312,7 +312,7 @@ def build_run_model(config: RunConfig,
         config.net, len(class_names), config.image_size, config.init,
         weights_file=config.weights_file, seed=config.seed,
         head_units=config.head_units, dropout=config.dropout,
-        transfer_head=head.transferred,
+        transfer_head=head.transferred, multi_label=config.multi_label,
     )
     return model, head
 

@@ -72,6 +72,18 @@ RESULT_SCALARS = {
     "test/auc_macro": "test_auc_macro",
     "test/accuracy": "test_accuracy",
 }
+MULTI_LABEL_PRIMARY = "auc_mean"
+SINGLE_LABEL_PRIMARY = "auc_micro"
+
+
+def primary_metric(metrics: dict[str, Any]) -> str:
+    """The metric a run's best epoch is chosen on and a report compares: ``auc_mean`` (the
+    mean of the findings' AUCs) when ``metrics`` (a split's metrics, or metrics.json with
+    its ``test_`` keys) are a multi-label run's, else ``auc_micro``."""
+    multi = MULTI_LABEL_PRIMARY in metrics or f"test_{MULTI_LABEL_PRIMARY}" in metrics
+    return MULTI_LABEL_PRIMARY if multi else SINGLE_LABEL_PRIMARY
+
+
 # What a complete run's metrics.json must hold for a reader to use it.
 REQUIRED_METRICS = ("dataset", "net", "init", "freeze", "seed", "best_epoch", "test_auc_micro")
 
@@ -598,7 +610,7 @@ class TrainedRun:
             return rebuild_trained(
                 self.config.net, self.config.num_classes, self.config.image_size,
                 self.directory.best_weights, head_units=self.config.head_units,
-                dropout=self.config.dropout,
+                dropout=self.config.dropout, multi_label=self.config.multi_label,
             )
 
     def initial_model(self):
@@ -626,7 +638,7 @@ class TrainedRun:
                     config.net, config.num_classes, config.image_size, config.init,
                     weights_file=config.weights_file, seed=config.seed,
                     head_units=config.head_units, dropout=config.dropout,
-                    transfer_head=head.transferred,
+                    transfer_head=head.transferred, multi_label=config.multi_label,
                 )
         except MedtransferError as error:
             raise MedtransferError(
@@ -636,8 +648,9 @@ class TrainedRun:
 
     def split(self, name: str = "test", batch_size: int | None = None, *,
               scaled: bool = True):
-        """A split of the run's dataset as the run evaluated it: ``(images, one_hot, ids)``
-        batches in the split's fixed order, resized and scaled as in training.
+        """A split of the run's dataset as the run evaluated it: ``(images, targets, ids)``
+        batches in the split's fixed order, resized and scaled as in training (targets
+        one-hot, or a multi-label run's findings: 1, 0, -1).
 
         Args:
             name: ``train``, ``validation`` or ``test``.
@@ -646,15 +659,20 @@ class TrainedRun:
                 (to draw them); pass such images through :meth:`to_model_input`.
         """
         from medtransfer.data.pipeline import make_dataset
+        from medtransfer.training.task import run_task, task_frame
 
-        dataset, classes = self.dataset(), self.config.classes
+        dataset = self.dataset()
+        task = run_task(self.config, dataset)
+        frame = task_frame(task, dataset, name)
         return make_dataset(
             dataset.shard_paths(name), self.config.num_classes,
             image_size=self.config.image_size,
             batch_size=batch_size or self.config.batch_size, training=False,
             include_ids=True, preprocess=self.preprocess() if scaled else None,
-            keep_labels=dataset.label_indices(classes),
-            num_examples=len(dataset.split_frame(name, classes)), cache_limit_bytes=0,
+            keep_labels=task.keep_labels, label_length=task.label_length,
+            any_finding=task.any_finding,
+            keep_ids=set(frame["id"]) if task.any_finding else None,
+            num_examples=len(frame), cache_limit_bytes=0,
         )
 
     def to_model_input(self, images):
