@@ -149,7 +149,10 @@ def _inline_png(figure) -> str:
 def prepare(layout: str, *, source: str | Path | None = None, out: str | Path | None = None,
             data_dir: str | Path = "datasets", seed: int = 0, max_reject: float = 0.01,
             max_size: int = 512, image_format: str = "bmp", min_class_count: int | None = None,
-            workers: int | None = None, force: bool = False, progress: bool = True):
+            workers: int | None = None, force: bool = False, progress: bool = True,
+            views: str | None = None, uncertain: str | None = None,
+            label_columns: str | Sequence[str] | None = None, labels_column: str | None = None,
+            labels_sep: str | None = None, group_column: str | None = None):
     """Prepares a downloaded dataset once: checked, split 8:1:1, stored (``medtransfer prepare``).
 
     Args:
@@ -160,6 +163,9 @@ def prepare(layout: str, *, source: str | Path | None = None, out: str | Path | 
         data_dir: root of the prepared datasets.
         seed, max_reject, max_size, image_format, min_class_count, workers, force,
             progress: as the command's options of the same names.
+        views, uncertain: chexpert's ``--views`` and ``--uncertain``.
+        label_columns, labels_column, labels_sep, group_column: csv's multi-label and
+            group options (``label_columns`` as a list or a comma-separated string).
 
     Returns:
         A ``PrepareResult`` (``path``, ``skipped``, ``counts``, ``num_rejected``,
@@ -171,11 +177,17 @@ def prepare(layout: str, *, source: str | Path | None = None, out: str | Path | 
     from medtransfer.data.prepare import prepare_dataset
 
     options = {"min_class_count": min_class_count} if min_class_count else {}
+    if isinstance(label_columns, str):
+        label_columns = [name.strip() for name in label_columns.split(",") if name.strip()]
+    layout_options = {"views": views, "uncertain": uncertain, "label_columns": label_columns,
+                      "labels_column": labels_column, "labels_sep": labels_sep,
+                      "group_column": group_column}
     return prepare_dataset(
         layout, Path(source) if source is not None else None,
         Path(out) if out is not None else Path(data_dir) / layout,
         seed=seed, max_reject=max_reject, max_size=max_size, image_format=image_format,
-        workers=workers, force=force, progress=progress, **options)
+        workers=workers, force=force, progress=progress, layout_options=layout_options,
+        **options)
 
 
 def run_config(config: str | Path | Mapping[str, Any] | RunConfig | None = None, /, *,

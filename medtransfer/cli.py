@@ -99,6 +99,10 @@ PREPARE_EXAMPLES = """examples:
   medtransfer prepare cats_vs_dogs --source ~/kaggle/dogs-vs-cats
   medtransfer prepare folder --source ~/my_images --out datasets/my_images
   medtransfer prepare medmnist --source ~/pneumoniamnist.npz --out datasets/pneumoniamnist
+  medtransfer prepare chexpert --source ~/CheXpert-v1.0-small --uncertain ignore
+  medtransfer prepare chestxray14 --source ~/chestxray14
+  medtransfer prepare csv --source labels.csv --label-columns Edema,Effusion \
+      --group-column patient --out datasets/mychest
 """
 PREDICT_EXAMPLES = """examples:
   medtransfer predict tensorboard_logs/demo/<run_id> new_scans/ --out predictions.csv
@@ -427,6 +431,15 @@ def _prepare_parser(subparsers) -> None:
              "faster to decode) or png (smaller on disk)")
     add("--min-class-count", type=int, default=None,
         help="proteins: keep classes with at least this many single-label images")
+    add("--views", help="chexpert: frontal (default), lateral or all")
+    add("--uncertain", help="chexpert: what an uncertain (-1) label becomes: ones (default), "
+                            "zeros or ignore (masked out of loss and metrics)")
+    add("--label-columns", help="csv multi-label: one column per finding "
+                                "(1, 0, -1 unknown, blank negative): A,B,C")
+    add("--labels-column", help="csv multi-label: one column of finding names separated by "
+                                "--labels-sep")
+    add("--labels-sep", help="csv: the separator of --labels-column (default |)")
+    add("--group-column", help="csv: a patient (group) id column; no group is in two splits")
     add("--workers", type=int, default=None, help="conversion threads (default: every core)")
     add("--force", action="store_true", help="prepare again even if already prepared")
     add("--no-progress", dest="progress", action="store_false",
@@ -447,12 +460,15 @@ def _prepare(args: argparse.Namespace) -> int:
         args.dataset, source=args.source, out=args.out, data_dir=args.data_dir,
         seed=args.seed, max_reject=args.max_reject, max_size=args.max_size,
         image_format=args.image_format, min_class_count=args.min_class_count,
-        workers=args.workers, force=args.force, progress=args.progress,
+        workers=args.workers, force=args.force, progress=args.progress, views=args.views,
+        uncertain=args.uncertain, label_columns=args.label_columns,
+        labels_column=args.labels_column, labels_sep=args.labels_sep,
+        group_column=args.group_column,
     )
     if not result.skipped:
+        totals = result.manifest["totals"]
         print(f"prepared {result.path}: "
-              + ", ".join(f"{split} {sum(counts.values())}"
-                          for split, counts in result.counts.items())
+              + ", ".join(f"{split} {totals[split]}" for split in result.counts)
               + f"; {result.num_rejected} rejected (see {result.path / 'rejected.csv'})")
     return 0
 

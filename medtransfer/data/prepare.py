@@ -3,6 +3,7 @@
     datasets/<name>/
         train-00000.tfrecord ...   the images, BMP or PNG in TFRecord (see ``shards``)
         split.csv                  id,label,split: one row per kept image, shard order
+                                   (multi-label: also masked; grouped: also group)
         rejected.csv               path,id,reason: one row per image left out
         manifest.json              written last and atomically: its presence marks a
                                    complete prepare
@@ -11,7 +12,8 @@ The steps: the layout's reader scans the source (no decoding); a thread per core
 every image (OpenCV), converts it to 8-bit RGB, applies the layout's preprocessing,
 shrinks it to ``max_size`` and encodes it (BMP or PNG) into a staging file; the images that
 fail are rejected with a reason; the survivors are split 8:1:1 (or keep MedMNIST's
-official splits) and copied from the staging file into the shards in ``split.csv``
+official splits; grouped by patient, by iterative stratification, whenever the source has
+a group id or is multi-label) and copied from the staging file into the shards in ``split.csv``
 order; ``manifest.json`` comes last.
 """
 
@@ -25,7 +27,7 @@ import math
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -38,8 +40,8 @@ import pandas as pd
 from medtransfer.data import images, shards
 from medtransfer.data.catalog import MANIFEST
 from medtransfer.data.registry import DatasetSpec, get_dataset
-from medtransfer.data.sources import DEFAULT_MIN_CLASS_COUNT, Rejection, SourceScan
-from medtransfer.data.split import check_class_sizes, stratified_split
+from medtransfer.data.sources import DEFAULT_MIN_CLASS_COUNT, Candidate, Rejection, SourceScan
+from medtransfer.data.split import FRACTIONS, check_class_sizes, grouped_split, stratified_split
 from medtransfer.errors import MedtransferError, look_up_option
 from medtransfer.fileio import read_json, write_json_atomic
 from medtransfer.machine import usable_cores
@@ -96,6 +98,7 @@ def prepare_dataset(
     workers: int | None = None,
     force: bool = False,
     progress: bool = True,
+    layout_options: Mapping[str, Any] | None = None,
 ) -> PrepareResult:
     """Prepares a downloaded dataset for training (``medtransfer prepare``).
 
@@ -118,6 +121,9 @@ def prepare_dataset(
             may use.
         force: prepare again even when ``out`` is already prepared (``--force``).
         progress: show a progress line on stderr (``--no-progress`` turns it off).
+        layout_options: the layout's own options, those its ``DatasetSpec.options``
+            names (chexpert: ``views``, ``uncertain``; csv: ``label_columns``,
+            ``labels_column``, ``labels_sep``, ``group_column``); None values are left out.
 
     Returns:
         A :class:`PrepareResult`; ``skipped`` is True when nothing needed doing.
@@ -131,7 +137,9 @@ def prepare_dataset(
     _check_arguments(seed, max_reject, max_size, image_format, min_class_count, workers)
     out = Path(out)
     source = _resolve_source(source, out)
-    scan = spec.reader(source, min_class_count=min_class_count)
+    given = {k: v for k, v in (layout_options or {}).items() if v is not None}
+    _check_layout_options(spec, given)
+    scan = spec.reader(source, min_class_count=min_class_count, **given)
     plan = _Plan(spec, scan, out, seed, max_size, image_format, max_reject, min_class_count)
 
     existing = read_manifest(out)
@@ -150,7 +158,7 @@ def prepare_dataset(
         )
     # Fail before hours of decoding when the scan alone already decides the outcome.
     _check_reject_fraction(plan, rejected, excluded, total, decoded=False)
-    if not scan.official_splits:
+    if not scan.official_splits and not scan.multi_label:
         check_class_sizes(Counter(c.label for c in scan.candidates), plan.split_hint)
 
     staging = out / _STAGING
@@ -161,15 +169,32 @@ def prepare_dataset(
                 reason, path = details[index]
                 rejected.append(Rejection(path or candidate.path, candidate.id, reason))
         _check_reject_fraction(plan, rejected, excluded, total, decoded=True)
-        split, shard_names = _write_shards(plan, kept, staging)
+        split, shard_names, warnings = _write_shards(plan, kept, staging)
     finally:
         staging.unlink(missing_ok=True)
     split.to_csv(out / SPLIT_CSV, index=False)
+    for warning in warnings:
+        _say(f"warning: {warning}")
 
     manifest = _manifest(plan, split, shard_names, shapes=[details[i] for i in kept],
-                         num_rejected=len(rejected), num_excluded=len(excluded), total=total)
+                         num_rejected=len(rejected), num_excluded=len(excluded), total=total,
+                         warnings=warnings)
     write_json_atomic(out / MANIFEST, manifest)
     return _result(out, manifest, skipped=False)
+
+
+def _check_layout_options(spec: DatasetSpec, given: Mapping[str, Any]) -> None:
+    """Refuses a layout option the layout does not have (``--views`` for cancer, ...)."""
+    wrong = [name for name in given if name not in spec.options]
+    if wrong:
+        flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
+        valid = ", ".join("--" + name.replace("_", "-") for name in spec.options) or "none"
+        raise MedtransferError(
+            f"{flags} {'does' if len(wrong) == 1 else 'do'} not apply to the {spec.name} "
+            f"layout (its own options: {valid}). Leave {'it' if len(wrong) == 1 else 'them'} "
+            f"out, or choose the layout {'it belongs' if len(wrong) == 1 else 'they belong'} "
+            f"to; datasets/README.md lists every layout's options."
+        )
 
 
 def _resolve_source(source: Path | None, out: Path) -> Path | None:
@@ -209,11 +234,13 @@ def _refuse_unless_same(plan: _Plan, existing: dict[str, Any]) -> None:
 
 def _manifest(plan: _Plan, split: pd.DataFrame, shard_names: list[str], *,
               shapes: list[tuple[int, int]], num_rejected: int, num_excluded: int,
-              total: int) -> dict[str, Any]:
+              total: int, warnings: list[str]) -> dict[str, Any]:
     """The prepared dataset's ``manifest.json``: what it holds and how it was made."""
     spec, scan = plan.spec, plan.scan
+    multi = scan.multi_label
     return {
-        "format_version": shards.FORMAT_VERSION,
+        "format_version": shards.MULTI_LABEL_FORMAT_VERSION if multi else shards.FORMAT_VERSION,
+        "task": "multi_label" if multi else "single_label",
         "name": plan.out.resolve().name,
         "layout": spec.name,
         "source": scan.source_label,
@@ -225,10 +252,13 @@ def _manifest(plan: _Plan, split: pd.DataFrame, shard_names: list[str], *,
             "image_format": plan.image_format,
             "max_reject": plan.max_reject,
             "min_class_count": plan.min_class_count,
+            **scan.options,
         },
         "class_names": scan.class_names,
         "num_classes": len(scan.class_names),
-        "counts": _counts(split, scan.class_names),
+        "counts": _counts(split, scan.class_names, multi),
+        **(_multi_label_counts(split, scan.class_names) if multi else {}),
+        "group_column": scan.group_column,
         "totals": {
             **{s: int((split["split"] == s).sum()) for s in shards.SPLITS},
             "all": len(split),
@@ -237,11 +267,8 @@ def _manifest(plan: _Plan, split: pd.DataFrame, shard_names: list[str], *,
         "num_excluded": num_excluded,
         "reject_fraction": round(num_rejected / total, 6),
         "shards": shard_names,
-        "split": (
-            "official splits of the source"
-            if scan.official_splits
-            else f"stratified train:validation:test = 8:1:1, seed {plan.seed}"
-        ),
+        "split": _split_text(plan),
+        "split_warnings": warnings,
         "preprocessing": _preprocessing_text(spec, scan, plan.max_size, plan.image_format),
         "image_size": {
             "min_height": min(h for h, _ in shapes),
@@ -276,6 +303,7 @@ class _Plan:
             "seed": self.seed,
             "max_size": self.max_size,
             "image_format": self.image_format,
+            **self.scan.options,
         }
         if self.scan.selection is not None:
             values["min_class_count"] = self.min_class_count
@@ -310,44 +338,90 @@ class _Plan:
         return ""
 
 
+def _split_text(plan: _Plan) -> str:
+    scan = plan.scan
+    if scan.official_splits:
+        return "official splits of the source"
+    if scan.split_note:
+        return f"{scan.split_note} (iterative stratification, seed {plan.seed})"
+    if scan.multi_label or scan.group_column:
+        by = f"grouped by {scan.group_column}" if scan.group_column else "per image"
+        return (f"train:validation:test = 8:1:1 of the groups, {by}, iterative "
+                f"stratification over the {'findings' if scan.multi_label else 'classes'}, "
+                f"seed {plan.seed}")
+    return f"stratified train:validation:test = 8:1:1, seed {plan.seed}"
+
+
+def _split_frame(plan: _Plan, survivors: list[Candidate]) -> tuple[pd.DataFrame, list[str]]:
+    """The split of the kept images: official, grouped (a group id or multi-label) or
+    stratified by class; and the split's warnings (findings too rare for every split)."""
+    scan = plan.scan
+    grouped = scan.multi_label or scan.group_column is not None
+    columns = ["id", "label", "split", *(["masked"] if scan.multi_label else []),
+               *(["group"] if scan.group_column else [])]
+    frame = pd.DataFrame({
+        "id": [c.id for c in survivors],
+        "label": [c.label for c in survivors],
+        "split": [c.split for c in survivors],
+        "masked": [c.masked for c in survivors],
+        # Without a group column every image is its own group.
+        "group": [c.group if c.group is not None else c.id for c in survivors],
+    })
+    order = {name: i for i, name in enumerate(shards.SPLITS)}
+    if scan.official_splits:
+        frame = frame.sort_values("split", key=lambda s: s.map(order), kind="stable")
+        return frame.reset_index(drop=True)[columns], []
+    if not grouped:
+        split = stratified_split(frame["id"].tolist(), frame["label"].tolist(),
+                                 scan.class_names, plan.seed, plan.split_hint)
+        return split, []
+    # Candidates with their own split (ChestX-ray14's test list) keep it; the others fill
+    # the remaining splits in proportion to the 8:1:1 fractions.
+    fixed = frame[frame["split"].notna()]
+    free = [s for s in shards.SPLITS if s not in set(fixed["split"])]
+    shares = [FRACTIONS[shards.SPLITS.index(s)] for s in free]
+    split, warnings = grouped_split(
+        frame[frame["split"].isna()].drop(columns="split"), scan.class_names, plan.seed,
+        scan.multi_label, splits=free, fractions=[share / sum(shares) for share in shares])
+    split = pd.concat([split, fixed], ignore_index=True)
+    split = split.sort_values("split", key=lambda s: s.map(order), kind="stable")
+    return split.reset_index(drop=True)[columns], warnings
+
+
 def _write_shards(
     plan: _Plan, kept: dict[int, tuple[int, int]], staging: Path
-) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+) -> tuple[pd.DataFrame, dict[str, list[str]], list[str]]:
     """Splits the kept images and copies their encoded images from ``staging`` into the shards.
 
     Returns:
-        The split frame (id, label, split; rows in shard order) and the shard file names
-        of each split.
+        The split frame (id, label, split, and masked and group when the dataset has them;
+        rows in shard order), the shard file names of each split, and the split's warnings.
     """
     candidates = plan.scan.candidates
     survivors = [c for i, c in enumerate(candidates) if i in kept]
-    if plan.scan.official_splits:
-        split = pd.DataFrame(
-            [(c.id, c.label, c.split) for c in survivors], columns=["id", "label", "split"]
-        )
-        order = {name: i for i, name in enumerate(shards.SPLITS)}
-        split = split.sort_values("split", key=lambda s: s.map(order), kind="stable")
-        split = split.reset_index(drop=True)
-    else:
-        split = stratified_split(
-            [c.id for c in survivors],
-            [c.label for c in survivors],
-            plan.scan.class_names,
-            plan.seed,
-            plan.split_hint,
-        )
+    split, warnings = _split_frame(plan, survivors)
     class_index = {name: i for i, name in enumerate(plan.scan.class_names)}
+    if plan.scan.multi_label:
+        def encode(row) -> list[int]:
+            vector = [0] * len(class_index)
+            for value, names in ((1, row.label), (-1, row.masked)):
+                for name in filter(None, names.split("|")):
+                    vector[class_index[name]] = value
+            return vector
+    else:
+        def encode(row) -> int:
+            return class_index[row.label]
     location = {c.id: kept[i] for i, c in enumerate(candidates) if i in kept}
     shard_names = {}
     with open(staging, "rb") as staged:
         for split_name in shards.SPLITS:
             rows = split[split["split"] == split_name]
             records = (
-                (image_id, class_index[label], _read_staged(staged, location[image_id]))
-                for image_id, label in zip(rows["id"], rows["label"], strict=True)
+                (row.id, encode(row), _read_staged(staged, location[row.id]))
+                for row in rows.itertuples(index=False)
             )
             shard_names[split_name] = shards.write_split_shards(plan.out, split_name, records)
-    return split, shard_names
+    return split, shard_names, warnings
 
 
 # --- the decoding pass -------------------------------------------------------------------
@@ -486,9 +560,29 @@ def _preprocessing_text(spec: DatasetSpec, scan: SourceScan, max_size: int,
     return "; ".join(steps)
 
 
-def _counts(split: pd.DataFrame, class_names: list[str]) -> dict[str, dict[str, int]]:
+def _counts(split: pd.DataFrame, class_names: list[str], multi_label: bool = False
+            ) -> dict[str, dict[str, int]]:
+    """Images per class per split; multi-label: positive images per finding per split."""
+    if multi_label:
+        return _per_finding(split, "label", class_names, keep_zero=True)
     table = split.groupby(["split", "label"]).size()
     return {s: {name: int(table.get((s, name), 0)) for name in class_names} for s in shards.SPLITS}
+
+
+def _per_finding(split: pd.DataFrame, column: str, class_names: list[str], keep_zero: bool
+                 ) -> dict[str, dict[str, int]]:
+    rows = split.assign(name=split[column].str.split("|")).explode("name")
+    table = rows.groupby(["split", "name"]).size()
+    return {s: {name: int(table.get((s, name), 0)) for name in class_names
+                if keep_zero or table.get((s, name), 0)} for s in shards.SPLITS}
+
+
+def _multi_label_counts(split: pd.DataFrame, class_names: list[str]) -> dict[str, Any]:
+    """A multi-label manifest's images per split and unknown labels per finding per split."""
+    return {
+        "images": {s: int((split["split"] == s).sum()) for s in shards.SPLITS},
+        "masked": _per_finding(split, "masked", class_names, keep_zero=False),
+    }
 
 
 def _selection_with_counts(
@@ -533,7 +627,8 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
         manifest = read_json(folder / MANIFEST)
     except (OSError, ValueError):
         return None
-    if not isinstance(manifest, dict) or manifest.get("format_version") != shards.FORMAT_VERSION:
+    written = (shards.FORMAT_VERSION, shards.MULTI_LABEL_FORMAT_VERSION)
+    if not isinstance(manifest, dict) or manifest.get("format_version") not in written:
         return None
     names = [name for split in manifest.get("shards", {}).values() for name in split]
     if not (folder / SPLIT_CSV).is_file() or not all((folder / n).is_file() for n in names):

@@ -2,9 +2,9 @@
 
 A name resolves, in this order, to: a prepared folder ``<data_dir>/<name>/`` (any name:
 your own ``folder``, ``csv`` or ``medmnist`` data prepared with ``--out
-datasets/NAME``); ``digits``, which is prepared on first use; a registered dataset not
-prepared yet, which fails with where to download it and the ``prepare`` command; or an
-unknown name, which fails with a did-you-mean.
+datasets/NAME``); ``digits`` or ``digits_pairs``, which are prepared on first use; a
+registered dataset not prepared yet, which fails with where to download it and the
+``prepare`` command; or an unknown name, which fails with a did-you-mean.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from medtransfer.data import shards
@@ -42,8 +43,10 @@ class PreparedDataset:
         name: the folder name, which ``run --dataset`` uses.
         path: the folder.
         manifest: the contents of ``manifest.json``.
-        class_names: the classes; a label index is a position in this list.
-        split: ``split.csv``: one row per image (id, label, split), in shard order.
+        class_names: the classes; a label index is a position in this list. For a
+            multi-label dataset, the findings.
+        split: ``split.csv``: one row per image (id, label, split; multi-label: masked;
+            grouped: group), in shard order.
         spec: the :class:`DatasetSpec` of the layout it was prepared from (learning
             rate and augmentation defaults).
     """
@@ -58,6 +61,31 @@ class PreparedDataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def task(self) -> str:
+        """``"multi_label"`` (a set of findings per image) or ``"single_label"``."""
+        return str(self.manifest.get("task", "single_label"))
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == "multi_label"
+
+    def label_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The ``(n, F)`` int8 labels of a :meth:`split_frame` of a multi-label dataset:
+        1 positive, 0 negative, -1 unknown, one column per finding of ``class_names``.
+
+        The same values as the shards' ``label`` feature, read from the frame's ``label``
+        (the findings present) and ``masked`` (the findings unknown) columns.
+        """
+        index = {name: i for i, name in enumerate(self.class_names)}
+        matrix = np.zeros((len(frame), len(index)), dtype=np.int8)
+        masked = frame["masked"] if "masked" in frame else [""] * len(frame)
+        for row, (present, unknown) in enumerate(zip(frame["label"], masked, strict=True)):
+            for value, names in ((1, present), (-1, unknown)):
+                for name in filter(None, names.split("|")):
+                    matrix[row, index[name]] = value
+        return matrix
 
     @property
     def convert_options(self) -> ConvertOptions:
@@ -112,19 +140,21 @@ def load_prepared(name: str, data_dir: Path = Path("datasets")) -> PreparedDatas
     if not (folder / MANIFEST).is_file():
         if not _prepared_on_first_use(name):
             _raise_not_prepared(name, data_dir)
+        made = "" if name == "digits" else ", two side by side"
         print(
             f"{folder} is not prepared yet; preparing it from scikit-learn's bundled "
-            f"digits (1,797 images, a few seconds).",
+            f"digits (1,797 images{made}, a few seconds).",
             file=sys.stderr,
             flush=True,
         )
-        prepare_dataset("digits", None, folder, progress=False)
+        prepare_dataset(name, None, folder, progress=False)
     return _load_folder(folder)
 
 
 def not_prepared_message(name: str, data_dir: Path = Path("datasets")) -> str | None:
     """Why :func:`load_prepared` cannot load ``name`` yet, with the ``prepare`` command;
-    None when it can (a prepared folder, or ``digits``, prepared on first use).
+    None when it can (a prepared folder, or ``digits`` / ``digits_pairs``, prepared on
+    first use).
 
     Reads only whether the manifest exists, so a sweep checks its whole plan at once.
     """
@@ -140,7 +170,7 @@ def not_prepared_message(name: str, data_dir: Path = Path("datasets")) -> str | 
 
 def _prepared_on_first_use(name: str) -> bool:
     """scikit-learn bundles the digits: no download, so no prepare step either."""
-    return name == "digits"
+    return name in ("digits", "digits_pairs")
 
 
 def dataset_spec(name: str, data_dir: Path = Path("datasets")) -> DatasetSpec | None:
@@ -194,8 +224,8 @@ def _load_folder(folder: Path) -> PreparedDataset:
         f"'medtransfer prepare {layout} --source {manifest.get('source', 'DIR')} "
         f"--out {folder} --force'"
     )
-    if layout == "digits":
-        again = f"'medtransfer prepare digits --out {folder} --force'"
+    if _prepared_on_first_use(layout):
+        again = f"'medtransfer prepare {layout} --out {folder} --force'"
     version = manifest.get("format_version")
     if version not in shards.READABLE_FORMAT_VERSIONS:
         raise MedtransferError(

@@ -47,6 +47,8 @@ class DatasetSpec:
         native_size: the longer side of every image of the source when it is fixed
             (digits: 8), so that the default input size fits it before the dataset is
             prepared; None when it varies (a prepared dataset's manifest then tells).
+        options: the layout's own ``prepare`` options, as keyword arguments of its
+            reader (``views``, ``uncertain``, ...).
         default_findings: a multi-label layout's findings a run predicts without
             ``--findings`` (CheXpert: its five competition findings); None: all of them.
     """
@@ -63,6 +65,7 @@ class DatasetSpec:
     preprocess: Callable[[np.ndarray], np.ndarray] | None = None
     preprocessing: str = ""
     native_size: int | None = None
+    options: tuple[str, ...] = ()
     default_findings: tuple[str, ...] | None = None
 
 
@@ -225,7 +228,9 @@ _register(
         description=(
             "Your own images listed in a CSV with the columns path and label (and "
             "optionally id); paths are relative to the CSV's folder unless absolute. Same "
-            "image rules as folder. Prepare under a name of your choice with --out "
+            "image rules as folder. Multi-label with --label-columns A,B,C (1, 0, -1 "
+            "unknown, blank negative) or --labels-column X --labels-sep '|'; --group-column "
+            "keeps each patient in one split. Prepare under a name of your choice with --out "
             "datasets/NAME, then train with --dataset NAME."
         ),
         num_classes=None,
@@ -235,17 +240,18 @@ _register(
         needs_source=True,
         reader=sources.read_csv_layout,
         channels=ANY,
+        options=("label_columns", "labels_column", "labels_sep", "group_column"),
     )
 )
 _register(
     DatasetSpec(
         name="medmnist",
         description=(
-            "A 2D single-label MedMNIST .npz (PathMNIST, DermaMNIST, BloodMNIST, ...), "
-            "keeping its official train/val/test splits; gray subsets are replicated to "
-            "RGB. Colour jitter stays on by default: on gray images hue and saturation "
-            "change nothing while brightness and contrast still apply. Prepare under a name "
-            "of your choice with --out datasets/NAME."
+            "A 2D MedMNIST .npz (PathMNIST, DermaMNIST, BloodMNIST, ...; multi-label "
+            "ChestMNIST with its 14 findings), keeping its official train/val/test splits; "
+            "gray subsets are replicated to RGB. Colour jitter stays on by default: on gray "
+            "images hue and saturation change nothing while brightness and contrast still "
+            "apply. Prepare under a name of your choice with --out datasets/NAME."
         ),
         num_classes=None,
         default_lr=1e-4,
@@ -258,5 +264,74 @@ _register(
         ),
         needs_source=True,
         reader=sources.read_medmnist,
+    )
+)
+_register(
+    DatasetSpec(
+        name="digits_pairs",
+        description=(
+            "Multi-label, bundled: two of scikit-learn's 8x8 digits side by side (16x16, "
+            "1,797 images), findings '0'..'9' = the digits shown. Split by groups of three "
+            "source digits, so no source digit image is in two splits. Prepared "
+            "automatically on first use; flips and colour jitter are off."
+        ),
+        num_classes=10,
+        default_lr=1e-3,
+        augment=AugmentDefaults(flips=False, noise=True, color=False),
+        download="",
+        needs_source=False,
+        reader=sources.read_digits_pairs,
+        native_size=16,
+    )
+)
+_register(
+    DatasetSpec(
+        name="chexpert",
+        description=(
+            "CheXpert chest radiographs (Stanford), multi-label: 14 observations from "
+            "train.csv and valid.csv (pooled, then split 8:1:1 grouped by patient). "
+            "--views frontal (default), lateral or all; --uncertain ones (default), zeros "
+            "or ignore (masked) for the -1.0 labels; blank counts as negative. Gray JPEGs, "
+            "replicated to RGB. Flips are off (the heart is on the left) and so is colour "
+            "jitter."
+        ),
+        num_classes=14,
+        default_lr=1e-4,
+        augment=AugmentDefaults(flips=False, noise=True, color=False),
+        download=(
+            "Stanford AIMI (register at https://stanfordmlgroup.github.io/competitions/"
+            "chexpert/ and accept the research use agreement; the link comes by e-mail): "
+            "download CheXpert-v1.0-small.zip (11 GB) and 'unzip CheXpert-v1.0-small.zip'. "
+            "The folder holds train.csv, valid.csv, train/ and valid/."
+        ),
+        needs_source=True,
+        reader=sources.read_chexpert,
+        options=("views", "uncertain"),
+        # The CheXpert competition's five findings (Irvin et al. 2019), as Transfusion.
+        default_findings=("Atelectasis", "Cardiomegaly", "Consolidation", "Edema",
+                          "Pleural Effusion"),
+    )
+)
+_register(
+    DatasetSpec(
+        name="chestxray14",
+        description=(
+            "NIH ChestX-ray14, multi-label: 14 findings from Data_Entry_2017.csv's Finding "
+            "Labels ('No Finding' = none), grouped by Patient ID; test_list.txt, when "
+            "present, is kept as the test split and the rest split 8:1 into train and "
+            "validation. Gray PNGs replicated to RGB. Flips and colour jitter are off."
+        ),
+        num_classes=14,
+        default_lr=1e-4,
+        augment=AugmentDefaults(flips=False, noise=True, color=False),
+        download=(
+            "NIH (https://nihcc.app.box.com/v/ChestXray-NIHCC): Data_Entry_2017_v2020.csv, "
+            "train_val_list.txt, test_list.txt and images_001.tar.gz ... images_012.tar.gz, "
+            "each unpacked in one folder ('for f in images_*.tar.gz; do tar xzf $f; done', "
+            "giving images/). Or Kaggle's copy: 'kaggle datasets download -d "
+            "nih-chest-xrays/data', then 'unzip data.zip -d chestxray14' (images_NNN/images/)."
+        ),
+        needs_source=True,
+        reader=sources.read_chestxray14,
     )
 )

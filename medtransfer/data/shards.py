@@ -7,10 +7,14 @@ crop), and stores it as an 8-bit RGB image, BMP by default or PNG (``--image-for
 with three features:
 
 - ``id``: the image id, as in ``split.csv`` (bytes),
-- ``label``: the class index into ``manifest.json``'s ``class_names`` (int64),
+- ``label``: single-label: the class index into ``manifest.json``'s ``class_names``
+  (int64); multi-label: one int64 per finding of ``class_names``, 1 positive, 0
+  negative, -1 unknown (masked out of the loss and the metrics),
 - ``image``: the encoded image, always 3 channels; :func:`decode_image` reads either.
 
-Format version 2 added BMP; version 1 (PNG only) is still read.
+Format version 2 added BMP; version 1 (PNG only) is still read. Version 3 is a
+multi-label dataset (``manifest.json``'s ``task`` is ``multi_label``); single-label
+datasets keep writing version 2.
 
 Each split is written to its own files, ``<split>-<index:05d>.tfrecord``; a new file
 starts when the current one passes ``SHARD_BYTES``, so that tf.data can read several
@@ -19,14 +23,16 @@ shards in parallel while a small dataset stays in one file.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 FORMAT_VERSION = 2
+MULTI_LABEL_FORMAT_VERSION = 3
 # What this medtransfer reads: version 1 shards hold PNG, which decode_image reads too.
-READABLE_FORMAT_VERSIONS = (1, 2)
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 SPLITS = ("train", "validation", "test")
 SHARD_BYTES = 128 * 1024 * 1024
 
@@ -37,10 +43,11 @@ _FEATURES = {
 }
 
 
-def _example(image_id: str, label: int, image: bytes) -> bytes:
+def _example(image_id: str, label: int | Sequence[int], image: bytes) -> bytes:
+    values = [int(label)] if isinstance(label, int | np.integer) else [int(v) for v in label]
     feature = {
         "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_id.encode()])),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=values)),
         "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
@@ -49,10 +56,12 @@ def _example(image_id: str, label: int, image: bytes) -> bytes:
 def write_split_shards(
     out_dir: str | Path,
     split: str,
-    records: Iterable[tuple[str, int, bytes]],
+    records: Iterable[tuple[str, int | Sequence[int], bytes]],
     shard_bytes: int = SHARD_BYTES,
 ) -> list[str]:
-    """Writes one split's ``(id, label_index, encoded_image)`` records to TFRecord shards.
+    """Writes one split's ``(id, label, encoded_image)`` records to TFRecord shards.
+
+    ``label`` is a class index (single-label) or one 1/0/-1 value per finding (multi-label).
 
     Args:
         out_dir: the prepared dataset's folder.
@@ -90,9 +99,20 @@ def write_split_shards(
     return names
 
 
-def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Parses one serialized record into ``{"id", "label", "image"}`` (image still encoded)."""
-    return tf.io.parse_single_example(serialized, _FEATURES)
+def parse_example(serialized: tf.Tensor, num_findings: int | None = None
+                  ) -> dict[str, tf.Tensor]:
+    """Parses one serialized record into ``{"id", "label", "image"}`` (image still encoded).
+
+    Args:
+        serialized: one record of a shard.
+        num_findings: None for a single-label dataset (``label`` is a scalar class index);
+            the number of findings of a multi-label one (``label`` is an int64 vector of
+            that length: 1 positive, 0 negative, -1 unknown).
+    """
+    if num_findings is None:
+        return tf.io.parse_single_example(serialized, _FEATURES)
+    features = {**_FEATURES, "label": tf.io.FixedLenFeature([num_findings], tf.int64)}
+    return tf.io.parse_single_example(serialized, features)
 
 
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:

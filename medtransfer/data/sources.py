@@ -6,8 +6,15 @@ the pixels, or the pixels themselves for in-memory arrays), and every image it a
 knows to be unusable (missing file, unknown label, duplicate id) with the reason.
 Decoding, and the rejections that only decoding finds, happen later in ``prepare``.
 
-Readers share one signature, ``reader(source, *, min_class_count) -> SourceScan``;
-``min_class_count`` only matters to the protein reader's selection rule.
+Readers share one signature, ``reader(source, *, min_class_count, **layout_options) ->
+SourceScan``; ``min_class_count`` only matters to the protein reader's selection rule, and
+the layout options (``views``, ``uncertain``, ``label_columns``, ...) are the ones the
+layout's :class:`~medtransfer.data.registry.DatasetSpec` lists.
+
+A multi-label layout (CheXpert, ChestX-ray14, multi-label csv and MedMNIST, digits_pairs)
+gives each candidate the findings present (``label``, "|"-joined in ``class_names`` order),
+the findings whose label is unknown (``masked``) and, where the source has one, its group
+(the patient), so that the split keeps each group in one split.
 """
 
 from __future__ import annotations
@@ -17,14 +24,14 @@ import os
 import re
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, look_up_option
 
 # Files that operating systems drop into image folders; they are not images of a class.
 IGNORED_FILES = frozenset({"thumbs.db", ".ds_store", "desktop.ini"})
@@ -89,7 +96,10 @@ class Candidate:
         paths: the file holding the image, or the red, green and blue files of a protein
             stack. Empty for in-memory images.
         pixels: the uint8 pixels of an in-memory image (MedMNIST, digits), else None.
-        split: the official split for layouts that have one (MedMNIST), else None.
+        split: the official split for layouts that have one (MedMNIST, ChestX-ray14's
+            test list), else None.
+        masked: multi-label: the findings whose label is unknown, "|"-joined ("" = none).
+        group: the group (patient) id when the source has one, else None.
     """
 
     id: str
@@ -97,6 +107,8 @@ class Candidate:
     paths: tuple[str, ...] = ()
     pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
     split: str | None = None
+    masked: str = ""
+    group: str | None = None
 
     @property
     def path(self) -> str:
@@ -128,6 +140,10 @@ class SourceScan:
         source_label: what ``manifest.json`` records as the source.
         official_splits: the candidates carry their own split (MedMNIST).
         selection: the selection rule and its counts, for ``manifest.json``, or None.
+        multi_label: each candidate's ``label`` is a set of findings (see the module).
+        group_column: what the candidates' ``group`` is (``Patient ID``, ...), or None.
+        options: the layout options as used, for ``manifest.json`` and the fingerprint.
+        split_note: how the source's own split lists were used, for ``manifest.json``.
     """
 
     class_names: list[str]
@@ -138,6 +154,10 @@ class SourceScan:
     source_label: str
     official_splits: bool = False
     selection: dict[str, Any] | None = None
+    multi_label: bool = False
+    group_column: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    split_note: str | None = None
 
 
 def class_order(names: Iterable[str]) -> list[str]:
@@ -247,6 +267,7 @@ class _ScanBuilder:
         paths: tuple[str, ...],
         sizes: list[int | None],
         origin: str,
+        group: str | None = None,
     ) -> None:
         """Runs every check and keeps the image as a candidate when it passes them."""
         if not self.claim_id(image_id, paths[0], origin):
@@ -254,7 +275,39 @@ class _ScanBuilder:
         if not self.check_label(image_id, label, paths[0]):
             return
         if self.check_files(image_id, paths, sizes):
-            self.candidates.append(Candidate(image_id, label, paths))
+            self.candidates.append(Candidate(image_id, label, paths, group=group))
+
+    def add_findings(
+        self,
+        image_id: str,
+        path: Path,
+        origin: str,
+        findings: dict[str, int] | str,
+        group: str | None = None,
+        split: str | None = None,
+    ) -> None:
+        """Keeps a multi-label image, or rejects it with the reason ``findings`` gives.
+
+        Args:
+            image_id: the image id; a repeated id is rejected.
+            path: the image file; a missing one is rejected.
+            origin: where the image was listed, for the duplicate-id reason.
+            findings: each finding's value (1 positive, 0 negative, -1 unknown), or the
+                reason the row cannot be used.
+            group: the image's group (patient) id.
+            split: its official split, if any.
+        """
+        if not self.claim_id(image_id, str(path), origin):
+            return
+        if isinstance(findings, str):
+            self.rejected.append(Rejection(str(path), image_id, findings))
+            return
+        if not self.check_files(image_id, (str(path),), [_file_size(path)]):
+            return
+        self.candidates.append(Candidate(
+            image_id, _joined(findings, self.class_names, 1), (str(path),), split=split,
+            masked=_joined(findings, self.class_names, -1), group=group,
+        ))
 
     def scan(self, source_files: list[tuple[str, int]], source_label: str, **extra) -> SourceScan:
         return SourceScan(
@@ -266,6 +319,34 @@ class _ScanBuilder:
             source_label=source_label,
             **extra,
         )
+
+
+def _joined(findings: dict[str, int], class_names: list[str], value: int) -> str:
+    return "|".join(name for name in class_names if findings.get(name) == value)
+
+
+FINDING_VALUES = {"1": 1, "1.0": 1, "0": 0, "0.0": 0, "": 0, "-1": -1, "-1.0": -1}
+"""A finding column's values: 1 positive, 0 negative, -1 uncertain/unknown, blank = not
+mentioned, which counts as negative (as CheXpert's labeller means it)."""
+
+UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
+"""CheXpert's U-Ones, U-Zeros and U-Ignore: what an uncertain (-1) label becomes."""
+
+
+def finding_values(row: dict[str, str], columns: Iterable[str], uncertain: str
+                   ) -> dict[str, int] | str:
+    """Each finding column's value as 1, 0 or -1 (unknown) under the ``uncertain`` policy,
+    or, when a value is none of 1, 0, -1 or blank, the reason the row is rejected."""
+    values = {}
+    for column in columns:
+        value = FINDING_VALUES.get(row[column])
+        if value is None:
+            return (f"label value '{row[column]}' in column '{column}' is not 1, 0, -1 or "
+                    f"blank")
+        if value == -1 and uncertain != "ignore":
+            value = 1 if uncertain == "ones" else 0
+        values[column] = value
+    return values
 
 
 def _file_size(path: Path) -> int | None:
@@ -500,12 +581,20 @@ def read_folder(source: Path | None, *, min_class_count: int) -> SourceScan:
     return builder.scan([], str(source))
 
 
-def read_csv_layout(source: Path | None, *, min_class_count: int) -> SourceScan:
+def read_csv_layout(source: Path | None, *, min_class_count: int,
+                    label_columns: Sequence[str] | None = None, labels_column: str | None = None,
+                    labels_sep: str = "|", group_column: str | None = None) -> SourceScan:
     """Your own images listed in a CSV with the columns ``path`` and ``label``.
 
     ``--source`` is the CSV file. Relative paths are relative to the CSV's folder. An
     optional ``id`` column names the images; without it the path is the id. Class names
     are the distinct labels; an empty label is rejected.
+
+    Multi-label instead of ``label``: ``label_columns``, one column per finding holding
+    1, 0, -1 (unknown: masked) or blank (negative); or ``labels_column``, one column of
+    finding names separated by ``labels_sep`` (empty: none present), whose findings are
+    the distinct names. ``group_column`` names a group (patient) id column; the split
+    then keeps each group in one split, and a row with an empty group id is rejected.
     """
     layout = "csv"
     source = _require_source(source, layout)
@@ -514,20 +603,58 @@ def read_csv_layout(source: Path | None, *, min_class_count: int) -> SourceScan:
             f"--source {source} is a folder; the csv layout needs the CSV file itself "
             f"(columns path,label), e.g. --source {source / 'labels.csv'}."
         )
-    rows = list(_read_csv(source, ("path", "label"), layout))
-    builder = _ScanBuilder(class_order(row["label"] for _, row in rows if row["label"]))
+    if label_columns and labels_column:
+        raise MedtransferError(
+            "--label-columns and --labels-column are two ways to give multi-label labels; "
+            "pass one: --label-columns A,B,C for one 0/1 column per finding, or "
+            "--labels-column X for one column of names separated by --labels-sep."
+        )
+    label_columns = list(label_columns or [])
+    if label_columns:
+        required = ("path", *label_columns)
+    else:
+        required = ("path", labels_column or "label")
+    rows = list(_read_csv(source, (*required, *([group_column] if group_column else [])),
+                          layout))
+    if labels_column:
+        names = class_order(n.strip() for _, row in rows
+                            for n in row[labels_column].split(labels_sep) if n.strip())
+    else:
+        names = label_columns or class_order(row["label"] for _, row in rows if row["label"])
+    builder = _ScanBuilder(names)
     for line, row in rows:
         path = Path(row["path"])
         if not path.is_absolute():
             path = source.parent / path
         image_id = row.get("id") or row["path"]
         origin = f"{source.name} line {line}"
-        if not row["label"]:
-            if builder.claim_id(image_id, str(path), origin):
-                builder.rejected.append(Rejection(str(path), image_id, "empty label"))
+        group = row[group_column] if group_column else None
+        if group_column and not group:
+            findings: dict[str, int] | str = f"empty group id in column '{group_column}'"
+        elif label_columns:
+            findings = finding_values(row, label_columns, "ignore")
+        elif labels_column:
+            findings = dict.fromkeys((n.strip() for n in row[labels_column].split(labels_sep)
+                                      if n.strip()), 1)
+        else:
+            if not row["label"]:
+                if builder.claim_id(image_id, str(path), origin):
+                    builder.rejected.append(Rejection(str(path), image_id, "empty label"))
+                continue
+            builder.add(image_id, row["label"], (str(path),), [_file_size(path)], origin,
+                        group=group)
             continue
-        builder.add(image_id, row["label"], (str(path),), [_file_size(path)], origin)
-    return builder.scan([(str(source), source.stat().st_size)], str(source))
+        builder.add_findings(image_id, path, origin, findings, group=group)
+    multi_label = bool(label_columns or labels_column)
+    options: dict[str, Any] = {"group_column": group_column}
+    if label_columns:
+        options["label_columns"] = label_columns
+    elif labels_column:
+        options.update(labels_column=labels_column, labels_sep=labels_sep)
+    if not multi_label and not group_column:
+        options = {}
+    return builder.scan([(str(source), source.stat().st_size)], str(source),
+                        multi_label=multi_label, group_column=group_column, options=options)
 
 
 def _medmnist_file(source: Path) -> Path:
@@ -577,27 +704,23 @@ def read_medmnist(source: Path | None, *, min_class_count: int) -> SourceScan:
             )
         arrays = {key: archive[key] for key in keys}
     labels = {}
+    widths = {a.shape[1] if a.ndim == 2 else 1 for k, a in arrays.items() if k.endswith("labels")}
+    if len(widths) == 1 and widths != {1}:
+        return _medmnist_multi_label(path, arrays, widths.pop())
     for split in MEDMNIST_SPLITS:
         images, split_labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if split_labels.ndim == 2 and split_labels.shape[1] != 1:
             raise MedtransferError(
-                f"{path} is multi-label ({split}_labels has shape {split_labels.shape}), "
-                f"like ChestMNIST. medtransfer trains single-label classifiers; use a "
-                f"single-label MedMNIST subset."
+                f"{path}: {split}_labels has shape {split_labels.shape}, but the other "
+                f"splits' labels have other widths ({sorted(widths)}). A MedMNIST file has "
+                f"one label per image (single-label) or the same number of 0/1 labels per "
+                f"image in every split (multi-label, ChestMNIST); download it again."
             )
-        shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3))
-        if images.dtype != np.uint8 or not shape_ok or len(images) != len(split_labels):
-            raise MedtransferError(
-                f"{path}: {split}_images is {images.dtype} {images.shape} with "
-                f"{len(split_labels)} labels; expected uint8 (N, H, W) or (N, H, W, 3) with "
-                f"one label per image. 3D MedMNIST subsets are not supported."
-            )
+        _check_medmnist_images(path, split, images, len(split_labels))
         labels[split] = [str(int(v)) for v in split_labels.reshape(len(split_labels))]
     builder = _ScanBuilder(class_order(v for values in labels.values() for v in values))
     for split, official in MEDMNIST_SPLITS.items():
-        images = arrays[f"{split}_images"]
-        if images.ndim == 4 and images.shape[3] == 1:
-            images = images[..., 0]
+        images = _medmnist_pixels(arrays[f"{split}_images"])
         for index, label in enumerate(labels[split]):
             image_id = f"{split}-{index:06d}"
             builder.candidates.append(
@@ -606,6 +729,55 @@ def read_medmnist(source: Path | None, *, min_class_count: int) -> SourceScan:
     return builder.scan(
         [(str(path), path.stat().st_size)], str(path.resolve()), official_splits=True
     )
+
+
+def _check_medmnist_images(path: Path, split: str, images: np.ndarray, num_labels: int) -> None:
+    shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3))
+    if images.dtype != np.uint8 or not shape_ok or len(images) != num_labels:
+        raise MedtransferError(
+            f"{path}: {split}_images is {images.dtype} {images.shape} with "
+            f"{num_labels} labels; expected uint8 (N, H, W) or (N, H, W, 3) with "
+            f"one label per image. 3D MedMNIST subsets are not supported."
+        )
+
+
+def _medmnist_pixels(images: np.ndarray) -> np.ndarray:
+    return images[..., 0] if images.ndim == 4 and images.shape[3] == 1 else images
+
+
+MEDMNIST_FINDINGS = {
+    "chestmnist": (
+        "atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule",
+        "pneumonia", "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis",
+        "pleural", "hernia",
+    ),
+}
+"""The finding names of multi-label MedMNIST subsets, from MedMNIST's ``INFO[...]["label"]``."""
+
+
+def _medmnist_multi_label(path: Path, arrays: dict[str, np.ndarray], width: int
+                          ) -> SourceScan:
+    """A multi-label MedMNIST npz (ChestMNIST: labels ``(N, 14)`` of 0/1), official splits
+    kept. Findings are MedMNIST's names when the file is a known subset (by its name and
+    width), else "0", "1", ...; a value other than 0 or 1 rejects that image."""
+    subset = path.stem.split("_")[0].lower()
+    known = MEDMNIST_FINDINGS.get(subset, ())
+    names = list(known) if len(known) == width else [str(i) for i in range(width)]
+    builder = _ScanBuilder(names)
+    for split, official in MEDMNIST_SPLITS.items():
+        images, labels = _medmnist_pixels(arrays[f"{split}_images"]), arrays[f"{split}_labels"]
+        _check_medmnist_images(path, split, arrays[f"{split}_images"], len(labels))
+        for index, row in enumerate(labels):
+            image_id = f"{split}-{index:06d}"
+            if not np.isin(row, (0, 1)).all():
+                reason = f"label values {row.tolist()} are not all 0 or 1"
+                builder.rejected.append(Rejection(str(path), image_id, reason))
+                continue
+            findings = {name: int(v) for name, v in zip(names, row, strict=True)}
+            builder.candidates.append(Candidate(
+                image_id, _joined(findings, names, 1), pixels=images[index], split=official))
+    return builder.scan([(str(path), path.stat().st_size)], str(path.resolve()),
+                        official_splits=True, multi_label=True)
 
 
 def read_digits(source: Path | None, *, min_class_count: int) -> SourceScan:
@@ -625,3 +797,169 @@ def read_digits(source: Path | None, *, min_class_count: int) -> SourceScan:
     for index, (image, target) in enumerate(zip(images, digits.target, strict=True)):
         builder.candidates.append(Candidate(f"digit-{index:04d}", str(int(target)), pixels=image))
     return builder.scan([], "sklearn.datasets.load_digits")
+
+
+def read_digits_pairs(source: Path | None, *, min_class_count: int) -> SourceScan:
+    """Two scikit-learn digits side by side: a bundled multi-label dataset.
+
+    The recipe (fixed, independent of ``--seed``): the 1,797 digit images are shuffled
+    with seed 0 and cut into 599 groups of three, a, b, c; each group gives the three
+    16x16 images a|b, b|c, c|a (the 8x8 digits side by side, centred vertically), so
+    1,797 images in all. An image's findings are the digits it shows ("0".."9"; one
+    finding when both digits are the same). The group is the split's group, so no source
+    digit image appears in two splits.
+    """
+    if source is not None:
+        raise MedtransferError(
+            "digits_pairs is made from scikit-learn's bundled digits and takes no --source. "
+            "Run 'medtransfer prepare digits_pairs' without it."
+        )
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    order = np.random.default_rng(0).permutation(len(images))
+    builder = _ScanBuilder([str(d) for d in range(10)])
+    for group_index in range(len(order) // 3):
+        members = order[3 * group_index: 3 * group_index + 3]
+        for position in range(3):
+            left, right = members[position], members[(position + 1) % 3]
+            pixels = np.zeros((16, 16), np.uint8)
+            pixels[4:12, :8], pixels[4:12, 8:] = images[left], images[right]
+            present = {str(int(digits.target[left])), str(int(digits.target[right]))}
+            builder.candidates.append(Candidate(
+                f"pair-{3 * group_index + position:04d}",
+                _joined(dict.fromkeys(present, 1), builder.class_names, 1),
+                pixels=pixels, group=f"group-{group_index:03d}",
+            ))
+    return builder.scan([], "sklearn.datasets.load_digits (pairs)", multi_label=True,
+                        group_column="group")
+
+
+CHEXPERT_FINDINGS = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
+    "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
+    "Pleural Other", "Fracture", "Support Devices",
+)
+"""CheXpert's 14 observations, in the column order of its train.csv and valid.csv."""
+
+CHEXPERT_VIEWS = ("frontal", "lateral", "all")
+_PATIENT = re.compile(r"^patient\d+$")
+
+
+def read_chexpert(source: Path | None, *, min_class_count: int, views: str = "frontal",
+                  uncertain: str = "ones") -> SourceScan:
+    """CheXpert (``CheXpert-v1.0-small`` or the full ``CheXpert-v1.0``), as downloaded.
+
+    ``train.csv`` and ``valid.csv`` (``Path, Sex, Age, Frontal/Lateral, AP/PA`` and the 14
+    observations) list ``<folder>/{train,valid}/patientNNNNN/studyK/viewM_<view>.jpg``; the
+    first part of each path is the downloaded folder's own name, so paths are read
+    relative to ``--source`` whatever it is called now. Both CSVs are pooled (the
+    prepared dataset makes its own grouped 8:1:1 split; see datasets/README.md); the
+    group is the patient folder. Rows of the other view (``--views``) are excluded
+    (listed, not counted as rejected). Values: 1.0 positive, 0.0 negative, blank
+    negative, -1.0 uncertain, which ``--uncertain`` makes 1 (ones), 0 (zeros) or unknown
+    (ignore: masked out of the loss and that finding's metrics for that image).
+    """
+    layout = "chexpert"
+    source = _require_source(source, layout)
+    views = look_up_option(views, CHEXPERT_VIEWS, "--views value",
+                           see="frontal (default), lateral or all.")
+    uncertain = look_up_option(uncertain, UNCERTAIN_POLICIES, "--uncertain policy",
+                               see="ones (U-Ones, default), zeros (U-Zeros) or ignore "
+                                   "(U-Ignore).")
+    expected = ("train.csv and valid.csv (Path, Sex, Age, Frontal/Lateral, AP/PA, then the 14 "
+                "observations) and train/, valid/ with patientNNNNN/studyK/viewM_*.jpg")
+    tables = [source / name for name in ("train.csv", "valid.csv") if (source / name).is_file()]
+    if not source.is_dir() or not (source / "train.csv").is_file():
+        raise _layout_error(layout, f"{source} has no train.csv.", expected)
+    builder = _ScanBuilder(list(CHEXPERT_FINDINGS))
+    for table in tables:
+        for line, row in _read_csv(table, ("Path", "Frontal/Lateral", *CHEXPERT_FINDINGS),
+                                   layout):
+            inner = PurePosixPath(row["Path"].replace("\\", "/")).parts[1:]
+            path = source.joinpath(*inner)
+            image_id = PurePosixPath(*inner).with_suffix("").as_posix() if inner else row["Path"]
+            origin = f"{table.name} line {line}"
+            view = row["Frontal/Lateral"].lower()
+            patient = next((part for part in inner if _PATIENT.match(part)), None)
+            if not inner or ".." in inner or PurePosixPath(row["Path"]).is_absolute():
+                problem: dict[str, int] | str = (
+                    f"path '{row['Path']}' is outside the source (expected "
+                    f"{source.name}/train/patientNNNNN/...)")
+            elif view not in ("frontal", "lateral"):
+                problem = (f"Frontal/Lateral value '{row['Frontal/Lateral']}' is not Frontal "
+                           f"or Lateral")
+            elif patient is None:
+                problem = f"path '{row['Path']}' has no patientNNNNN folder (the patient id)"
+            else:
+                problem = finding_values(row, CHEXPERT_FINDINGS, uncertain)
+            if views != "all" and view == ({"frontal", "lateral"} - {views}).pop():
+                if builder.claim_id(image_id, str(path), origin):
+                    builder.excluded.append(Rejection(str(path), image_id,
+                                                      f"{view} view (--views {views})"))
+                continue
+            builder.add_findings(image_id, path, origin, problem, group=patient)
+    return builder.scan(
+        [(str(t), t.stat().st_size) for t in tables], str(source), multi_label=True,
+        group_column="patient (from Path)", options={"views": views, "uncertain": uncertain},
+        split_note=f"{' and '.join(t.name for t in tables)} pooled, then split 8:1:1 grouped by "
+                   f"patient",
+    )
+
+
+CHESTXRAY14_FINDINGS = (
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
+    "Hernia",
+)
+"""NIH ChestX-ray14's 14 findings, as spelled in ``Finding Labels`` ("No Finding": none)."""
+
+_CHESTXRAY14_TABLES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
+
+
+def read_chestxray14(source: Path | None, *, min_class_count: int) -> SourceScan:
+    """NIH ChestX-ray14, as downloaded from NIH or Kaggle.
+
+    ``Data_Entry_2017.csv`` (or ``Data_Entry_2017_v2020.csv``) lists ``Image Index``,
+    ``Finding Labels`` ("Cardiomegaly|Effusion", or "No Finding") and ``Patient ID``; the
+    PNGs are in ``images/`` (NIH, once its tarballs are unpacked) or ``images_NNN/images/``
+    (Kaggle). When ``test_list.txt`` is present, its images are the test split (the
+    official, patient-disjoint test set); the rest are split 8:1 into train and validation,
+    grouped by patient. Without it, all images are split 8:1:1 grouped by patient.
+    """
+    layout = "chestxray14"
+    source = _require_source(source, layout)
+    expected = ("Data_Entry_2017.csv (Image Index, Finding Labels, Patient ID, ...) and the "
+                "PNGs under images/ or images_NNN/images/")
+    table = next((source / n for n in _CHESTXRAY14_TABLES if (source / n).is_file()), None)
+    if not source.is_dir() or table is None:
+        raise _layout_error(layout, f"{source} has no Data_Entry_2017.csv.", expected)
+    folders = [source / "images"] if (source / "images").is_dir() else []
+    folders += sorted(p for p in source.glob("images*/images") if p.is_dir())
+    located = {name: folder for folder in folders for name in _list_files(folder)}
+    if not located:
+        raise _layout_error(layout, f"{source} has no images/ or images_NNN/images/ folder "
+                                    f"with images.", expected)
+    test_list = source / "test_list.txt"
+    test_names = set(test_list.read_text().split()) if test_list.is_file() else set()
+    builder = _ScanBuilder(list(CHESTXRAY14_FINDINGS))
+    for line, row in _read_csv(table, ("Image Index", "Finding Labels", "Patient ID"), layout):
+        name = row["Image Index"]
+        path = located.get(name, folders[0] / name)
+        names = {n.strip() for n in row["Finding Labels"].split("|")} - {"No Finding", ""}
+        unknown = sorted(names - set(CHESTXRAY14_FINDINGS))
+        findings: dict[str, int] | str = dict.fromkeys(names, 1)
+        if unknown:
+            findings = (f"unknown finding '{unknown[0]}' in Finding Labels (valid: "
+                        f"{', '.join(CHESTXRAY14_FINDINGS)}, No Finding)")
+        elif not row["Patient ID"]:
+            findings = "empty Patient ID"
+        builder.add_findings(Path(name).stem, path, f"{table.name} line {line}", findings,
+                             group=row["Patient ID"],
+                             split="test" if name in test_names else None)
+    lists = [table, *(p for p in (source / "train_val_list.txt", test_list) if p.is_file())]
+    note = ("test_list.txt kept as the test split; the rest split 8:1 into train and "
+            "validation, grouped by Patient ID") if test_names else None
+    return builder.scan([(str(p), p.stat().st_size) for p in lists], str(source),
+                        multi_label=True, group_column="Patient ID", split_note=note)

@@ -119,3 +119,92 @@ def stratified_split(
         mixed = [rows[split][i] for i in rng.permutation(len(rows[split]))]
         frames.append(pd.DataFrame(mixed, columns=["id", "label"]).assign(split=split))
     return pd.concat(frames, ignore_index=True)
+
+
+MIN_GROUPS = 10
+"""The fewest groups (patients, or images when there are no groups) a grouped split needs,
+so that validation and test get at least one group each."""
+
+
+def grouped_split(
+    frame: pd.DataFrame,
+    class_names: Sequence[str],
+    seed: int,
+    multi_label: bool,
+    splits: Sequence[str] = SPLITS,
+    fractions: Sequence[float] = FRACTIONS,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Assigns whole groups to splits by iterative stratification.
+
+    Every group (a patient, ``frame["group"]``) goes to one split, so no group's images
+    are in two splits. Groups are stratified by the findings (multi-label) or classes
+    (single-label) any of their images has, with the iterative stratification of Sechidis
+    et al. (2011) from the ``iterative-stratification`` package: the fractions are of
+    groups, so the images per split are close to, not exactly, the fractions. The
+    result depends only on the seed and the set of (id, label, group) rows, not on
+    their order.
+
+    Args:
+        frame: the columns id, label (multi-label: "|"-joined findings) and group; other
+            columns are kept.
+        class_names: the findings or classes, in order.
+        seed: the same seed and the same rows give the same split.
+        multi_label: whether ``label`` is a "|"-joined set of findings.
+        splits: the splits to fill (ChestX-ray14 with its official test list fills
+            train and validation only).
+        fractions: each split's share of the groups.
+
+    Returns:
+        The frame with a ``split`` column, rows in split order and, within a split, in a
+        seeded random order; and one warning per finding (or class) with too few positive
+        images to have one in every split, naming its counts.
+
+    Raises:
+        MedtransferError: fewer than ``MIN_GROUPS`` groups.
+    """
+    # Imported here: it imports scikit-learn, which only a grouped split needs.
+    from iterstrat.ml_stratifiers import IterativeStratification
+
+    groups = sorted(set(frame["group"]))
+    if len(groups) < MIN_GROUPS:
+        raise MedtransferError(
+            f"The grouped split needs at least {MIN_GROUPS} groups (patients) so that "
+            f"{' and '.join(splits[1:]) or 'every split'} get one each; these images come from "
+            f"{len(groups)}. Add images of more patients, or check the group id column."
+        )
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = np.zeros((len(groups), len(class_names)), dtype=bool)
+    group_row = pd.Series(np.arange(len(groups)), index=groups)[frame["group"]].to_numpy()
+    for row, label in zip(group_row, frame["label"], strict=True):
+        for name in label.split("|") if multi_label else [label]:
+            if name:
+                labels[row, index[name]] = True
+    # A bool matrix: the package indexes its label counts with each row (see its source).
+    fold = IterativeStratification(labels, np.asarray(fractions, dtype=float),
+                                   np.random.RandomState(seed))
+    assigned = frame.assign(split=np.asarray(splits)[fold[group_row]])
+    rng = np.random.default_rng(seed)
+    parts = []
+    for split in splits:
+        rows = assigned[assigned["split"] == split].sort_values("id", kind="stable")
+        parts.append(rows.iloc[rng.permutation(len(rows))])
+    result = pd.concat(parts, ignore_index=True)
+    return result, _too_few_warnings(result, class_names, multi_label, splits)
+
+
+def _too_few_warnings(split: pd.DataFrame, class_names: Sequence[str], multi_label: bool,
+                      splits: Sequence[str]) -> list[str]:
+    names = split["label"].str.split("|") if multi_label else split["label"]
+    rows = split.assign(name=names).explode("name")
+    table = pd.crosstab(rows["name"], rows["split"])
+    warnings = []
+    for name in class_names:
+        counts = {s: int(table.at[name, s]) if name in table.index and s in table.columns
+                  else 0 for s in splits}
+        if min(counts.values()) == 0:
+            listing = ", ".join(f"{s} {n}" for s, n in counts.items())
+            warnings.append(
+                f"'{name}' has too few positive images for every split ({listing}); its "
+                f"metrics on a split without positives are undefined."
+            )
+    return warnings
