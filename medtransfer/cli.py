@@ -225,7 +225,14 @@ def _run(args: argparse.Namespace) -> int:
 
     trained = run(config, overwrite=args.overwrite)
     metrics = trained.metrics
-    if "test_auc_micro" in metrics:
+    if "test_auc_mean" in metrics:  # a multi-label run: its primary metric first
+        print(
+            f"\ntest AUC (mean over findings) {metrics['test_auc_mean']:.4f}, micro "
+            f"{metrics['test_auc_micro']:.4f}, accuracy {metrics['test_accuracy']:.4f} "
+            f"(best epoch {metrics['best_epoch']}, validation mean AUC "
+            f"{metrics['val_auc_mean_best']:.4f})"
+        )
+    elif "test_auc_micro" in metrics:
         print(
             f"\ntest AUC (micro) {metrics['test_auc_micro']:.4f}, macro "
             f"{metrics['test_auc_macro']:.4f}, accuracy {metrics['test_accuracy']:.4f} "

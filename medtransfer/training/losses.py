@@ -6,8 +6,6 @@ from collections.abc import Sequence
 
 import keras
 
-_EPSILON = 1e-7
-
 
 class MaskedBinaryCrossentropy(keras.losses.Loss):
     """Binary cross-entropy of a sigmoid per finding, with unknown labels left out.
@@ -32,12 +30,16 @@ class MaskedBinaryCrossentropy(keras.losses.Loss):
     def call(self, y_true, y_pred):
         ops = keras.ops
         y_true = ops.cast(y_true, "float32")
-        probabilities = ops.clip(ops.cast(y_pred, "float32"), _EPSILON, 1.0 - _EPSILON)
         present = ops.cast(ops.equal(y_true, 1.0), "float32")
         absent = ops.cast(ops.equal(y_true, 0.0), "float32")
         if self.positive_weights is not None:
             present = present * ops.convert_to_tensor(self.positive_weights, "float32")
-        entropy = -(present * ops.log(probabilities) + absent * ops.log(1.0 - probabilities))
+        # Keras' binary_crossentropy takes the sigmoid's logits when the output layer left
+        # them on its output (it does): a saturated sigmoid then still has a gradient,
+        # where clipped probabilities would have none and a finding could never recover.
+        ones = ops.ones_like(y_true)
+        entropy = (present * ops.binary_crossentropy(ones, y_pred)
+                   + absent * ops.binary_crossentropy(ones * 0.0, y_pred))
         return ops.mean(entropy, axis=-1)
 
     def get_config(self):

@@ -1,0 +1,111 @@
+"""A multi-label run end to end on the bundled digits_pairs (the real CLI), and the task
+options (--findings, --any-finding) as a run resolves them."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medtransfer.config import RunConfig
+from medtransfer.errors import MedtransferError
+from medtransfer.training.metrics import evaluate_multi_label
+from medtransfer.training.rundir import MULTI_LABEL_HISTORY_COLUMNS, RunDirectory
+
+FINDINGS = [str(digit) for digit in range(10)]
+RUN_ID = "digits_pairs-small_cnn-glorot-f0.00-s0-e0+2-bs64-px16"
+
+
+@pytest.fixture(scope="module")
+def pairs_data_dir(tmp_path_factory):
+    from medtransfer.data.prepared import load_prepared
+
+    root = tmp_path_factory.mktemp("pairs_data")
+    load_prepared("digits_pairs", root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pairs_run(tmp_path_factory, pairs_data_dir):
+    root = tmp_path_factory.mktemp("pairs_run")
+    result = subprocess.run(
+        [sys.executable, "-m", "medtransfer", "run", "--dataset", "digits_pairs",
+         "--epochs", "0+2", "--image-size", "16", "--batch-size", "64", "--experiment",
+         "pairs", "--logdir", str(root / "logs"), "--data-dir", str(pairs_data_dir)],
+        cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return root / "logs" / "pairs" / RUN_ID, result
+
+
+@pytest.mark.slow
+def test_a_multi_label_run_learns_and_records_per_finding_metrics(pairs_run, pairs_data_dir):
+    run_dir, result = pairs_run
+    assert "test AUC (mean over findings)" in result.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "complete"
+    assert (metrics["task"], metrics["primary_metric"]) == ("multi_label", "auc_mean")
+    assert metrics["test_auc_mean"] > 0.9  # chance is 0.5
+    assert list(metrics["test_auc_per_finding"]) == FINDINGS
+    assert metrics["num_classes"] == 10
+
+    # The test metrics are the exact scikit-learn numbers of predictions_test.csv, whose
+    # labels are the prepared test split's.
+    table = pd.read_csv(run_dir / "predictions_test.csv", dtype=str, keep_default_na=False)
+    assert list(table.columns) == ["id", "label", "masked", *(f"prob_{f}" for f in FINDINGS)]
+    split = pd.read_csv(pairs_data_dir / "digits_pairs" / "split.csv", dtype=str,
+                        keep_default_na=False).set_index("id")
+    assert (table["label"].to_numpy() == split.loc[table["id"], "label"].to_numpy()).all()
+    predictions = RunDirectory(run_dir).read_predictions()
+    assert predictions.multi_label and predictions.labels.shape == (len(table), 10)
+    recomputed = evaluate_multi_label(predictions.labels, predictions.probabilities, FINDINGS)
+    assert recomputed["auc_mean"] == pytest.approx(metrics["test_auc_mean"], abs=1e-6)
+    assert recomputed["auc_micro"] == pytest.approx(metrics["test_auc_micro"], abs=1e-6)
+
+    # The best epoch is the one of the best validation mean AUC, the curve in history.csv.
+    with (run_dir / "history.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert tuple(rows[0]) == MULTI_LABEL_HISTORY_COLUMNS
+    curve = [float(row["val_auc_mean"]) for row in rows]
+    assert metrics["best_epoch"] == 1 + int(np.argmax(curve))
+    assert metrics["val_auc_mean_best"] == pytest.approx(max(curve))
+
+
+def test_findings_and_any_finding_make_the_task_and_name_the_run(pairs_data_dir):
+    from medtransfer.training.run import resolve_config, run_class_names
+
+    base = RunConfig(dataset="digits_pairs", data_dir=str(pairs_data_dir), epochs="0+2")
+    everything, dataset = resolve_config(base)
+    assert everything.findings == tuple(FINDINGS) and everything.multi_label
+    assert everything.num_classes == 10
+    assert everything.run_id == "digits_pairs-small_cnn-glorot-f0.00-s0-e0+2"
+    # The default stated explicitly is the same run.
+    assert resolve_config(base.replace(findings=tuple(FINDINGS)))[0].run_id == \
+        everything.run_id
+
+    two, _ = resolve_config(base.replace(findings=("3", "5")))
+    assert (two.num_classes, two.run_id) == (2, everything.run_id + "-findings=3,5")
+    assert run_class_names(two, dataset) == ["3", "5"]
+    one, _ = resolve_config(base.replace(findings=("7",)))
+    assert one.num_classes == 1 and one.multi_label  # one sigmoid: a binary task
+
+    healthy, _ = resolve_config(base.replace(any_finding=True))
+    assert not healthy.multi_label and healthy.num_classes == 2
+    assert run_class_names(healthy, dataset) == ["healthy", "finding"]
+    assert healthy.run_id == everything.run_id + "-any_finding=true"
+
+
+def test_bad_task_options_fail_with_what_is_valid(pairs_data_dir, digits_data_dir):
+    from medtransfer.training.run import resolve_config
+
+    pairs = RunConfig(dataset="digits_pairs", data_dir=str(pairs_data_dir))
+    with pytest.raises(MedtransferError, match="finding '33'. Did you mean '3'"):
+        resolve_config(pairs.replace(findings=("3", "33")))
+    with pytest.raises(MedtransferError, match="--classes keeps classes of a single-label"):
+        resolve_config(pairs.replace(classes=("3", "5")))
+    digits = RunConfig(dataset="digits", data_dir=str(digits_data_dir))
+    for option in ({"findings": ("3",)}, {"any_finding": True}):
+        with pytest.raises(MedtransferError, match="needs a multi-label dataset"):
+            resolve_config(digits.replace(**option))
