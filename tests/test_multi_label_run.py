@@ -5,6 +5,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -109,3 +110,49 @@ def test_bad_task_options_fail_with_what_is_valid(pairs_data_dir, digits_data_di
     for option in ({"findings": ("3",)}, {"any_finding": True}):
         with pytest.raises(MedtransferError, match="needs a multi-label dataset"):
             resolve_config(digits.replace(**option))
+
+
+@pytest.mark.slow
+def test_predict_and_export_give_a_probability_per_finding(pairs_run, tmp_path):
+    import cv2
+    import keras
+    import tensorflow as tf
+
+    from medtransfer.data.shards import decode_image, parse_example
+    from medtransfer.serve.export import export_run
+    from medtransfer.serve.predict import predict_images
+    from medtransfer.training.rundir import open_run
+
+    run_dir, _ = pairs_run
+    dataset = open_run(run_dir, "test").dataset()
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images = {}
+    for record in tf.data.TFRecordDataset([str(p) for p in dataset.shard_paths("test")]).take(6):
+        example = parse_example(record, len(FINDINGS))
+        image_id = example["id"].numpy().decode()
+        images[image_id] = decode_image(example["image"]).numpy()
+        cv2.imwrite(str(folder / f"{image_id}.png"), images[image_id][:, :, ::-1])
+    expected = pd.read_csv(run_dir / "predictions_test.csv", dtype={"id": str}).set_index("id")
+    columns = [f"prob_{finding}" for finding in FINDINGS]
+
+    predict_images(run_dir, [folder], out=tmp_path / "predictions.csv")
+    predicted = pd.read_csv(tmp_path / "predictions.csv", keep_default_na=False)
+    assert list(predicted.columns) == ["path", "predicted", *columns]
+    for _, row in predicted.iterrows():
+        image_id = Path(row["path"]).stem
+        probabilities = row[columns].to_numpy(dtype=float)
+        assert probabilities == pytest.approx(expected.loc[image_id, columns].to_numpy(float),
+                                              abs=1e-5)
+        # "predicted": the findings at probability 0.5 or more, |-joined as in split.csv.
+        assert row["predicted"] == "|".join(
+            finding for finding, p in zip(FINDINGS, probabilities, strict=True) if p >= 0.5)
+
+    result = export_run(run_dir, out=tmp_path / "model.keras")
+    model = keras.saving.load_model(result.path)
+    for image_id, pixels in images.items():
+        outputs = model(pixels[None])
+        probabilities = np.asarray(outputs["probabilities"])[0]
+        assert probabilities == pytest.approx(expected.loc[image_id, columns].to_numpy(float),
+                                              abs=1e-5)
+        assert (np.asarray(outputs["present"])[0] == (probabilities >= 0.5)).all()

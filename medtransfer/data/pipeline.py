@@ -360,15 +360,10 @@ def _parse_findings(label_length: int, keep: Sequence[int] | None,
                     any_finding: bool) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """Parses a multi-label record: the kept findings' labels (1, 0, -1), or under
     ``any_finding`` 1 when any of them is present, else 0."""
-    features = {
-        "id": tf.io.FixedLenFeature([], tf.string),
-        "label": tf.io.FixedLenFeature([label_length], tf.int64),
-        "image": tf.io.FixedLenFeature([], tf.string),
-    }
     columns = tf.constant(list(keep if keep is not None else range(label_length)), tf.int64)
 
     def parse(serialized):
-        example = tf.io.parse_single_example(serialized, features)
+        example = shards.parse_example(serialized, label_length)
         labels = tf.gather(example["label"], columns)
         if any_finding:
             labels = tf.cast(tf.reduce_any(tf.equal(labels, 1)), tf.int64)
