@@ -376,12 +376,14 @@ def _data_uri(path: Path) -> str:
 
 
 def tsne(runs: str | Path | Sequence[str | Path], *, out: str | Path | None = None,
-         max_images: int = 1000, seed: int = 0, format: str = "png"):
+         max_images: int = 1000, seed: int = 0, format: str = "png",
+         finding: str | None = None):
     """What the features of each run separate: t-SNE, a panel per run (``medtransfer tsne``).
 
     Returns:
         A ``TsneResult``: ``figure`` (tsne.png), ``table`` (tsne.csv, the 2-D coordinates)
-        and ``embeddings``.
+        and ``embeddings``. Multi-label runs are coloured by ``finding`` (absent, present,
+        unknown; default their first finding).
 
     Example:
         >>> mt.tsne([run_a.path, run_b.path], max_images=300).figure
@@ -390,7 +392,7 @@ def tsne(runs: str | Path | Sequence[str | Path], *, out: str | Path | None = No
 
     runs = [runs] if isinstance(runs, str | Path) else list(runs)
     return run_tsne([Path(run) for run in runs], out, max_images=max_images, seed=seed,
-                    figure_format=format)
+                    figure_format=format, finding=finding)
 
 
 def list_nets() -> pd.DataFrame:

@@ -527,13 +527,15 @@ def _tsne_parser(subparsers) -> None:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="complete run directories")
     parser.add_argument("--max-images", type=int, default=1000,
                         help="test images per run at most, a seeded sample (default 1000)")
+    parser.add_argument("--finding", help="multi-label runs: colour by this finding "
+                                          "(absent, present, unknown; default the first)")
 
 
 def _tsne(args: argparse.Namespace) -> int:
     from medtransfer.api import tsne
 
     result = tsne(args.run_dirs, out=args.out, max_images=args.max_images, seed=args.seed,
-                  format=args.format)
+                  format=args.format, finding=args.finding)
     print(f"t-SNE:     {result.figure} ({result.table.name} beside it)")
     for config in result.projector_configs:
         print(f"projector: {config} (tensorboard --logdir {config.parent}, Projector tab)")
@@ -580,8 +582,8 @@ def _gradcam_parser(subparsers) -> None:
     parser.add_argument("--images", type=int, default=16,
                         help="test images, a seeded sample (default 16)")
     parser.add_argument("--class", dest="class_name",
-                        help="the class to explain in every image (default: each image's "
-                             "predicted class)")
+                        help="the class (a multi-label run: the finding) to explain in "
+                             "every image (default: each image's most probable one)")
 
 
 def _gradcam(args: argparse.Namespace) -> int:

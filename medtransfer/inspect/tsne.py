@@ -64,7 +64,8 @@ class TsneResult:
 
 
 def run_tsne(run_dirs: list[str | Path], out: str | Path | None = None,
-             max_images: int = 1000, seed: int = 0, figure_format: str = "png") -> TsneResult:
+             max_images: int = 1000, seed: int = 0, figure_format: str = "png",
+             finding: str | None = None) -> TsneResult:
     """Embeds the penultimate features of each run's test images and draws them.
 
     Args:
@@ -75,6 +76,8 @@ def run_tsne(run_dirs: list[str | Path], out: str | Path | None = None,
             runs on the same dataset).
         seed: seeds the sample and t-SNE.
         figure_format: ``png`` (200 dpi), ``pdf`` or ``svg``.
+        finding: multi-label runs: colour by this finding (absent, present, unknown);
+            default each run's first finding.
 
     Returns:
         The files written and the embeddings.
@@ -89,7 +92,8 @@ def run_tsne(run_dirs: list[str | Path], out: str | Path | None = None,
     out = Path(out) if out is not None else runs[0].path / "inspect"
     embeddings, samples, configs = [], [], []
     for run in runs:
-        sample = sample_test_images(run, max_images, seed, min_images=MIN_IMAGES)
+        sample = sample_test_images(run, max_images, seed, min_images=MIN_IMAGES,
+                                    finding=finding)
         features = penultimate_features(run, sample)
         configs.append(write_projector(run.path, features, sample))
         embeddings.append(embed(features, seed))

@@ -87,6 +87,13 @@ def primary_metric(metrics: dict[str, Any]) -> str:
     return MULTI_LABEL_PRIMARY if multi else SINGLE_LABEL_PRIMARY
 
 
+def best_validation_auc(metrics: dict[str, Any]) -> float:
+    """A complete run's best validation AUC of its primary metric (metrics.json's
+    ``val_auc_micro_best``, or a multi-label run's ``val_auc_mean_best``): what a
+    search maximises."""
+    return float(metrics[f"val_{primary_metric(metrics)}_best"])
+
+
 # What a complete run's metrics.json must hold for a reader to use it.
 REQUIRED_METRICS = ("dataset", "net", "init", "freeze", "seed", "best_epoch", "test_auc_micro")
 
