@@ -156,3 +156,46 @@ def test_predict_and_export_give_a_probability_per_finding(pairs_run, tmp_path):
         assert probabilities == pytest.approx(expected.loc[image_id, columns].to_numpy(float),
                                               abs=1e-5)
         assert (np.asarray(outputs["present"])[0] == (probabilities >= 0.5)).all()
+
+
+@pytest.mark.slow
+def test_inspect_commands_read_a_multi_label_run(pairs_run, tmp_path):
+    from medtransfer.inspect.gradcam import run_gradcam
+    from medtransfer.inspect.similarity import run_similarity
+    from medtransfer.inspect.tsne import run_tsne
+
+    run_dir, _ = pairs_run
+    expected = pd.read_csv(run_dir / "predictions_test.csv", dtype=str,
+                           keep_default_na=False).set_index("id")
+
+    # t-SNE coloured by finding 3: each image is "3" when 3 is among its findings.
+    tsne = run_tsne([run_dir], tmp_path / "tsne", max_images=40, finding="3")
+    table = pd.read_csv(tsne.table, dtype=str)
+    assert len(table) == 40
+    for image_id, label in zip(table["id"], table["label"], strict=True):
+        assert label == ("3" if "3" in expected.loc[image_id, "label"].split("|") else "no 3")
+    with pytest.raises(MedtransferError, match="finding '33'"):
+        run_tsne([run_dir], tmp_path / "tsne", max_images=40, finding="33")
+
+    # Grad-CAM of finding 7: its probability is the run's sigmoid output for 7.
+    cam = run_gradcam(run_dir, tmp_path / "cam", images=4, class_name="7")
+    assert (cam.heatmaps.classes == FINDINGS.index("7")).all()
+    for image_id, probabilities in zip(cam.ids, cam.heatmaps.probabilities, strict=True):
+        assert probabilities[7] == pytest.approx(float(expected.loc[image_id, "prob_7"]),
+                                                 abs=1e-5)
+
+    similarity = run_similarity([run_dir], out=tmp_path / "svcca", max_images=60)
+    assert similarity.rows and all(0 <= row.similarity <= 1 + 1e-9 for row in similarity.rows)
+
+
+@pytest.mark.slow
+def test_lr_find_on_a_multi_label_task_uses_its_loss(pairs_data_dir, tmp_path):
+    from medtransfer.tune.lr_find import find_lr
+
+    config = RunConfig(dataset="digits_pairs", data_dir=str(pairs_data_dir), image_size=16,
+                       batch_size=64, logdir=str(tmp_path))
+    result = find_lr(config, steps=10)
+    # The masked binary cross-entropy of an untrained net is about ln 2 per finding (about
+    # 1 here, its logits not all zero); a categorical cross-entropy of the two-digit
+    # targets would start near 2 ln 10 = 4.6.
+    assert 0.5 < result.losses[0] < np.log(10)

@@ -118,7 +118,7 @@ def build_serving_model(classifier, image_size: int, preprocess, class_names: li
     import keras
 
     from medtransfer.data.pipeline import apply_scaling, resize_image, to_unit_range
-    from medtransfer.training.rundir import THRESHOLD
+    from medtransfer.training.metrics import THRESHOLD
 
     image = keras.Input((None, None, 3), dtype="uint8", name="image")
     pixels = apply_scaling(to_unit_range(resize_image(image, image_size)), preprocess)
@@ -155,7 +155,7 @@ def _clear_saved_model(out: Path) -> None:
 
 def _description(run, format: str, class_names: list[str]) -> dict[str, Any]:
     from medtransfer.data.pipeline import RESIZE_RULE
-    from medtransfer.training.rundir import THRESHOLD
+    from medtransfer.training.metrics import THRESHOLD
 
     config = run.config
     return {

@@ -32,7 +32,7 @@ from medtransfer.data.sources import (
     protein_stain_files,
 )
 from medtransfer.errors import MedtransferError
-from medtransfer.training.rundir import THRESHOLD, TrainedRun, open_run
+from medtransfer.training.rundir import TrainedRun, open_run
 
 REJECTED_SUFFIX = ".rejected.csv"
 
@@ -149,6 +149,8 @@ def _predicted(probabilities: np.ndarray, class_names: list[str], multi_label: b
     """The ``predicted`` column: the most probable class; for a multi-label run, every
     finding with a probability of at least 0.5, ``|``-joined in the run's finding order as
     in split.csv ("" when none is)."""
+    from medtransfer.training.metrics import THRESHOLD
+
     if multi_label:
         return "|".join(name for name, p in zip(class_names, probabilities, strict=True)
                         if p >= THRESHOLD)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from medtransfer.training.rundir import THRESHOLD
-
 _EPSILON = 1e-7
 UNKNOWN = -1
 """A multi-label label whose value is not known: masked out of the loss and metrics."""
+THRESHOLD = 0.5
+"""A multi-label run's finding counts as predicted present when its probability is at
+least this (per-finding accuracy, ``predict``'s ``predicted``, ``export``'s ``present``)."""
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:

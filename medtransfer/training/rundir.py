@@ -72,9 +72,6 @@ RESULT_SCALARS = {
     "test/auc_macro": "test_auc_macro",
     "test/accuracy": "test_accuracy",
 }
-THRESHOLD = 0.5
-"""A multi-label run's finding counts as predicted present when its probability is at
-least this (per-finding accuracy, ``predict``'s ``predicted``, ``export``'s ``present``)."""
 MULTI_LABEL_PRIMARY = "auc_mean"
 SINGLE_LABEL_PRIMARY = "auc_micro"
 
