@@ -199,3 +199,52 @@ def test_lr_find_on_a_multi_label_task_uses_its_loss(pairs_data_dir, tmp_path):
     # 1 here, its logits not all zero); a categorical cross-entropy of the two-digit
     # targets would start near 2 ln 10 = 4.6.
     assert 0.5 < result.losses[0] < np.log(10)
+
+
+def test_the_pipeline_gives_each_task_its_targets(pairs_data_dir):
+    from medtransfer.data.pipeline import make_dataset
+    from medtransfer.data.prepared import load_prepared
+    from medtransfer.training.task import run_task, task_frame, task_labels
+
+    dataset = load_prepared("digits_pairs", pairs_data_dir)
+    base = RunConfig(dataset="digits_pairs", data_dir=str(pairs_data_dir))
+    for config in (base.replace(findings=("5", "3")), base.replace(any_finding=True,
+                                                                  findings=("0", "1"))):
+        task = run_task(config, dataset)
+        frame = task_frame(task, dataset, "validation")
+        stream = make_dataset(
+            dataset.shard_paths("validation"), task.num_outputs, image_size=16,
+            batch_size=50, training=False, include_ids=True, keep_labels=task.keep_labels,
+            label_length=task.label_length, any_finding=task.any_finding,
+            num_examples=len(frame))
+        targets = np.concatenate([batch[1].numpy() for batch in stream])
+        ids = [i.decode() for batch in stream for i in batch[2].numpy()]
+        expected = task_labels(task, dataset, frame.set_index("id").loc[ids].reset_index())
+        if task.any_finding:
+            # healthy (0) or finding (1, a 0 or a 1 among the two digits), one-hot.
+            assert (targets.argmax(axis=1) == expected).all() and targets.sum() == len(ids)
+            assert set(expected) == {0, 1}
+        else:
+            # Columns 5 then 3 of the dataset's findings, in --findings order.
+            assert (targets == expected).all() and targets.shape[1] == 2
+            matrix = dataset.label_matrix(frame.set_index("id").loc[ids].reset_index())
+            assert (targets == matrix[:, [5, 3]]).all()
+
+
+@pytest.mark.slow
+def test_report_compares_multi_label_runs_on_mean_auc(pairs_run, tmp_path):
+    from medtransfer.study.report import build_report
+
+    run_dir, _ = pairs_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    report = build_report(run_dir.parent, out=tmp_path)
+    # The main table's cell is the run's test mean AUC with its interval.
+    assert f"{metrics['test_auc_mean']:.4f} [" in report.main_text
+    summary = report.summary.read_text()
+    assert "## Per finding (multi-label runs)" in summary
+    for finding, auc in metrics["test_auc_per_finding"].items():
+        assert f"| {finding} | {auc:.4f} [" in summary
+    results = pd.read_csv(report.results)
+    low, high = results.loc[0, ["test_auc_mean_ci_low", "test_auc_mean_ci_high"]]
+    assert low <= metrics["test_auc_mean"] <= high
+    assert results.loc[0, "test_auc_3"] == pytest.approx(metrics["test_auc_per_finding"]["3"])
