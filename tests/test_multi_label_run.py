@@ -248,3 +248,18 @@ def test_report_compares_multi_label_runs_on_mean_auc(pairs_run, tmp_path):
     low, high = results.loc[0, ["test_auc_mean_ci_low", "test_auc_mean_ci_high"]]
     assert low <= metrics["test_auc_mean"] <= high
     assert results.loc[0, "test_auc_3"] == pytest.approx(metrics["test_auc_per_finding"]["3"])
+
+
+def test_balanced_class_weight_is_a_positive_weight_per_finding(pairs_data_dir):
+    from medtransfer.training.run import resolve_config, training_class_weights, training_frame
+
+    config, dataset = resolve_config(RunConfig(
+        dataset="digits_pairs", data_dir=str(pairs_data_dir), findings=("3", "5"),
+        class_weight="balanced"))
+    frame = training_frame(config, dataset)
+    weights, keras_weights = training_class_weights(config, dataset, frame)
+    present = {finding: frame["label"].str.split("|").map(lambda s, f=finding: f in s).sum()
+               for finding in ("3", "5")}
+    assert keras_weights is None  # the loss applies them, not Keras' class_weight
+    assert weights == pytest.approx({finding: (len(frame) - count) / count
+                                     for finding, count in present.items()})
