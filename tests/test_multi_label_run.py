@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tensorboard_events import scalar_steps, tags
 
 from medtransfer.config import RunConfig
 from medtransfer.errors import MedtransferError
@@ -72,6 +73,10 @@ def test_a_multi_label_run_learns_and_records_per_finding_metrics(pairs_run, pai
     curve = [float(row["val_auc_mean"]) for row in rows]
     assert metrics["best_epoch"] == 1 + int(np.argmax(curve))
     assert metrics["val_auc_mean_best"] == pytest.approx(max(curve))
+    # TensorBoard: the same curve, and the results the HParams tab shows.
+    assert [value for _, value in scalar_steps(run_dir / "validation", "val_auc_mean")] == \
+        pytest.approx(curve, rel=1e-6)
+    assert {"best/val_auc_mean", "test/auc_mean", "test/auc_micro"} <= tags(run_dir)
 
 
 def test_findings_and_any_finding_make_the_task_and_name_the_run(pairs_data_dir):
