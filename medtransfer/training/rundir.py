@@ -725,8 +725,8 @@ def choose_head(config: RunConfig, class_names: Sequence[str]) -> HeadChoice:
     """Whether a run of ``config`` transfers its path init's classifier head.
 
     The head is a map from features to *these* classes: it transfers only when the source
-    run was trained on the same class names in the same order (and with the same head
-    units). A source on other classes, even as many, gets a new head; so does a bare
+    run was trained on the same class names in the same order, of the same kind of task
+    (single-label or multi-label), and with the same head units. A source on other classes, even as many, gets a new head; so does a bare
     weights file, which records no class names (pass its run directory instead). The
     source's classes are read from its predictions_test.csv, else its config.yaml's
     ``classes``, else its prepared dataset's classes; when none of these can be read the
@@ -751,6 +751,12 @@ def choose_head(config: RunConfig, class_names: Sequence[str]) -> HeadChoice:
         return HeadChoice(False, f"the source's classes are unknown (no test predictions, "
                                  f"and its dataset '{source_config.dataset}' is not prepared "
                                  "here)")
+    if source_config.multi_label != config.multi_label:
+        # A sigmoid per finding and a softmax over classes are different maps, even on
+        # the same names (digits_pairs' findings "0".."9" and digits' classes).
+        kinds = {True: "multi-label", False: "single-label"}
+        return HeadChoice(False, f"the source's task was {kinds[source_config.multi_label]}, "
+                                 f"this run's is {kinds[config.multi_label]}")
     if list(source_names) != list(class_names):
         return HeadChoice(False, f"the source was trained on classes {_listed(source_names)}, "
                                  f"this run's are {_listed(class_names)}")
