@@ -726,8 +726,9 @@ def choose_head(config: RunConfig, class_names: Sequence[str]) -> HeadChoice:
 
     The head is a map from features to *these* classes: it transfers only when the source
     run was trained on the same class names in the same order, of the same kind of task
-    (single-label or multi-label), and with the same head units. A source on other classes, even as many, gets a new head; so does a bare
-    weights file, which records no class names (pass its run directory instead). The
+    (single-label or multi-label), and with the same head units. A source on other
+    classes, even as many, gets a new head; so does a bare weights file, which records
+    no class names (pass its run directory instead). The
     source's classes are read from its predictions_test.csv, else its config.yaml's
     ``classes``, else its prepared dataset's classes; when none of these can be read the
     head is new.
