@@ -268,3 +268,15 @@ def test_balanced_class_weight_is_a_positive_weight_per_finding(pairs_data_dir):
     assert keras_weights is None  # the loss applies them, not Keras' class_weight
     assert weights == pytest.approx({finding: (len(frame) - count) / count
                                      for finding, count in present.items()})
+
+
+@pytest.mark.slow
+def test_a_multi_label_head_does_not_transfer_to_a_single_label_task(pairs_run):
+    from medtransfer.training.rundir import choose_head
+
+    run_dir, _ = pairs_run
+    # digits' classes are the names of digits_pairs' findings, "0".."9", in that order.
+    head = choose_head(RunConfig(dataset="digits", init=str(run_dir)), FINDINGS)
+    assert not head.transferred and "multi-label" in head.reason
+    same = RunConfig(dataset="digits_pairs", init=str(run_dir), findings=tuple(FINDINGS))
+    assert choose_head(same, FINDINGS).transferred

@@ -243,7 +243,8 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
     replicas = strategy.num_replicas_in_sync
     print(
         f"Training {config.run_id}: {inputs.train_images} training images, "
-        f"{len(inputs.class_names)} classes, {config.image_size}px, global batch "
+        f"{len(inputs.class_names)} {'findings' if inputs.task.multi_label else 'classes'}, "
+        f"{config.image_size}px, global batch "
         f"{config.batch_size * replicas} ({replicas} replica{'s' if replicas > 1 else ''}), "
         f"epochs {config.epochs}, lr {config.lr:g}, {config.bn_stats} BatchNorm statistics.",
         flush=True,
