@@ -280,3 +280,23 @@ def test_a_multi_label_head_does_not_transfer_to_a_single_label_task(pairs_run):
     assert not head.transferred and "multi-label" in head.reason
     same = RunConfig(dataset="digits_pairs", init=str(run_dir), findings=tuple(FINDINGS))
     assert choose_head(same, FINDINGS).transferred
+
+
+def test_chexpert_runs_default_to_its_five_competition_findings(tmp_path):
+    from medtransfer.data.prepared import default_findings
+    from medtransfer.data.sources import CHEXPERT_FINDINGS
+    from medtransfer.fileio import write_json_atomic
+
+    folder = tmp_path / "chest"
+    folder.mkdir()
+    write_json_atomic(folder / "manifest.json", {
+        "layout": "chexpert", "task": "multi_label", "class_names": list(CHEXPERT_FINDINGS)})
+    assert default_findings("chest", tmp_path) == (
+        "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+    # The default, stated or not, is one run; another choice names its findings by hash
+    # ("Pleural Effusion" is not filename-safe).
+    config = RunConfig(dataset="chest", data_dir=str(tmp_path))
+    five = config.replace(findings=default_findings("chest", tmp_path))
+    assert five.run_id == config.run_id == "chest-small_cnn-glorot-f0.00-s0"
+    edema = config.replace(findings=("Edema", "Pleural Effusion"))
+    assert edema.run_id.startswith("chest-small_cnn-glorot-f0.00-s0-findings~")
