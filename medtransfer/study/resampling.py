@@ -84,7 +84,9 @@ class Bootstrap:
             predictions = run.record.predictions
         except MedtransferError:
             return "no readable predictions_test.csv", True
-        if predictions.probabilities.shape[1] < 2 or not predictions.ids:
+        # One finding (a sigmoid) is a whole multi-label task; one class is not.
+        if (predictions.probabilities.shape[1] < (1 if predictions.multi_label else 2)
+                or not predictions.ids):
             return "predictions_test.csv has fewer than two classes or no image", True
         # One canonical image order, so that two runs on the same split line up.
         order = np.argsort(np.asarray(predictions.ids, dtype=object), kind="stable")
