@@ -213,7 +213,8 @@ class StopOnPlateau(keras.callbacks.Callback):
         if plateaued(epoch + 1, self.state.best_epoch, self.phase_start, self.patience):
             self.stopped_epoch = epoch + 1
             self.model.stop_training = True
-            print(f"Stopping after epoch {epoch + 1}: the validation micro AUC has not "
+            name = "mean AUC" if self.state.metric == "auc_mean" else "micro AUC"
+            print(f"Stopping after epoch {epoch + 1}: the validation {name} has not "
                   f"improved for {self.patience} epochs (--patience; best epoch "
                   f"{self.state.best_epoch}).", flush=True)
 
@@ -225,6 +226,7 @@ class TrainingState:
     best_auc: float = -math.inf
     best_epoch: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    metric: str = "auc_micro"  # the primary metric best_auc holds (multi-label: auc_mean)
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -276,7 +278,7 @@ class EpochRecorder(keras.callbacks.Callback):
                    if not isinstance(value, dict)}  # per-finding values: metrics.json only
         for name, value in metrics.items():
             logs[f"val_{name}"] = value
-        primary = primary_metric(metrics)
+        primary = self.state.metric = primary_metric(metrics)
         improved = metrics[primary] > self.state.best_auc
         if improved:
             self.state.best_auc, self.state.best_epoch = metrics[primary], number
