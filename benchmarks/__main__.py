@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-FIGURES = ("startup", "pipeline", "training", "freezing", "prepare", "report")
+FIGURES = ("startup", "pipeline", "training", "freezing", "prepare", "report", "chest")
 # The photographs of the pipeline figure, also prepared for the training and memory runs:
 # (count, width, height). Quick: the fewest that split 8:1:1 with >= 10 images per class.
 PHOTOS = {False: (2000, 500, 375), True: (20, 64, 48)}
@@ -72,6 +72,9 @@ def _measure(figure: str, root: Path, photos, quick: bool, memory):
     if figure == "report":
         from benchmarks import report_speed
         return report_speed.measure(root, quick)
+    if figure == "chest":
+        from benchmarks import prepare_chest
+        return prepare_chest.measure(root, quick)
     from benchmarks import prepare_scaling
     return prepare_scaling.measure(root, photos, quick, memory)
 

@@ -416,7 +416,8 @@ def _prepare_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "prepare", help="decode, check and split a downloaded dataset once",
         description="Read a dataset in its downloaded layout, list every image that cannot "
-                    "be used in rejected.csv, split it 8:1:1 (stratified, seeded) and store "
+                    "be used in rejected.csv, split it 8:1:1 (stratified, seeded; grouped by "
+                    "patient when there is a patient id) and store "
                     "it as shards with split.csv and manifest.json under --out.",
         epilog=PREPARE_EXAMPLES, formatter_class=_FORMATTER,
     )

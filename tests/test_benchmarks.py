@@ -21,6 +21,8 @@ EXPECTED = {
     "freeze_1_densenet121", "phase_1_densenet121", "frozen_step_vs_forward_densenet121",
     "prepare_cores", "prepare_memory", "run_memory_cache", "stream_memory_cache",
     "report_first", "report_repeated", "report_first_cpu", "report_bootstrap_auc",
+    "prepare_chexpert_rate", "scan_chexpert_memory", "prepare_chestxray14_rate",
+    "scan_chestxray14_memory",
 }
 
 

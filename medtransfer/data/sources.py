@@ -22,11 +22,12 @@ from __future__ import annotations
 import csv
 import os
 import re
+import stat
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,7 +87,8 @@ DEFAULT_MIN_CLASS_COUNT = 100
 MEDMNIST_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
 
-@dataclass(frozen=True)
+# Slots: CheXpert has 224,316 candidates, all held until the shards are written.
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """One image a layout offers, before it is decoded.
 
@@ -235,6 +237,7 @@ class _ScanBuilder:
         self.rejected: list[Rejection] = []
         self.excluded: list[Rejection] = []
         self.files: list[tuple[str, int]] = []
+        self._shared: dict[str, str] = {}
 
     def claim_id(self, image_id: str, path: str, origin: str) -> bool:
         """Records ``image_id``; a later image with the same id is rejected."""
@@ -280,7 +283,7 @@ class _ScanBuilder:
     def add_findings(
         self,
         image_id: str,
-        path: Path,
+        path: str,
         origin: str,
         findings: dict[str, int] | str,
         group: str | None = None,
@@ -297,16 +300,22 @@ class _ScanBuilder:
             group: the image's group (patient) id.
             split: its official split, if any.
         """
-        if not self.claim_id(image_id, str(path), origin):
+        if not self.claim_id(image_id, path, origin):
             return
         if isinstance(findings, str):
-            self.rejected.append(Rejection(str(path), image_id, findings))
+            self.rejected.append(Rejection(path, image_id, findings))
             return
-        if not self.check_files(image_id, (str(path),), [_file_size(path)]):
+        paths = (path,)
+        if not self.check_files(image_id, paths, [_file_size(path)]):
             return
+        # One string object per distinct label set and patient id: they repeat over
+        # many rows (sys.intern would do, but its process-wide table grows in jumps).
+        share = self._shared.setdefault
+        label = _joined(findings, self.class_names, 1)
+        masked = _joined(findings, self.class_names, -1)
         self.candidates.append(Candidate(
-            image_id, _joined(findings, self.class_names, 1), (str(path),), split=split,
-            masked=_joined(findings, self.class_names, -1), group=group,
+            image_id, share(label, label), paths, split=split, masked=share(masked, masked),
+            group=None if group is None else share(group, group),
         ))
 
     def scan(self, source_files: list[tuple[str, int]], source_label: str, **extra) -> SourceScan:
@@ -349,11 +358,12 @@ def finding_values(row: dict[str, str], columns: Iterable[str], uncertain: str
     return values
 
 
-def _file_size(path: Path) -> int | None:
+def _file_size(path: str | Path) -> int | None:
     try:
-        return path.stat().st_size if path.is_file() else None
+        status = os.stat(path)
     except OSError:
         return None
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
 def _labelled_folder(
@@ -609,6 +619,12 @@ def read_csv_layout(source: Path | None, *, min_class_count: int,
             "pass one: --label-columns A,B,C for one 0/1 column per finding, or "
             "--labels-column X for one column of names separated by --labels-sep."
         )
+    if labels_sep != "|" and not labels_column:
+        raise MedtransferError(
+            f"--labels-sep '{labels_sep}' separates the names of --labels-column, which is not "
+            f"given. Add --labels-column COLUMN (the column holding the finding names), or "
+            f"leave --labels-sep out."
+        )
     label_columns = list(label_columns or [])
     if label_columns:
         required = ("path", *label_columns)
@@ -644,7 +660,7 @@ def read_csv_layout(source: Path | None, *, min_class_count: int,
             builder.add(image_id, row["label"], (str(path),), [_file_size(path)], origin,
                         group=group)
             continue
-        builder.add_findings(image_id, path, origin, findings, group=group)
+        builder.add_findings(image_id, str(path), origin, findings, group=group)
     multi_label = bool(label_columns or labels_column)
     options: dict[str, Any] = {"group_column": group_column}
     if label_columns:
@@ -780,21 +796,27 @@ def _medmnist_multi_label(path: Path, arrays: dict[str, np.ndarray], width: int
                         official_splits=True, multi_label=True)
 
 
-def read_digits(source: Path | None, *, min_class_count: int) -> SourceScan:
-    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes); needs no source."""
+def _bundled_digits(source: Path | None, layout: str) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 digit images as uint8 (N, 8, 8) and their digits; refuses a
+    ``--source``, which a bundled dataset does not take."""
     if source is not None:
         raise MedtransferError(
-            "digits is bundled with scikit-learn and takes no --source. Run "
-            "'medtransfer prepare digits' without it."
+            f"{layout} is bundled (made from scikit-learn's digits) and takes no --source. "
+            f"Run 'medtransfer prepare {layout}' without it."
         )
-    # Imported here: scikit-learn is slow to import and only digits needs it.
+    # Imported here: scikit-learn is slow to import and only the digits need it.
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     # Pixel values are 0..16; stretch them to the full 8-bit range.
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    return np.round(digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target
+
+
+def read_digits(source: Path | None, *, min_class_count: int) -> SourceScan:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes); needs no source."""
+    images, targets = _bundled_digits(source, "digits")
     builder = _ScanBuilder([str(d) for d in range(10)])
-    for index, (image, target) in enumerate(zip(images, digits.target, strict=True)):
+    for index, (image, target) in enumerate(zip(images, targets, strict=True)):
         builder.candidates.append(Candidate(f"digit-{index:04d}", str(int(target)), pixels=image))
     return builder.scan([], "sklearn.datasets.load_digits")
 
@@ -809,15 +831,7 @@ def read_digits_pairs(source: Path | None, *, min_class_count: int) -> SourceSca
     finding when both digits are the same). The group is the split's group, so no source
     digit image appears in two splits.
     """
-    if source is not None:
-        raise MedtransferError(
-            "digits_pairs is made from scikit-learn's bundled digits and takes no --source. "
-            "Run 'medtransfer prepare digits_pairs' without it."
-        )
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    images, targets = _bundled_digits(source, "digits_pairs")
     order = np.random.default_rng(0).permutation(len(images))
     builder = _ScanBuilder([str(d) for d in range(10)])
     for group_index in range(len(order) // 3):
@@ -826,7 +840,7 @@ def read_digits_pairs(source: Path | None, *, min_class_count: int) -> SourceSca
             left, right = members[position], members[(position + 1) % 3]
             pixels = np.zeros((16, 16), np.uint8)
             pixels[4:12, :8], pixels[4:12, 8:] = images[left], images[right]
-            present = {str(int(digits.target[left])), str(int(digits.target[right]))}
+            present = {str(int(targets[left])), str(int(targets[right]))}
             builder.candidates.append(Candidate(
                 f"pair-{3 * group_index + position:04d}",
                 _joined(dict.fromkeys(present, 1), builder.class_names, 1),
@@ -874,16 +888,23 @@ def read_chexpert(source: Path | None, *, min_class_count: int, views: str = "fr
     if not source.is_dir() or not (source / "train.csv").is_file():
         raise _layout_error(layout, f"{source} has no train.csv.", expected)
     builder = _ScanBuilder(list(CHEXPERT_FINDINGS))
+    # Plain strings, not Path objects, per row: 224,316 rows.
+    root = str(source)
     for table in tables:
         for line, row in _read_csv(table, ("Path", "Frontal/Lateral", *CHEXPERT_FINDINGS),
                                    layout):
-            inner = PurePosixPath(row["Path"].replace("\\", "/")).parts[1:]
-            path = source.joinpath(*inner)
-            image_id = PurePosixPath(*inner).with_suffix("").as_posix() if inner else row["Path"]
+            inner = [part for part in row["Path"].replace("\\", "/").split("/")[1:] if part]
+            path = os.path.join(root, *inner)
+            image_id = os.path.splitext("/".join(inner))[0] if inner else row["Path"]
             origin = f"{table.name} line {line}"
             view = row["Frontal/Lateral"].lower()
+            if views != "all" and view in ("frontal", "lateral") and view != views:
+                if builder.claim_id(image_id, path, origin):
+                    builder.excluded.append(Rejection(path, image_id,
+                                                      f"{view} view (--views {views})"))
+                continue
             patient = next((part for part in inner if _PATIENT.match(part)), None)
-            if not inner or ".." in inner or PurePosixPath(row["Path"]).is_absolute():
+            if not inner or ".." in inner or row["Path"].startswith(("/", "\\")):
                 problem: dict[str, int] | str = (
                     f"path '{row['Path']}' is outside the source (expected "
                     f"{source.name}/train/patientNNNNN/...)")
@@ -894,11 +915,6 @@ def read_chexpert(source: Path | None, *, min_class_count: int, views: str = "fr
                 problem = f"path '{row['Path']}' has no patientNNNNN folder (the patient id)"
             else:
                 problem = finding_values(row, CHEXPERT_FINDINGS, uncertain)
-            if views != "all" and view == ({"frontal", "lateral"} - {views}).pop():
-                if builder.claim_id(image_id, str(path), origin):
-                    builder.excluded.append(Rejection(str(path), image_id,
-                                                      f"{view} view (--views {views})"))
-                continue
             builder.add_findings(image_id, path, origin, problem, group=patient)
     return builder.scan(
         [(str(t), t.stat().st_size) for t in tables], str(source), multi_label=True,
@@ -937,7 +953,8 @@ def read_chestxray14(source: Path | None, *, min_class_count: int) -> SourceScan
         raise _layout_error(layout, f"{source} has no Data_Entry_2017.csv.", expected)
     folders = [source / "images"] if (source / "images").is_dir() else []
     folders += sorted(p for p in source.glob("images*/images") if p.is_dir())
-    located = {name: folder for folder in folders for name in _list_files(folder)}
+    located = {name: os.path.join(folder, name) for folder in folders
+               for name in _list_files(folder)}
     if not located:
         raise _layout_error(layout, f"{source} has no images/ or images_NNN/images/ folder "
                                     f"with images.", expected)
@@ -946,7 +963,7 @@ def read_chestxray14(source: Path | None, *, min_class_count: int) -> SourceScan
     builder = _ScanBuilder(list(CHESTXRAY14_FINDINGS))
     for line, row in _read_csv(table, ("Image Index", "Finding Labels", "Patient ID"), layout):
         name = row["Image Index"]
-        path = located.get(name, folders[0] / name)
+        path = located.get(name) or os.path.join(folders[0], name)
         names = {n.strip() for n in row["Finding Labels"].split("|")} - {"No Finding", ""}
         unknown = sorted(names - set(CHESTXRAY14_FINDINGS))
         findings: dict[str, int] | str = dict.fromkeys(names, 1)
@@ -955,7 +972,7 @@ def read_chestxray14(source: Path | None, *, min_class_count: int) -> SourceScan
                         f"{', '.join(CHESTXRAY14_FINDINGS)}, No Finding)")
         elif not row["Patient ID"]:
             findings = "empty Patient ID"
-        builder.add_findings(Path(name).stem, path, f"{table.name} line {line}", findings,
+        builder.add_findings(os.path.splitext(name)[0], path, f"{table.name} line {line}", findings,
                              group=row["Patient ID"],
                              split="test" if name in test_names else None)
     lists = [table, *(p for p in (source / "train_val_list.txt", test_list) if p.is_file())]

@@ -201,7 +201,9 @@ def _too_few_warnings(split: pd.DataFrame, class_names: Sequence[str], multi_lab
     for name in class_names:
         counts = {s: int(table.at[name, s]) if name in table.index and s in table.columns
                   else 0 for s in splits}
-        if min(counts.values()) == 0:
+        if sum(counts.values()) == 0:
+            warnings.append(f"'{name}' has no positive images; its metrics are undefined.")
+        elif min(counts.values()) == 0:
             listing = ", ".join(f"{s} {n}" for s, n in counts.items())
             warnings.append(
                 f"'{name}' has too few positive images for every split ({listing}); its "
