@@ -925,7 +925,7 @@ def hparam_values(config: dict[str, Any], train_images: int | None = None) -> di
     Numbers stay numbers (an unset one, like ``patience``, is left out rather than
     turned into text), ``train_size`` is the number of training images used (the whole
     split's count when unset), ``classes`` is text (``3,5,7``, or ``all``), ``findings``
-    too (a multi-label run's; left out for a single-label run).
+    too (a multi-label run's; it and ``any_finding`` are left out for a single-label run).
     """
     values: dict[str, Any] = {}
     for name in FIELDS:
@@ -938,6 +938,8 @@ def hparam_values(config: dict[str, Any], train_images: int | None = None) -> di
             value = "all" if value is None else ",".join(str(item) for item in value)
         elif name == "findings" and value is not None:
             value = ",".join(str(item) for item in value)
+        elif name == "any_finding" and config.get("findings") is None:
+            continue  # a single-label run: no finding to speak of
         if value is not None:
             values[name] = value if isinstance(value, bool | int | float | str) else str(value)
     return values
