@@ -91,17 +91,21 @@ class Run:
         return predict_frame(self.path, list(inputs), batch_size=batch_size)
 
     def figure(self):
-        """Training loss and validation micro AUC per epoch, the phases apart (a Figure)."""
+        """Training loss and validation AUC per epoch (micro; a multi-label run's mean
+        over findings), the phases apart (a Figure)."""
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
 
         history = self.history
+        mean = "val_auc_mean" in history.columns  # a multi-label run's primary metric
         figure = Figure(figsize=(7, 2.6), layout="constrained")
         loss, auc = figure.subplots(1, 2)
         for phase, rows in history.groupby("phase", sort=False) if len(history) else ():
             loss.plot(rows["epoch"], rows["loss"], marker="o", label=phase)
-            auc.plot(rows["epoch"], rows["val_auc_micro"], marker="o", label=phase)
-        for axes, label in ((loss, "training loss"), (auc, "validation AUC (micro)")):
+            auc.plot(rows["epoch"], rows["val_auc_mean" if mean else "val_auc_micro"],
+                     marker="o", label=phase)
+        for axes, label in ((loss, "training loss"),
+                            (auc, f"validation AUC ({'mean' if mean else 'micro'})")):
             axes.set(xlabel="epoch", ylabel=label)
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(history):
@@ -115,6 +119,7 @@ class Run:
 
     def _summary_rows(self) -> list[tuple[str, str]]:
         keys = ("dataset", "net", "init", "freeze", "seed", "best_epoch",
+                "val_auc_mean_best", "test_auc_mean",  # a multi-label run's primary metric
                 "val_auc_micro_best", "test_auc_micro", "test_auc_macro", "test_accuracy")
         values = {**self.config, **self.metrics}
         return [("status", self.status)] + [
@@ -437,7 +442,8 @@ def _data_uri(path: Path) -> str:
 
 
 def tsne(runs: str | Path | Sequence[str | Path], *, out: str | Path | None = None,
-         max_images: int = 1000, seed: int = 0, format: str = "png", method: str = "tsne"):
+         max_images: int = 1000, seed: int = 0, format: str = "png", method: str = "tsne",
+         finding: str | None = None):
     """What the features of each run separate: t-SNE, a panel per run (``medtransfer tsne``).
 
     ``method`` is ``tsne``, ``pca`` or ``both`` (a row per method).
@@ -445,7 +451,8 @@ def tsne(runs: str | Path | Sequence[str | Path], *, out: str | Path | None = No
     Returns:
         A ``TsneResult``: ``figure`` (tsne.png, pca.png or tsne_pca.png), ``tables`` (per
         method its CSV of 2-D coordinates), ``embeddings`` (per method) and
-        ``explained_variance`` (PCA).
+        ``explained_variance`` (PCA). Multi-label runs are coloured by ``finding``
+        (absent, present, unknown; default their first finding).
 
     Example:
         >>> mt.tsne([run_a.path, run_b.path], max_images=300).figure
@@ -454,7 +461,7 @@ def tsne(runs: str | Path | Sequence[str | Path], *, out: str | Path | None = No
 
     runs = [runs] if isinstance(runs, str | Path) else list(runs)
     return run_tsne([Path(run) for run in runs], out, max_images=max_images, seed=seed,
-                    figure_format=format, method=method)
+                    figure_format=format, method=method, finding=finding)
 
 
 def list_nets() -> pd.DataFrame:

@@ -177,11 +177,18 @@ def _add_run_options(parser: argparse.ArgumentParser, *, without: tuple[str, ...
     add("--train-size", type=int, help="train on a stratified subset of N training images")
     add("--classes", help="keep only these classes, comma-separated names (e.g. 0,4); they "
                           "become classes 0..k-1 in this order (default: every class)")
+    add("--findings", help="multi-label dataset: the findings to predict, comma-separated "
+                           "names, a sigmoid each (default: the dataset's, e.g. CheXpert's "
+                           "five); one finding is a binary task")
+    add("--any-finding", action="store_const", const=True,
+        help="multi-label dataset: train healthy vs any finding (of --findings), a "
+             "two-class single-label task")
     add("--scaling", metavar="{" + ",".join(SCALINGS) + "}",
         help="unit: pixels in [0, 1] (default); native: the net's preprocess_input")
     add("--class-weight", metavar="{" + ",".join(CLASS_WEIGHTS) + "}",
         help="none (default, the study) or balanced: weight each class's loss by "
-             "n_images / (n_classes * its count) in the training images used")
+             "n_images / (n_classes * its count) in the training images used (multi-label: "
+             "each finding's positives by its negatives / positives)")
     add("--patience", type=int,
         help="end phase 2 when the validation micro AUC has not improved for N of its "
              "epochs (default: off, every epoch trains)")
@@ -238,7 +245,14 @@ def _run(args: argparse.Namespace) -> int:
 
     trained = run(config, overwrite=args.overwrite)
     metrics = trained.metrics
-    if "test_auc_micro" in metrics:
+    if "test_auc_mean" in metrics:  # a multi-label run: its primary metric first
+        print(
+            f"\ntest AUC (mean over findings) {metrics['test_auc_mean']:.4f}, micro "
+            f"{metrics['test_auc_micro']:.4f}, accuracy {metrics['test_accuracy']:.4f} "
+            f"(best epoch {metrics['best_epoch']}, validation mean AUC "
+            f"{metrics['val_auc_mean_best']:.4f})"
+        )
+    elif "test_auc_micro" in metrics:
         print(
             f"\ntest AUC (micro) {metrics['test_auc_micro']:.4f}, macro "
             f"{metrics['test_auc_macro']:.4f}, accuracy {metrics['test_accuracy']:.4f} "
@@ -631,13 +645,15 @@ def _tsne_parser(subparsers) -> None:
     parser.add_argument("--method", default="tsne", metavar="{tsne,pca,both}",
                         help="tsne (default), pca (the first two principal components), or "
                              "both (a row each, as the MedMNIST exercise shows them)")
+    parser.add_argument("--finding", help="multi-label runs: colour by this finding "
+                                          "(absent, present, unknown; default the first)")
 
 
 def _tsne(args: argparse.Namespace) -> int:
     from medtransfer.api import tsne
 
     result = tsne(args.run_dirs, out=args.out, max_images=args.max_images, seed=args.seed,
-                  format=args.format, method=args.method)
+                  format=args.format, method=args.method, finding=args.finding)
     tables = " and ".join(table.name for table in result.tables.values())
     print(f"figure:    {result.figure} ({tables} beside it)")
     for config in result.projector_configs:
@@ -716,8 +732,8 @@ def _gradcam_parser(subparsers) -> None:
     parser.add_argument("--images", type=int, default=16,
                         help="test images, a seeded sample (default 16)")
     parser.add_argument("--class", dest="class_name",
-                        help="the class to explain in every image (default: each image's "
-                             "predicted class)")
+                        help="the class (a multi-label run: the finding) to explain in "
+                             "every image (default: each image's most probable one)")
 
 
 def _gradcam(args: argparse.Namespace) -> int:

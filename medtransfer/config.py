@@ -70,6 +70,11 @@ class RunConfig:
         train_size: train on a stratified, seeded subset of this many training images.
         classes: keep only these classes of the dataset (by name), relabelled 0..k-1 in
             this order; every split keeps only their images. None keeps every class.
+        findings: on a multi-label dataset, the findings to predict (by name), one sigmoid
+            each, in this order; None is the dataset's default (CheXpert: its five
+            competition findings; others: every finding). One finding is a binary task.
+        any_finding: on a multi-label dataset, the single-label task healthy vs any of
+            the findings (two classes, ``healthy`` and ``finding``).
         scaling: ``unit`` (pixels in [0, 1], the study's choice) or ``native`` (the
             net's own ``preprocess_input``).
         augment: master switch for training augmentation.
@@ -112,6 +117,8 @@ class RunConfig:
     seed: int = 0
     train_size: int | None = None
     classes: tuple[str, ...] | None = None
+    findings: tuple[str, ...] | None = None
+    any_finding: bool = False
     scaling: str = "unit"
     augment: bool = True
     flips: bool | None = None
@@ -148,6 +155,12 @@ class RunConfig:
     @property
     def cache_limit_bytes(self) -> int:
         return parse_size(self.cache_limit, "--cache-limit")
+
+    @property
+    def multi_label(self) -> bool:
+        """A resolved config's task is multi-label: a sigmoid per finding (its findings
+        are filled from the dataset, and it is not ``--any-finding``)."""
+        return self.findings is not None and not self.any_finding
 
     @property
     def init_is_path(self) -> bool:
@@ -222,14 +235,15 @@ def resolved_defaults(config: RunConfig) -> RunConfig:
     prepared under another name), the input size the net's: a run that states them
     explicitly is the same configuration as one that leaves them out.
     """
-    from medtransfer.data.prepared import dataset_spec
+    from medtransfer.data.prepared import dataset_spec, default_findings
 
     defaults = RunConfig(dataset=config.dataset, net=config.net)
     spec = dataset_spec(config.dataset, Path(config.data_dir))
     changes: dict[str, Any] = {
         "image_size": default_image_size(config.net, config.dataset, Path(config.data_dir))}
     if spec is not None:
-        changes.update(lr=spec.default_lr, flips=spec.augment.flips,
+        changes.update(findings=default_findings(config.dataset, Path(config.data_dir)),
+                       lr=spec.default_lr, flips=spec.augment.flips,
                        noise=spec.augment.noise, color=spec.augment.color)
     return defaults.replace(**changes)
 
@@ -581,6 +595,8 @@ def validate(config: RunConfig) -> None:
         )
     if config.classes is not None:
         _check_classes(config.classes)
+    if config.findings is not None:
+        _check_findings(config.findings)
     for name in ("experiment", "dataset", "net"):
         value = getattr(config, name)
         if not value or "/" in value or value in (".", ".."):
@@ -602,6 +618,19 @@ def _check_classes(classes: tuple[str, ...]) -> None:
         )
 
 
+def _check_findings(findings: tuple[str, ...]) -> None:
+    repeated = sorted({name for name in findings if findings.count(name) > 1})
+    if not findings or repeated or "" in findings:
+        problem = (f"names {', '.join(repeated)} more than once" if repeated
+                   else "has an empty name" if "" in findings else "names no finding")
+        raise MedtransferError(
+            f"--findings {','.join(findings)} {problem}. Give one or more different finding "
+            "names of the dataset, comma-separated (for example --findings Edema or "
+            "--findings 3,5 on digits_pairs), or leave --findings out for the dataset's "
+            "default findings."
+        )
+
+
 def _check_positive(value: int, name: str) -> None:
     if value < 1:
         raise MedtransferError(f"--{name.replace('_', '-')} {value} must be a whole number ≥ 1.")
@@ -610,6 +639,7 @@ def _check_positive(value: int, name: str) -> None:
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Writes the resolved config as YAML, in field order."""
     values = config.to_dict()
-    if values["classes"] is not None:
-        values["classes"] = list(values["classes"])  # a plain YAML list of names
+    for name in ("classes", "findings"):
+        if values[name] is not None:
+            values[name] = list(values[name])  # a plain YAML list of names
     Path(path).write_text(yaml.safe_dump(values, sort_keys=False))

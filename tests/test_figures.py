@@ -75,8 +75,8 @@ def _gradcam():
     images = np.random.default_rng(0).uniform(size=(5, 32, 32, 3))
     probabilities = np.full((5, 3), 1 / 3)
     heatmaps = Heatmaps(images[..., 0], np.zeros((5, 3)), probabilities, np.array([0, 1, 2, 0, 1]))
-    return gradcam_figure(images, np.array([0, 1, 2, 2, 1]), ["no referable retinopathy",
-                                                              "moderate", "proliferative"],
+    classes = ["no referable retinopathy", "moderate", "proliferative"]
+    return gradcam_figure(images, [classes[label] for label in (0, 1, 2, 2, 1)], classes,
                           heatmaps, f"Grad-CAM: retina · densenet121 · {TRANSFER} · freeze 0.75")
 
 

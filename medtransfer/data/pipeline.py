@@ -58,8 +58,12 @@ _CACHED_DTYPE = tf.uint8
 RESIZE_RULE = "area interpolation when shrinking, bilinear when enlarging, rounded to uint8"
 
 
-def select_train_subset(frame: pd.DataFrame, train_size: int, seed: int) -> pd.DataFrame:
+def select_train_subset(frame: pd.DataFrame, train_size: int, seed: int, *,
+                        stratified: bool = True) -> pd.DataFrame:
     """Takes a stratified, seeded subset of ``train_size`` rows (``--train-size``).
+
+    ``stratified=False`` (a multi-label dataset, where a set of findings is not a class)
+    draws ``train_size`` rows uniformly, seeded, without replacement.
 
     Each class gets its share of ``train_size`` in proportion to its count, rounded by
     largest remainder (ties go to the class listed first in sorted order), and at least
@@ -78,6 +82,15 @@ def select_train_subset(frame: pd.DataFrame, train_size: int, seed: int) -> pd.D
         MedtransferError: ``train_size`` is below the number of classes (a class would
             be missing) or above the number of rows.
     """
+    if not stratified:
+        if not 1 <= train_size <= len(frame):
+            raise MedtransferError(
+                f"--train-size {train_size} is out of range: the train split has "
+                f"{len(frame)} images, so --train-size must be between 1 and {len(frame)}. "
+                "Choose a value in that range, or leave --train-size out to train on the "
+                "whole split.")
+        chosen = np.random.default_rng(seed).choice(len(frame), size=train_size, replace=False)
+        return frame[np.isin(np.arange(len(frame)), chosen)].reset_index(drop=True)
     counts = frame["label"].value_counts().sort_index()
     if not len(counts) <= train_size <= len(frame):
         raise MedtransferError(
@@ -134,6 +147,8 @@ def make_dataset(
     cache_limit_bytes: int = DEFAULT_CACHE_LIMIT_BYTES,
     keep_ids: Collection[str] | None = None,
     keep_labels: Sequence[int] | None = None,
+    label_length: int | None = None,
+    any_finding: bool = False,
     include_ids: bool = False,
     num_examples: int | None = None,
     first_epoch: int = 0,
@@ -159,6 +174,14 @@ def make_dataset(
         keep_ids: if given, only examples whose id is in it (``--train-size``).
         keep_labels: if given, only examples whose label index is in it, relabelled to
             their position in it (``--classes``); ``num_classes`` is then its length.
+            With ``label_length``, the findings (columns of the label list) to keep, in
+            this order; every example is kept.
+        label_length: a multi-label dataset's shards: each label is a list of this many
+            findings, 1 present, 0 absent, -1 unknown. The targets are then those values
+            as float32 (-1 kept, for the loss to mask), one per kept finding.
+        any_finding: with ``label_length``: the target is one-hot healthy (0) vs finding
+            (1, any kept finding present); leave images of unknown class out with
+            ``keep_ids``.
         include_ids: add each example's id (a string tensor) as a third element, for
             writing predictions. Keras would read a third element as sample weights, so
             leave it off for ``fit``.
@@ -175,9 +198,10 @@ def make_dataset(
             as ``steps_per_epoch``). Iterating the dataset again replays the same epochs.
 
     Returns:
-        A dataset of ``(images, one_hot)`` or ``(images, one_hot, ids)`` batches;
+        A dataset of ``(images, targets)`` or ``(images, targets, ids)`` batches;
         images are ``(batch, image_size, image_size, 3)`` float32 in [0, 1] (or as
-        ``preprocess`` leaves them), one_hot is ``(batch, num_classes)`` float32.
+        ``preprocess`` leaves them), targets are ``(batch, num_classes)`` float32: one-hot,
+        or a multi-label dataset's findings.
     """
     if not shard_paths:
         raise ValueError("make_dataset needs at least one shard path")
@@ -185,7 +209,8 @@ def make_dataset(
         num_examples = len(keep_ids) if keep_ids is not None else count_examples(shard_paths)
     records = _SplitRecords(shard_paths, num_classes, image_size, num_examples,
                             cached=fits_in_cache(num_examples, image_size, cache_limit_bytes),
-                            keep_ids=keep_ids, keep_labels=keep_labels, shuffled=training)
+                            keep_ids=keep_ids, keep_labels=keep_labels, shuffled=training,
+                            label_length=label_length, any_finding=any_finding)
     if training:
         steps = math.ceil(num_examples / batch_size)
         batches = functools.reduce(
@@ -215,9 +240,12 @@ class _SplitRecords:
 
     def __init__(self, shard_paths: Sequence[str | Path], num_classes: int, image_size: int,
                  num_examples: int, *, cached: bool, keep_ids: Collection[str] | None,
-                 keep_labels: Sequence[int] | None, shuffled: bool):
+                 keep_labels: Sequence[int] | None, shuffled: bool,
+                 label_length: int | None = None, any_finding: bool = False):
         self.shard_paths, self.num_classes, self.image_size = shard_paths, num_classes, image_size
         self.num_examples, self.cached, self.keep_labels = num_examples, cached, keep_labels
+        self.label_length, self.any_finding = label_length, any_finding
+        self.one_hot = label_length is None or any_finding
         # The whole split when cached; otherwise a few thousand still-encoded records.
         # Small splits get the same buffer either way, so caching never changes their order.
         self.shuffle_buffer = max(
@@ -241,7 +269,11 @@ class _SplitRecords:
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-        if self.keep_labels is None:
+        if self.label_length is not None:
+            records = records.map(
+                _parse_findings(self.label_length, self.keep_labels, self.any_finding),
+                num_parallel_calls=tf.data.AUTOTUNE)
+        elif self.keep_labels is None:
             records = records.map(self._parse, num_parallel_calls=tf.data.AUTOTUNE)
         else:
             records = records.map(shards.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
@@ -257,8 +289,12 @@ class _SplitRecords:
     def _decode(self, example):
         return _decode_resized(example["image"], self.image_size), example["label"], example["id"]
 
+    def targets(self, labels):
+        """What the model is fitted to: one-hot classes, or the findings as float32."""
+        return tf.one_hot(labels, self.num_classes) if self.one_hot else tf.cast(labels, tf.float32)
+
     def to_model_input(self, image, label, image_id):
-        return to_unit_range(image), tf.one_hot(label, self.num_classes), image_id
+        return to_unit_range(image), self.targets(label), image_id
 
     def in_fixed_order(self) -> tf.data.Dataset:
         """``(uint8 image, label, id)`` in the shards' interleaved order, every time."""
@@ -290,8 +326,6 @@ def _training_epoch(records: _SplitRecords, seed: int, epoch: int, batch_size: i
     if augment is None:
         return examples.map(records.to_model_input, num_parallel_calls=tf.data.AUTOTUNE) \
             .batch(batch_size, drop_remainder=False)
-    num_classes = records.num_classes
-
     # One seed per image, (epoch's seed, position in the epoch): flips, colour and noise
     # differ between images and between epochs. The cached uint8 pixels are batched as
     # they are and augmented a batch at a time (see augment_batch why).
@@ -300,7 +334,7 @@ def _training_epoch(records: _SplitRecords, seed: int, epoch: int, batch_size: i
         image_seeds = tf.stack(
             [tf.fill(tf.shape(positions), tf.constant(augment_seed, tf.int64)), positions],
             axis=1)
-        return augment_batch(images, image_seeds, augment), tf.one_hot(labels, num_classes), ids
+        return augment_batch(images, image_seeds, augment), records.targets(labels), ids
 
     return examples.enumerate().batch(batch_size, drop_remainder=False) \
         .map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
@@ -318,6 +352,22 @@ def _parse_checked(num_classes: int) -> Callable[[tf.Tensor], dict[str, tf.Tenso
         with tf.control_dependencies([check]):
             example["label"] = tf.identity(example["label"])
         return example
+
+    return parse
+
+
+def _parse_findings(label_length: int, keep: Sequence[int] | None,
+                    any_finding: bool) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """Parses a multi-label record: the kept findings' labels (1, 0, -1), or under
+    ``any_finding`` 1 when any of them is present, else 0."""
+    columns = tf.constant(list(keep if keep is not None else range(label_length)), tf.int64)
+
+    def parse(serialized):
+        example = shards.parse_example(serialized, label_length)
+        labels = tf.gather(example["label"], columns)
+        if any_finding:
+            labels = tf.cast(tf.reduce_any(tf.equal(labels, 1)), tf.int64)
+        return {**example, "label": labels}
 
     return parse
 

@@ -30,6 +30,7 @@ from medtransfer.errors import (
 )
 from medtransfer.fileio import read_json
 
+MULTI_LABEL = "multi_label"
 # Layouts for the user's own data: they have no single dataset to download.
 _OWN_DATA_LAYOUTS = ("folder", "csv", "medmnist")
 
@@ -181,6 +182,21 @@ def dataset_spec(name: str, data_dir: Path = Path("datasets")) -> DatasetSpec | 
     except (OSError, ValueError, AttributeError):
         layout = name
     return DATASETS.get(layout) if layout in DATASETS else None
+
+
+def default_findings(name: str, data_dir: Path = Path("datasets")) -> tuple[str, ...] | None:
+    """The findings a run on a multi-label dataset predicts without ``--findings``: its
+    layout's :attr:`DatasetSpec.default_findings`, else every finding of its manifest;
+    None for a single-label dataset (or one not prepared), without loading it."""
+    try:
+        manifest = read_json(Path(data_dir) / name / MANIFEST)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("task") != MULTI_LABEL:
+        return None
+    spec = DATASETS.get(manifest["layout"]) if manifest.get("layout") in DATASETS else None
+    return (spec.default_findings if spec and spec.default_findings
+            else tuple(manifest["class_names"]))
 
 
 def native_image_size(name: str, data_dir: Path = Path("datasets")) -> int | None:

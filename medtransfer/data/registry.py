@@ -49,6 +49,8 @@ class DatasetSpec:
             prepared; None when it varies (a prepared dataset's manifest then tells).
         options: the layout's own ``prepare`` options, as keyword arguments of its
             reader (``views``, ``uncertain``, ...).
+        default_findings: a multi-label layout's findings a run predicts without
+            ``--findings`` (CheXpert: its five competition findings); None: all of them.
     """
 
     name: str
@@ -64,6 +66,7 @@ class DatasetSpec:
     preprocessing: str = ""
     native_size: int | None = None
     options: tuple[str, ...] = ()
+    default_findings: tuple[str, ...] | None = None
 
 
 DATASETS = Registry[DatasetSpec]("dataset")
@@ -304,6 +307,9 @@ _register(
         needs_source=True,
         reader=sources.read_chexpert,
         options=("views", "uncertain"),
+        # The CheXpert competition's five findings (Irvin et al. 2019), as Transfusion.
+        default_findings=("Atelectasis", "Cardiomegaly", "Consolidation", "Edema",
+                          "Pleural Effusion"),
     )
 )
 _register(

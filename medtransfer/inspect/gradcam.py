@@ -48,13 +48,16 @@ class Heatmaps:
     classes: np.ndarray
 
 
-def gradcam(classifier, images: np.ndarray, class_index: int | None = None) -> Heatmaps:
+def gradcam(classifier, images: np.ndarray, class_index: int | None = None,
+            multi_label: bool = False) -> Heatmaps:
     """Grad-CAM heatmaps of ``images`` for one class, or for each image's predicted class.
 
     Args:
         classifier: a classifier built by ``build_classifier`` (float32).
         images: ``(n, height, width, 3)`` scaled as the classifier expects.
         class_index: the class to explain; ``None``: each image's most probable class.
+        multi_label: the classifier has a sigmoid per finding: a class is a finding, its
+            probability the sigmoid of its logit.
 
     Returns:
         The heatmaps (zero everywhere when no position raises the class score) with the
@@ -74,7 +77,7 @@ def gradcam(classifier, images: np.ndarray, class_index: int | None = None) -> H
         for layer in hidden_layers:
             hidden = layer(hidden, training=False)
         logits = tf.matmul(hidden, output_layer.kernel) + output_layer.bias
-        probabilities = tf.nn.softmax(logits)
+        probabilities = tf.sigmoid(logits) if multi_label else tf.nn.softmax(logits)
         if class_index is None:
             # From the logits: a barely trained net's probabilities can tie in float32.
             classes = tf.argmax(logits, axis=1, output_type=tf.int32)
@@ -130,9 +133,11 @@ def run_gradcam(run_dir: str | Path, out: str | Path | None = None, images: int 
     run = open_run(run_dir, "gradcam")
     sample = sample_test_images(run, images, seed)
     class_index = None
+    # A multi-label run's outputs are its findings; the sample's classes are one finding's.
+    outputs = run.class_names()
     if class_name is not None:
-        class_index = sample.class_names.index(
-            look_up_option(str(class_name), sample.class_names, "class"))
+        class_index = outputs.index(look_up_option(
+            str(class_name), outputs, "finding" if run.config.multi_label else "class"))
     model = run.model()
     feature_map = _feature_map_size(model)
     notes = []
@@ -141,14 +146,16 @@ def run_gradcam(run_dir: str | Path, out: str | Path | None = None, images: int 
             f"the backbone's last feature map is 1x1 at {run.config.image_size} px: the "
             "heatmap is the same everywhere and carries no location. Train at a larger "
             "--image-size (small_cnn: 32 px or more gives 2x2) to see where the net looks."))
-    parts = [gradcam(model, batch, class_index) for batch in sample.batches(run)]
+    parts = [gradcam(model, batch, class_index, run.config.multi_label)
+             for batch in sample.batches(run)]
     result = Heatmaps(*(np.concatenate([getattr(part, name) for part in parts])
                         for name in Heatmaps.__dataclass_fields__))
     out = Path(out) if out is not None else run.path / "inspect"
     title = f"Grad-CAM: {describe_runs([run.config])[0]}"
     if feature_map == (1, 1):
         title += " (last feature map 1x1: no location)"
-    figure = gradcam_figure(sample.images(), sample.labels, sample.class_names, result, title)
+    truths = sample.findings or [sample.class_names[label] for label in sample.labels]
+    figure = gradcam_figure(sample.images(), truths, outputs, result, title)
     return GradcamResult(save_figure(figure, out / f"gradcam.{figure_format}"), sample.ids,
                          sample.labels, result, feature_map, notes)
 
@@ -161,10 +168,11 @@ def _feature_map_size(classifier) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def gradcam_figure(images: np.ndarray, labels: np.ndarray, class_names: list[str],
+def gradcam_figure(images: np.ndarray, truths: list[str], class_names: list[str],
                    result: Heatmaps, title: str):
-    """The images in a grid (4 a row), each under its heatmap, with its true class and
-    the probability of the class explained."""
+    """The images in a grid (4 a row), each under its heatmap, with its true class (a
+    multi-label run: its findings) and the probability of the class explained
+    (``class_names``: the model's outputs)."""
     from matplotlib.figure import Figure
 
     columns = min(GRID_COLUMNS, len(images))
@@ -179,7 +187,7 @@ def gradcam_figure(images: np.ndarray, labels: np.ndarray, class_names: list[str
         ax.imshow(images[index], interpolation="nearest")
         ax.imshow(result.heatmaps[index], cmap="jet", alpha=0.45, vmin=0, vmax=1,
                   interpolation="bilinear")
-        ax.set_title(wrap(f"true {class_names[labels[index]]}\n"
+        ax.set_title(wrap(f"true {truths[index] or 'none'}\n"
                           f"p({class_names[explained]}) = "
                           f"{result.probabilities[index, explained]:.2f}", 2.1, 8), fontsize=8)
     figure.suptitle(wrap(title, 2.3 * columns - 0.2, 9), fontsize=9)

@@ -13,7 +13,7 @@ from medtransfer.config import (
     load_config_file,
 )
 from medtransfer.errors import MedtransferError
-from medtransfer.training.rundir import TrainedRun
+from medtransfer.training.rundir import TrainedRun, primary_metric
 
 # What a run is shown by when the runs side by side share it.
 _SHARED_FIRST = ("dataset", "net", "init", "freeze")
@@ -90,9 +90,11 @@ def _transfer_text(path: str) -> str:
 
 
 def result_text(run: TrainedRun) -> str:
-    """``test AUC 0.999, acc 0.950``."""
+    """``test AUC 0.999, acc 0.950`` (the micro AUC, or a multi-label run's mean AUC)."""
     metrics = run.metrics
-    return (f"test AUC {metrics.get('test_auc_micro', float('nan')):.3f}, "
+    key = f"test_{primary_metric(metrics)}"
+    return (f"test {'mean ' if key == 'test_auc_mean' else ''}AUC "
+            f"{metrics.get(key, float('nan')):.3f}, "
             f"acc {metrics.get('test_accuracy', float('nan')):.3f}")
 
 

@@ -76,7 +76,7 @@ class TsneResult:
 
 def run_tsne(run_dirs: list[str | Path], out: str | Path | None = None,
              max_images: int = 1000, seed: int = 0, figure_format: str = "png",
-             method: str = "tsne") -> TsneResult:
+             method: str = "tsne", finding: str | None = None) -> TsneResult:
     """Embeds the penultimate features of each run's test images and draws them.
 
     Args:
@@ -90,6 +90,8 @@ def run_tsne(run_dirs: list[str | Path], out: str | Path | None = None,
         method: ``tsne`` (``tsne.<format>``, ``tsne.csv``), ``pca`` (``pca.<format>``,
             ``pca.csv``) or ``both`` (``tsne_pca.<format>``, a row per method, and both
             CSVs).
+        finding: multi-label runs: colour by this finding (absent, present, unknown);
+            default each run's first finding.
 
     Returns:
         The files written and the embeddings.
@@ -108,7 +110,8 @@ def run_tsne(run_dirs: list[str | Path], out: str | Path | None = None,
     embeddings: dict[str, list[np.ndarray]] = {name: [] for name in methods}
     samples, configs, explained = [], [], []
     for run in runs:
-        sample = sample_test_images(run, max_images, seed, min_images=MIN_IMAGES)
+        sample = sample_test_images(run, max_images, seed, min_images=MIN_IMAGES,
+                                    finding=finding)
         features = penultimate_features(run, sample)
         configs.append(write_projector(run.path, features, sample))
         if "tsne" in methods:

@@ -4,7 +4,7 @@
 
     input -> backbone (nested model, layer "backbone")
           -> GlobalAveragePooling2D -> Dense(head_units, relu) -> Dropout(dropout)
-          -> Dense(num_classes, softmax, float32)
+          -> Dense(num_classes, softmax, float32)   (multi-label: sigmoid, one per finding)
 
 The study's small_cnn head (Dense + ReLU -> Dropout -> Dense softmax) is used for every
 net, so that nets differ only in their backbone. Global average pooling belongs to the head
@@ -27,7 +27,8 @@ OUTPUT_LAYER = "head_output"
 
 
 def build_classifier(
-    backbone: keras.Model, num_classes: int, *, head_units: int = 256, dropout: float = 0.5
+    backbone: keras.Model, num_classes: int, *, head_units: int = 256, dropout: float = 0.5,
+    multi_label: bool = False,
 ) -> keras.Model:
     """Puts the shared head on top of ``backbone``.
 
@@ -37,15 +38,17 @@ def build_classifier(
         num_classes: the number of output classes (softmax units).
         head_units: units of the hidden Dense layer.
         dropout: dropout rate between the hidden Dense layer and the output.
+        multi_label: a sigmoid per output (a finding each, independent probabilities)
+            instead of a softmax over the classes.
 
     Returns:
         The classifier, from images to class probabilities (float32).
 
     Raises:
-        MedtransferError: ``num_classes`` below 2, ``head_units`` below 1 or ``dropout``
-            outside [0, 1).
+        MedtransferError: ``num_classes`` below 2 (below 1 for ``multi_label``),
+            ``head_units`` below 1 or ``dropout`` outside [0, 1).
     """
-    if num_classes < 2:
+    if num_classes < (1 if multi_label else 2):
         raise MedtransferError(f"A classifier needs at least 2 classes, got {num_classes}.")
     if head_units < 1:
         raise MedtransferError(f"head_units must be at least 1, got {head_units}.")
@@ -58,7 +61,8 @@ def build_classifier(
     x = keras.layers.Dense(head_units, activation="relu", name="head_dense")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(
-        num_classes, activation="softmax", dtype="float32", name=OUTPUT_LAYER
+        num_classes, activation="sigmoid" if multi_label else "softmax", dtype="float32",
+        name=OUTPUT_LAYER
     )(x)
     return keras.Model(inputs, outputs, name="classifier")
 

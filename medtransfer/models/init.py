@@ -66,6 +66,7 @@ def build_model(
     head_units: int = 256,
     dropout: float = 0.5,
     transfer_head: bool = False,
+    multi_label: bool = False,
 ) -> keras.Model:
     """Builds the classifier of ``net`` with its backbone initialised by ``init``.
 
@@ -82,6 +83,7 @@ def build_model(
         dropout: the head's dropout rate.
         transfer_head: with a path init, load the file's classifier head too (the source
             was trained on the same classes in the same order); otherwise the head is new.
+        multi_label: a sigmoid per output (findings) instead of a softmax.
 
     Returns:
         The classifier (see :mod:`medtransfer.models.classifier`); its backbone is
@@ -98,14 +100,15 @@ def build_model(
     input_shape = (image_size, image_size, 3)
     if init not in INITS:
         return _build_from_path(spec, num_classes, input_shape, init, head_units, dropout,
-                                transfer_head)
+                                transfer_head, multi_label)
     if init == "glorot":
         backbone = spec.build_backbone(input_shape, None)
     else:
         backbone = spec.build_backbone(input_shape, resolve_imagenet_weights(spec, weights_file))
         if init == "mean_var":
             resample_mean_var(backbone, seed)
-    return build_classifier(backbone, num_classes, head_units=head_units, dropout=dropout)
+    return build_classifier(backbone, num_classes, head_units=head_units, dropout=dropout,
+                            multi_label=multi_label)
 
 
 def rebuild_trained(
@@ -116,6 +119,7 @@ def rebuild_trained(
     *,
     head_units: int = 256,
     dropout: float = 0.5,
+    multi_label: bool = False,
 ) -> keras.Model:
     """Rebuilds a trained classifier from its architecture and a whole-model weights file.
 
@@ -131,7 +135,7 @@ def rebuild_trained(
     input_shape = (image_size, image_size, 3)
     classifier = build_classifier(
         spec.build_backbone(input_shape, None), num_classes,
-        head_units=head_units, dropout=dropout,
+        head_units=head_units, dropout=dropout, multi_label=multi_label,
     )
     try:
         classifier.load_weights(weights)
@@ -319,6 +323,7 @@ def _build_from_path(
     head_units: int,
     dropout: float,
     transfer_head: bool,
+    multi_label: bool,
 ) -> keras.Model:
     path = Path(init).expanduser()
     file = _run_weights(path, spec) if path.is_dir() else path
@@ -327,6 +332,7 @@ def _build_from_path(
         num_classes,
         head_units=head_units,
         dropout=dropout,
+        multi_label=multi_label,
     )
     if transfer_head:
         load_classifier_weights(classifier, file, spec.name)

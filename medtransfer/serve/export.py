@@ -85,6 +85,7 @@ def export_run(run_dir: str | Path, *, format: str = "keras",
     class_names = run.class_names()
     model = build_serving_model(
         run.model(), run.config.image_size, run.preprocess(), class_names,
+        multi_label=run.config.multi_label,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     if format == "keras":
@@ -97,7 +98,8 @@ def export_run(run_dir: str | Path, *, format: str = "keras",
     return ExportResult(out, info, class_names)
 
 
-def build_serving_model(classifier, image_size: int, preprocess, class_names: list[str]):
+def build_serving_model(classifier, image_size: int, preprocess, class_names: list[str],
+                        multi_label: bool = False):
     """Wraps a trained classifier into a model from raw uint8 images of any size.
 
     Args:
@@ -105,19 +107,28 @@ def build_serving_model(classifier, image_size: int, preprocess, class_names: li
         image_size: ``S``, the run's input size.
         preprocess: the net's ``preprocess_input`` under ``--scaling native``, else None.
         class_names: the classes in the order of the probabilities.
+        multi_label: the classifier has a sigmoid per finding (``class_names``).
 
     Returns:
         A Keras model with input ``image`` (uint8 ``(batch, height, width, 3)``) and the
         outputs ``probabilities`` (float32 ``(batch, classes)``) and ``class_name``
-        (string ``(batch,)``, the most probable class).
+        (string ``(batch,)``, the most probable class); for a multi-label run, instead of
+        ``class_name``, ``present`` (bool ``(batch, findings)``: probability >= 0.5).
     """
     import keras
 
     from medtransfer.data.pipeline import apply_scaling, resize_image, to_unit_range
+    from medtransfer.training.metrics import THRESHOLD
 
     image = keras.Input((None, None, 3), dtype="uint8", name="image")
     pixels = apply_scaling(to_unit_range(resize_image(image, image_size)), preprocess)
     probabilities = classifier(pixels)
+    if multi_label:
+        # The findings' names travel in the JSON beside the export; a vocabulary layer
+        # that no output uses would not be saved with the model.
+        present = keras.ops.greater_equal(probabilities, THRESHOLD)
+        return keras.Model(image, {"probabilities": probabilities, "present": present},
+                           name="medtransfer_export")
     class_name = keras.layers.StringLookup(
         vocabulary=list(class_names), invert=True, num_oov_indices=0, name=CLASS_NAMES_LAYER,
     )(keras.ops.argmax(probabilities, axis=-1))
@@ -144,6 +155,7 @@ def _clear_saved_model(out: Path) -> None:
 
 def _description(run, format: str, class_names: list[str]) -> dict[str, Any]:
     from medtransfer.data.pipeline import RESIZE_RULE
+    from medtransfer.training.metrics import THRESHOLD
 
     config = run.config
     return {
@@ -155,7 +167,9 @@ def _description(run, format: str, class_names: list[str]) -> dict[str, Any]:
         },
         "outputs": {
             "probabilities": f"float32 (batch, {len(class_names)}), in class_names order",
-            "class_name": "string (batch,), the most probable class",
+            **({"present": f"bool (batch, {len(class_names)}): the finding's probability "
+                           f"is at least {THRESHOLD}"} if config.multi_label else
+               {"class_name": "string (batch,), the most probable class"}),
         },
         "inside": (
             f"resize to {config.image_size}x{config.image_size} ({RESIZE_RULE}), "
@@ -169,5 +183,7 @@ def _description(run, format: str, class_names: list[str]) -> dict[str, Any]:
         "image_size": config.image_size,
         "scaling": config.scaling,
         "test_auc_micro": run.metrics.get("test_auc_micro"),
+        **({"task": "multi_label", "test_auc_mean": run.metrics.get("test_auc_mean")}
+           if config.multi_label else {}),
         "medtransfer_version": __version__,
     }

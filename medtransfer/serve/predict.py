@@ -42,7 +42,9 @@ class PredictResult:
     """What :func:`predict_images` wrote.
 
     Attributes:
-        out: the predictions CSV (path, predicted, one ``prob_<class>`` per class).
+        out: the predictions CSV (path, predicted, one ``prob_<class>`` per class; a
+            multi-label run: ``predicted`` the findings at probability 0.5 or more,
+            ``|``-joined, and ``prob_<finding>`` per finding).
         predicted: how many images it holds.
         rejected: ``(path, reason)`` of every input that could not be used.
         rejected_file: the CSV listing them, or None when every input was used.
@@ -136,10 +138,23 @@ def _prediction_frame(run_dir: str | Path, inputs: Sequence[str | Path],
     rows = _probabilities(run, images, options, rejected, batch_size or run.config.batch_size)
     class_names = run.class_names()
     frame = pd.DataFrame(
-        [[images[index].name, class_names[int(np.argmax(row))], *row] for index, row in rows],
+        [[images[index].name, _predicted(row, class_names, run.config.multi_label), *row]
+         for index, row in rows],
         columns=["path", "predicted", *(f"prob_{name}" for name in class_names)])
     frame.attrs["rejected"] = rejected
     return frame
+
+
+def _predicted(probabilities: np.ndarray, class_names: list[str], multi_label: bool) -> str:
+    """The ``predicted`` column: the most probable class; for a multi-label run, every
+    finding with a probability of at least 0.5, ``|``-joined in the run's finding order as
+    in split.csv ("" when none is)."""
+    from medtransfer.training.metrics import THRESHOLD
+
+    if multi_label:
+        return "|".join(name for name, p in zip(class_names, probabilities, strict=True)
+                        if p >= THRESHOLD)
+    return class_names[int(np.argmax(probabilities))]
 
 
 def _none_readable(rejected: list[tuple[str, str]], where: str) -> str:

@@ -50,7 +50,7 @@ from medtransfer.study.launch import (
     stop_slots,
     write_sweep_copy,
 )
-from medtransfer.training.rundir import RunDirectory
+from medtransfer.training.rundir import RunDirectory, best_validation_auc
 
 TUNER_ID, ORACLE_IP, ORACLE_PORT = (
     "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -292,7 +292,8 @@ def run_trials(oracle, tuner_id: str, run: Callable[[Any], dict[str, Any] | None
         run: trains ``trial`` and returns its run's metrics (metrics.json), or None when
             it failed (after setting ``trial.message``, and ``trial.status`` to INVALID
             when it did not run because another process holds it); the oracle gets the
-            objective, ``val_auc_micro_best``, at the run's best epoch.
+            objective, the best validation AUC (``best_validation_auc``: the micro AUC, a
+            multi-label run's mean AUC) under the name ``val_auc_micro_best``.
     """
     from keras_tuner.src.engine import trial as trial_module
 
@@ -310,7 +311,7 @@ def run_trials(oracle, tuner_id: str, run: Callable[[Any], dict[str, Any] | None
             if trial.status != status.INVALID:
                 trial.status = status.FAILED
         else:
-            oracle.update_trial(trial.trial_id, {OBJECTIVE: float(metrics[OBJECTIVE])},
+            oracle.update_trial(trial.trial_id, {OBJECTIVE: best_validation_auc(metrics)},
                                 step=int(metrics.get("best_epoch", 0)))
             trial.status = status.COMPLETED
         oracle.end_trial(trial)

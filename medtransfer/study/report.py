@@ -51,7 +51,7 @@ from medtransfer.study.published import PublishedValues
 from medtransfer.study.resampling import Bootstrap
 from medtransfer.study.stats import LEVEL
 from medtransfer.study.tables import DIFFERENCE_LEGEND, StudyTables
-from medtransfer.training.rundir import scan_experiment
+from medtransfer.training.rundir import primary_metric, scan_experiment
 
 MIN_RESAMPLES = 1000
 FIGURE_DIGESTS = ".figures.json"
@@ -237,6 +237,12 @@ class Study(StudyTables, ExpectationChecks, PublishedValues, FigurePanels):
         if self.sweep_note:
             out += ["", f"Note: {self.sweep_note}; tables use the runs alone."]
         out += ["", "## Test AUC at freeze 0", "", *main[:3], *expectation]
+        findings_table = self.finding_table()
+        if findings_table:
+            out += ["", "## Per finding (multi-label runs)", "",
+                    f"Each finding's test ROC AUC (unknown labels left out) with its "
+                    f"{LEVEL:.0%} percentile interval over the test images (the mean AUC's "
+                    "resamples), and its accuracy at probability 0.5.", "", findings_table]
         for init in self.freeze_inits:
             label = self.init_labels[init]
             out += ["", f"## {label}: test AUC per freeze level", "", self.freeze_table(init)]
@@ -298,16 +304,28 @@ class Study(StudyTables, ExpectationChecks, PublishedValues, FigurePanels):
             if record.config is not None:
                 row.update({key: getattr(record.config, key)
                             for key in ("dataset", "net", "init", "freeze", "seed")})
-            row.update({key: value for key, value in record.metrics.items() if key != "status"})
+            for key, value in record.metrics.items():
+                if isinstance(value, dict) and key.endswith("_per_finding"):
+                    # A multi-label run's per-finding values: a column per finding.
+                    row.update({f"{key.removesuffix('_per_finding')}_{finding}": number
+                                for finding, number in value.items()})
+                elif key != "status":
+                    row[key] = value
             row.update(cost_columns(record, estimates))
             row["epochs_done"] = record.epochs_done
             run = next((run for run in self.runs if run.record is record), None)
             interval = self.bootstrap.interval(run) if run and run.complete else None
-            row["test_auc_micro_ci_low"] = interval.low if interval else ""
-            row["test_auc_micro_ci_high"] = interval.high if interval else ""
+            # The interval of the run's primary metric: a multi-label run's mean AUC.
+            primary = primary_metric(record.metrics)
+            row[f"test_{primary}_ci_low"] = interval.low if interval else ""
+            row[f"test_{primary}_ci_high"] = interval.high if interval else ""
             row["problem"] = record.problem or self.problems.get(record.path, "")
             rows.append(row)
-        last = ["epochs_done", "test_auc_micro_ci_low", "test_auc_micro_ci_high", "problem"]
+        intervals = [f"test_{primary}_ci_{end}" for primary in ("auc_micro", "auc_mean")
+                     for end in ("low", "high")
+                     if primary == "auc_micro" or any(f"test_{primary}_ci_{end}" in row
+                                                      for row in rows)]
+        last = ["epochs_done", *intervals, "problem"]
         columns = [key for key in dict.fromkeys(key for row in rows for key in row)
                    if key not in last] + last
         stream = io.StringIO()

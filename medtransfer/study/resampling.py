@@ -20,7 +20,9 @@ from medtransfer.study.stats import (
     paired_mean_difference,
     percentile_interval,
     resample_counts,
+    resampled_auc_mean,
     resampled_auc_micro,
+    resampled_auc_per_finding,
 )
 
 CACHE_NAME = "bootstrap_{resamples}x_seed{seed}.json"
@@ -82,7 +84,9 @@ class Bootstrap:
             predictions = run.record.predictions
         except MedtransferError:
             return "no readable predictions_test.csv", True
-        if predictions.probabilities.shape[1] < 2 or not predictions.ids:
+        # One finding (a sigmoid) is a whole multi-label task; one class is not.
+        if (predictions.probabilities.shape[1] < (1 if predictions.multi_label else 2)
+                or not predictions.ids):
             return "predictions_test.csv has fewer than two classes or no image", True
         # One canonical image order, so that two runs on the same split line up.
         order = np.argsort(np.asarray(predictions.ids, dtype=object), kind="stable")
@@ -92,8 +96,13 @@ class Bootstrap:
         digest.update("\n".join(predictions.ids[i] for i in order).encode())
         digest.update(labels.astype(np.int64).tobytes())
         split = digest.hexdigest()
-        samples = resampled_auc_micro(labels, probabilities, self._split_counts(split, labels))
-        return (split, auc_micro(labels, probabilities), samples), True
+        # A multi-label run's AUC is the mean of its findings' AUCs (its primary metric).
+        resampled = resampled_auc_mean if predictions.multi_label else resampled_auc_micro
+        samples = resampled(labels, probabilities, self._split_counts(split, labels))
+        once = np.ones((1, len(labels)), dtype=np.int32)
+        auc = (float(resampled_auc_mean(labels, probabilities, once)[0])
+               if predictions.multi_label else auc_micro(labels, probabilities))
+        return (split, auc, samples), True
 
     def _split_counts(self, split: str, labels: np.ndarray) -> np.ndarray:
         with self._counts_lock:
@@ -119,6 +128,27 @@ class Bootstrap:
         if isinstance(found, str):
             return None
         return percentile_interval(run.auc, found[2])
+
+    def finding_intervals(self, run: StudyRun) -> dict[str, Interval] | None:
+        """A multi-label run's per-finding test AUCs with their percentile intervals (the
+        resamples of its mean AUC, finding by finding; not cached); None for a
+        single-label run or one without predictions. A finding without an AUC is left out."""
+        try:
+            predictions = run.record.predictions
+        except MedtransferError:
+            return None
+        if not predictions.multi_label:
+            return None
+        order = np.argsort(np.asarray(predictions.ids, dtype=object), kind="stable")
+        labels, probabilities = predictions.labels[order], predictions.probabilities[order]
+        counts = resample_counts(labels, self.resamples, self.seed)
+        once = np.ones((1, len(labels)), dtype=np.int32)
+        estimates = resampled_auc_per_finding(labels, probabilities, once)[:, 0]
+        samples = resampled_auc_per_finding(labels, probabilities, counts)
+        return {name: percentile_interval(float(estimate), finding_samples)
+                for name, estimate, finding_samples
+                in zip(predictions.class_names, estimates, samples, strict=True)
+                if not np.isnan(estimate)}
 
     def difference(self, pairs: list[tuple[StudyRun, StudyRun]]) -> Difference | str:
         """Paired bootstrap of the mean over seeds of ``AUC_A - AUC_B`` (one pair of runs

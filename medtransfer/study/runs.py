@@ -22,7 +22,7 @@ from medtransfer.errors import MedtransferError
 from medtransfer.pretraining.plan import METHODS
 from medtransfer.study.grid import PRETRAIN_REFERENCE, RUN_REFERENCE
 from medtransfer.study.labels import NAMED_INITS, NOT_TASK, RESOLVED, label_value
-from medtransfer.training.rundir import RunRecord
+from medtransfer.training.rundir import RunRecord, primary_metric
 
 
 @dataclass
@@ -45,8 +45,10 @@ class StudyRun:
 
     @property
     def auc(self) -> float:
-        """metrics.json's test micro AUC."""
-        return float(self.record.metrics["test_auc_micro"])
+        """metrics.json's test AUC of the run's primary metric: the micro AUC, or a
+        multi-label run's mean of its findings' AUCs."""
+        metrics = self.record.metrics
+        return float(metrics[f"test_{primary_metric(metrics)}"])
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ def speed_up(glorot_history: list[dict[str, Any]],
 
 
 def validation_curve(history: list[dict[str, Any]]) -> list[tuple[int, float]]:
-    """(epoch, validation micro AUC) of every history.csv row that has one."""
-    return [(int(row["epoch"]), float(row["val_auc_micro"])) for row in history
-            if isinstance(row.get("val_auc_micro"), int | float)]
+    """(epoch, validation AUC) of every history.csv row that has one: the micro AUC, or
+    a multi-label run's mean AUC (its primary metric, ``val_auc_mean``)."""
+    key = "val_auc_mean" if history and "val_auc_mean" in history[0] else "val_auc_micro"
+    return [(int(row["epoch"]), float(row[key])) for row in history
+            if isinstance(row.get(key), int | float)]

@@ -51,7 +51,9 @@ def resample_counts(labels: np.ndarray, resamples: int, seed: int) -> np.ndarray
     """Stratified bootstrap resamples of a test split, as draw counts per image.
 
     Args:
-        labels: class index per image, shape ``(N,)``.
+        labels: class index per image, shape ``(N,)``; or a multi-label split's
+            ``(N, F)`` of 1, 0, -1, stratified by each image's whole row (its set of
+            findings), so that every finding keeps its count of positives.
         resamples: number of resamples ``B``.
         seed: seeds the draws; the same seed and labels give the same counts.
 
@@ -60,6 +62,8 @@ def resample_counts(labels: np.ndarray, resamples: int, seed: int) -> np.ndarray
         to N and keeps each class's count.
     """
     labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels = np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1)
     size = len(labels)
     rng = np.random.default_rng(seed)
     counts = np.zeros((resamples, size), dtype=np.int32)
@@ -97,14 +101,56 @@ def resampled_auc_micro(labels: np.ndarray, probabilities: np.ndarray,
         ``(B,)`` micro AUCs.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
+    positive = np.eye(probabilities.shape[1], dtype=bool)[np.asarray(labels, dtype=np.int64)]
+    return _weighted_aucs(positive, np.ones_like(positive), probabilities, counts)
+
+
+def resampled_auc_per_finding(labels: np.ndarray, probabilities: np.ndarray,
+                              counts: np.ndarray) -> np.ndarray:
+    """A multi-label split's per-finding ROC AUCs for every resample (unknown labels,
+    -1, left out as in :func:`medtransfer.training.metrics.evaluate_multi_label`).
+
+    Args:
+        labels: ``(N, F)`` of 1, 0, -1.
+        probabilities: ``(N, F)``.
+        counts: ``(B, N)`` draw counts (:func:`resample_counts` of ``labels``).
+
+    Returns:
+        ``(F, B)``; a finding whose known labels are all of one value is all NaN.
+    """
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    result = np.full((labels.shape[1], len(counts)), np.nan)
+    for finding in range(labels.shape[1]):
+        column = labels[:, finding:finding + 1]
+        if 0 < (column == 1).sum() < (column != -1).sum():
+            result[finding] = _weighted_aucs(column == 1, column != -1,
+                                             probabilities[:, finding:finding + 1], counts)
+    return result
+
+
+def resampled_auc_mean(labels: np.ndarray, probabilities: np.ndarray,
+                       counts: np.ndarray) -> np.ndarray:
+    """The mean over findings of the per-finding AUCs of every resample (a multi-label
+    run's primary metric), over the findings that have an AUC; ``(B,)``."""
+    per_finding = resampled_auc_per_finding(labels, probabilities, counts)
+    defined = ~np.isnan(per_finding[:, 0])
+    return per_finding[defined].mean(axis=0) if defined.any() else np.full(len(counts), np.nan)
+
+
+def _weighted_aucs(positive: np.ndarray, known: np.ndarray, probabilities: np.ndarray,
+                   counts: np.ndarray) -> np.ndarray:
+    """One weighted ROC AUC over the ``known`` scores of ``probabilities`` (``(N, C)``,
+    ``positive`` marking the positives) per row of ``counts`` (see
+    :func:`resampled_auc_micro`)."""
     size, classes = probabilities.shape
-    positive = np.eye(classes, dtype=bool)[np.asarray(labels, dtype=np.int64)]
     image = np.broadcast_to(np.arange(size)[:, None], (size, classes))
+    negative = known & ~positive
     positive_scores, positive_image = probabilities[positive], image[positive]
     # Positives in score order: their places among the negatives then only grow.
     order = np.argsort(positive_scores, kind="stable")
     positive_scores, positive_image = positive_scores[order], positive_image[order]
-    negative_scores, negative_image = probabilities[~positive], image[~positive]
+    negative_scores, negative_image = probabilities[negative], image[negative]
     order = np.argsort(negative_scores, kind="stable")
     negative_scores, negative_image = negative_scores[order], negative_image[order]
     below = np.searchsorted(negative_scores, positive_scores, side="left")

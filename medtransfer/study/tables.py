@@ -41,7 +41,7 @@ from medtransfer.study.stats import (
     LEVEL,
     Difference,
 )
-from medtransfer.training.rundir import RunRecord
+from medtransfer.training.rundir import MULTI_LABEL_PRIMARY, RunRecord, primary_metric
 
 # How far (in AUC) metrics.json may lie outside the interval from the predictions.
 _AGREEMENT = 1e-4
@@ -58,6 +58,10 @@ DIFFERENCE_LEGEND = (
 def _is_binary(run: StudyRun) -> bool:
     classes = run.record.config.num_classes or run.record.metrics.get("num_classes")
     return classes == 2
+
+
+def _is_multi_label(run: StudyRun) -> bool:
+    return primary_metric(run.record.metrics) == MULTI_LABEL_PRIMARY
 
 
 def _difference_text(found: Difference | str | None) -> tuple[str, str]:
@@ -165,14 +169,15 @@ class StudyTables:
         """Why a run's metrics.json and its own predictions_test.csv disagree, if they do:
         its test AUC outside the interval computed from the predictions."""
         interval = self.bootstrap.interval(run)
-        auc = run.record.metrics.get("test_auc_micro")
+        key = f"test_{primary_metric(run.record.metrics)}"
+        auc = run.record.metrics.get(key)
         if interval is None or not isinstance(auc, int | float):
             return ""
         # metrics.json keeps float32 AUCs and the CSV rounded probabilities: allow for it.
         if interval.low - _AGREEMENT <= auc <= interval.high + _AGREEMENT:
             return ""
         found = self.bootstrap.resamples_of(run)
-        return (f"metrics.json's test_auc_micro {auc:.4f} lies outside the {LEVEL:.0%} "
+        return (f"metrics.json's {key} {auc:.4f} lies outside the {LEVEL:.0%} "
                 f"interval [{interval.low:.4f}, {interval.high:.4f}] computed from its own "
                 f"predictions_test.csv (AUC {found[1]:.4f}): the two files disagree, so the "
                 "run is left out of the tables. Train it again with --overwrite (or put "
@@ -222,6 +227,26 @@ class StudyTables:
         mean, std = mean_std(positive)
         return f"{text}; positive class {mean:.4f} ± {std:.4f}"
 
+    def finding_table(self) -> str:
+        """Every complete multi-label run's per-finding test AUCs with their percentile
+        intervals over the test images, and accuracy at 0.5; "" without such a run."""
+        rows = []
+        for run in self.runs:
+            if not (run.complete and _is_multi_label(run)):
+                continue
+            intervals = self.bootstrap.finding_intervals(run) or {}
+            accuracies = run.record.metrics.get("test_accuracy_per_finding") or {}
+            for finding, interval in intervals.items():
+                accuracy = accuracies.get(finding)
+                rows.append([run.task, run.net, self.init_labels.get(run.init, run.init),
+                             f"{run.freeze:g}", str(run.seed), finding,
+                             f"{interval.estimate:.4f} [{interval.low:.4f}, {interval.high:.4f}]",
+                             f"{accuracy:.4f}" if isinstance(accuracy, int | float) else MISSING])
+        if not rows:
+            return ""
+        return markdown_table(rows, ["dataset", "net", "init", "freeze", "seed", "finding",
+                                     f"test AUC [{LEVEL:.0%} interval]", "accuracy at 0.5"])
+
     def legend(self) -> str:
         """What the main table's cells are."""
         boot = self.bootstrap
@@ -231,6 +256,10 @@ class StudyTables:
             f"{boot.resamples} stratified resamples, seed {boot.seed}]; with several seeds, "
             "mean ± sample standard deviation (ddof=1) over n seeds. "
             f"{MISSING}: no run."
+            + (" Multi-label tasks: the mean over findings of each finding's test ROC AUC "
+               "(best validation mean AUC), resampled stratified by each image's set of "
+               "findings; the per-finding table follows."
+               if any(_is_multi_label(run) for run in self.runs if run.complete) else "")
             + (" Binary tasks: \"positive class\" is the positive class's test AUC (our "
                "macro AUC), the metric MedMNIST, CheXpert and most benchmarks report; the "
                "micro AUC over both one-hot columns (the study's metric) comes first."

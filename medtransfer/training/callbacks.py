@@ -24,8 +24,8 @@ import tensorflow as tf
 
 from medtransfer.errors import MedtransferError
 from medtransfer.training.batchnorm import PreciseBatchNorm
-from medtransfer.training.metrics import evaluate_predictions
-from medtransfer.training.rundir import RunDirectory, TensorBoardLog
+from medtransfer.training.metrics import evaluate_multi_label, evaluate_predictions
+from medtransfer.training.rundir import RunDirectory, TensorBoardLog, primary_metric
 
 #: A loss above this many times ln(num_classes), the loss of a uniform guess, is a
 #: diverged run. Keras computes the cross-entropy from the logits, so an exploding net
@@ -143,23 +143,46 @@ def _seed_generators(model: keras.Model) -> list:
 
 @dataclass
 class EvaluationSet:
-    """A split to predict on, with its labels and ids in the dataset's fixed order."""
+    """A split to predict on, with its labels and ids in the dataset's fixed order.
+
+    Attributes:
+        images: the batches of images.
+        labels: class indices ``(N,)``, or a multi-label task's ``(N, F)`` of 1, 0, -1.
+        ids: the image ids.
+        findings: a multi-label task's findings (the columns of ``labels``), else None.
+    """
 
     images: tf.data.Dataset
     labels: np.ndarray
     ids: list[str]
+    findings: list[str] | None = None
 
     @classmethod
-    def from_dataset(cls, dataset: tf.data.Dataset) -> EvaluationSet:
-        """Takes a ``(images, one_hot, ids)`` evaluation dataset; reads labels once."""
+    def from_dataset(cls, dataset: tf.data.Dataset,
+                     findings: list[str] | None = None) -> EvaluationSet:
+        """Takes a ``(images, targets, ids)`` evaluation dataset; reads labels once.
+
+        Args:
+            dataset: its targets one-hot, or with ``findings`` the findings' 1, 0, -1.
+            findings: a multi-label task's findings; None for a single-label one.
+        """
         labels, ids = [], []
-        for one_hot, batch_ids in dataset.map(lambda x, y, i: (y, i)):
-            labels.append(np.argmax(one_hot.numpy(), axis=1))
+        for targets, batch_ids in dataset.map(lambda x, y, i: (y, i)):
+            targets = targets.numpy()
+            labels.append(np.argmax(targets, axis=1) if findings is None
+                          else targets.astype(np.int8))
             ids.extend(value.decode() for value in batch_ids.numpy())
-        return cls(dataset.map(lambda x, y, i: x), np.concatenate(labels), ids)
+        return cls(dataset.map(lambda x, y, i: x), np.concatenate(labels), ids, findings)
 
     def predict(self, model: keras.Model) -> np.ndarray:
         return np.asarray(model.predict(self.images, verbose=0), dtype=np.float64)
+
+    def evaluate(self, probabilities: np.ndarray, kappa: bool = False) -> dict[str, Any]:
+        """The split's metrics (see ``medtransfer.training.metrics``): a single-label
+        task's, or a multi-label task's with their per-finding dicts."""
+        if self.findings is not None:
+            return evaluate_multi_label(self.labels, probabilities, self.findings)
+        return evaluate_predictions(self.labels, probabilities, kappa=kappa)
 
 
 def plateaued(epoch: int, best_epoch: int, phase_start: int, patience: int | None) -> bool:
@@ -190,7 +213,8 @@ class StopOnPlateau(keras.callbacks.Callback):
         if plateaued(epoch + 1, self.state.best_epoch, self.phase_start, self.patience):
             self.stopped_epoch = epoch + 1
             self.model.stop_training = True
-            print(f"Stopping after epoch {epoch + 1}: the validation micro AUC has not "
+            name = "mean AUC" if self.state.metric == "auc_mean" else "micro AUC"
+            print(f"Stopping after epoch {epoch + 1}: the validation {name} has not "
                   f"improved for {self.patience} epochs (--patience; best epoch "
                   f"{self.state.best_epoch}).", flush=True)
 
@@ -202,6 +226,7 @@ class TrainingState:
     best_auc: float = -math.inf
     best_epoch: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    metric: str = "auc_micro"  # the primary metric best_auc holds (multi-label: auc_mean)
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -248,19 +273,22 @@ class EpochRecorder(keras.callbacks.Callback):
             self.batchnorm.update()
         probabilities = self.validation.predict(self.model)
         check_finite_predictions(probabilities, number, "validation", self._lr())
-        metrics = evaluate_predictions(self.validation.labels, probabilities, kappa=self.kappa)
+        metrics = {name: value for name, value in
+                   self.validation.evaluate(probabilities, kappa=self.kappa).items()
+                   if not isinstance(value, dict)}  # per-finding values: metrics.json only
         for name, value in metrics.items():
             logs[f"val_{name}"] = value
-        improved = metrics["auc_micro"] > self.state.best_auc
+        primary = self.state.metric = primary_metric(metrics)
+        improved = metrics[primary] > self.state.best_auc
         if improved:
-            self.state.best_auc, self.state.best_epoch = metrics["auc_micro"], number
+            self.state.best_auc, self.state.best_epoch = metrics[primary], number
             self.run_dir.resume.mkdir(exist_ok=True)
             self.model.save_weights(self.run_dir.best_candidate(number))
         row = {
             "epoch": number,
             "phase": self.phase,
             "loss": float(logs.get("loss", float("nan"))),
-            "accuracy": float(logs.get("accuracy", float("nan"))),
+            "accuracy": float(logs.get("accuracy", logs.get("masked_accuracy", float("nan")))),
             **{f"val_{name}": value for name, value in metrics.items()
                if name != "quadratic_kappa"},
             "lr": self._lr(),
@@ -275,12 +303,12 @@ class EpochRecorder(keras.callbacks.Callback):
             self.run_dir.publish_best(number)
         if self.bar is not None:
             self.bar.set_postfix(phase=self.phase, loss=f"{row['loss']:.4f}",
-                                 val_auc_micro=f"{row['val_auc_micro']:.4f}")
+                                 **{f"val_{primary}": f"{row[f'val_{primary}']:.4f}"})
             self.bar.update()
         if self.announce:
             print(
-                f"epoch {number} ({self.phase}): loss {row['loss']:.4f}, val_auc_micro "
-                f"{row['val_auc_micro']:.4f}, val_accuracy {row['val_accuracy']:.4f} "
+                f"epoch {number} ({self.phase}): loss {row['loss']:.4f}, val_{primary} "
+                f"{row[f'val_{primary}']:.4f}, val_accuracy {row['val_accuracy']:.4f} "
                 f"({row['seconds']:.1f} s)",
                 flush=True,
             )

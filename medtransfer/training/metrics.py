@@ -3,6 +3,12 @@
 ``keras.metrics.AUC`` integrates over a fixed grid of thresholds, an approximation that
 can differ from the true ROC AUC in the third decimal; the study's numbers are exact ROC
 AUCs, so every AUC here is computed from all the predictions at once.
+
+A single-label split's labels are class indices ``(N,)`` and its primary metric is the
+micro AUC; a multi-label split's labels are a matrix ``(N, F)`` of 1 (present), 0
+(absent) and -1 (unknown), one column per finding, and its primary metric is the mean
+of the findings' AUCs (:func:`evaluate_multi_label`). An unknown label is left out of
+its finding's metrics and of the micro AUC, as it is out of the loss.
 """
 
 from __future__ import annotations
@@ -11,6 +17,11 @@ import numpy as np
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 _EPSILON = 1e-7
+UNKNOWN = -1
+"""A multi-label label whose value is not known: masked out of the loss and metrics."""
+THRESHOLD = 0.5
+"""A multi-label run's finding counts as predicted present when its probability is at
+least this (per-finding accuracy, ``predict``'s ``predicted``, ``export``'s ``present``)."""
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -80,3 +91,56 @@ def evaluate_predictions(labels: np.ndarray, probabilities: np.ndarray, *,
     if kappa:
         metrics["quadratic_kappa"] = quadratic_kappa(labels, probabilities)
     return metrics
+
+
+def masked_binary_cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """The multi-label loss over a split, as training computes it without weights: each
+    image's binary cross-entropy summed over its known findings and divided by the number
+    of findings (an unknown label adds nothing), averaged over the images; probabilities
+    are clipped as Keras clips them."""
+    labels = np.asarray(labels)
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), _EPSILON, 1.0 - _EPSILON)
+    entropy = -(np.where(labels == 1, np.log(p), 0.0) + np.where(labels == 0, np.log(1 - p), 0.0))
+    return float(np.mean(np.sum(entropy, axis=1) / labels.shape[1]))
+
+
+def evaluate_multi_label(labels: np.ndarray, probabilities: np.ndarray,
+                         findings: list[str]) -> dict:
+    """All metrics of a multi-label split, unknown labels (-1) left out.
+
+    Args:
+        labels: ``(N, F)`` of 1, 0 and -1.
+        probabilities: ``(N, F)``, one sigmoid per finding.
+        findings: the F finding names, in column order.
+
+    Returns:
+        ``loss`` (:func:`masked_binary_cross_entropy`), ``auc_mean`` (the mean over the
+        findings that have an AUC of their ROC AUCs: the primary metric), ``auc_micro``
+        (one ROC AUC over every known (image, finding) pair), ``accuracy`` (the mean of
+        the per-finding accuracies), and ``auc_per_finding`` / ``accuracy_per_finding``
+        (finding -> value; the accuracy at :data:`THRESHOLD`). A finding whose known
+        labels are all of one value has no AUC (NaN), and is left out of the mean; NaN
+        when no finding has one.
+    """
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    known = labels != UNKNOWN
+    aucs, accuracies = {}, {}
+    for column, name in enumerate(findings):
+        rows = known[:, column]
+        truth, scores = labels[rows, column], probabilities[rows, column]
+        aucs[name] = (float(roc_auc_score(truth, scores)) if 0 < truth.sum() < len(truth)
+                      else float("nan"))
+        accuracies[name] = (float(np.mean((scores >= THRESHOLD) == (truth == 1)))
+                            if len(truth) else float("nan"))
+    truth = labels[known]
+    present = [value for value in aucs.values() if not np.isnan(value)]
+    return {
+        "loss": masked_binary_cross_entropy(labels, probabilities),
+        "auc_mean": float(np.mean(present)) if present else float("nan"),
+        "auc_micro": (float(roc_auc_score(truth, probabilities[known]))
+                      if 0 < truth.sum() < len(truth) else float("nan")),
+        "accuracy": float(np.nanmean(list(accuracies.values()))),
+        "auc_per_finding": aucs,
+        "accuracy_per_finding": accuracies,
+    }

@@ -21,10 +21,12 @@ REPRO_SUFFIX = "-repro"
 """Appended to the original's experiment folder to name the copy's."""
 
 COMPARED = (
+    ("test_auc_mean", "test AUC mean"),  # a multi-label run's primary metric
     ("test_auc_micro", "test AUC micro"),
     ("test_auc_macro", "test AUC macro"),
     ("test_accuracy", "test accuracy"),
     ("val_auc_micro_best", "best val AUC"),
+    ("val_auc_mean_best", "best val mean AUC"),
     ("best_epoch", "best epoch"),
 )
 
@@ -45,17 +47,20 @@ class Reproduction:
 
     def comparison(self) -> str:
         """The two runs' test metrics side by side, and where each run is."""
-        width = max(len(label) for _, label in COMPARED) + 2
-        rows = [f"{'':<14}" + "".join(f"{label:>{width}}" for _, label in COMPARED)]
+        # A multi-label run has mean AUCs and no macro one: each side's own keys.
+        compared = [(key, label) for key, label in COMPARED
+                    if key in self.original_metrics or key in self.copy.metrics]
+        width = max(len(label) for _, label in compared) + 2
+        rows = [f"{'':<14}" + "".join(f"{label:>{width}}" for _, label in compared)]
         for name, metrics in (("original", self.original_metrics),
                               ("reproduction", self.copy.metrics)):
             rows.append(f"{name:<14}" + "".join(
-                f"{_cell(metrics.get(key)):>{width}}" for key, _ in COMPARED))
+                f"{_cell(metrics.get(key)):>{width}}" for key, _ in compared))
         status = self.original_metrics.get("status")
         if status == "complete":
             rows.append(f"{'difference':<14}" + "".join(
                 f"{_difference(self.original_metrics, self.copy.metrics, key):>{width}}"
-                for key, _ in COMPARED))
+                for key, _ in compared))
         else:
             rows.append(f"(the original has no test metrics: its status is "
                         f"'{status or 'not started'}')")

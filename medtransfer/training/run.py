@@ -56,14 +56,15 @@ from medtransfer.training.callbacks import (
     check_finite_predictions,
     plateaued,
 )
-from medtransfer.training.class_weights import balanced_class_weights
-from medtransfer.training.metrics import evaluate_predictions
+from medtransfer.training.class_weights import balanced_class_weights, positive_weights
+from medtransfer.training.losses import MaskedBinaryCrossentropy, masked_accuracy
 from medtransfer.training.rundir import (
     HeadChoice,
     ResumeState,
     RunDirectory,
     TensorBoardLog,
     choose_head,
+    primary_metric,
 )
 from medtransfer.training.schedule import ScheduleLearningRate, make_optimizer
 from medtransfer.training.strategy import (
@@ -72,6 +73,7 @@ from medtransfer.training.strategy import (
     set_op_determinism,
     set_precision,
 )
+from medtransfer.training.task import Task, run_task, task_frame, task_labels
 from medtransfer.version import __version__
 
 ORDINAL_DATASETS = ("retina",)
@@ -108,14 +110,17 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
     validate(config)
     net = get_net(config.net)
     dataset = load_prepared(config.dataset, Path(config.data_dir))
-    for name in config.classes or ():
-        look_up_option(name, dataset.class_names, "class name", see=(
-            f"--classes takes class names of dataset '{config.dataset}', comma-separated."))
-    num_classes = len(config.classes) if config.classes else dataset.num_classes
+    if not dataset.multi_label:
+        for name in config.classes or ():
+            look_up_option(name, dataset.class_names, "class name", see=(
+                f"--classes takes class names of dataset '{config.dataset}', comma-separated."))
+    task = run_task(config, dataset)
+    num_classes = task.num_outputs
     if config.num_classes is not None and config.num_classes != num_classes:
         raise MedtransferError(
             f"The config says num_classes: {config.num_classes}, but dataset "
-            f"'{config.dataset}' has {num_classes} classes"
+            f"'{config.dataset}' has {num_classes} "
+            f"{'outputs for this task' if task.label_length else 'classes'}"
             f"{' kept by classes' if config.classes else ''}. Remove num_classes from "
             "the config (it is filled from the dataset) or use the dataset it was made for."
         )
@@ -128,6 +133,10 @@ def resolve_config(config: RunConfig) -> tuple[RunConfig, PreparedDataset]:
         lr=config.lr if config.lr is not None else dataset.spec.default_lr,
         image_size=image_size,
         num_classes=num_classes,
+        # A multi-label run records the findings it reads (--any-finding: of which any).
+        findings=(tuple(task.class_names) if task.multi_label else
+                  tuple(dataset.class_names[i] for i in task.keep_labels)
+                  if task.any_finding else None),
         flips=defaults.flips if config.flips is None else config.flips,
         noise=defaults.noise if config.noise is None else config.noise,
         color=defaults.color if config.color is None else config.color,
@@ -191,8 +200,9 @@ class _Inputs:
     """The data of a run, from the pipeline.
 
     Attributes:
+        task: what the run predicts.
         class_names: the model's classes, in the order of its outputs (``--classes``
-            keeps a subset of the dataset's).
+            keeps a subset of the dataset's; findings for a multi-label task).
         train_images: images in the (possibly subset) train split.
         steps_per_epoch: training batches per epoch.
         train_epochs: ``(first_epoch, epochs) -> dataset`` of those training epochs,
@@ -200,10 +210,11 @@ class _Inputs:
         validation, test: the evaluation splits.
         batchnorm_batches: the fixed training batches precise BatchNorm estimates
             over, or None under ``bn_stats: moving``.
-        class_weights: class name -> loss weight under ``class_weight: balanced``, else
-            None.
+        class_weights: class name -> loss weight under ``class_weight: balanced``
+            (multi-label: finding -> the weight of its present labels), else None.
     """
 
+    task: Task
     class_names: list[str]
     train_images: int
     steps_per_epoch: int
@@ -237,14 +248,15 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
     replicas = strategy.num_replicas_in_sync
     print(
         f"Training {config.run_id}: {inputs.train_images} training images, "
-        f"{len(inputs.class_names)} classes, {config.image_size}px, global batch "
+        f"{len(inputs.class_names)} {'findings' if inputs.task.multi_label else 'classes'}, "
+        f"{config.image_size}px, global batch "
         f"{config.batch_size * replicas} ({replicas} replica{'s' if replicas > 1 else ''}), "
         f"epochs {config.epochs}, lr {config.lr:g}, {config.bn_stats} BatchNorm statistics.",
         flush=True,
     )
     if config.init_is_path:
         print(f"Head: {head.word} ({head.reason}).", flush=True)
-    kappa = dataset.spec.name in ORDINAL_DATASETS
+    kappa = dataset.spec.name in ORDINAL_DATASETS and not dataset.multi_label
     try:
         summary, stopped_epoch = _run_regime(config, model, strategy, inputs, run_dir,
                                              tensorboard, state, resume, kappa, callbacks)
@@ -265,17 +277,20 @@ def _train(config: RunConfig, dataset: PreparedDataset, run_dir: RunDirectory,
 
 
 def training_frame(config: RunConfig, dataset: PreparedDataset) -> pd.DataFrame:
-    """The training images a run of ``config`` trains on: the train split (of the kept
-    ``--classes``), or its stratified ``--train-size`` subset (rows as in split.csv)."""
-    frame = dataset.split_frame("train", config.classes)
+    """The training images a run of ``config`` trains on: the train split's images of the
+    task (see ``task_frame``), or their ``--train-size`` subset (rows as in split.csv):
+    stratified by class on a single-label dataset, uniform on a multi-label one."""
+    frame = task_frame(run_task(config, dataset), dataset, "train")
     if config.train_size is not None:
-        frame = select_train_subset(frame, config.train_size, config.seed)
+        frame = select_train_subset(frame, config.train_size, config.seed,
+                                    stratified=not dataset.multi_label)
     return frame
 
 
 def run_class_names(config: RunConfig, dataset: PreparedDataset) -> list[str]:
-    """The classes a run trains on, in label-index order: ``--classes`` or all of them."""
-    return list(config.classes or dataset.class_names)
+    """The model's outputs in order: the classes (``--classes`` or all of them), or a
+    multi-label task's findings, or ``healthy, finding`` (``--any-finding``)."""
+    return run_task(config, dataset).class_names
 
 
 def make_training_dataset(config: RunConfig, dataset: PreparedDataset,
@@ -288,7 +303,8 @@ def make_training_dataset(config: RunConfig, dataset: PreparedDataset,
     return make_dataset(
         dataset.shard_paths("train"), training=True, seed=config.seed,
         batch_size=batch_size, augment=_augment_config(config),
-        keep_ids=set(train_frame["id"]) if config.train_size is not None else None,
+        keep_ids=(set(train_frame["id"]) if config.train_size is not None or config.any_finding
+                  else None),
         num_examples=len(train_frame), cache_limit_bytes=cache_limit_bytes,
         first_epoch=first_epoch, epochs=epochs, **_input_options(config, dataset),
     )
@@ -303,14 +319,23 @@ def build_run_model(config: RunConfig,
         config.net, len(class_names), config.image_size, config.init,
         weights_file=config.weights_file, seed=config.seed,
         head_units=config.head_units, dropout=config.dropout,
-        transfer_head=head.transferred,
+        transfer_head=head.transferred, multi_label=config.multi_label,
     )
     return model, head
 
 
-def compile_model(model: keras.Model, lr: float, optimizer: str = "adam") -> None:
+def compile_model(model: keras.Model, lr: float, optimizer: str = "adam",
+                  task: Task | None = None,
+                  class_weights: dict[str, float] | None = None) -> None:
     """Compiles for one phase of the regime: a fresh ``optimizer`` (``--optimizer``) at
-    ``lr``, cross-entropy."""
+    ``lr``; categorical cross-entropy, or for a multi-label ``task`` the masked binary
+    cross-entropy with ``class_weights`` (finding -> weight of its present labels) as
+    positive weights."""
+    if task is not None and task.multi_label:
+        weights = list(class_weights.values()) if class_weights else None
+        model.compile(optimizer=make_optimizer(optimizer, lr),
+                      loss=MaskedBinaryCrossentropy(weights), metrics=[masked_accuracy])
+        return
     model.compile(optimizer=make_optimizer(optimizer, lr), loss="categorical_crossentropy",
                   metrics=["accuracy"])
 
@@ -319,10 +344,18 @@ def training_class_weights(
     config: RunConfig, dataset: PreparedDataset, train_frame: pd.DataFrame,
 ) -> tuple[dict[str, float] | None, dict[int, float] | None]:
     """``--class-weight``: the weights by class name (for metrics.json) and by label index
-    (Keras' ``class_weight``, which weights each example's loss); None for none."""
+    (Keras' ``class_weight``, which weights each example's loss); None for none. A
+    multi-label task's weights are its findings' positive weights, which its loss applies
+    (see ``compile_model``), so the Keras ``class_weight`` is None."""
     if config.class_weight != "balanced":
         return None, None
-    weights = balanced_class_weights(train_frame["label"], run_class_names(config, dataset))
+    task = run_task(config, dataset)
+    if task.multi_label:
+        return positive_weights(task_labels(task, dataset, train_frame), task.class_names), None
+    labels = train_frame["label"]
+    if task.any_finding:
+        labels = [task.class_names[i] for i in task_labels(task, dataset, train_frame)]
+    weights = balanced_class_weights(labels, task.class_names)
     return weights, _keras_class_weight(weights)
 
 
@@ -332,13 +365,16 @@ def _keras_class_weight(weights: dict[str, float] | None) -> dict[int, float] | 
 
 
 def _input_options(config: RunConfig, dataset: PreparedDataset) -> dict[str, Any]:
-    """What every split's stream shares: classes, input size, pixel scaling."""
+    """What every split's stream shares: the task's labels, input size, pixel scaling."""
     net = get_net(config.net)
+    task = run_task(config, dataset)
     return dict(
-        num_classes=len(run_class_names(config, dataset)),
+        num_classes=task.num_outputs,
         image_size=config.image_size,
         preprocess=net.preprocess_input if config.scaling == "native" else None,
-        keep_labels=dataset.label_indices(config.classes),
+        keep_labels=task.keep_labels,
+        label_length=task.label_length,
+        any_finding=task.any_finding,
     )
 
 
@@ -351,7 +387,9 @@ def _complete_metrics(config: RunConfig, inputs: _Inputs, state: TrainingState,
         **_identity(config),
         "head": head.word,
         "best_epoch": state.best_epoch,
-        "val_auc_micro_best": state.best_auc,
+        f"val_{primary_metric(test_metrics)}_best": state.best_auc,
+        **({"task": "multi_label", "primary_metric": primary_metric(test_metrics)}
+           if inputs.task.multi_label else {}),
         "class_weight": config.class_weight,
         "class_weights": inputs.class_weights,
         "patience": config.patience,
@@ -379,15 +417,16 @@ def _complete_metrics(config: RunConfig, inputs: _Inputs, state: TrainingState,
 def _make_inputs(config: RunConfig, dataset: PreparedDataset, replicas: int) -> _Inputs:
     """The pipeline: training epochs, the precise-BatchNorm batches, validation and test."""
     global_batch = config.batch_size * replicas
-    class_names = run_class_names(config, dataset)
+    task = run_task(config, dataset)
+    class_names = task.class_names
     train_frame = training_frame(config, dataset)
     batchnorm_frame = None
     if config.bn_stats == "precise":
         batchnorm_frame = train_frame if len(train_frame) <= PRECISE_BN_IMAGES else \
-            select_train_subset(train_frame, PRECISE_BN_IMAGES, config.seed)
+            select_train_subset(train_frame, PRECISE_BN_IMAGES, config.seed,
+                                stratified=not dataset.multi_label)
     frames = {"train": train_frame, "batchnorm": batchnorm_frame,
-              **{split: dataset.split_frame(split, config.classes)
-                 for split in ("validation", "test")}}
+              **{split: task_frame(task, dataset, split) for split in ("validation", "test")}}
     budgets = _cache_budgets(config, {split: len(frame) for split, frame in frames.items()
                                       if frame is not None})
     common = _input_options(config, dataset)
@@ -403,7 +442,9 @@ def _make_inputs(config: RunConfig, dataset: PreparedDataset, replicas: int) -> 
         EvaluationSet.from_dataset(make_dataset(
             dataset.shard_paths(split), training=False, include_ids=True,
             batch_size=global_batch, num_examples=len(frames[split]),
-            cache_limit_bytes=budgets[split], **common))
+            keep_ids=set(frames[split]["id"]) if task.any_finding else None,
+            cache_limit_bytes=budgets[split], **common),
+            findings=class_names if task.multi_label else None)
         for split in ("validation", "test")
     )
     batchnorm_batches = None
@@ -416,6 +457,7 @@ def _make_inputs(config: RunConfig, dataset: PreparedDataset, replicas: int) -> 
             cache_limit_bytes=budgets["batchnorm"], **common,
         )
     return _Inputs(
+        task=task,
         class_names=class_names,
         train_images=len(train_frame),
         steps_per_epoch=math.ceil(len(train_frame) / global_batch),
@@ -474,7 +516,8 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
         plateau = (StopOnPlateau(config.patience, state, first)
                    if freeze is not None and config.patience else None)
         with strategy.scope():
-            compile_model(model, config.lr, config.optimizer)
+            compile_model(model, config.lr, config.optimizer, inputs.task,
+                          inputs.class_weights)
             if resume:
                 # The optimizer state is only this phase's: resumed at the start of phase
                 # 2, the model weights load and the optimizer starts fresh, as in a run
@@ -493,7 +536,8 @@ def _run_regime(config: RunConfig, model: keras.Model, strategy: tf.distribute.S
                 ScheduleLearningRate(config.lr, config.lr_schedule, total,
                                      config.plateau_patience, state.rows),
                 SeedDropoutPerEpoch(config.seed),
-                StopOnDivergence(config.lr, config.num_classes),
+                # A sigmoid's uniform guess scores ln 2 per finding, as two classes do.
+                StopOnDivergence(config.lr, 2 if inputs.task.multi_label else config.num_classes),
                 EpochRecorder(run_dir, tensorboard, inputs.validation, phase, state, kappa,
                               announce=epoch_bar is None and not progress_bar,
                               bar=epoch_bar, batchnorm=batchnorm),
@@ -520,7 +564,7 @@ def _test_best(config: RunConfig, model: keras.Model, test: EvaluationSet,
     probabilities = test.predict(model)
     check_finite_predictions(probabilities, best_epoch, "test", config.lr)
     _write_predictions(run_dir.predictions, test, probabilities, class_names)
-    return evaluate_predictions(test.labels, probabilities, kappa=kappa)
+    return test.evaluate(probabilities, kappa=kappa)
 
 
 def _identity(config: RunConfig) -> dict[str, Any]:
@@ -603,11 +647,24 @@ def _load_weights(model: keras.Model, path: Path) -> None:
 
 def _write_predictions(path: Path, split: EvaluationSet, probabilities: np.ndarray,
                        class_names: list[str]) -> None:
+    """predictions_test.csv: id, label, then ``prob_<class>`` per output. A multi-label
+    run's ``label`` is the findings present, ``|``-joined as in split.csv, and a
+    ``masked`` column after it holds the findings whose label is unknown."""
+    multi_label = split.findings is not None
     with path.open("w", newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow(["id", "label", *(f"prob_{name}" for name in class_names)])
+        writer.writerow(["id", "label", *(["masked"] if multi_label else []),
+                         *(f"prob_{name}" for name in class_names)])
         for image_id, label, row in zip(split.ids, split.labels, probabilities, strict=True):
-            writer.writerow([image_id, class_names[label], *(f"{p:.8g}" for p in row)])
+            if multi_label:
+                known = [_joined(class_names, label == 1), _joined(class_names, label == -1)]
+            else:
+                known = [class_names[label]]
+            writer.writerow([image_id, *known, *(f"{p:.8g}" for p in row)])
+
+
+def _joined(names: list[str], chosen: np.ndarray) -> str:
+    return "|".join(name for name, keep in zip(names, chosen, strict=True) if keep)
 
 
 def _phase_images_per_second(rows: list[dict[str, Any]], train_images: int,

@@ -56,16 +56,41 @@ HISTORY_COLUMNS = (
     "epoch", "phase", "loss", "accuracy", "val_loss", "val_auc_micro", "val_auc_macro",
     "val_accuracy", "lr", "seconds", "train_seconds",
 )
+MULTI_LABEL_HISTORY_COLUMNS = tuple(
+    "val_auc_mean" if column == "val_auc_macro" else column for column in HISTORY_COLUMNS)
+"""A multi-label run's history.csv: the mean of the findings' AUCs in place of the macro AUC."""
 TRAIN_SCALARS = ("loss", "accuracy", "lr")
-VALIDATION_SCALARS = ("val_loss", "val_accuracy", "val_auc_micro", "val_auc_macro")
+VALIDATION_SCALARS = ("val_loss", "val_accuracy", "val_auc_micro", "val_auc_macro",
+                      "val_auc_mean")
 # Scalars written once a run completes, at step = best epoch, in the run's top folder;
 # the HParams tab shows them per run. Tag -> metrics.json key.
 RESULT_SCALARS = {
+    "best/val_auc_mean": "val_auc_mean_best",
+    "test/auc_mean": "test_auc_mean",
     "best/val_auc_micro": "val_auc_micro_best",
     "test/auc_micro": "test_auc_micro",
     "test/auc_macro": "test_auc_macro",
     "test/accuracy": "test_accuracy",
 }
+MULTI_LABEL_PRIMARY = "auc_mean"
+SINGLE_LABEL_PRIMARY = "auc_micro"
+
+
+def primary_metric(metrics: dict[str, Any]) -> str:
+    """The metric a run's best epoch is chosen on and a report compares: ``auc_mean`` (the
+    mean of the findings' AUCs) when ``metrics`` (a split's metrics, or metrics.json with
+    its ``test_`` keys) are a multi-label run's, else ``auc_micro``."""
+    multi = MULTI_LABEL_PRIMARY in metrics or f"test_{MULTI_LABEL_PRIMARY}" in metrics
+    return MULTI_LABEL_PRIMARY if multi else SINGLE_LABEL_PRIMARY
+
+
+def best_validation_auc(metrics: dict[str, Any]) -> float:
+    """A complete run's best validation AUC of its primary metric (metrics.json's
+    ``val_auc_micro_best``, or a multi-label run's ``val_auc_mean_best``): what a
+    search maximises."""
+    return float(metrics[f"val_{primary_metric(metrics)}_best"])
+
+
 # What a complete run's metrics.json must hold for a reader to use it.
 REQUIRED_METRICS = ("dataset", "net", "init", "freeze", "seed", "best_epoch", "test_auc_micro")
 
@@ -240,6 +265,7 @@ class RunDirectory:
             "phase": phase,
             "weights": weights.name,
             "best_epoch": best_epoch,
+            # The primary metric's best (a multi-label run's mean AUC), under its old name.
             "val_auc_micro_best": best_auc,
         })
         for other in self.resume.glob("state-e*.weights.h5"):
@@ -380,14 +406,22 @@ class RunDirectory:
             table = pd.read_csv(self.predictions, dtype={"id": str, "label": str},
                                 keep_default_na=False)
             header = list(table.columns)
-            class_names = [name.removeprefix("prob_") for name in header[2:]]
+            # A multi-label run's file has a "masked" column (see Predictions).
+            first = 3 if header[2:3] == ["masked"] else 2
+            class_names = [name.removeprefix("prob_") for name in header[first:]]
             if header[:2] != ["id", "label"] or not class_names:
                 raise ValueError("the header is not id, label, prob_<class>...")
             index = {name: position for position, name in enumerate(class_names)}
+            if first == 3:
+                labels = np.array([_finding_row(present, masked, index) for present, masked
+                                   in zip(table["label"], table["masked"], strict=True)],
+                                  dtype=np.int64).reshape(len(table), len(class_names))
+            else:
+                labels = np.array([index[label] for label in table["label"]], dtype=np.int64)
             return Predictions(
                 ids=table["id"].tolist(),
-                labels=np.array([index[label] for label in table["label"]], dtype=np.int64),
-                probabilities=table[header[2:]].to_numpy(dtype=np.float64),
+                labels=labels,
+                probabilities=table[header[first:]].to_numpy(dtype=np.float64),
                 class_names=class_names,
             )
         except (OSError, IndexError, KeyError, ValueError) as error:
@@ -400,10 +434,12 @@ class RunDirectory:
     def write_history(self, rows: list[dict[str, Any]]) -> None:
         """Writes history.csv whole with ``rows``, atomically (a kill never leaves half a
         row; a resume drops the rows of epochs a kill left unfinished)."""
+        columns = (MULTI_LABEL_HISTORY_COLUMNS if rows and "val_auc_mean" in rows[0]
+                   else HISTORY_COLUMNS)
         text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, HISTORY_COLUMNS)
+        writer = csv.DictWriter(text, columns)
         writer.writeheader()
-        writer.writerows([{key: row.get(key, "") for key in HISTORY_COLUMNS} for row in rows])
+        writer.writerows([{key: row.get(key, "") for key in columns} for row in rows])
         write_text_atomic(self.history, text.getvalue())
 
 
@@ -428,12 +464,26 @@ class ResumeState:
 
 @dataclass(frozen=True)
 class Predictions:
-    """A run's test predictions: ``labels`` are indices into ``class_names``."""
+    """A run's test predictions: ``labels`` are indices into ``class_names``, or for a
+    multi-label run (``id, label, masked, prob_<finding>...``, ``label`` and ``masked``
+    the findings present and unknown, ``|``-joined) a matrix ``(N, F)`` of 1, 0, -1."""
 
     ids: list[str]
     labels: np.ndarray
     probabilities: np.ndarray
     class_names: list[str]
+
+    @property
+    def multi_label(self) -> bool:
+        return self.labels.ndim == 2
+
+
+def _finding_row(present: str, masked: str, index: dict[str, int]) -> list[int]:
+    row = [0] * len(index)
+    for names, value in ((present, 1), (masked, -1)):
+        for name in filter(None, names.split("|")):
+            row[index[name]] = value
+    return row
 
 
 @dataclass
@@ -575,7 +625,7 @@ class TrainedRun:
             return rebuild_trained(
                 self.config.net, self.config.num_classes, self.config.image_size,
                 self.directory.best_weights, head_units=self.config.head_units,
-                dropout=self.config.dropout,
+                dropout=self.config.dropout, multi_label=self.config.multi_label,
             )
 
     def initial_model(self):
@@ -603,7 +653,7 @@ class TrainedRun:
                     config.net, config.num_classes, config.image_size, config.init,
                     weights_file=config.weights_file, seed=config.seed,
                     head_units=config.head_units, dropout=config.dropout,
-                    transfer_head=head.transferred,
+                    transfer_head=head.transferred, multi_label=config.multi_label,
                 )
         except MedtransferError as error:
             raise MedtransferError(
@@ -613,8 +663,9 @@ class TrainedRun:
 
     def split(self, name: str = "test", batch_size: int | None = None, *,
               scaled: bool = True):
-        """A split of the run's dataset as the run evaluated it: ``(images, one_hot, ids)``
-        batches in the split's fixed order, resized and scaled as in training.
+        """A split of the run's dataset as the run evaluated it: ``(images, targets, ids)``
+        batches in the split's fixed order, resized and scaled as in training (targets
+        one-hot, or a multi-label run's findings: 1, 0, -1).
 
         Args:
             name: ``train``, ``validation`` or ``test``.
@@ -623,15 +674,20 @@ class TrainedRun:
                 (to draw them); pass such images through :meth:`to_model_input`.
         """
         from medtransfer.data.pipeline import make_dataset
+        from medtransfer.training.task import run_task, task_frame
 
-        dataset, classes = self.dataset(), self.config.classes
+        dataset = self.dataset()
+        task = run_task(self.config, dataset)
+        frame = task_frame(task, dataset, name)
         return make_dataset(
             dataset.shard_paths(name), self.config.num_classes,
             image_size=self.config.image_size,
             batch_size=batch_size or self.config.batch_size, training=False,
             include_ids=True, preprocess=self.preprocess() if scaled else None,
-            keep_labels=dataset.label_indices(classes),
-            num_examples=len(dataset.split_frame(name, classes)), cache_limit_bytes=0,
+            keep_labels=task.keep_labels, label_length=task.label_length,
+            any_finding=task.any_finding,
+            keep_ids=set(frame["id"]) if task.any_finding else None,
+            num_examples=len(frame), cache_limit_bytes=0,
         )
 
     def to_model_input(self, images):
@@ -677,9 +733,10 @@ def choose_head(config: RunConfig, class_names: Sequence[str]) -> HeadChoice:
     """Whether a run of ``config`` transfers its path init's classifier head.
 
     The head is a map from features to *these* classes: it transfers only when the source
-    run was trained on the same class names in the same order (and with the same head
-    units). A source on other classes, even as many, gets a new head; so does a bare
-    weights file, which records no class names (pass its run directory instead). The
+    run was trained on the same class names in the same order, of the same kind of task
+    (single-label or multi-label), and with the same head units. A source on other
+    classes, even as many, gets a new head; so does a bare weights file, which records
+    no class names (pass its run directory instead). The
     source's classes are read from its predictions_test.csv, else its config.yaml's
     ``classes``, else its prepared dataset's classes; when none of these can be read the
     head is new.
@@ -707,6 +764,12 @@ def choose_head(config: RunConfig, class_names: Sequence[str]) -> HeadChoice:
         return HeadChoice(False, f"the source's classes are unknown (no test predictions, "
                                  f"and its dataset '{source_config.dataset}' is not prepared "
                                  "here)")
+    if source_config.multi_label != config.multi_label:
+        # A sigmoid per finding and a softmax over classes are different maps, even on
+        # the same names (digits_pairs' findings "0".."9" and digits' classes).
+        kinds = {True: "multi-label", False: "single-label"}
+        return HeadChoice(False, f"the source's task was {kinds[source_config.multi_label]}, "
+                                 f"this run's is {kinds[config.multi_label]}")
     if list(source_names) != list(class_names):
         return HeadChoice(False, f"the source was trained on classes {_listed(source_names)}, "
                                  f"this run's are {_listed(class_names)}")
@@ -873,7 +936,8 @@ def hparam_values(config: dict[str, Any], train_images: int | None = None) -> di
 
     Numbers stay numbers (an unset one, like ``patience``, is left out rather than
     turned into text), ``train_size`` is the number of training images used (the whole
-    split's count when unset), ``classes`` is text (``3,5,7``, or ``all``).
+    split's count when unset), ``classes`` is text (``3,5,7``, or ``all``), ``findings``
+    too (a multi-label run's; it and ``any_finding`` are left out for a single-label run).
     """
     values: dict[str, Any] = {}
     for name in FIELDS:
@@ -884,6 +948,10 @@ def hparam_values(config: dict[str, Any], train_images: int | None = None) -> di
             value = train_images
         elif name == "classes":
             value = "all" if value is None else ",".join(str(item) for item in value)
+        elif name == "findings" and value is not None:
+            value = ",".join(str(item) for item in value)
+        elif name == "any_finding" and config.get("findings") is None:
+            continue  # a single-label run: no finding to speak of
         if value is not None:
             values[name] = value if isinstance(value, bool | int | float | str) else str(value)
     return values

@@ -244,6 +244,7 @@ def _range_test(config: RunConfig, dataset: Any,
         training_frame,
     )
     from medtransfer.training.strategy import make_strategy, set_precision
+    from medtransfer.training.task import run_task
 
     keras.utils.set_random_seed(config.seed)
     set_precision(config.mixed_precision)
@@ -251,7 +252,7 @@ def _range_test(config: RunConfig, dataset: Any,
         strategy = make_strategy(config.strategy)
         global_batch = config.batch_size * strategy.num_replicas_in_sync
         frame = training_frame(config, dataset)
-        _, class_weight = training_class_weights(config, dataset, frame)
+        weights, class_weight = training_class_weights(config, dataset, frame)
         batches = make_training_dataset(
             config, dataset, frame, batch_size=global_batch,
             cache_limit_bytes=config.cache_limit_bytes,
@@ -259,7 +260,9 @@ def _range_test(config: RunConfig, dataset: Any,
         with strategy.scope():
             model, _ = build_run_model(config, run_class_names(config, dataset))
             freeze_bottom_layers(get_backbone(model), config.freeze)
-            compile_model(model, float(schedule[0]), config.optimizer)
+            # The run's own loss: a multi-label task's masked binary cross-entropy.
+            compile_model(model, float(schedule[0]), config.optimizer,
+                          run_task(config, dataset), weights)
         print(f"Range test on {config.dataset} / {config.net} / {config.init}, freeze "
               f"{config.freeze:g}: {len(frame)} training images, {config.image_size}px, "
               f"global batch {global_batch}, up to {len(schedule)} steps from lr "

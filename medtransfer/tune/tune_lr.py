@@ -43,6 +43,7 @@ from medtransfer.config import RunConfig
 from medtransfer.errors import MedtransferError, look_up_option
 from medtransfer.fileio import write_text_atomic
 from medtransfer.study import distributed
+from medtransfer.training.rundir import best_validation_auc
 
 OBJECTIVE = "val_auc_micro_best"
 ORACLES = ("bayesian", "random")
@@ -230,7 +231,7 @@ def _work(search, config: RunConfig, experiment_dir: Path, train) -> TuneResult:
         metrics = _run_trial(config, trial, train)
         lr = trial.hyperparameters.values["lr"]
         done.append(Trial(trial.trial_id, lr, config.replace(lr=lr).run_dir,
-                          None if metrics is None else float(metrics[OBJECTIVE]),
+                          None if metrics is None else best_validation_auc(metrics),
                           "FAILED" if metrics is None else "COMPLETED"))
         return metrics
 
