@@ -175,7 +175,7 @@ def test_inspect_commands_read_a_multi_label_run(pairs_run, tmp_path):
 
     # t-SNE coloured by finding 3: each image is "3" when 3 is among its findings.
     tsne = run_tsne([run_dir], tmp_path / "tsne", max_images=40, finding="3")
-    table = pd.read_csv(tsne.table, dtype=str)
+    table = pd.read_csv(tsne.tables["tsne"], dtype=str)
     assert len(table) == 40
     for image_id, label in zip(table["id"], table["label"], strict=True):
         assert label == ("3" if "3" in expected.loc[image_id, "label"].split("|") else "no 3")
