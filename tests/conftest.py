@@ -34,3 +34,19 @@ def digits_data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("datasets")
     load_prepared("digits", root)
     return root
+
+
+def pytest_collection_modifyitems(items):
+    """Modules with the most slow tests first, each module's tests kept together.
+
+    ``make test`` hands whole modules to the pytest-xdist workers (``--dist loadscope``),
+    so a module-scoped trained run is built once, not once per worker; starting with the
+    heaviest modules lets the many quick ones fill in at the end, so both workers finish
+    together instead of one waiting on a long test collected last.
+    """
+    slow_tests = {}
+    for item in items:
+        slow_tests.setdefault(item.module, 0)
+        slow_tests[item.module] += item.get_closest_marker("slow") is not None
+    first_seen = {module: index for index, module in enumerate(slow_tests)}
+    items.sort(key=lambda item: (-slow_tests[item.module], first_seen[item.module]))
