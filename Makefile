@@ -44,8 +44,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check medtransfer tests benchmarks
 
 # Both cores: each pytest-xdist worker is a process of its own (tests make their own temp
-# dirs and ports, so they run side by side); whole modules go to a worker, heaviest first
-# (tests/conftest.py), so a module's trained run is built once; the ten slowest are listed.
+# dirs and ports, so they run side by side); whole modules go to a worker, the ones that
+# took longest last time first (tests/conftest.py), so a module's trained run is built once
+# and both workers finish together; the ten slowest tests are listed at the end.
 PYTEST_WORKERS ?= 2
 test: lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope --durations=10
