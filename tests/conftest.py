@@ -34,3 +34,48 @@ def digits_data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("datasets")
     load_prepared("digits", root)
     return root
+
+
+# Seconds each test module took in the last full session (setup, call and teardown of its
+# tests), kept in pytest's cache to order the next session's modules.
+MODULE_SECONDS = "medtransfer/module_seconds"
+_measured: dict[str, float] = {}
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The modules that took longest last time first, each module's tests kept together.
+
+    ``make test`` hands whole modules to the pytest-xdist workers (``--dist loadscope``),
+    so a module-scoped trained run is built once, not once per worker; starting with the
+    heaviest modules lets the many quick ones fill in at the end, so both workers finish
+    together instead of one waiting on a long module collected last. Without a previous
+    session's times, a test marked slow counts 20 seconds (the marker's threshold).
+    """
+    cache = getattr(config, "cache", None)
+    seconds = cache.get(MODULE_SECONDS, {}) if cache is not None else {}
+    slow_tests = {}
+    for item in items:
+        module = _module(item.nodeid)
+        slow_tests[module] = slow_tests.get(module, 0) + (item.get_closest_marker("slow")
+                                                          is not None)
+    cost = {module: seconds.get(module, 20.0 * count) for module, count in slow_tests.items()}
+    first_seen = {module: index for index, module in enumerate(slow_tests)}
+    items.sort(key=lambda item: (-cost[_module(item.nodeid)], first_seen[_module(item.nodeid)]))
+
+
+def pytest_runtest_logreport(report):
+    _measured[_module(report.nodeid)] = _measured.get(_module(report.nodeid), 0.0) + \
+        report.duration
+
+
+def pytest_sessionfinish(session):
+    """Keeps this session's module times (the main process only: under pytest-xdist it
+    sees every worker's reports, while each worker sees only its own)."""
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not _measured:
+        return
+    cache.set(MODULE_SECONDS, {**cache.get(MODULE_SECONDS, {}), **_measured})
