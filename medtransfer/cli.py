@@ -866,10 +866,11 @@ def _list(args: argparse.Namespace) -> int:
     from medtransfer.options import INITS
 
     print("nets:")
-    print(f"  {'name':<14}{'input':>6}{'min':>6}  imagenet  description")
+    print(f"  {'name':<14}{'input':>6}{'min':>6}  imagenet  {'blocks':<40}description")
     for net in net_rows():
         print(f"  {net['name']:<14}{net['default_input']:>6}{net['min_input']:>6}  "
-              f"{'yes' if net['imagenet'] else 'no':<8}  {net['description']}")
+              f"{'yes' if net['imagenet'] else 'no':<8}  {net['blocks']:<40}"
+              f"{net['description']}")
     print("\ndatasets:")
     print(f"  {'name':<14}{'classes':>8}{'lr':>8}  {'prepared':<9} augmentation")
     for row in dataset_rows(args.data_dir):

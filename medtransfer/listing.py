@@ -17,10 +17,11 @@ SPLITS = ("train", "validation", "test")
 
 
 def net_rows() -> list[dict[str, Any]]:
-    """One row per registered net: name, default_input, min_input, imagenet, description."""
+    """One row per registered net: name, default_input, min_input, imagenet, blocks (what
+    ``similarity`` and ``gradcam`` call a block), description."""
     return [{"name": net.name, "default_input": net.default_input_size,
              "min_input": net.min_input_size, "imagenet": net.imagenet,
-             "description": net.description} for net in NETS]
+             "blocks": net.blocks, "description": net.description} for net in NETS]
 
 
 def dataset_rows(data_dir: str | Path) -> list[dict[str, Any]]:

@@ -97,6 +97,16 @@ def test_every_registered_net_has_its_blocks_listed_here():
 
 
 @pytest.mark.parametrize("net", NETS.names())
+def test_list_names_each_nets_first_and_last_block_and_their_number(net):
+    # `medtransfer list` builds no net: its words must agree with the built blocks.
+    text = NETS.get(net).blocks
+    first, last = text.split(" ")[0].split("..")
+    blocks = EXPECTED_BLOCKS[net]
+    assert first in blocks[0] and last in blocks[-1]
+    assert f"({len(blocks)} " in text or text == f"block1..block{len(blocks)}"
+
+
+@pytest.mark.parametrize("net", NETS.names())
 def test_blocks_and_gradcam_of_every_net(net):
     spec = NETS.get(net)
     # The smallest input whose last feature map is at least 2x2, so that a heatmap can

@@ -78,6 +78,7 @@ def _register(
     imagenet_url: str,
     imagenet_file_hash: str | None,
     block_pattern: str,
+    blocks: str,
 ) -> None:
     NETS.register(
         name,
@@ -93,6 +94,7 @@ def _register(
             preprocess_input=_preprocessor(preprocess_module),
             build_backbone=_backbone_builder(name, application),
             block_pattern=block_pattern,
+            blocks=blocks,
         ),
     )
 
@@ -107,7 +109,8 @@ _register(
     "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
     _KERAS_WEIGHTS + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "bcbd6486424b2319ff4ef7d526e38f63",
-    r"(mixed\d+)$",  # the 11 Inception modules mixed0..mixed10
+    r"(mixed\d+)$",
+    "mixed0..mixed10 (11 Inception modules)",
 )
 _register(
     "resnet50_v2",
@@ -119,7 +122,8 @@ _register(
     "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
     _KERAS_WEIGHTS + "resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "fac2f116257151a9d068a22e544a4917",
-    r"(conv\d)_block\d+_out$",  # the 4 residual stages conv2..conv5
+    r"(conv\d)_block\d+_out$",
+    "conv2..conv5 (4 residual stages)",
 )
 _register(
     "densenet121",
@@ -131,7 +135,8 @@ _register(
     "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
     _KERAS_WEIGHTS + "densenet/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "30ee3e1110167f948a6b9946edeeb738",
-    r"(conv\d)_block\d+_concat$",  # the 4 dense blocks conv2..conv5
+    r"(conv\d)_block\d+_concat$",
+    "conv2..conv5 (4 dense blocks)",
 )
 _register(
     "mobilenet",
@@ -143,7 +148,8 @@ _register(
     "mobilenet_1_0_224_tf_no_top.h5",
     _KERAS_WEIGHTS + "mobilenet/mobilenet_1_0_224_tf_no_top.h5",
     None,
-    r"conv_pw_(\d+)_relu$",  # the 13 depthwise-separable blocks
+    r"conv_pw_(\d+)_relu$",
+    "1..13 (13 depthwise-separable blocks)",
 )
 _register(
     "resnet50",
@@ -155,5 +161,6 @@ _register(
     "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
     _KERAS_WEIGHTS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "4d473c1dd8becc155b73f8504c6f6626",
-    r"(conv\d)_block\d+_out$",  # the 4 residual stages conv2..conv5
+    r"(conv\d)_block\d+_out$",
+    "conv2..conv5 (4 residual stages)",
 )

@@ -102,5 +102,6 @@ for _name, (_kernel, _filters, _pool_last, _description) in CBR_NETS.items():
             preprocess_input=None,
             build_backbone=partial(build_cbr_backbone, net=_name),
             block_pattern=r"(block\d+)_",
+            blocks=f"block1..block{len(_filters)}",
         ),
     )

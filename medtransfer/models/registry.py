@@ -44,6 +44,7 @@ class NetSpec:
             group names the block a layer belongs to; the last matching layer of each block
             is its output (see :meth:`block_outputs`). It marks the net's natural stages,
             the unit of ``medtransfer similarity``.
+        blocks: the blocks in words, for ``medtransfer list`` (which builds no net).
         preprocess_input: the net's ``keras.applications`` ``preprocess_input`` (for
             ``--scaling native``); ``None`` for nets that expect pixels in [0, 1]. It may
             import Keras when called, never when registered.
@@ -64,6 +65,7 @@ class NetSpec:
     build_backbone: BuildBackbone
     imagenet_file_hash: str | None = None
     block_pattern: str | None = None
+    blocks: str = ""
 
     def block_outputs(self, backbone: keras.Model) -> list[str]:
         """The names of the layers that end each block of a built backbone, bottom first.

@@ -142,5 +142,6 @@ for _name, (_blocks, _stem) in RESNETS.items():
             preprocess_input=None,
             build_backbone=partial(build_resnet_backbone, net=_name),
             block_pattern=BLOCK_PATTERN,
+            blocks="conv2..conv5 (4 residual stages)",
         ),
     )

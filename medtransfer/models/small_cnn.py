@@ -71,5 +71,6 @@ NETS.register(
         preprocess_input=None,
         build_backbone=build_small_cnn_backbone,
         block_pattern=r"(block\d+)_",
+        blocks="block1..block4",
     ),
 )
