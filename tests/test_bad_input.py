@@ -239,8 +239,8 @@ CASES = [
          ["export: '{tmp}' is not a run directory", "config.yaml"]),
 
     # run: names and values
-    Case("unknown-net", run("--net", "resnet50"),
-         ["Unknown net 'resnet50'", "Did you mean 'resnet50_v2'", "small_cnn", "cbr_tiny",
+    Case("unknown-net", run("--net", "resnet50v2"),
+         ["Unknown net 'resnet50v2'", "Did you mean 'resnet50_v2'", "small_cnn", "cbr_tiny",
           "medtransfer list"]),
     Case("unknown-dataset", run("--dataset", "canser"),
          ["Unknown dataset 'canser'", "Did you mean 'cancer'", "retina", "cats_vs_dogs",

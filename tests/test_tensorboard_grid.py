@@ -172,7 +172,9 @@ def test_every_identity_field_that_differs_is_a_typed_column(tmp_path):
     assert context._find_experiment_tag(contents, include_metrics=False) is None
     infos = {info.name: info for info in context._compute_hparam_infos(contents)}
     identity = {name for name in FIELDS if name not in NOT_IDENTITY}
-    assert set(infos) == identity - {"patience"}  # unset in both: no value, not "None"
+    # patience: unset in both, so no value rather than "None"; findings and any_finding
+    # belong to multi-label datasets, and digits is single-label.
+    assert set(infos) == identity - {"patience", "findings", "any_finding"}
     differs = {name for name, info in infos.items() if info.differs}
     assert differs == {"train_size", "classes", "lr"}
     assert infos["train_size"].type == api_pb2.DATA_TYPE_FLOAT64
