@@ -4,14 +4,14 @@ Each distinct (net, image size, global batch, precision, replicas) of the runs l
 calibrated once on this machine's devices (every GPU under the run's strategy, or the
 CPU): a classifier is built, and for each phase it trains in (phase 1, the backbone
 frozen; phase 2, the bottom F frozen) a few real training steps on random images are
-timed after warm-up, and so are a few prediction steps (validation, test) and the
-precise-BatchNorm pass. The first steps of a phase, which trace its functions, are
-timed apart (a run pays them once per phase), as are saving the weights (twice an
-epoch: the checkpoint candidate and the resume state), building the model, and starting
-a run's process (importing TensorFlow). The numbers are cached in
-``<logdir>/.estimates.json`` under this machine and the versions of medtransfer,
-TensorFlow and Keras, so a second estimate is instant; the file also keeps each run's
-last estimate, which ``report`` shows beside its measured wall time.
+timed after warm-up (three turns of 5, the median turn kept), and so are a few
+prediction steps (validation, test) and the precise-BatchNorm pass. The first steps of
+a phase, which trace its functions, are timed apart (a run pays them once per phase),
+as are saving the weights (twice an epoch: the checkpoint candidate and the resume
+state), building the model, and starting a run's process (importing TensorFlow). The
+numbers are cached in ``<logdir>/.estimates.json`` under this machine and the versions
+of medtransfer, TensorFlow and Keras, so a second estimate is instant; the file also
+keeps each run's last estimate, which ``report`` shows beside its measured wall time.
 
 A run also pays a set-up outside its steps: once (building its input pipeline, reading
 the dataset's labels and split.csv, TensorBoard's writers and HParams, writing its
@@ -52,6 +52,7 @@ import contextlib
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,9 @@ CACHE = ".estimates.json"
 SPLITS = ("train", "validation", "test")
 WARMUP_STEPS = 2
 TIMED_STEPS = 5
+# Steady steps are timed in this many turns of TIMED_STEPS, the median kept: one turn
+# caught by another job's burst on a shared machine does not set the run's rate.
+TURNS = 3
 BATCHNORM_BATCHES = 3
 SAVES_PER_EPOCH = 2  # the checkpoint candidate and the resume state's weights
 NO_SETUP = {"once": 0.0, "epoch": 0.0}  # of a dataset not prepared here
@@ -474,8 +478,8 @@ def _calibrate(config: RunConfig, phases: list[str],
                 compile_model(model, 1e-5)
             first = _timed(model.fit, train, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0,
                            shuffle=False)
-            steady = _timed(model.fit, train, steps_per_epoch=TIMED_STEPS, epochs=1,
-                            verbose=0, shuffle=False) / TIMED_STEPS
+            steady = _median_timed(model.fit, train, steps_per_epoch=TIMED_STEPS, epochs=1,
+                                   verbose=0, shuffle=False) / TIMED_STEPS
             batchnorm_image, batchnorm_trace = 0.0, 0.0
             if trainable_batchnorm_layers(backbone):
                 batchnorm = PreciseBatchNorm(model, tf.data.Dataset.from_tensors(
@@ -490,7 +494,7 @@ def _calibrate(config: RunConfig, phases: list[str],
                 "trace": max(0.0, first - WARMUP_STEPS * steady) + batchnorm_trace}
             evaluation = tf.data.Dataset.from_tensors(images).repeat(TIMED_STEPS)
             predict_first = _timed(model.predict, evaluation.take(1), verbose=0)
-            predict_step = _timed(model.predict, evaluation, verbose=0) / TIMED_STEPS
+            predict_step = _median_timed(model.predict, evaluation, verbose=0) / TIMED_STEPS
             entry["predict_step"] = predict_step
             entry["predict_trace"] = max(0.0, predict_first - predict_step)
         with tempfile.TemporaryDirectory(prefix="medtransfer-estimate-") as folder:
@@ -573,6 +577,10 @@ def _timed(call, *args, **kwargs) -> float:
     started = time.perf_counter()
     call(*args, **kwargs)
     return time.perf_counter() - started
+
+
+def _median_timed(call, *args, **kwargs) -> float:
+    return statistics.median(_timed(call, *args, **kwargs) for _ in range(TURNS))
 
 
 def _startup_seconds() -> float:
