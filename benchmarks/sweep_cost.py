@@ -4,7 +4,8 @@ against one run at a time.
 A digits sweep of 4 configurations with different nets and freezes (small_cnn and
 cbr_tiny, each at freeze 0 and 0.5; 32 px, 400 training images, 1+3 epochs; ``--quick``:
 16 px, 40 images, 1+1) is estimated first (``estimate_sweep``: the calibration is
-measured, not taken from a cache), then each run is trained as the sweep trains it
+measured, not taken from a cache, and so is each net's set-up outside the steps, on one
+tiny real run of it), then each run is trained as the sweep trains it
 (``launch_run``: its own ``medtransfer run`` process), one at a time, and its wall time
 (process start to exit) is compared with its estimate: the row's ratio is the relative
 error, |estimate - measured| / measured, which must stay within 25%. Then the same 4
@@ -56,7 +57,9 @@ def measure(root: Path, quick: bool) -> tuple[list[Figure], list[str]]:
 
     load_prepared("digits", root / "datasets")  # prepared before anything is timed
     one_at_a_time = write_sweep(root, "cost_serial", quick)
+    started = time.perf_counter()
     estimate = estimate_sweep(one_at_a_time)
+    estimating = time.perf_counter() - started
     figures, measured, pairs = [], [], []
     for run, row in zip(load_sweep(one_at_a_time).runs, estimate.rows, strict=True):
         outcome = launch_run(run)
@@ -64,7 +67,9 @@ def measure(root: Path, quick: bool) -> tuple[list[Figure], list[str]]:
             raise RuntimeError(f"{run.run_id} did not complete: {outcome.text()}")
         measured.append(outcome.seconds)
         name = f"{run.config.net} f{run.config.freeze:g}"
-        pairs.append(f"{name} {row['seconds']:.1f} / {outcome.seconds:.1f}")
+        pairs.append(f"{name} {row['seconds']:.1f} (set-up {row['setup_seconds']:.1f} + "
+                     f"{run.config.total_epochs} x {row['setup_epoch_seconds']:.1f}) / "
+                     f"{outcome.seconds:.1f}")
         figures.append(Figure(
             f"estimate_{run.config.net}_f{run.config.freeze:g}",
             f"sweep --estimate error vs measured wall time ({name}, "
@@ -84,7 +89,10 @@ def measure(root: Path, quick: bool) -> tuple[list[Figure], list[str]]:
         "Estimate: `sweep --estimate` on 4 digits runs (small_cnn and cbr_tiny at freeze 0 "
         "and 0.5), calibrated in this process, against each run's wall time as the sweep "
         "launches it (its own process, start to exit), one at a time; the ratio is the "
-        f"relative error. Per run, estimated / measured seconds: {', '.join(pairs)}.",
+        "relative error. The estimate's set-up (start-up, build and what a tiny real run "
+        "of the net measured outside its steps, once + each epoch) is part of it. Per run, "
+        f"estimated (of which set-up) / measured seconds: {', '.join(pairs)}. The "
+        f"estimate itself took {estimating:.0f} s (2 calibrations and their tiny runs).",
         "--parallel 2: the same 4 runs by `medtransfer sweep --parallel 2` in a fresh "
         "process (each run pinned to its share of the cores), wall time against the sum of "
         "the one-at-a-time runs; both measured while the machine's load is what it is, so "

@@ -322,9 +322,10 @@ def estimate(config: str | Path, *, logdir: str | Path | None = None, machines: 
     """What a sweep will cost here, before running it (``medtransfer sweep --estimate``).
 
     Calibrates each distinct (net, image size, batch size, precision, freeze) of the runs
-    left on this machine's devices (a few steps on random images, cached in
-    ``<logdir>/<experiment>/.estimates.json``), then adds up each run's epochs. Trains
-    nothing and writes no run directory.
+    left on this machine's devices (a few steps on random images, and a run's set-up
+    outside its steps on one tiny real run in a temporary directory; cached in
+    ``<logdir>/.estimates.json``), then adds up each run's epochs. Trains nothing in
+    the logdir and writes no run directory there.
 
     Returns:
         A ``SweepEstimate``: per run the expected seconds (``.frame``), the total, and the

@@ -483,7 +483,7 @@ def _sweep_parser(subparsers) -> None:
                              "without --parallel: one run at a time on K GPUs)")
     parser.add_argument("--estimate", action="store_true",
                         help="print each run's and the grid's expected wall time, measured by "
-                             "a short calibration on this machine (cached); trains nothing")
+                             "a short calibration on this machine (cached); trains no run")
     parser.add_argument("--machines", type=int, default=1, metavar="N",
                         help="with --estimate: the expected end of the grid on N such "
                              "machines (default 1)")

@@ -1,10 +1,13 @@
 """``sweep --estimate``: per-run and total expected wall time, from a cached calibration."""
 
 import json
+import math
+from pathlib import Path
 
 import pytest
 import yaml
 
+from medtransfer.data.prepared import load_prepared
 from medtransfer.errors import MedtransferError
 from medtransfer.study.estimate import (
     CACHE,
@@ -18,10 +21,11 @@ from medtransfer.study.grid import load_sweep
 from medtransfer.training.rundir import RunDirectory
 
 # Seconds: start-up 10, build 1, a weight save 0.5, a prediction step 0.2 (+1 to trace);
-# phase 1 steps 0.1 (+2 to trace), phase 2 steps 0.3 (+3) and 0.01 per precise-BN image.
+# phase 1 steps 0.1 (+2 to trace), phase 2 steps 0.3 (+3) and 0.01 per precise-BN image;
+# the set-up outside the steps on digits 5 once and 0.5 an epoch.
 CALIBRATION = {
     "startup": 10.0, "build": 1.0, "save": 0.5, "predict_step": 0.2, "predict_trace": 1.0,
-    "replicas": 1,
+    "replicas": 1, "setup": {"digits": {"once": 5.0, "epoch": 0.5}},
     "phases": {"warmup": {"step": 0.1, "trace": 2.0, "batchnorm_image": 0.0},
                "f0.00": {"step": 0.3, "trace": 3.0, "batchnorm_image": 0.01}},
 }
@@ -44,7 +48,8 @@ def test_the_estimate_adds_up_each_runs_epochs_less_what_an_interrupted_run_did(
     logs = tmp_path / "logs"
     logs.mkdir()
     key = calibration_key(sweep.runs[0].config)
-    (logs / CACHE).write_text(json.dumps({"calibrations": {machine_key(): {key: CALIBRATION}}}))
+    cache = logs / CACHE
+    cache.write_text(json.dumps({"calibrations": {machine_key(): {key: CALIBRATION}}}))
     # seed 1 was stopped after epoch 2 (7 s and 9 s); seed 2 is complete.
     stopped = RunDirectory(sweep.runs[1].run_dir)
     stopped.create()
@@ -60,28 +65,42 @@ def test_the_estimate_adds_up_each_runs_epochs_less_what_an_interrupted_run_did(
     estimate = estimate_sweep(path, machines=2)
 
     # 10 train, 2 validation, 1 test steps of 64; precise BN over the 640 train images.
-    # phase 1: trace 2 + predict trace 1 + 1 x (10 x 0.1 + 2 x 0.2 + 2 x 0.5) = 5.4
-    # phase 2: trace 3 + predict trace 1 + 2 x (10 x 0.3 + 2 x 0.2 + 640 x 0.01 + 1) = 25.6
-    # once: start-up 10 + build 1 + predict trace 1 + test 0.2 = 12.2
+    # phase 1: trace 2 + predict trace 1 + 1 x (10 x 0.1 + 2 x 0.2 + 2 x 0.5 + 0.5) = 5.9
+    # phase 2: trace 3 + predict trace 1 + 2 x (10 x 0.3 + 2 x 0.2 + 640 x 0.01 + 1
+    #          + 0.5) = 26.6
+    # once: start-up 10 + build 1 + set-up 5 + predict trace 1 + test 0.2 = 17.2
     fresh, resumed, complete = estimate.rows
-    assert fresh["seconds"] == pytest.approx(43.2)
+    assert fresh["seconds"] == pytest.approx(49.7)
+    assert (fresh["setup_seconds"], fresh["setup_epoch_seconds"]) == (16.0, 0.5)
+    assert fresh["setup_measured"] is True
     assert (fresh["state"], fresh["epochs_left"], fresh["spent"]) == ("to do", 3, 0.0)
     assert fresh["images_per_second_warmup"] == pytest.approx(640)
     assert fresh["images_per_second_finetune"] == pytest.approx(64 / 0.3)
-    # one phase-2 epoch left: 3 + 1 + 10.8, plus the 12.2 once
-    assert resumed["seconds"] == pytest.approx(27.0)
+    # one phase-2 epoch left: 3 + 1 + 11.3, plus the 17.2 once (a new process sets up again)
+    assert resumed["seconds"] == pytest.approx(32.5)
     assert (resumed["state"], resumed["epochs_left"], resumed["spent"]) == ("resume", 1, 16.0)
     assert (complete["state"], complete["seconds"]) == ("complete", 0.0)
-    assert estimate.total_seconds == pytest.approx(70.2)
-    assert estimate.end_seconds == pytest.approx(43.2)  # one run on each machine
-    assert estimate_sweep(path).end_seconds == pytest.approx(70.2)
+    assert estimate.total_seconds == pytest.approx(82.2)
+    assert estimate.end_seconds == pytest.approx(49.7)  # one run on each machine
+    assert estimate_sweep(path).end_seconds == pytest.approx(82.2)
     assert estimate.calibrated == []  # all from the cache
-    assert "2 machines" in estimate.text() and "cold disk" in estimate.text()
+    text = estimate.text()
+    assert "2 machines" in text and "cold disk" in text and "set-up 16 s + 0.5 s an epoch)" in text
     # Nothing written or tidied up: not the stopped run, no new run directory; the
     # whole runs' estimates are kept for the report (the stopped one from scratch).
     assert sorted(path.relative_to(logs) for path in logs.rglob("*")) == before
     assert recorded_estimates(logs / "cost") == {
-        row["run_id"]: pytest.approx(43.2) for row in estimate.rows}
+        row["run_id"]: pytest.approx(49.7) for row in estimate.rows}
+
+    # A dataset not prepared here (its sizes from the sweep file) has no set-up to
+    # measure: its runs go without one, and the output says so.
+    path = write_sweep(tmp_path, {"dataset": ["cancer"]},
+                       split_sizes={"cancer": sizes["digits"]})
+    without = estimate_sweep(path)
+    assert without.rows[0]["seconds"] == pytest.approx(43.2)
+    assert without.rows[0]["setup_measured"] is False
+    assert "set-up 11 s + 0.0 s an epoch*)" in without.text()
+    assert "cancer not prepared here" in without.text()
 
 
 def test_the_estimate_names_the_split_sizes_it_needs(tmp_path):
@@ -101,8 +120,17 @@ def test_a_real_calibration_is_cached_and_the_second_estimate_measures_nothing(
         tmp_path, digits_data_dir, monkeypatch):
     from medtransfer.study import estimate as estimate_module
 
-    # Starting a process to time TensorFlow's import costs seconds and shows nothing here.
+    # Starting a process to time TensorFlow's import costs seconds and shows nothing here;
+    # so does the tiny real run that times the set-up: here it says what it would train.
     monkeypatch.setattr(estimate_module, "_startup_seconds", lambda: 4.0)
+    tiny_runs = []
+
+    def tiny_run(config, folder):
+        tiny_runs.append((config, folder))
+        return 100.0, [{"epoch": 1, "seconds": 30.0, "train_seconds": 9.0},
+                       {"epoch": 2, "seconds": 24.0, "train_seconds": 4.0}]
+
+    monkeypatch.setattr(estimate_module, "_run_seconds", tiny_run)
     path = write_sweep(tmp_path, {"freeze": [0.5], "seed": [0, 1]})
     text = path.read_text().replace(str(tmp_path / "no_datasets"), str(digits_data_dir))
     path.write_text(text.replace("1+2", "0+1"))
@@ -120,6 +148,28 @@ def test_a_real_calibration_is_cached_and_the_second_estimate_measures_nothing(
     assert [row["seconds"] for row in second.rows] == [row["seconds"] for row in first.rows]
     assert all(row["seconds"] > 4.0 for row in first.rows)
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == [CACHE]  # no run dir
+
+    # One tiny run for digits: 0+2 epochs on one batch of 64 training images, in a
+    # temporary folder gone since. Its second epoch's 24 s less its 4 s of steps and the
+    # 3 validation steps, 64 BatchNorm images and 2 saves the calibration expects are
+    # digits' set-up each epoch; its 100 s less start-up, build, 2 prediction traces, the
+    # test steps, the phase's trace, its 2 training steps and 2 x (those 3 validation
+    # steps, 64 images and 2 saves, and the set-up each epoch: 20 s together) the set-up
+    # once.
+    ((tiny, folder),) = tiny_runs
+    assert (tiny.epochs, tiny.train_size, tiny.freeze, tiny.net) == ("0+2", 64, 0.5, "small_cnn")
+    assert Path(tiny.logdir).parent == folder and not folder.exists()
+    digits = load_prepared("digits", digits_data_dir)
+    validation, test = (math.ceil(len(digits.split_frame(split)) / 64)
+                        for split in ("validation", "test"))
+    epoch = 20.0 - (validation * calibration["predict_step"] + 64 * phase["batchnorm_image"]
+                    + 2 * calibration["save"])
+    once = 100.0 - (4.0 + calibration["build"] + 2 * calibration["predict_trace"]
+                    + test * calibration["predict_step"] + phase["trace"] + 2 * phase["step"]
+                    + 2 * 20.0)
+    assert calibration["setup"] == {"digits": {"once": pytest.approx(once),
+                                               "epoch": pytest.approx(epoch)}}
+    assert first.rows[0]["setup_seconds"] == pytest.approx(4.0 + calibration["build"] + once)
 
 
 def test_machines_without_estimate_is_a_clear_error(tmp_path, capsys):

@@ -4,20 +4,34 @@ Each distinct (net, image size, global batch, precision, replicas) of the runs l
 calibrated once on this machine's devices (every GPU under the run's strategy, or the
 CPU): a classifier is built, and for each phase it trains in (phase 1, the backbone
 frozen; phase 2, the bottom F frozen) a few real training steps on random images are
-timed after warm-up, and so are a few prediction steps (validation, test) and the
-precise-BatchNorm pass. The first steps of a phase, which trace its functions, are
-timed apart (a run pays them once per phase), as are saving the weights (twice an
-epoch: the checkpoint candidate and the resume state), building the model, and starting
-a run's process (importing TensorFlow). The numbers are cached in
-``<logdir>/.estimates.json`` under this machine and the versions of medtransfer,
-TensorFlow and Keras, so a second estimate is instant; the file also keeps each run's
-last estimate, which ``report`` shows beside its measured wall time.
+timed after warm-up (three turns of 5, the median turn kept), and so are a few
+prediction steps (validation, test) and the precise-BatchNorm pass. The first steps of
+a phase, which trace its functions, are timed apart (a run pays them once per phase),
+as are saving the weights (twice an epoch: the checkpoint candidate and the resume
+state), building the model, and starting a run's process (importing TensorFlow). The
+numbers are cached in ``<logdir>/.estimates.json`` under this machine and the versions
+of medtransfer, TensorFlow and Keras, so a second estimate is instant; the file also
+keeps each run's last estimate, which ``report`` shows beside its measured wall time.
+
+A run also pays a set-up outside its steps: once (building its input pipeline, reading
+the dataset's labels and split.csv, TensorBoard's writers and HParams, writing its
+files, the process's exit) and each epoch (its records: the validation metrics,
+history.csv, TensorBoard; the validation images read through the pipeline). It is
+measured, per calibration and dataset, on one real run as the sweep trains it (its own
+``medtransfer run`` process, in a temporary logdir): 0+2 epochs (2+0 for a run without
+phase 2) on one global batch of training images, the validation and test splits whole.
+Its second epoch less its training steps and what the calibration expects of the rest
+(validation, BatchNorm pass, saves) is the set-up each epoch; its wall time less what
+the calibration expects of the whole tiny run and its two epochs' set-up is the set-up
+once, which every run pays once per process (a resumed run again). A dataset not
+prepared here (sizes from the sweep file's ``split_sizes``) cannot be run: its set-up is
+left out, and the output says so.
 
 A run's expected wall time is then:
 
-    start-up + build + per phase: trace + its epochs x (train steps x step time
-    + validation steps x prediction step time + BatchNorm pass + 2 weight saves)
-    + test steps x prediction step time
+    start-up + build + set-up once + per phase: trace + its epochs x (train steps x step
+    time + validation steps x prediction step time + BatchNorm pass + 2 weight saves
+    + set-up each epoch) + test steps x prediction step time
 
 with the step counts from each dataset's prepared split sizes (the run's ``train_size``
 when smaller), or, for a dataset not prepared here, from the sweep file's
@@ -28,9 +42,8 @@ only after that one ends, as the sweep does: the grid's expected end is the last
 
 What it leaves out: reading images from a cold disk (the calibration's images are in
 memory), the data pipeline's decoding and augmentation when they, not the device, limit
-a step, setting the pipeline up (a few seconds a run: 8-10 s under-estimated on runs of
-about 30 s on a loaded 2-core machine), other jobs on the machine, and epochs
-``--patience`` would skip.
+a step, other jobs on the machine, and epochs ``--patience`` would skip. The set-up is
+one run's measurement: on a loaded machine it carries that moment's load.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ import contextlib
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,12 +62,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from medtransfer.config import RunConfig, default_image_size
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import read_json, write_json_atomic
+from medtransfer.lifetime import child_environment
 from medtransfer.machine import CORES_ENV, device_shares, usable_cores, visible_gpus
 from medtransfer.study.costs import clock
 from medtransfer.study.grid import PlannedRun, Sweep, load_sweep
+from medtransfer.study.launch import run_command, run_options
 from medtransfer.training.rundir import RunDirectory
 from medtransfer.version import __version__
 
@@ -61,8 +79,12 @@ CACHE = ".estimates.json"
 SPLITS = ("train", "validation", "test")
 WARMUP_STEPS = 2
 TIMED_STEPS = 5
+# Steady steps are timed in this many turns of TIMED_STEPS, the median kept: one turn
+# caught by another job's burst on a shared machine does not set the run's rate.
+TURNS = 3
 BATCHNORM_BATCHES = 3
 SAVES_PER_EPOCH = 2  # the checkpoint candidate and the resume state's weights
+NO_SETUP = {"once": 0.0, "epoch": 0.0}  # of a dataset not prepared here
 
 
 @dataclass(frozen=True)
@@ -82,6 +104,9 @@ class Calibration:
             their steady time) and
             ``batchnorm_image`` (the precise-BatchNorm pass per image; 0 when no
             BatchNorm layer trains in that phase).
+        setup: per dataset, what a run pays beyond the above (see the module's
+            docstring): ``once`` a run and each ``epoch``; a dataset not prepared here
+            has none.
     """
 
     startup: float
@@ -91,6 +116,7 @@ class Calibration:
     predict_trace: float
     phases: dict[str, dict[str, float]]
     replicas: int = 1
+    setup: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -100,8 +126,9 @@ class SweepEstimate:
     Attributes:
         sweep: the sweep.
         rows: per run: run_id, state, epochs_left, seconds (expected wall time left),
-            spent (seconds already spent by an interrupted run), images_per_second_warmup,
-            images_per_second_finetune.
+            spent (seconds already spent by an interrupted run), setup_seconds and
+            setup_epoch_seconds (what the run pays outside its steps, once and each
+            epoch), images_per_second_warmup, images_per_second_finetune.
         machines: machines the runs are handed out to.
         parallel: runs at once on each.
         end_seconds: when the last run is expected to end, from now.
@@ -130,16 +157,30 @@ class SweepEstimate:
         lines = [f"estimate for {self.sweep.path} on {platform.node()} "
                  f"({_devices_text()}; {len(self.calibrated)} calibration(s) measured now, "
                  "the others from the cache):"]
+        unmeasured = set()
         for row in self.rows:
             spent = f", {clock(row['spent'])} spent" if row["spent"] else ""
+            setup = (f"set-up {row['setup_seconds']:.0f} s + "
+                     f"{row['setup_epoch_seconds']:.1f} s an epoch")
+            if not row["setup_measured"]:
+                setup += "*"
+                unmeasured.add(row["dataset"])
             lines.append(f"  {row['state']:<9} {row['run_id']}  {clock(row['seconds'])} "
-                         f"({row['epochs_left']} epochs left{spent})")
+                         f"({row['epochs_left']} epochs left{spent}; {setup})")
         where = (f"{self.machines} machine{'s' if self.machines > 1 else ''}"
                  f"{f' x {self.parallel} runs at once' if self.parallel > 1 else ''}")
         device_hours = sum(row["seconds"] * row["devices"] for row in self.rows) / 3600
         lines.append(f"total {clock(self.total_seconds)} of run time left, "
                      f"{device_hours:.2f} device-hours; on {where} the grid ends in about "
                      f"{clock(self.end_seconds)}.")
+        lines.append("Set-up: what a run pays outside its steps, once (starting its process, "
+                     "building the model and the input pipeline, reading the labels, "
+                     "TensorBoard, the test predictions' files, exiting) and each epoch "
+                     "(beyond validation, BatchNorm pass and saves: its records), timed on "
+                     "one tiny real run per net, size and dataset here.")
+        if unmeasured:
+            lines.append(f"* without the input pipeline's part: {', '.join(sorted(unmeasured))} "
+                         "not prepared here, so no tiny run could measure it.")
         lines.append("Left out: reading images from a cold disk, the input pipeline when it "
                      "and not the device limits a step, other jobs on the machine.")
         return "\n".join(lines)
@@ -182,18 +223,27 @@ def _estimate_runs(sweep: Sweep) -> tuple[list[dict[str, Any]], list[str]]:
     cache_path = Path(sweep.logdir) / CACHE
     cache = _read_cache(cache_path)
     entries = cache["calibrations"].setdefault(machine_key(), {})
-    needed: dict[str, tuple[RunConfig, list[str]]] = {}
+    needed: dict[str, tuple[RunConfig, list[str], dict[str, RunConfig]]] = {}
     for run in sweep.runs:
-        config, phases = needed.setdefault(calibration_key(run.config), (run.config, []))
+        config, phases, datasets = needed.setdefault(calibration_key(run.config),
+                                                     (run.config, [], {}))
         phases.extend(phase for phase, _ in run_phases(run.config) if phase not in phases)
+        if not _not_prepared(run.config):
+            datasets.setdefault(run.config.dataset, run.config)
     calibrated = []
-    for key, (config, phases) in needed.items():
+    for key, (config, phases, datasets) in needed.items():
         entry = entries.get(key)
         if entry is None or any(phase not in entry["phases"] for phase in phases):
-            entries[key] = _calibrate(config, phases, entry)
+            entry = entries[key] = _calibrate(config, phases, entry)
             calibrated.append(key)
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(cache_path, cache)
+        for dataset, example in datasets.items():
+            setup = entry.setdefault("setup", {})
+            if dataset not in setup:
+                setup[dataset] = measure_setup(example, Calibration(**entry))
+                calibrated.extend([key] if key not in calibrated else [])
+                write_json_atomic(cache_path, cache)
     rows = [run_estimate(run, Calibration(**entries[calibration_key(run.config)]),
                          split_sizes(run.config, sweep)
                          if not _without_sizes(run.config, sweep) else None)
@@ -225,22 +275,33 @@ def missing_inputs(sweep: Sweep) -> str:
 
 def _without_sizes(config: RunConfig, sweep: Sweep) -> bool:
     """Whether a run's dataset is neither prepared here nor in the sweep's split_sizes."""
+    return config.dataset not in sweep.split_sizes and _not_prepared(config)
+
+
+def _not_prepared(config: RunConfig) -> bool:
     from medtransfer.data.prepared import not_prepared_message
 
-    return config.dataset not in sweep.split_sizes and bool(
-        not_prepared_message(config.dataset, Path(config.data_dir)))
+    return bool(not_prepared_message(config.dataset, Path(config.data_dir)))
 
 
 def split_sizes(config: RunConfig, sweep: Sweep) -> dict[str, int]:
-    """Images per split a run of ``config`` sees: the prepared dataset's (with its
-    ``classes``), else the sweep file's ``split_sizes``; train at most ``train_size``."""
-    from medtransfer.data.prepared import load_prepared
-
+    """Images per split a run of ``config`` sees: the sweep file's ``split_sizes``, else
+    the prepared dataset's (with its ``classes``); train at most ``train_size``."""
     if config.dataset in sweep.split_sizes:
         sizes = dict(sweep.split_sizes[config.dataset])
-    else:
-        dataset = load_prepared(config.dataset, Path(config.data_dir))
-        sizes = {split: len(dataset.split_frame(split, config.classes)) for split in SPLITS}
+        if config.train_size is not None:
+            sizes["train"] = min(sizes["train"], config.train_size)
+        return sizes
+    return prepared_sizes(config)
+
+
+def prepared_sizes(config: RunConfig) -> dict[str, int]:
+    """Images per split a run of ``config`` sees in the prepared dataset (with its
+    ``classes``); train at most ``train_size``."""
+    from medtransfer.data.prepared import load_prepared
+
+    dataset = load_prepared(config.dataset, Path(config.data_dir))
+    sizes = {split: len(dataset.split_frame(split, config.classes)) for split in SPLITS}
     if config.train_size is not None:
         sizes["train"] = min(sizes["train"], config.train_size)
     return sizes
@@ -267,9 +328,12 @@ def run_estimate(run: PlannedRun, calibration: Calibration,
     a complete run whose dataset is not here: nothing left, no whole-run estimate).
 
     Returns:
-        run_id, state, epochs_left, seconds (left), spent (by an interrupted run's
-        epochs), whole_seconds (the whole run, from its process's start), devices (the
-        replicas it trains on),
+        run_id, dataset, state, epochs_left, seconds (left), spent (by an interrupted
+        run's epochs), whole_seconds (the whole run, from its process's start),
+        setup_seconds (start-up, build and the measured set-up: what the run pays once
+        outside its steps), setup_epoch_seconds (what each epoch pays beyond its steps,
+        validation, BatchNorm pass and saves), setup_measured (whether the set-up of its
+        dataset was measured), devices (the replicas it trains on),
         images_per_second_warmup and images_per_second_finetune (training steps).
     """
     config = run.config
@@ -287,12 +351,16 @@ def run_estimate(run: PlannedRun, calibration: Calibration,
     batch = config.batch_size * calibration.replicas
     rates = {("warmup" if phase == "warmup" else "finetune"):
              batch / calibration.phases[phase]["step"] for phase, _ in run_phases(config)}
-    return {"run_id": run.run_id, "state": state,
+    setup = calibration.setup.get(config.dataset, NO_SETUP)
+    return {"run_id": run.run_id, "dataset": config.dataset, "state": state,
             "epochs_left": config.total_epochs - done,
             "seconds": 0.0 if state == "complete" else _seconds(config, calibration, sizes,
                                                                 done),
             "spent": spent,
             "whole_seconds": None if sizes is None else _seconds(config, calibration, sizes, 0),
+            "setup_seconds": calibration.startup + calibration.build + setup["once"],
+            "setup_epoch_seconds": setup["epoch"],
+            "setup_measured": config.dataset in calibration.setup,
             "devices": calibration.replicas,
             **{f"images_per_second_{phase}": rates.get(phase, math.nan)
                for phase in ("warmup", "finetune")}}
@@ -306,19 +374,27 @@ def _seconds(config: RunConfig, calibration: Calibration, sizes: dict[str, int],
                                                  for split in SPLITS)
     batchnorm_images = min(sizes["train"], _precise_images()) \
         if config.bn_stats == "precise" else 0
-    seconds = (calibration.startup + calibration.build + calibration.predict_trace
-               + test_steps * calibration.predict_step)
+    setup = calibration.setup.get(config.dataset, NO_SETUP)
+    seconds = (calibration.startup + calibration.build + setup["once"]
+               + calibration.predict_trace + test_steps * calibration.predict_step)
     first = 0
     for phase, epochs in run_phases(config):
         cost = calibration.phases[phase]
         left = max(0, min(epochs, first + epochs - done))
         first += epochs
         if left:
-            epoch = (train_steps * cost["step"] + validation_steps * calibration.predict_step
-                     + batchnorm_images * cost["batchnorm_image"]
-                     + SAVES_PER_EPOCH * calibration.save)
+            epoch = (train_steps * cost["step"] + setup["epoch"]
+                     + _beyond_steps(calibration, cost, validation_steps, batchnorm_images))
             seconds += cost["trace"] + calibration.predict_trace + left * epoch
     return seconds
+
+
+def _beyond_steps(calibration: Calibration, cost: dict[str, float], validation_steps: int,
+                  batchnorm_images: int) -> float:
+    """What the calibration expects of an epoch beyond its training steps: validation,
+    the precise-BatchNorm pass and the weight saves."""
+    return (validation_steps * calibration.predict_step
+            + batchnorm_images * cost["batchnorm_image"] + SAVES_PER_EPOCH * calibration.save)
 
 
 def schedule(runs: list[PlannedRun], seconds: list[float], places: int) -> float:
@@ -402,8 +478,8 @@ def _calibrate(config: RunConfig, phases: list[str],
                 compile_model(model, 1e-5)
             first = _timed(model.fit, train, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0,
                            shuffle=False)
-            steady = _timed(model.fit, train, steps_per_epoch=TIMED_STEPS, epochs=1,
-                            verbose=0, shuffle=False) / TIMED_STEPS
+            steady = _median_timed(model.fit, train, steps_per_epoch=TIMED_STEPS, epochs=1,
+                                   verbose=0, shuffle=False) / TIMED_STEPS
             batchnorm_image, batchnorm_trace = 0.0, 0.0
             if trainable_batchnorm_layers(backbone):
                 batchnorm = PreciseBatchNorm(model, tf.data.Dataset.from_tensors(
@@ -418,7 +494,7 @@ def _calibrate(config: RunConfig, phases: list[str],
                 "trace": max(0.0, first - WARMUP_STEPS * steady) + batchnorm_trace}
             evaluation = tf.data.Dataset.from_tensors(images).repeat(TIMED_STEPS)
             predict_first = _timed(model.predict, evaluation.take(1), verbose=0)
-            predict_step = _timed(model.predict, evaluation, verbose=0) / TIMED_STEPS
+            predict_step = _median_timed(model.predict, evaluation, verbose=0) / TIMED_STEPS
             entry["predict_step"] = predict_step
             entry["predict_trace"] = max(0.0, predict_first - predict_step)
         with tempfile.TemporaryDirectory(prefix="medtransfer-estimate-") as folder:
@@ -429,6 +505,62 @@ def _calibrate(config: RunConfig, phases: list[str],
         set_precision(False)
         keras.backend.clear_session()
     return entry
+
+
+def measure_setup(config: RunConfig, calibration: Calibration) -> dict[str, float]:
+    """A run's set-up on ``config``'s dataset (see the module's docstring), in seconds:
+    ``epoch``, what the tiny run's second epoch took beyond its training steps less what
+    ``calibration`` expects of that (validation, precise BatchNorm, saves); ``once``, the
+    tiny run's wall time less what ``calibration`` (without a set-up of that dataset)
+    expects of it and less its two epochs' ``epoch``. Both at least 0."""
+    with tempfile.TemporaryDirectory(prefix="medtransfer-estimate-") as folder:
+        tiny = setup_run_config(config, Path(folder) / "logs", calibration.replicas)
+        seconds, history = _run_seconds(tiny, Path(folder))
+    sizes = prepared_sizes(tiny)
+    ((phase, epochs),) = run_phases(tiny)
+    second = history[-1]
+    batchnorm_images = min(sizes["train"], _precise_images()) \
+        if tiny.bn_stats == "precise" else 0
+    epoch = max(0.0, float(second["seconds"]) - float(second["train_seconds"]) - _beyond_steps(
+        calibration, calibration.phases[phase],
+        math.ceil(sizes["validation"] / (tiny.batch_size * calibration.replicas)),
+        batchnorm_images))
+    return {"once": max(0.0, seconds - _seconds(tiny, calibration, sizes, 0) - epochs * epoch),
+            "epoch": epoch}
+
+
+def setup_run_config(config: RunConfig, logdir: Path, replicas: int) -> RunConfig:
+    """The tiny run that measures ``config``'s set-up: the same net, size and dataset, 0+2
+    epochs in its phase 2 (2+0 without one) on one global batch of training images (at
+    least one per class), filed under ``logdir``. A run that starts from another run's
+    weights starts from random ones: that run is not there before the sweep."""
+    sizes = prepared_sizes(config)
+    train = min(sizes["train"], max(config.batch_size * replicas, _classes(config)))
+    tiny = config.replace(epochs="0+2" if config.finetune_epochs else "2+0",
+                          train_size=train, logdir=str(logdir), patience=None)
+    if config.init_is_path:
+        tiny = tiny.replace(init=RunConfig().init, weights_file=None)
+    return tiny
+
+
+def _run_seconds(config: RunConfig, folder: Path) -> tuple[float, list[dict[str, Any]]]:
+    """Trains ``config`` as the sweep does, in its own ``medtransfer run`` process, and
+    returns its wall time (start to exit) and its history.csv's rows."""
+    config_file = folder / "config.yaml"
+    config_file.write_text(yaml.safe_dump(run_options(config), sort_keys=False))
+    started = time.perf_counter()
+    child = subprocess.run(run_command(config_file), capture_output=True, text=True,
+                           errors="replace", env=child_environment())
+    seconds = time.perf_counter() - started
+    if child.returncode != 0:
+        tail = "\n".join(child.stderr.strip().splitlines()[-10:])
+        raise MedtransferError(
+            f"The estimate times a run's set-up on one tiny real run of {config.net} at "
+            f"{config.image_size or 'its default'} px on {config.dataset}, and that run "
+            f"failed (exit code {child.returncode}); its last lines:\n{tail}\nThe sweep's "
+            "runs would likely fail the same way: run one of them alone with "
+            "'medtransfer run' to see why, fix it, and estimate again.")
+    return seconds, RunDirectory(config.run_dir).read_history()
 
 
 def _classes(config: RunConfig) -> int:
@@ -445,6 +577,10 @@ def _timed(call, *args, **kwargs) -> float:
     started = time.perf_counter()
     call(*args, **kwargs)
     return time.perf_counter() - started
+
+
+def _median_timed(call, *args, **kwargs) -> float:
+    return statistics.median(_timed(call, *args, **kwargs) for _ in range(TURNS))
 
 
 def _startup_seconds() -> float:

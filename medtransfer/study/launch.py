@@ -384,7 +384,7 @@ def _run_child(run: PlannedRun, slot: Slot | None) -> tuple[int, list[str]]:
     tag = f"[{slot.tag}] " if slot is not None and slot.tag else ""
     with tempfile.TemporaryDirectory(prefix="medtransfer-sweep-") as folder:
         config_file = Path(folder) / "config.yaml"
-        config_file.write_text(yaml.safe_dump(_options(run.config), sort_keys=False))
+        config_file.write_text(yaml.safe_dump(run_options(run.config), sort_keys=False))
         # The child dies with us (see medtransfer.lifetime). Linux ties that to the thread
         # that starts it, so a parallel sweep's slot thread outlives its child.
         start = functools.partial(
@@ -423,7 +423,7 @@ def _run_child(run: PlannedRun, slot: Slot | None) -> tuple[int, list[str]]:
         return exit_code, list(tail)
 
 
-def _options(config: RunConfig) -> dict[str, Any]:
+def run_options(config: RunConfig) -> dict[str, Any]:
     """The options that differ from the defaults, as a run config file holds them."""
     defaults = RunConfig().to_dict()
     return {key: list(value) if isinstance(value, tuple) else value
@@ -478,7 +478,7 @@ def _record_failure(run: PlannedRun, exit_code: int | None,
         f"command: medtransfer {' '.join(_command(run))} --config FILE, with FILE "
         "holding:\n"
         + "".join(f"  {line}\n" for line in
-                  yaml.safe_dump(_options(run.config), sort_keys=False).splitlines())
+                  yaml.safe_dump(run_options(run.config), sort_keys=False).splitlines())
         + "last lines of its error output:\n"
         + "".join(f"  {line}\n" for line in stderr_tail)
     )
