@@ -16,6 +16,7 @@ from medtransfer.study.estimate import (
     machine_key,
     missing_inputs,
     recorded_estimates,
+    split_sizes,
 )
 from medtransfer.study.grid import load_sweep
 from medtransfer.training.rundir import RunDirectory
@@ -180,3 +181,16 @@ def test_machines_without_estimate_is_a_clear_error(tmp_path, capsys):
     assert "--machines 4 only says where an estimate ends: add --estimate" in \
         capsys.readouterr().err
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_prepared_datasets_own_counts_win_over_the_config_header(tmp_path, digits_data_dir):
+    # A config's split_sizes stand in until the dataset is prepared here; then the
+    # prepared folder's counts (1,438 / 180 / 179 digits) are what the runs will see.
+    path = write_sweep(tmp_path, {"seed": [0]},
+                       split_sizes={"digits": {"train": 9, "validation": 9, "test": 9}})
+    sweep = load_sweep(path)
+    config = sweep.runs[0].config.replace(data_dir=str(digits_data_dir))
+    expected = {split: len(load_prepared("digits", digits_data_dir).split_frame(split))
+                for split in ("train", "validation", "test")}
+    assert split_sizes(config, sweep) == expected and expected["train"] > 9
+    assert split_sizes(sweep.runs[0].config, sweep) == {"train": 9, "validation": 9, "test": 9}

@@ -285,14 +285,18 @@ def _not_prepared(config: RunConfig) -> bool:
 
 
 def split_sizes(config: RunConfig, sweep: Sweep) -> dict[str, int]:
-    """Images per split a run of ``config`` sees: the sweep file's ``split_sizes``, else
-    the prepared dataset's (with its ``classes``); train at most ``train_size``."""
-    if config.dataset in sweep.split_sizes:
-        sizes = dict(sweep.split_sizes[config.dataset])
-        if config.train_size is not None:
-            sizes["train"] = min(sizes["train"], config.train_size)
-        return sizes
-    return prepared_sizes(config)
+    """Images per split a run of ``config`` sees: the prepared dataset's (with its
+    ``classes``), else the sweep file's ``split_sizes`` (a config's header figures stand
+    in only until the dataset is prepared here); train at most ``train_size``."""
+    from medtransfer.data.catalog import MANIFEST
+
+    prepared = (Path(config.data_dir) / config.dataset / MANIFEST).is_file()
+    if config.dataset not in sweep.split_sizes or prepared:
+        return prepared_sizes(config)
+    sizes = dict(sweep.split_sizes[config.dataset])
+    if config.train_size is not None:
+        sizes["train"] = min(sizes["train"], config.train_size)
+    return sizes
 
 
 def prepared_sizes(config: RunConfig) -> dict[str, int]:
