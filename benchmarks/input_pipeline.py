@@ -14,6 +14,9 @@ resize them to 224 (quick: 32), augment and batch 32 for training:
   "Keras + .cache()" adds the cache of tensorflow.org's "Load and preprocess images"
   tutorial (``.cache()`` after decoding, before augmentation), for the record.
 
+Two rows stream the same photos prepared as a multi-label dataset (a CSV with three 0/1
+finding columns, some labels unknown: :func:`multi_label_photos`), per-finding targets
+against the same Keras stream (issue #22: a multi-label run keeps the targets).
 Two more rows add the affine warp on both sides: medtransfer's ``--affine`` against Keras'
 RandomRotation, RandomTranslation, RandomZoom and RandomShear (:func:`keras_affine_layers`).
 
@@ -23,7 +26,9 @@ first epoch does not include ``prepare``, so ``prepare`` is timed too and a row 
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -56,6 +61,40 @@ def medtransfer_dataset(photos: PhotoDataset, image_size: int,
         photos.shard_paths(), len(_classes(photos)), image_size=image_size,
         batch_size=BATCH_SIZE, training=True,
         augment=AugmentConfig(affine=affine) if augment else None, num_examples=photos.count,
+    )
+
+
+FINDINGS = ("A", "B", "C")
+
+
+def multi_label_photos(photos: PhotoDataset) -> list[Path]:
+    """The photos prepared again as a multi-label dataset (``prepare csv --label-columns
+    A,B,C``): finding A is the photo's first class, B its second, C every third photo,
+    unknown (-1) every seventh. Returns its shards (every split)."""
+    from medtransfer.data.prepare import prepare_dataset
+
+    classes = _classes(photos)
+    table = photos.data_dir / "multi_label.csv"
+    files = sorted(path for path in photos.source.rglob("*.jpg"))
+    with table.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["path", *FINDINGS])
+        for index, path in enumerate(files):
+            kind = classes.index(path.parent.name)
+            writer.writerow([str(path), int(kind == 0), int(kind == 1),
+                             -1 if index % 7 == 0 else int(index % 3 == 0)])
+    out = photos.data_dir / "photos_multi_label"
+    prepare_dataset("csv", table, out, progress=False,
+                    layout_options={"label_columns": list(FINDINGS)})
+    return sorted(out.glob("*.tfrecord"))
+
+
+def medtransfer_multi_label_dataset(shards: list[Path], count: int,
+                                    image_size: int) -> tf.data.Dataset:
+    """A multi-label run's training stream: one float target per finding, -1 kept."""
+    return pipeline.make_dataset(
+        shards, len(FINDINGS), image_size=image_size, batch_size=BATCH_SIZE, training=True,
+        augment=AugmentConfig(), num_examples=count, label_length=len(FINDINGS),
     )
 
 
@@ -97,7 +136,10 @@ def keras_dataset(photos: PhotoDataset, image_size: int, cache: bool = False,
 def measure(photos: PhotoDataset, quick: bool) -> tuple[list[Figure], list[str]]:
     """Images/s of both pipelines, first epoch and later epochs."""
     sizes = SIZES[quick]
+    multi_label = multi_label_photos(photos)
     builders = {
+        "medtransfer_multi_label": lambda: medtransfer_multi_label_dataset(
+            multi_label, photos.count, sizes.image_size),
         "medtransfer": lambda: medtransfer_dataset(photos, sizes.image_size),
         "keras": lambda: keras_dataset(photos, sizes.image_size),
         "keras_cache": lambda: keras_dataset(photos, sizes.image_size, cache=True),
@@ -129,6 +171,14 @@ def measure(photos: PhotoDataset, quick: bool) -> tuple[list[Figure], list[str]]
                first["medtransfer"], first["keras"], "images/s", Target(at_least=1.5)),
         Figure("pipeline_later_epochs", f"input pipeline, later epochs ({what})",
                later["medtransfer"], later["keras"], "images/s", Target(at_least=10)),
+        Figure("pipeline_first_epoch_multi_label",
+               f"input pipeline, first epoch, multi-label targets ({len(FINDINGS)} findings)",
+               first["medtransfer_multi_label"], first["keras"], "images/s",
+               Target(at_least=1.5)),
+        Figure("pipeline_later_epochs_multi_label",
+               f"input pipeline, later epochs, multi-label targets ({len(FINDINGS)} findings)",
+               later["medtransfer_multi_label"], later["keras"], "images/s",
+               Target(at_least=10)),
         Figure("pipeline_first_epoch_with_prepare",
                "input pipeline, prepare + first epoch vs Keras first epoch",
                with_prepare, first["keras"], "images/s"),

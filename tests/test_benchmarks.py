@@ -16,6 +16,7 @@ EXPECTED = {
     "pipeline_later_epochs_vs_keras_cache",
     "pipeline_first_epoch_no_augmentation", "pipeline_later_epochs_no_augmentation",
     "pipeline_first_epoch_affine", "pipeline_later_epochs_affine",
+    "pipeline_first_epoch_multi_label", "pipeline_later_epochs_multi_label",
     "training_small_cnn", "pipeline_per_core_small_cnn",
     "training_mobilenet", "pipeline_per_core_mobilenet",
     "freeze_1_inception_v3", "phase_1_inception_v3", "frozen_step_vs_forward_inception_v3",
