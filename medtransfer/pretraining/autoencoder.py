@@ -51,13 +51,14 @@ from medtransfer.pretraining.plan import (
 )
 from medtransfer.training.batchnorm import PRECISE_BN_IMAGES, PreciseBatchNorm
 from medtransfer.training.run import (
+    holding,
     make_training_dataset,
     resolve_config,
     run_class_names,
     training_frame,
 )
 from medtransfer.training.rundir import RunDirectory
-from medtransfer.training.strategy import op_determinism_enabled, set_op_determinism
+from medtransfer.training.strategy import set_op_determinism
 from medtransfer.version import __version__
 
 METHOD = "autoencoder"
@@ -153,17 +154,8 @@ def pretrain_autoencoder(config: RunConfig, *, epochs: int = DEFAULT_EPOCHS,
         print(f"{directory.path} already holds a complete pretraining; nothing to do (use "
               "--overwrite to train it again).")
         return PretrainResult(directory.path, directory.read_metrics() or {}, figure, True)
-    created = directory.create()
-    directory.lock()
-    determinism = op_determinism_enabled()
-    try:
-        directory.clear()  # no resume: a killed pretraining starts again
+    with holding(directory, clear=True):  # no resume: a killed pretraining starts again
         return _pretrain(config, dataset, directory, figure)
-    finally:
-        directory.unlock()
-        if created:
-            directory.remove_if_empty()
-        set_op_determinism(determinism)
 
 
 def _pretrain(config: RunConfig, dataset, directory: RunDirectory,

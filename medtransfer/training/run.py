@@ -7,13 +7,14 @@ from its last completed epoch; a complete run is not trained again.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,20 +178,31 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False,
               "to train it again, or 'medtransfer reproduce' on it to train a copy beside it).")
         run_dir.remove_leftovers()
         return RunResult(run_dir.path, run_dir.read_metrics() or {}, skipped=True)
+    with holding(run_dir, clear=overwrite):
+        return _train(config, dataset, run_dir, callbacks)
+
+
+@contextlib.contextmanager
+def holding(run_dir: RunDirectory, *, clear: bool) -> Iterator[None]:
+    """Holds ``run_dir``'s lock while a run (or a pretraining) trains in it.
+
+    Creates the folder when needed and empties it when ``clear``; afterwards unlocks it,
+    removes it again when nothing was written (an error before the first file, say:
+    weights that do not fit the built model leave no folder holding a lone .lock), and
+    restores the process-wide precision and op determinism, since a notebook or a sweep
+    runs on after us.
+    """
     created = run_dir.create()
     run_dir.lock()
     determinism = op_determinism_enabled()
     try:
-        if overwrite:
+        if clear:
             run_dir.clear()
-        return _train(config, dataset, run_dir, callbacks)
+        yield
     finally:
         run_dir.unlock()
         if created:
-            # An error before anything was written (weights that do not fit the built
-            # model, say) leaves no run directory behind, not one holding a lone .lock.
             run_dir.remove_if_empty()
-        # Precision and determinism are process-wide: a notebook or a sweep runs on after us.
         set_precision(False)
         set_op_determinism(determinism)
 
