@@ -4,8 +4,10 @@ Logical devices can only be configured before TensorFlow initialises its runtime
 happens here, once, before any test imports a model.
 """
 
+import json
 import os
 import signal
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # A process started with SIGINT ignored (a pytest-xdist worker, or a suite started in the
@@ -39,6 +41,7 @@ def digits_data_dir(tmp_path_factory):
 # Seconds each test module took in the last full session (setup, call and teardown of its
 # tests), kept in pytest's cache to order the next session's modules.
 MODULE_SECONDS = "medtransfer/module_seconds"
+RECORDED_SECONDS = Path(__file__).parent / "module_seconds.json"
 _measured: dict[str, float] = {}
 
 
@@ -53,10 +56,13 @@ def pytest_collection_modifyitems(config, items):
     so a module-scoped trained run is built once, not once per worker; starting with the
     heaviest modules lets the many quick ones fill in at the end, so both workers finish
     together instead of one waiting on a long module collected last. Without a previous
-    session's times, a test marked slow counts 20 seconds (the marker's threshold).
+    session's times (a clean clone, CI), the times of a clean-clone ``make test`` kept in
+    ``tests/module_seconds.json`` order them; a module new since then counts 20 seconds
+    per test marked slow (the marker's threshold).
     """
     cache = getattr(config, "cache", None)
-    seconds = cache.get(MODULE_SECONDS, {}) if cache is not None else {}
+    seconds = {**json.loads(RECORDED_SECONDS.read_text()),
+               **(cache.get(MODULE_SECONDS, {}) if cache is not None else {})}
     slow_tests = {}
     for item in items:
         module = _module(item.nodeid)
