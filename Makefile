@@ -45,12 +45,11 @@ lint: $(STAMP)
 
 # Both cores: each pytest-xdist worker is a process of its own (tests make their own temp
 # dirs and ports, so they run side by side); whole modules go to a worker, the ones that
-# took longest last time first (tests/conftest.py; --no-loadscope-reorder keeps that order
-# rather than xdist's most-tests-first), so a module's trained run is built once and both
-# workers finish together; the ten slowest tests are listed at the end.
+# took longest last time first (tests/conftest.py), so a module's trained run is built once
+# and both workers finish together; the ten slowest tests are listed at the end.
 PYTEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=10
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope --durations=10
 
 # Every figure of benchmarks/ (roughly half an hour on 2 quiet cores); writes benchmarks/results.md.
 benchmark: $(STAMP)
