@@ -286,3 +286,69 @@ def test_affine_draws_depend_on_the_seed_alone_and_leave_the_other_ops_draws():
     plain = augment_all(image, SEEDS, AugmentConfig(), "eager")
     unwarped = augment_all(image, SEEDS, dataclasses.replace(full, **NO_WARP), "eager")
     np.testing.assert_allclose(unwarped, plain, atol=1e-6)
+
+
+def bilinear_reference(image: np.ndarray, seed, config: AugmentConfig) -> np.ndarray:
+    """The warp of ``image`` with ``seed``'s draws, in float64 numpy: each output pixel
+    sampled at the inverse map, neighbours outside the image counted as 0."""
+    from medtransfer.data.augment import _affine_inverse, _mix64
+
+    height, width, _ = image.shape
+    seed = np.asarray(seed, np.int64).view(np.uint64)
+    key = np.uint64(_mix64(np.uint64(_mix64(seed[0])) ^ seed[1]))  # as the kernel's
+    ranges = np.array([np.radians(config.rotation_degrees), config.translation,
+                       *config.scale_range, np.radians(config.shear_degrees)])
+    a, b, c, d, e, f = _affine_inverse(key, ranges, height, width)
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    x, y = a * cols + b * rows + c, d * cols + e * rows + f
+    left, top = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = (x - left)[..., None], (y - top)[..., None]
+    padded = np.pad(image.astype(np.float64), ((1, 1), (1, 1), (0, 0)))
+
+    def at(r, c):  # outside the image (and the padding) reads 0
+        inside = ((r >= -1) & (r <= height) & (c >= -1) & (c <= width))[..., None]
+        return np.where(inside, padded[np.clip(r + 1, 0, height + 1),
+                                       np.clip(c + 1, 0, width + 1)], 0.0)
+
+    return ((1 - fy) * ((1 - fx) * at(top, left) + fx * at(top, left + 1))
+            + fy * ((1 - fx) * at(top + 1, left) + fx * at(top + 1, left + 1)))
+
+
+def test_affine_warp_matches_a_float64_reference_inside_and_at_the_edges():
+    # Strong draws on a non-square image: rows wholly outside, spans that start and
+    # stop mid-row, both signs of every coefficient. The warp computes in float32
+    # (a source point off by ~1e-5 px here), the reference in float64.
+    config = dataclasses.replace(AFFINE_ONLY, rotation_degrees=60.0, translation=0.4,
+                                 scale_range=(0.5, 2.0), shear_degrees=30.0)
+    rng = np.random.default_rng(1)
+    image = rng.random((24, 40, 3)).astype(np.float32)
+    seeds = np.stack([np.arange(32), np.arange(32) * 5 + 1], axis=1)
+    out = augment_batch(np.broadcast_to(image, (32, 24, 40, 3)), seeds, config).numpy()
+    inside = 0
+    for augmented, seed in zip(out, seeds, strict=True):
+        expected = bilinear_reference(image, seed, config)
+        np.testing.assert_allclose(augmented, expected, atol=1e-5)
+        inside += (expected > 0).all(axis=-1).mean()
+    assert 0.2 < inside / len(seeds) < 0.95  # both paths (inside and at the edges) ran
+
+
+def test_affine_contrast_uses_the_warped_images_mean():
+    # The warp sums the channels as it writes them: contrast then scales the distance
+    # from the warped image's mean, as without the warp from the image's own.
+    image = asymmetric_image()
+    contrast = dataclasses.replace(fixed_colour(1.0, 0.5), affine=True)
+    for seed in ([1, 2], [3, 4]):
+        warped = augment_image(image, tf.constant(seed), AFFINE_ONLY).numpy()
+        out = augment_image(image, tf.constant(seed), contrast).numpy()
+        mean = warped.mean(axis=(0, 1))
+        np.testing.assert_allclose(out, mean + 0.5 * (warped - mean), atol=1e-5)
+
+
+@pytest.mark.parametrize("config", [AFFINE_ONLY, AugmentConfig(affine=True)])
+def test_affine_uint8_pixels_give_what_their_unit_floats_give(config):
+    pixels = np.round(asymmetric_image() * 255).astype(np.uint8)
+    floats = pixels.astype(np.float32) / 255
+    for seed in ([1, 2], [3, 4], [5, 6]):
+        np.testing.assert_allclose(augment_image(pixels, tf.constant(seed), config).numpy(),
+                                   augment_image(floats, tf.constant(seed), config).numpy(),
+                                   atol=1e-6)
