@@ -18,6 +18,10 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+from medtransfer.machine import import_heavy_libraries_without_collecting  # noqa: E402
+
+import_heavy_libraries_without_collecting()  # as the command line does
+
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
