@@ -49,7 +49,7 @@ lint: $(STAMP)
 # and both workers finish together; the ten slowest tests are listed at the end.
 PYTEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope --durations=10
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=10
 
 # Every figure of benchmarks/ (roughly half an hour on 2 quiet cores); writes benchmarks/results.md.
 benchmark: $(STAMP)

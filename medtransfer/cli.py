@@ -962,11 +962,15 @@ def _parse(parser: _Parser, argv: list[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     from medtransfer.lifetime import die_with_parent_if_asked
-    from medtransfer.machine import use_core_share_if_asked
+    from medtransfer.machine import (
+        import_heavy_libraries_without_collecting,
+        use_core_share_if_asked,
+    )
     from medtransfer.quiet import quiet_tensorflow_start
 
     die_with_parent_if_asked()
     use_core_share_if_asked()
+    import_heavy_libraries_without_collecting()
 
     args = _parse(build_parser(), list(sys.argv[1:] if argv is None else argv))
     # Handlers see only their subcommand's options (and command, handler).

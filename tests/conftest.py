@@ -18,6 +18,10 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+from medtransfer.machine import import_heavy_libraries_without_collecting  # noqa: E402
+
+import_heavy_libraries_without_collecting()  # as the command line does
+
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
@@ -52,10 +56,9 @@ def _module(nodeid: str) -> str:
 def pytest_collection_modifyitems(config, items):
     """The modules that took longest last time first, each module's tests kept together.
 
-    Under ``make test`` pytest-xdist then sorts the modules by their number of tests
-    (its loadscope reorder), so this order breaks only its ties; without xdist it is the
-    order. Keeping it under xdist (``--no-loadscope-reorder``) was measured slower: the
-    quick benchmark and the sweep tests then run at once (14 min 13 s against 13 min 11 s).
+    ``make test`` keeps this order under pytest-xdist (``--no-loadscope-reorder``; its
+    default sorts modules by their number of tests, which started the two-minute cost
+    benchmark, one test, last, alone on one worker: 12 min 34 s against 9 min 23 s).
 
     ``make test`` hands whole modules to the pytest-xdist workers (``--dist loadscope``),
     so a module-scoped trained run is built once, not once per worker; starting with the

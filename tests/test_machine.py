@@ -40,3 +40,34 @@ def test_kept_freed_memory_spares_the_page_faults_of_converting_large_images():
     default, kept = faults_per_conversion("default"), faults_per_conversion("keep")
     assert default > pages / 2  # glibc hands the image's memory back after each decode
     assert kept < pages / 10
+
+
+def test_a_heavy_import_runs_without_collection_and_its_objects_are_frozen(
+        tmp_path, monkeypatch):
+    import gc
+
+    from medtransfer import machine
+
+    # A stand-in for tensorflow (the real one is imported already): it notes whether the
+    # collector ran while it was imported, then imports the other heavy name inside.
+    (tmp_path / "heavy_outer.py").write_text(
+        "import gc\nCOLLECTING = gc.isenabled()\nimport heavy_inner\n")
+    (tmp_path / "heavy_inner.py").write_text("import gc\nCOLLECTING = gc.isenabled()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(machine, "_HEAVY_IMPORTS", frozenset({"heavy_outer", "heavy_inner"}))
+    machine.import_heavy_libraries_without_collecting()
+    machine.import_heavy_libraries_without_collecting()  # once is enough: no second finder
+    assert sum(isinstance(finder, machine._CollectLater) for finder in sys.meta_path) == 1
+    frozen = gc.get_freeze_count()
+    try:
+        import heavy_outer
+
+        heavy_inner = sys.modules["heavy_inner"]
+    finally:
+        for name in ("heavy_outer", "heavy_inner"):
+            sys.modules.pop(name, None)
+    assert heavy_outer.COLLECTING is False and heavy_inner.COLLECTING is False
+    assert gc.isenabled() and gc.get_freeze_count() > frozen
+    # Each keeps the loader that found it, not the wrapper.
+    assert not isinstance(heavy_outer.__loader__, machine._CollectingLater)
+    assert heavy_outer.__spec__.loader is heavy_outer.__loader__

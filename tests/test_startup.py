@@ -34,7 +34,11 @@ def python(code: str, **env: str) -> subprocess.CompletedProcess:
                           timeout=600, env={**environment, **env})
 
 
-def test_list_and_every_help_load_no_tensorflow(tmp_path):
+def test_list_and_every_help_load_no_tensorflow_and_a_sweep_no_more_than_pandas(tmp_path):
+    # A sweep process only plans and launches: each run's own process imports TensorFlow.
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"experiment: sw\nbase: {{logdir: {str(tmp_path / 'logs')!r}, "
+                     "epochs: 0+1}\ngrid: {seed: [0, 1]}\n")
     code = f"""
 import json, sys
 from medtransfer.cli import build_parser, main
@@ -46,7 +50,10 @@ for argv in [["--help"], *([c, "--help"] for c in commands), listing]:
         answers[" ".join(argv)] = main(argv)
     except SystemExit as exit_:
         answers[" ".join(argv)] = exit_.code
-print(json.dumps({{"answers": answers, "loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
+loaded = [m for m in {HEAVY!r} if m in sys.modules]
+planned = main(["sweep", {str(sweep)!r}, "--dry-run"])
+print(json.dumps({{"answers": answers, "loaded": loaded, "planned": planned,
+                  "sweep": [m for m in {HEAVY!r} if m in sys.modules]}}))
 """
     done = python(code)
     assert done.returncode == 0, done.stderr
@@ -54,6 +61,7 @@ print(json.dumps({{"answers": answers, "loaded": [m for m in {HEAVY!r} if m in s
     assert set(result["answers"].values()) == {0} and len(result["answers"]) >= 5
     assert result["loaded"] == []
     assert done.stderr == ""
+    assert result["planned"] == 0 and result["sweep"] == ["pandas"]
 
 
 def test_the_filter_drops_only_the_known_lines(capfd):

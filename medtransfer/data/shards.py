@@ -25,9 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:  # TensorFlow is imported where it is used: a sweep or a report
+    import tensorflow as tf  # reads prepared datasets' manifests without it
 
 FORMAT_VERSION = 2
 MULTI_LABEL_FORMAT_VERSION = 3
@@ -36,14 +39,23 @@ READABLE_FORMAT_VERSIONS = (1, 2, 3)
 SPLITS = ("train", "validation", "test")
 SHARD_BYTES = 128 * 1024 * 1024
 
-_FEATURES = {
-    "id": tf.io.FixedLenFeature([], tf.string),
-    "label": tf.io.FixedLenFeature([], tf.int64),
-    "image": tf.io.FixedLenFeature([], tf.string),
-}
+
+
+def _features(num_findings: int | None = None) -> dict:
+    """The shards' features; ``label`` a scalar, or ``num_findings`` values."""
+    import tensorflow as tf
+
+    return {
+        "id": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([] if num_findings is None else [num_findings],
+                                       tf.int64),
+        "image": tf.io.FixedLenFeature([], tf.string),
+    }
 
 
 def _example(image_id: str, label: int | Sequence[int], image: bytes) -> bytes:
+    import tensorflow as tf
+
     values = [int(label)] if isinstance(label, int | np.integer) else [int(v) for v in label]
     feature = {
         "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_id.encode()])),
@@ -73,6 +85,8 @@ def write_split_shards(
         The shard file names, relative to ``out_dir``, in order. A split without
         records still gets one (empty) shard, so every split has at least one file.
     """
+    import tensorflow as tf
+
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     out_dir = Path(out_dir)
@@ -109,12 +123,13 @@ def parse_example(serialized: tf.Tensor, num_findings: int | None = None
             the number of findings of a multi-label one (``label`` is an int64 vector of
             that length: 1 positive, 0 negative, -1 unknown).
     """
-    if num_findings is None:
-        return tf.io.parse_single_example(serialized, _FEATURES)
-    features = {**_FEATURES, "label": tf.io.FixedLenFeature([num_findings], tf.int64)}
-    return tf.io.parse_single_example(serialized, features)
+    import tensorflow as tf
+
+    return tf.io.parse_single_example(serialized, _features(num_findings))
 
 
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:
     """A stored image (BMP or PNG bytes) -> ``(H, W, 3)`` uint8 RGB."""
+    import tensorflow as tf
+
     return tf.io.decode_image(encoded, channels=3, expand_animations=False)
