@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # TensorFlow is imported where it is used: a sweep or a report
-    import tensorflow as tf  # reads prepared datasets' manifests without it
+# TensorFlow is imported inside the functions that use it: a sweep or a report reads
+# prepared datasets' manifests through this module's constants without loading it.
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 FORMAT_VERSION = 2
 MULTI_LABEL_FORMAT_VERSION = 3
@@ -38,7 +40,6 @@ MULTI_LABEL_FORMAT_VERSION = 3
 READABLE_FORMAT_VERSIONS = (1, 2, 3)
 SPLITS = ("train", "validation", "test")
 SHARD_BYTES = 128 * 1024 * 1024
-
 
 
 def _features(num_findings: int | None = None) -> dict:
