@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import importlib.abc
-import importlib.util
 import os
 import subprocess
-import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from medtransfer.errors import MedtransferError
+from medtransfer.importhook import FirstImport
 
 # mallopt's parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -154,47 +154,22 @@ def import_heavy_libraries_without_collecting() -> None:
     epoch) took 7.5 instead of 9.7 CPU-seconds (three of each, alternated). Whichever
     command or test imports them first, and wherever, gets this; it changes nothing else.
     """
-    if not any(isinstance(finder, _CollectLater) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _CollectLater())
+    _CollectLater.install()
 
 
-class _CollectLater(importlib.abc.MetaPathFinder):
-    """Hands out the heavy modules' specs with a loader that pauses the collector."""
+class _CollectLater(FirstImport):
+    """Runs the first import of each heavy module with the collector paused."""
 
-    def __init__(self):
-        self.finding = False
+    def names(self) -> frozenset[str]:
+        return _HEAVY_IMPORTS
 
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname not in _HEAVY_IMPORTS or self.finding:
-            return None
-        self.finding = True  # the finders after this one answer, not this one again
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            self.finding = False
-        if spec is not None and spec.loader is not None:
-            spec.loader = _CollectingLater(spec.loader)
-        return spec
-
-
-class _CollectingLater(importlib.abc.Loader):
-    def __init__(self, loader: importlib.abc.Loader):
-        self.loader = loader
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module) -> None:
-        # The module keeps its own loader; this one only wrapped the import.
-        module.__loader__ = module.__spec__.loader = self.loader
+    @contextmanager
+    def around(self, module) -> Iterator[None]:
         enabled = gc.isenabled()  # False inside the other heavy import: it resumes
         gc.disable()
         try:
-            self.loader.exec_module(module)
+            yield
         finally:
             if enabled:
                 gc.freeze()
                 gc.enable()
-
-    def __getattr__(self, name: str):
-        return getattr(self.loader, name)

@@ -24,14 +24,14 @@ start-up). ``--verbose``, ``MEDTRANSFER_VERBOSE=1`` or the user's own
 from __future__ import annotations
 
 import glob
-import importlib.abc
-import importlib.util
 import os
 import re
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+
+from medtransfer.importhook import FirstImport
 
 VERBOSE_ENV = "MEDTRANSFER_VERBOSE"
 TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
@@ -100,8 +100,7 @@ def quiet_tensorflow_start(verbose: bool = False) -> None:
     os.environ[TF_LOG_LEVEL_ENV] = os.environ[_OURS_ENV] = "2"
     _we_set_log_level = True
     patterns = START_UP_NOISE + (() if has_gpu_device() else NO_GPU_NOISE)
-    if not any(isinstance(finder, _QuietImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _QuietImport(patterns))
+    _QuietImport.install(patterns)
 
 
 @contextmanager
@@ -145,37 +144,19 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data):]
 
 
-class _QuietImport(importlib.abc.MetaPathFinder):
-    """Wraps the first import of ``tensorflow`` in :func:`filtered_stderr`, once."""
+class _QuietImport(FirstImport):
+    """Runs the first import of ``tensorflow`` inside :func:`filtered_stderr`."""
 
     def __init__(self, patterns: Sequence[re.Pattern]):
+        super().__init__()
         self.patterns = patterns
 
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _QuietLoader(spec.loader, self.patterns)
-        return spec
+    def names(self) -> frozenset[str]:
+        return frozenset({"tensorflow"})
 
-
-class _QuietLoader(importlib.abc.Loader):
-    def __init__(self, loader: importlib.abc.Loader, patterns: Sequence[re.Pattern]):
-        self.loader = loader
-        self.patterns = patterns
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module) -> None:
-        # The module keeps TensorFlow's own loader; this one only wrapped the import.
-        module.__loader__ = module.__spec__.loader = self.loader
+    @contextmanager
+    def around(self, module) -> Iterator[None]:
         with filtered_stderr(self.patterns):
-            self.loader.exec_module(module)
+            yield
             # The runtime looks for GPUs here, once, instead of mid-run: the cuInit line.
             module.config.list_physical_devices("GPU")
-
-    def __getattr__(self, name: str):
-        return getattr(self.loader, name)
