@@ -8,10 +8,11 @@ timed after warm-up (three turns of 5, the median turn kept), and so are a few
 prediction steps (validation, test) and the precise-BatchNorm pass. The first steps of
 a phase, which trace its functions, are timed apart (a run pays them once per phase),
 as are saving the weights (twice an epoch: the checkpoint candidate and the resume
-state), building the model, and starting a run's process (importing TensorFlow). The
-numbers are cached in ``<logdir>/.estimates.json`` under this machine and the versions
-of medtransfer, TensorFlow and Keras, so a second estimate is instant; the file also
-keeps each run's last estimate, which ``report`` shows beside its measured wall time.
+state), building the model, and starting a run's process (importing TensorFlow; the
+machine's, not the net's, so measured once per estimate). The numbers are cached in
+``<logdir>/.estimates.json`` under this machine and the versions of medtransfer,
+TensorFlow and Keras, so a second estimate is instant; the file also keeps each run's
+last estimate, which ``report`` shows beside its measured wall time.
 
 A run also pays a set-up outside its steps: once (building its input pipeline, reading
 the dataset's labels and split.csv, TensorBoard's writers and HParams, writing its
@@ -231,10 +232,13 @@ def _estimate_runs(sweep: Sweep) -> tuple[list[dict[str, Any]], list[str]]:
         if not _not_prepared(run.config):
             datasets.setdefault(run.config.dataset, run.config)
     calibrated = []
+    startup = None  # one machine: its process start-up is measured once, when first needed
     for key, (config, phases, datasets) in needed.items():
         entry = entries.get(key)
         if entry is None or any(phase not in entry["phases"] for phase in phases):
-            entry = entries[key] = _calibrate(config, phases, entry)
+            if entry is None and startup is None:
+                startup = _startup_seconds()
+            entry = entries[key] = _calibrate(config, phases, entry, startup)
             calibrated.append(key)
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(cache_path, cache)
@@ -437,10 +441,10 @@ def _precise_images() -> int:
     return PRECISE_BN_IMAGES
 
 
-def _calibrate(config: RunConfig, phases: list[str],
-               known: dict[str, Any] | None) -> dict[str, Any]:
+def _calibrate(config: RunConfig, phases: list[str], known: dict[str, Any] | None,
+               startup: float | None) -> dict[str, Any]:
     """Measures a run's costs on random images (see :class:`Calibration`); keeps the phases
-    ``known`` holds already."""
+    ``known`` holds already, and takes the process start-up measured (``startup``)."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -449,7 +453,7 @@ def _calibrate(config: RunConfig, phases: list[str],
     from medtransfer.models.freezing import freeze_backbone, freeze_bottom_layers
     from medtransfer.models.init import build_model
     from medtransfer.training.batchnorm import PreciseBatchNorm, trainable_batchnorm_layers
-    from medtransfer.training.run import compile_model
+    from medtransfer.training.run import build_training_state, compile_model
     from medtransfer.training.strategy import make_strategy, set_precision
 
     size = int(calibration_key(config).split("|")[1].removesuffix("px"))
@@ -469,7 +473,7 @@ def _calibrate(config: RunConfig, phases: list[str],
             model = build_model(config.net, classes, size, "glorot", seed=0)
         if known is None:
             entry["build"] = time.perf_counter() - started
-            entry["startup"] = _startup_seconds()
+            entry["startup"] = startup
         backbone = get_backbone(model)
         for phase in phases:
             if phase in entry["phases"]:
@@ -480,6 +484,7 @@ def _calibrate(config: RunConfig, phases: list[str],
                 freeze_bottom_layers(backbone, float(phase.removeprefix("f")))
             with strategy.scope():
                 compile_model(model, 1e-5)
+            build_training_state(model, train.element_spec)  # as a run does
             first = _timed(model.fit, train, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0,
                            shuffle=False)
             steady = _median_timed(model.fit, train, steps_per_epoch=TIMED_STEPS, epochs=1,

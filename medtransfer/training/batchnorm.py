@@ -92,7 +92,9 @@ class PreciseBatchNorm:
             inputs = keras.Model(self.backbone.inputs, [layer.input for layer in layers])
             axes = [_reduction_axes(layer) for layer in layers]
 
-            @tf.function(reduce_retracing=True)
+            # Traced once, for any batch size: a last batch of another size would
+            # otherwise trace it again.
+            @tf.function(input_signature=[self.batches.element_spec])
             def probe(images):
                 # Training mode, so that each layer below sees what a training step feeds
                 # it. (That also moves the layers' moving averages a step; update() then

@@ -175,6 +175,7 @@ class EvaluationSet:
         return cls(dataset.map(lambda x, y, i: x), np.concatenate(labels), ids, findings)
 
     def predict(self, model: keras.Model) -> np.ndarray:
+        _trace_for_any_batch_size(model, self.images.element_spec)
         return np.asarray(model.predict(self.images, verbose=0), dtype=np.float64)
 
     def evaluate(self, probabilities: np.ndarray, kappa: bool = False) -> dict[str, Any]:
@@ -183,6 +184,22 @@ class EvaluationSet:
         if self.findings is not None:
             return evaluate_multi_label(self.labels, probabilities, self.findings)
         return evaluate_predictions(self.labels, probabilities, kappa=kappa)
+
+
+def _trace_for_any_batch_size(model: keras.Model, batch_spec: tf.TensorSpec) -> None:
+    """Traces the model's prediction function once for batches of any size.
+
+    Keras traces it for the first batch's exact shape, then again, relaxed, for a last
+    batch of another size: two traces of the forward pass in every phase instead of
+    one. Traced first for the dataset's own spec (its batch size unknown), every batch
+    reuses that trace. Only without a distribution strategy: under one, Keras hands its
+    function per-replica values, which a trace for plain tensors would not serve.
+    """
+    # Keras keeps the strategy a model was built under in _distribute_strategy, and its
+    # prediction function takes a list of one batch; neither has a public name.
+    if model._distribute_strategy is None:
+        model.make_predict_function()
+        model.predict_function.get_concrete_function([batch_spec])
 
 
 def plateaued(epoch: int, best_epoch: int, phase_start: int, patience: int | None) -> bool:

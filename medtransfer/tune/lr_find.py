@@ -237,6 +237,7 @@ def _range_test(config: RunConfig, dataset: Any,
     from medtransfer.models.freezing import freeze_bottom_layers
     from medtransfer.training.run import (
         build_run_model,
+        build_training_state,
         compile_model,
         make_training_dataset,
         run_class_names,
@@ -263,6 +264,7 @@ def _range_test(config: RunConfig, dataset: Any,
             # The run's own loss: a multi-label task's masked binary cross-entropy.
             compile_model(model, float(schedule[0]), config.optimizer,
                           run_task(config, dataset), weights)
+        build_training_state(model, batches.element_spec)
         print(f"Range test on {config.dataset} / {config.net} / {config.init}, freeze "
               f"{config.freeze:g}: {len(frame)} training images, {config.image_size}px, "
               f"global batch {global_batch}, up to {len(schedule)} steps from lr "
