@@ -484,9 +484,10 @@ def _calibrate(config: RunConfig, phases: list[str], known: dict[str, Any] | Non
                 freeze_bottom_layers(backbone, float(phase.removeprefix("f")))
             with strategy.scope():
                 compile_model(model, 1e-5)
-            build_training_state(model, train.element_spec)  # as a run does
-            first = _timed(model.fit, train, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0,
-                           shuffle=False)
+            # A run builds its training state, then traces: both are the phase's first cost.
+            first = _timed(build_training_state, model, train.element_spec) + _timed(
+                model.fit, train, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0,
+                shuffle=False)
             steady = _median_timed(model.fit, train, steps_per_epoch=TIMED_STEPS, epochs=1,
                                    verbose=0, shuffle=False) / TIMED_STEPS
             batchnorm_image, batchnorm_trace = 0.0, 0.0
