@@ -238,9 +238,13 @@ def run(config: str | Path | Mapping[str, Any] | RunConfig | None = None, /, *,
         >>> run = mt.run(dataset="digits", net="small_cnn", epochs="1+4", image_size=32)
         >>> run.metrics["test_auc_micro"]
     """
+    from medtransfer.training.resolve import resolve_config
+
+    # Resolved before TensorFlow loads: a misspelt net or dataset fails at once.
+    resolved, _ = resolve_config(run_config(config, **options))
     from medtransfer.training.run import run_experiment
 
-    result = run_experiment(run_config(config, **options), overwrite=overwrite)
+    result = run_experiment(resolved, overwrite=overwrite)
     return Run(result.run_dir)
 
 

@@ -111,11 +111,13 @@ def interrupt(*args, **kwargs):
     raise KeyboardInterrupt
 
 
-def test_ctrl_c_in_run_says_the_same_command_resumes(monkeypatch, capsys, tmp_path):
+def test_ctrl_c_in_run_says_the_same_command_resumes(monkeypatch, capsys, tmp_path,
+                                                    digits_data_dir):
     import medtransfer.training.run
 
     monkeypatch.setattr(medtransfer.training.run, "run_experiment", interrupt)
-    code, _, err = run_main(["run", "--logdir", str(tmp_path)], capsys)
+    code, _, err = run_main(["run", "--logdir", str(tmp_path), "--data-dir",
+                             str(digits_data_dir)], capsys)
     assert code == 130
     assert err == ("medtransfer run: interrupted. Every completed epoch is saved in the run "
                    "directory: the same command resumes from the last one (or starts again if "

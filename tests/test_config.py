@@ -140,7 +140,7 @@ def test_bad_classes_are_named(value, words):
 
 
 def test_a_class_the_dataset_does_not_have_fails_with_did_you_mean(digits_data_dir):
-    from medtransfer.training.run import resolve_config
+    from medtransfer.training.resolve import resolve_config
 
     config = RunConfig(classes=("1", "x9"), data_dir=str(digits_data_dir))
     with pytest.raises(MedtransferError, match="class name 'x9'. Did you mean '9'") as error:
@@ -188,7 +188,7 @@ def test_default_input_size_fits_the_images(tmp_path, dataset, side, net, expect
 
 
 def test_image_size_wins_over_the_fitted_default(digits_data_dir):
-    from medtransfer.training.run import resolve_config
+    from medtransfer.training.resolve import resolve_config
 
     config = RunConfig(dataset="digits", net="small_cnn", data_dir=str(digits_data_dir))
     assert resolve_config(config)[0].image_size == 32

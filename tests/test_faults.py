@@ -50,7 +50,7 @@ def run_args(root, data_dir, epochs="1+4", *extra):
 def run_dir_of(root, data_dir, epochs):
     """The run directory `run_args(root, data_dir, epochs)` trains into."""
     from medtransfer.config import RunConfig
-    from medtransfer.training.run import resolve_config
+    from medtransfer.training.resolve import resolve_config
 
     config = RunConfig(dataset="digits", net="small_cnn", image_size=16, batch_size=64,
                        lr=1e-3, freeze=0.5, epochs=epochs, experiment="faults",
@@ -176,7 +176,8 @@ def test_nan_validation_predictions_are_a_divergence(tmp_path, digits_data_dir, 
 
 def test_overwrite_trains_a_complete_run_again(tmp_path, digits_data_dir):
     from medtransfer.config import RunConfig
-    from medtransfer.training.run import resolve_config, run_experiment
+    from medtransfer.training.resolve import resolve_config
+    from medtransfer.training.run import run_experiment
 
     config = RunConfig(dataset="digits", net="small_cnn", image_size=16, epochs="0+1",
                        train_size=100, logdir=str(tmp_path), data_dir=str(digits_data_dir),

@@ -109,7 +109,7 @@ def cli_args(logdir, data_dir):
 
 def run_dir_in(logdir, data_dir):
     from medtransfer.config import RunConfig
-    from medtransfer.training.run import resolve_config
+    from medtransfer.training.resolve import resolve_config
 
     config = RunConfig(dataset="digits", net="small_cnn", image_size=16, batch_size=32,
                        train_size=64, lr=1e-2, seed=0, epochs="1+2", freeze=0.5,

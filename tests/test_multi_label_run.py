@@ -80,7 +80,8 @@ def test_a_multi_label_run_learns_and_records_per_finding_metrics(pairs_run, pai
 
 
 def test_findings_and_any_finding_make_the_task_and_name_the_run(pairs_data_dir):
-    from medtransfer.training.run import resolve_config, run_class_names
+    from medtransfer.training.resolve import resolve_config
+    from medtransfer.training.run import run_class_names
 
     base = RunConfig(dataset="digits_pairs", data_dir=str(pairs_data_dir), epochs="0+2")
     everything, dataset = resolve_config(base)
@@ -104,7 +105,7 @@ def test_findings_and_any_finding_make_the_task_and_name_the_run(pairs_data_dir)
 
 
 def test_bad_task_options_fail_with_what_is_valid(pairs_data_dir, digits_data_dir):
-    from medtransfer.training.run import resolve_config
+    from medtransfer.training.resolve import resolve_config
 
     pairs = RunConfig(dataset="digits_pairs", data_dir=str(pairs_data_dir))
     with pytest.raises(MedtransferError, match="finding '33'. Did you mean '3'"):
@@ -256,7 +257,8 @@ def test_report_compares_multi_label_runs_on_mean_auc(pairs_run, tmp_path):
 
 
 def test_balanced_class_weight_is_a_positive_weight_per_finding(pairs_data_dir):
-    from medtransfer.training.run import resolve_config, training_class_weights, training_frame
+    from medtransfer.training.resolve import resolve_config
+    from medtransfer.training.run import training_class_weights, training_frame
 
     config, dataset = resolve_config(RunConfig(
         dataset="digits_pairs", data_dir=str(pairs_data_dir), findings=("3", "5"),

@@ -1,5 +1,6 @@
-"""Start-up: `list` and every `--help` load no TensorFlow, and TensorFlow's start-up noise is
-hidden while its real messages still reach the user.
+"""Start-up: `list`, every `--help` and a run refused for a misspelt name load no
+TensorFlow, and TensorFlow's start-up noise is hidden while its real messages still reach
+the user.
 
 The commands run as real subprocesses without ``TF_CPP_MIN_LOG_LEVEL`` (conftest sets it for
 this process, and a user's own value turns the filter off).
@@ -34,7 +35,7 @@ def python(code: str, **env: str) -> subprocess.CompletedProcess:
                           timeout=600, env={**environment, **env})
 
 
-def test_list_and_every_help_load_no_tensorflow_and_a_sweep_no_more_than_pandas(tmp_path):
+def test_list_help_a_sweep_plan_and_a_misspelt_run_load_no_tensorflow(tmp_path):
     # A sweep process only plans and launches: each run's own process imports TensorFlow.
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(f"experiment: sw\nbase: {{logdir: {str(tmp_path / 'logs')!r}, "
@@ -52,16 +53,26 @@ for argv in [["--help"], *([c, "--help"] for c in commands), listing]:
         answers[" ".join(argv)] = exit_.code
 loaded = [m for m in {HEAVY!r} if m in sys.modules]
 planned = main(["sweep", {str(sweep)!r}, "--dry-run"])
+swept = [m for m in {HEAVY!r} if m in sys.modules]
+refused = [main(["run", *argv, "--data-dir", {str(tmp_path)!r}, "--logdir", "logs"])
+           for argv in (["--net", "resnet50v2"], ["--dataset", "canser"])]
 print(json.dumps({{"answers": answers, "loaded": loaded, "planned": planned,
-                  "sweep": [m for m in {HEAVY!r} if m in sys.modules]}}))
+                  "sweep": swept, "refused": refused,
+                  "after_refusals": [m for m in {HEAVY!r} if m in sys.modules]}}))
 """
     done = python(code)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
     assert set(result["answers"].values()) == {0} and len(result["answers"]) >= 5
     assert result["loaded"] == []
-    assert done.stderr == ""
     assert result["planned"] == 0 and result["sweep"] == ["pandas"]
+    # A misspelt net or dataset is refused before TensorFlow loads, so at once.
+    assert result["refused"] == [2, 2] and result["after_refusals"] == ["pandas"]
+    # stderr holds the two refusals and nothing else (no start-up noise, no warning).
+    refusals = done.stderr.splitlines()
+    assert [line.split(": error: ")[0] for line in refusals] == ["medtransfer run"] * 2
+    assert "Unknown net 'resnet50v2'" in refusals[0]
+    assert "Unknown dataset 'canser'" in refusals[1]
 
 
 def test_the_filter_drops_only_the_known_lines(capfd):

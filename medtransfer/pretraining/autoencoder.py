@@ -50,10 +50,10 @@ from medtransfer.pretraining.plan import (
     pretrain_epochs,
 )
 from medtransfer.training.batchnorm import PRECISE_BN_IMAGES, PreciseBatchNorm
+from medtransfer.training.resolve import resolve_config
 from medtransfer.training.run import (
     holding,
     make_training_dataset,
-    resolve_config,
     run_class_names,
     training_frame,
 )

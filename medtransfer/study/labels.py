@@ -31,7 +31,7 @@ NOT_TASK = frozenset(NOT_IDENTITY) | frozenset(RUN_ID_BASE)
 # Fields whose default is the net's own (config.resolved_defaults): a resolved config
 # holds each net's default, which differs between nets without making another task.
 NET_DEFAULTS = ("image_size",)
-# Fields a run fills from its dataset or net (training.run.resolve_config).
+# Fields a run fills from its dataset or net (training.resolve.resolve_config).
 RESOLVED = frozenset({"lr", "image_size", "flips", "noise", "color"})
 
 

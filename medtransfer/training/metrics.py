@@ -14,7 +14,6 @@ its finding's metrics and of the micro AUC, as it is out of the loss.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 _EPSILON = 1e-7
 UNKNOWN = -1
@@ -22,6 +21,15 @@ UNKNOWN = -1
 THRESHOLD = 0.5
 """A multi-label run's finding counts as predicted present when its probability is at
 least this (per-finding accuracy, ``predict``'s ``predicted``, ``export``'s ``present``)."""
+
+
+def roc_auc(truth: np.ndarray, scores: np.ndarray) -> float:
+    """scikit-learn's exact ROC AUC of binary ``truth`` against ``scores``. scikit-learn
+    loads on the first call, not with this module: resolving a run's config reads this
+    module's constants before TensorFlow loads, and must stay quick."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(truth, scores))
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -36,7 +44,7 @@ def auc_micro(labels: np.ndarray, probabilities: np.ndarray) -> float:
         probabilities: shape ``(N, C)``.
     """
     targets = one_hot(labels, probabilities.shape[1])
-    return float(roc_auc_score(targets.ravel(), np.asarray(probabilities).ravel()))
+    return roc_auc(targets.ravel(), np.asarray(probabilities).ravel())
 
 
 def auc_macro(labels: np.ndarray, probabilities: np.ndarray) -> float:
@@ -47,7 +55,7 @@ def auc_macro(labels: np.ndarray, probabilities: np.ndarray) -> float:
     """
     targets = one_hot(labels, probabilities.shape[1])
     scores = [
-        roc_auc_score(targets[:, c], probabilities[:, c])
+        roc_auc(targets[:, c], probabilities[:, c])
         for c in range(targets.shape[1])
         if 0 < targets[:, c].sum() < len(targets)
     ]
@@ -72,6 +80,8 @@ def quadratic_kappa(labels: np.ndarray, probabilities: np.ndarray) -> float:
     ``labels=``, scikit-learn would number only the grades present, and with grade 2
     missing, grades 1 and 3 would count as neighbours.
     """
+    from sklearn.metrics import cohen_kappa_score
+
     grades = range(probabilities.shape[1])
     return float(cohen_kappa_score(labels, np.argmax(probabilities, axis=1),
                                    labels=grades, weights="quadratic"))
@@ -129,7 +139,7 @@ def evaluate_multi_label(labels: np.ndarray, probabilities: np.ndarray,
     for column, name in enumerate(findings):
         rows = known[:, column]
         truth, scores = labels[rows, column], probabilities[rows, column]
-        aucs[name] = (float(roc_auc_score(truth, scores)) if 0 < truth.sum() < len(truth)
+        aucs[name] = (roc_auc(truth, scores) if 0 < truth.sum() < len(truth)
                       else float("nan"))
         accuracies[name] = (float(np.mean((scores >= THRESHOLD) == (truth == 1)))
                             if len(truth) else float("nan"))
@@ -138,7 +148,7 @@ def evaluate_multi_label(labels: np.ndarray, probabilities: np.ndarray,
     return {
         "loss": masked_binary_cross_entropy(labels, probabilities),
         "auc_mean": float(np.mean(present)) if present else float("nan"),
-        "auc_micro": (float(roc_auc_score(truth, probabilities[known]))
+        "auc_micro": (roc_auc(truth, probabilities[known])
                       if 0 < truth.sum() < len(truth) else float("nan")),
         "accuracy": float(np.nanmean(list(accuracies.values()))),
         "auc_per_finding": aucs,

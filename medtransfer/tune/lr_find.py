@@ -214,7 +214,7 @@ def find_lr(config: RunConfig, *, steps: int = DEFAULT_STEPS, min_lr: float = MI
             "trains at."
         )
     figure_format = check_format(figure_format)
-    from medtransfer.training.run import resolve_config
+    from medtransfer.training.resolve import resolve_config
 
     config, dataset = resolve_config(config)
     out_dir = Path(out) if out is not None else output_dir(config)

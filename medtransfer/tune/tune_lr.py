@@ -187,7 +187,7 @@ def tune_lr(config: RunConfig, *, trials: int = DEFAULT_TRIALS, min_lr: float = 
             f"below --max-lr; the defaults {MIN_LR:g} and {MAX_LR:g} cover every rate Adam "
             "trains at."
         )
-    from medtransfer.training.run import resolve_config
+    from medtransfer.training.resolve import resolve_config
 
     resolve_config(config)  # bad options fail before the search starts
     if config.experiment == RunConfig.experiment:
