@@ -11,6 +11,7 @@ from medtransfer.data.prepared import load_prepared
 from medtransfer.errors import MedtransferError
 from medtransfer.study.estimate import (
     CACHE,
+    CALIBRATION_FORMAT,
     calibration_key,
     estimate_sweep,
     machine_key,
@@ -102,6 +103,35 @@ def test_the_estimate_adds_up_each_runs_epochs_less_what_an_interrupted_run_did(
     assert without.rows[0]["setup_measured"] is False
     assert "set-up 11 s + 0.0 s an epoch*)" in without.text()
     assert "cancer not prepared here" in without.text()
+
+
+def test_a_calibration_of_an_older_format_is_measured_again(tmp_path, monkeypatch):
+    from medtransfer.study import estimate as estimate_module
+
+    sizes = {"digits": {"train": 640, "validation": 128, "test": 64}}
+    path = write_sweep(tmp_path, {"seed": [0]}, split_sizes=sizes)
+    key = calibration_key(load_sweep(path).runs[0].config)
+    older = machine_key().replace(f"|calibration {CALIBRATION_FORMAT}|",
+                                  f"|calibration {CALIBRATION_FORMAT - 1}|")
+    assert older != machine_key()
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / CACHE).write_text(
+        json.dumps({"calibrations": {older: {key: CALIBRATION}}}))
+    measured = []
+
+    def calibrate(config, phases, known, startup):
+        measured.append((phases, known))
+        return {**CALIBRATION, "startup": 20.0}
+
+    monkeypatch.setattr(estimate_module, "_startup_seconds", lambda: 20.0)
+    monkeypatch.setattr(estimate_module, "_calibrate", calibrate)
+
+    estimate = estimate_sweep(path)
+
+    assert measured == [(["warmup", "f0.00"], None)] and estimate.calibrated == [key]
+    assert estimate.rows[0]["seconds"] == pytest.approx(49.7 + 10.0)  # start-up 20, not 10
+    cache = json.loads((tmp_path / "logs" / CACHE).read_text())["calibrations"]
+    assert cache[older] == {key: CALIBRATION} and machine_key() in cache
 
 
 def test_the_estimate_names_the_split_sizes_it_needs(tmp_path):

@@ -10,8 +10,9 @@ a phase, which trace its functions, are timed apart (a run pays them once per ph
 as are saving the weights (twice an epoch: the checkpoint candidate and the resume
 state), building the model, and starting a run's process (importing TensorFlow; the
 machine's, not the net's, so measured once per estimate). The numbers are cached in
-``<logdir>/.estimates.json`` under this machine and the versions of medtransfer,
-TensorFlow and Keras, so a second estimate is instant; the file also keeps each run's
+``<logdir>/.estimates.json`` under this machine, the versions of medtransfer,
+TensorFlow and Keras and the calibration's own format (a cache of an older format is
+measured again), so a second estimate is instant; the file also keeps each run's
 last estimate, which ``report`` shows beside its measured wall time.
 
 A run also pays a set-up outside its steps: once (building its input pipeline, reading
@@ -77,6 +78,10 @@ from medtransfer.training.rundir import RunDirectory
 from medtransfer.version import __version__
 
 CACHE = ".estimates.json"
+# What a calibration measures and how: one more whenever that changes, so that a cache
+# of the old kind is measured again, not trusted. 2: a phase traces its steps once, and
+# its first cost includes building the training state (2026-12-07).
+CALIBRATION_FORMAT = 2
 SPLITS = ("train", "validation", "test")
 WARMUP_STEPS = 2
 TIMED_STEPS = 5
@@ -421,7 +426,7 @@ def schedule(runs: list[PlannedRun], seconds: list[float], places: int) -> float
 
 
 def machine_key() -> str:
-    """This machine and the versions a calibration holds for."""
+    """This machine and the versions (and calibration format) a calibration holds for."""
     import importlib.metadata as metadata
 
     versions = []
@@ -432,7 +437,7 @@ def machine_key() -> str:
             versions.append(f"{package} none")
     return (f"{platform.node()}|{_cpu_name()}|{usable_cores()} cores|"
             f"GPUs {','.join(visible_gpus()) or 'none'}|medtransfer {__version__}|"
-            + "|".join(versions))
+            f"calibration {CALIBRATION_FORMAT}|" + "|".join(versions))
 
 
 def _precise_images() -> int:
