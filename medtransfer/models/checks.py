@@ -84,6 +84,8 @@ def _looks_like_path(init: str) -> bool:
 
 
 def check_imagenet(spec: NetSpec, weights_file: str | Path | None) -> None:
+    """Fails unless ``spec`` has ImageNet weights and ``weights_file``, when given, exists
+    (the inits ``imagenet`` and ``mean_var``; also before a download is tried)."""
     if not spec.imagenet:
         with_weights = ", ".join(s.name for s in NETS if s.imagenet)
         raise MedtransferError(
