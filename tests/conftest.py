@@ -42,6 +42,24 @@ def digits_data_dir(tmp_path_factory):
     return root
 
 
+@pytest.fixture
+def rewritten(monkeypatch):
+    """The medtransfer functions AutoGraph rewrites meanwhile (module.qualified name):
+    none should be (medtransfer.data.pipeline.without_autograph)."""
+    from tensorflow.python.autograph.impl import api as autograph_api
+
+    names = []
+    convert = autograph_api._convert_actual
+
+    def recording(entity, program_ctx):
+        if getattr(entity, "__module__", "").startswith("medtransfer"):
+            names.append(f"{entity.__module__}.{entity.__qualname__}")
+        return convert(entity, program_ctx)
+
+    monkeypatch.setattr(autograph_api, "_convert_actual", recording)
+    return names
+
+
 # Seconds each test module took in the last full session (setup, call and teardown of its
 # tests), kept in pytest's cache to order the next session's modules.
 MODULE_SECONDS = "medtransfer/module_seconds"

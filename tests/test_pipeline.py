@@ -163,6 +163,17 @@ def test_keep_ids_keeps_exactly_those_examples(split):
         make(paths, keep_ids=[])
 
 
+def test_every_dataset_function_is_traced_as_written(split, rewritten):
+    paths, _ = split
+    # Every map and filter a stream can have: parse and check, keep ids, keep and
+    # relabel classes, decode, cache or not, augment, scale, ids.
+    for options in ({"training": True, "augment": AugmentConfig(), "keep_ids": IDS[:20]},
+                    {"keep_labels": [2, 0], "num_examples": 20, "cache_limit_bytes": 0},
+                    {"preprocess": lambda images: images / 127.5 - 1.0}):
+        assert collect(make(paths, **options))[0].size > 0
+    assert rewritten == []
+
+
 def test_cache_decision_from_the_estimated_bytes():
     assert cached_bytes(10, 32) == 10 * 32 * 32 * 3  # uint8
     assert fits_in_cache(10, 32, cache_limit_bytes=30720)

@@ -72,7 +72,7 @@ def test_finetune_freezes_the_bottom_fraction(tmp_path, digits_data_dir, recorde
 
 
 def test_epochs_are_numbered_across_phases_and_each_phase_traces_its_steps_once(
-        tmp_path, digits_data_dir, monkeypatch):
+        tmp_path, digits_data_dir, monkeypatch, rewritten):
     # Keras' steps run in Python only while a tf.function traces them. Left to itself,
     # Keras traces the training step twice (the metrics' variables are created in the
     # first trace) and the prediction step twice (the last batch is smaller); a trace of
@@ -90,6 +90,8 @@ def test_epochs_are_numbered_across_phases_and_each_phase_traces_its_steps_once(
         ["1", "warmup"], ["2", "warmup"], ["3", "finetune"]]
     # One trace of each per phase (the test split reuses phase 2's prediction trace).
     assert traced == ["train_step", "predict_step"] * 2
+    # Its datasets, BatchNorm pass and evaluation were traced as written.
+    assert rewritten == []
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from medtransfer.config import RunConfig, save_config
-from medtransfer.data.pipeline import make_dataset, select_train_subset
+from medtransfer.data.pipeline import make_dataset, select_train_subset, without_autograph
 from medtransfer.fileio import write_text_atomic
 from medtransfer.models.classifier import BACKBONE_LAYER
 from medtransfer.models.registry import get_net
@@ -109,6 +109,12 @@ def build_autoencoder(backbone: keras.Model, net: str) -> keras.Model:
                                 activation="sigmoid" if last else "relu",
                                 name="decoder_output" if last else f"decoder{index}_conv")(x)
     return keras.Model(inputs, x, name="autoencoder")
+
+
+@without_autograph
+def as_target(images, _):
+    """An autoencoder's batch: the images are their own target (the labels are dropped)."""
+    return images, images
 
 
 def reconstruction_scores(images, reconstructions) -> dict[str, np.ndarray]:
@@ -182,7 +188,7 @@ def _pretrain(config: RunConfig, dataset, directory: RunDirectory,
     validation, test = (
         make_dataset(dataset.shard_paths(split), training=False,
                      num_examples=len(dataset.split_frame(split, config.classes)), **common)
-        .map(lambda images, _: (images, images))
+        .map(as_target)
         for split in ("validation", "test"))
 
     backbone = get_net(config.net).build_backbone((config.image_size, config.image_size, 3),
@@ -196,7 +202,7 @@ def _pretrain(config: RunConfig, dataset, directory: RunDirectory,
     recorder = _BestReconstruction(directory, validation,
                                    PreciseBatchNorm(model, batchnorm_batches))
     started = time.monotonic()
-    model.fit(train.map(lambda images, _: (images, images)), epochs=epochs,
+    model.fit(train.map(as_target), epochs=epochs,
               steps_per_epoch=math.ceil(len(train_frame) / config.batch_size), shuffle=False,
               verbose=0,
               callbacks=[recorder])

@@ -178,7 +178,12 @@ def _probabilities(run: TrainedRun, images: list[_Image], options: ConvertOption
     """
     import tensorflow as tf
 
-    from medtransfer.data.pipeline import apply_scaling, resize_image, to_unit_range
+    from medtransfer.data.pipeline import (
+        apply_scaling,
+        resize_image,
+        to_unit_range,
+        without_autograph,
+    )
 
     def decoded() -> Iterator[tuple[np.ndarray, int]]:
         for index, image in enumerate(images):
@@ -195,9 +200,10 @@ def _probabilities(run: TrainedRun, images: list[_Image], options: ConvertOption
     batches = (
         tf.data.Dataset.from_generator(decoded, output_signature=(
             tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((), tf.int64)))
-        .map(lambda rgb, index: (to_unit_range(resize_image(rgb, image_size)), index))
+        .map(without_autograph(
+            lambda rgb, index: (to_unit_range(resize_image(rgb, image_size)), index)))
         .batch(batch_size)
-        .map(lambda pixels, index: (apply_scaling(pixels, preprocess), index))
+        .map(without_autograph(lambda pixels, index: (apply_scaling(pixels, preprocess), index)))
     )
     model = run.model()
     rows = []

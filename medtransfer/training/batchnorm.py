@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from medtransfer.data.pipeline import without_autograph
 from medtransfer.models.classifier import get_backbone
 
 #: How many training images the statistics are estimated over (all when fewer): 64
@@ -51,7 +52,7 @@ class PreciseBatchNorm:
 
     def __init__(self, classifier: keras.Model, batches: tf.data.Dataset):
         self.backbone = get_backbone(classifier)
-        self.batches = batches.map(lambda images, *_: images)
+        self.batches = batches.map(without_autograph(lambda images, *_: images))
         self._probes: dict[tuple[int, ...], tf.types.experimental.Function] = {}
 
     def update(self) -> int:
@@ -94,7 +95,7 @@ class PreciseBatchNorm:
 
             # Traced once, for any batch size: a last batch of another size would
             # otherwise trace it again.
-            @tf.function(input_signature=[self.batches.element_spec])
+            @tf.function(input_signature=[self.batches.element_spec], autograph=False)
             def probe(images):
                 # Training mode, so that each layer below sees what a training step feeds
                 # it. (That also moves the layers' moving averages a step; update() then

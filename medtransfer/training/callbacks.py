@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from medtransfer.data.pipeline import without_autograph
 from medtransfer.errors import MedtransferError
 from medtransfer.training.batchnorm import PreciseBatchNorm
 from medtransfer.training.metrics import evaluate_multi_label, evaluate_predictions
@@ -167,12 +168,13 @@ class EvaluationSet:
             findings: a multi-label task's findings; None for a single-label one.
         """
         labels, ids = [], []
-        for targets, batch_ids in dataset.map(lambda x, y, i: (y, i)):
+        for targets, batch_ids in dataset.map(without_autograph(lambda x, y, i: (y, i))):
             targets = targets.numpy()
             labels.append(np.argmax(targets, axis=1) if findings is None
                           else targets.astype(np.int8))
             ids.extend(value.decode() for value in batch_ids.numpy())
-        return cls(dataset.map(lambda x, y, i: x), np.concatenate(labels), ids, findings)
+        return cls(dataset.map(without_autograph(lambda x, y, i: x)), np.concatenate(labels),
+                   ids, findings)
 
     def predict(self, model: keras.Model) -> np.ndarray:
         _trace_for_any_batch_size(model, self.images.element_spec)
