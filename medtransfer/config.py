@@ -221,6 +221,11 @@ NATIVE_UPSCALE = 4
 """A default input size is at most this many times the dataset's native image size."""
 SMALLEST_DEFAULT_SIZE = 32
 """A default input size is at least this (and at least the net's smallest input)."""
+RUN_CONFIG = "config.yaml"
+"""A run directory's resolved config (:class:`medtransfer.training.rundir.RunDirectory`
+names the rest of its files)."""
+RUN_WEIGHTS = "best.weights.h5"
+"""A run directory's best weights: what ``--init <run dir>`` starts from."""
 
 
 def absolute_path(path: str | Path) -> str:
@@ -373,12 +378,19 @@ def init_source_name(path: str) -> str:
     its ``best.weights.h5``, else the weights file's stem (from the path's text alone:
     the source may be gone by the time a sweep or a report lists the runs)."""
     file = Path(path)
-    if file.name == "best.weights.h5":  # a run's checkpoint: name the run
+    if file.name == RUN_WEIGHTS:  # a run's checkpoint: name the run
         return file.parent.name
     name = file.name
     for suffix in (".weights.h5", ".h5", ".keras"):
         name = name.removesuffix(suffix)
     return name
+
+
+def init_folder(path: str | Path) -> Path:
+    """The run directory a path init names when it is one: the folder of a run's
+    ``best.weights.h5``, or the path itself (a run directory or another weights file)."""
+    path = Path(path)
+    return path.parent if path.name == RUN_WEIGHTS else path
 
 
 def _init_label(path: str) -> str:

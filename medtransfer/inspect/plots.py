@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from medtransfer.config import (
     FIELDS,
     NOT_IDENTITY,
     RunConfig,
+    init_folder,
     init_source_name,
     load_config_file,
 )
 from medtransfer.errors import MedtransferError
-from medtransfer.training.rundir import TrainedRun, primary_metric
+from medtransfer.training.rundir import RunDirectory, TrainedRun, primary_metric
 
 # What a run is shown by when the runs side by side share it.
 _SHARED_FIRST = ("dataset", "net", "init", "freeze")
@@ -79,10 +79,8 @@ def setting_text(name: str, value) -> str:
 def _transfer_text(path: str) -> str:
     """``transfer from <source dataset> · <net>`` when the source run's config can be read
     (its id is long); else the source's name."""
-    folder = Path(path)
-    folder = folder.parent if folder.name == "best.weights.h5" else folder
     try:
-        source = load_config_file(folder / "config.yaml")
+        source = load_config_file(RunDirectory(init_folder(path)).config)
     except (MedtransferError, OSError):  # a weights file, or a source since removed
         return f"transfer from {init_source_name(path)}"
     picked = f" ({','.join(source.classes)})" if source.classes else ""

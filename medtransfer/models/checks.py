@@ -10,12 +10,10 @@ from pathlib import Path
 
 import yaml
 
+from medtransfer.config import RUN_CONFIG, RUN_WEIGHTS
 from medtransfer.errors import MedtransferError, look_up_option, working_directory_note
 from medtransfer.models.registry import NETS, NetSpec
 from medtransfer.options import INITS
-
-RUN_CONFIG = "config.yaml"
-RUN_WEIGHTS = "best.weights.h5"
 
 
 def check_image_size(spec: NetSpec, image_size: int) -> None:

@@ -6,7 +6,6 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ from medtransfer.config import (
     RUN_ID_BASE,
     RunConfig,
     freeze_text,
+    init_folder,
     init_source_name,
     value_text,
 )
@@ -126,8 +126,7 @@ def _short_source(init: str, sources: dict[str, str], experiment: str) -> str:
     name = init_source_name(init)
     if name in sources:
         return sources[name]
-    path = Path(init)
-    run_dir = path.parent if path.name == "best.weights.h5" else path
+    run_dir = init_folder(init)
     if run_dir.name == name and run_dir.parent.name and run_dir.parent.name != experiment:
         return run_dir.parent.name
     return name

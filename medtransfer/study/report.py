@@ -171,7 +171,7 @@ def _no_runs_message(experiment_dir: Path) -> str:
     failed runs (each with its error.txt's first line), or no run at all."""
     from medtransfer.training.rundir import RunDirectory
 
-    if (experiment_dir / "config.yaml").exists():
+    if RunDirectory(experiment_dir).config.exists():
         return (f"'{experiment_dir}' is a run directory, not an experiment. Pass the folder "
                 f"that holds it: {experiment_dir.parent}.")
     failed = [RunDirectory(child) for child in sorted(experiment_dir.iterdir())

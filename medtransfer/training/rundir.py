@@ -45,6 +45,8 @@ import numpy as np
 from medtransfer.config import (
     FIELDS,
     NOT_IDENTITY,
+    RUN_CONFIG,
+    RUN_WEIGHTS,
     RunConfig,
     identity_differences,
     load_config_file,
@@ -116,9 +118,9 @@ class RunDirectory:
         self.path = Path(path)
         self._lock_handle = None
 
-    config = property(lambda self: self.path / "config.yaml")
+    config = property(lambda self: self.path / RUN_CONFIG)
     history = property(lambda self: self.path / "history.csv")
-    best_weights = property(lambda self: self.path / "best.weights.h5")
+    best_weights = property(lambda self: self.path / RUN_WEIGHTS)
     predictions = property(lambda self: self.path / "predictions_test.csv")
     metrics = property(lambda self: self.path / "metrics.json")
     resume = property(lambda self: self.path / "resume")
@@ -571,11 +573,9 @@ def scan_experiment(path: str | Path) -> list[RunRecord]:
             f"'{path}' is not a folder. Pass an experiment folder, "
             "<logdir>/<experiment> (for example tensorboard_logs/demo)."
         )
-    run_files = ("config.yaml", "metrics.json", "history.csv")
-    return [
-        read_run(child) for child in sorted(root.iterdir())
-        if child.is_dir() and any((child / name).exists() for name in run_files)
-    ]
+    folders = (RunDirectory(child) for child in sorted(root.iterdir()) if child.is_dir())
+    return [read_run(folder.path) for folder in folders
+            if any(path.exists() for path in (folder.config, folder.metrics, folder.history))]
 
 
 class TrainedRun:
