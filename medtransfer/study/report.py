@@ -244,31 +244,7 @@ class Study(StudyTables, ExpectationChecks, PublishedValues, FigurePanels):
                     f"{LEVEL:.0%} percentile interval over the test images (the mean AUC's "
                     "resamples), and its accuracy at probability 0.5.", "", findings_table]
         for init in self.freeze_inits:
-            label = self.init_labels[init]
-            out += ["", f"## {label}: test AUC per freeze level", "", self.freeze_table(init)]
-            if init == GLOROT:
-                continue
-            out += [
-                "", f"## {label} over glorot", "",
-                "Both at freeze 0 (every layer fine-tuned), same dataset and net. "
-                "Improvement: (AUC_A − AUC_glorot) / AUC_glorot of the mean test micro AUCs; "
-                "per dataset, the mean over nets; overall, the mean over datasets. Speed-up: "
-                "e_glorot / e_A, e_glorot the first epoch of glorot's best validation AUC and "
-                "e_A the first epoch at which A's validation AUC reaches it, per seed run by "
-                "both (epochs count warm-up and fine-tuning). " + DIFFERENCE_LEGEND,
-                "", self.dataset_summary(init)[0], "", self.per_net_table(init),
-            ]
-            paired = self.paired_table(init)
-            if paired:
-                out += [
-                    "", f"### Paired bootstrap: {label} against glorot (freeze 0, same seed)",
-                    "",
-                    f"Δ AUC = AUC_A − AUC_glorot on the same test images; {LEVEL:.0%} "
-                    "percentile interval and p-value from the same resampled image indices "
-                    "for both runs (p: share of resamples on the other side of zero, "
-                    "doubled, capped at 1).",
-                    "", paired,
-                ]
+            out += self._init_sections(init)
         findings = self.published.get("findings") if self.published else None
         if self.published:
             source = self.published.get("source", "the published study")
@@ -293,6 +269,35 @@ class Study(StudyTables, ExpectationChecks, PublishedValues, FigurePanels):
                     "bootstrap interval for one seed, ± the sample standard deviation over "
                     "seeds for several."]
         return "\n".join(out) + "\n", "\n".join(main) + "\n"
+
+    def _init_sections(self, init: str) -> list[str]:
+        """summary.md's sections of one init: its test AUC per freeze level, and for a
+        transfer init its comparison with glorot and the paired bootstrap."""
+        label = self.init_labels[init]
+        out = ["", f"## {label}: test AUC per freeze level", "", self.freeze_table(init)]
+        if init == GLOROT:
+            return out
+        out += [
+            "", f"## {label} over glorot", "",
+            "Both at freeze 0 (every layer fine-tuned), same dataset and net. "
+            "Improvement: (AUC_A − AUC_glorot) / AUC_glorot of the mean test micro AUCs; "
+            "per dataset, the mean over nets; overall, the mean over datasets. Speed-up: "
+            "e_glorot / e_A, e_glorot the first epoch of glorot's best validation AUC and "
+            "e_A the first epoch at which A's validation AUC reaches it, per seed run by "
+            "both (epochs count warm-up and fine-tuning). " + DIFFERENCE_LEGEND,
+            "", self.dataset_summary(init)[0], "", self.per_net_table(init),
+        ]
+        paired = self.paired_table(init)
+        if paired:
+            out += [
+                "", f"### Paired bootstrap: {label} against glorot (freeze 0, same seed)", "",
+                f"Δ AUC = AUC_A − AUC_glorot on the same test images; {LEVEL:.0%} "
+                "percentile interval and p-value from the same resampled image indices "
+                "for both runs (p: share of resamples on the other side of zero, "
+                "doubled, capped at 1).",
+                "", paired,
+            ]
+        return out
 
     def results_csv(self) -> str:
         """results.csv: a row per run directory, every metrics.json key, the interval."""
