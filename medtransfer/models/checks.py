@@ -58,7 +58,7 @@ def check_init(spec: NetSpec, init: str, weights_file: str | Path | None = None)
             raise MedtransferError(
                 f"--init {init} does not exist{working_directory_note(init)}. A path init is "
                 f"an earlier run directory (<logdir>/<experiment>/<run_id>, holding "
-                f"config.yaml and {RUN_WEIGHTS}) or a weights file; check the path, or use one "
+                f"{RUN_CONFIG} and {RUN_WEIGHTS}) or a weights file; check the path, or use one "
                 f"of the inits {', '.join(INITS)}."
             )
         try:
