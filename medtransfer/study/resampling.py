@@ -16,7 +16,6 @@ from medtransfer.study.runs import StudyRun
 from medtransfer.study.stats import (
     Difference,
     Interval,
-    auc_micro,
     paired_mean_difference,
     percentile_interval,
     resample_counts,
@@ -24,6 +23,7 @@ from medtransfer.study.stats import (
     resampled_auc_micro,
     resampled_auc_per_finding,
 )
+from medtransfer.training.metrics import auc_micro
 
 CACHE_NAME = "bootstrap_{resamples}x_seed{seed}.json"
 """Each run's resampled test AUCs, beside its predictions_test.csv (see ``Bootstrap``)."""

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medtransfer.training.metrics import auc_micro
+
 LEVEL = 0.95
 
 
@@ -163,13 +165,6 @@ def _weighted_aucs(positive: np.ndarray, known: np.ndarray, probabilities: np.nd
     weighted_aucs(counts, positive_image.astype(np.int64), negative_image.astype(np.int64),
                   below.astype(np.int64), up_to.astype(np.int64), result)
     return result
-
-
-def auc_micro(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """The micro AUC of the split itself (:func:`resampled_auc_micro` with every image
-    drawn once): scikit-learn's number, without importing scikit-learn."""
-    return float(resampled_auc_micro(labels, probabilities,
-                                     np.ones((1, len(labels)), dtype=np.int32))[0])
 
 
 def percentile_interval(estimate: float, samples: np.ndarray, level: float = LEVEL) -> Interval:
