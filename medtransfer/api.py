@@ -21,14 +21,17 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from medtransfer.errors import MedtransferError
+from medtransfer.machine import load_unused_keras_extras_on_first_use
 from medtransfer.quiet import quiet_tensorflow_start
 
 if TYPE_CHECKING:
     from medtransfer.config import RunConfig
 
 # As on the command line: TensorFlow's start-up noise hidden when it first loads
-# (MEDTRANSFER_VERBOSE=1 or the user's own TF_CPP_MIN_LOG_LEVEL shows it).
+# (MEDTRANSFER_VERBOSE=1 or the user's own TF_CPP_MIN_LOG_LEVEL shows it), and what Keras
+# imports for features medtransfer never calls left to load when first used.
 quiet_tensorflow_start()
+load_unused_keras_extras_on_first_use()
 
 
 class Run:

@@ -964,6 +964,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from medtransfer.lifetime import die_with_parent_if_asked
     from medtransfer.machine import (
         import_heavy_libraries_without_collecting,
+        load_unused_keras_extras_on_first_use,
         use_core_share_if_asked,
     )
     from medtransfer.quiet import quiet_tensorflow_start
@@ -971,6 +972,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     die_with_parent_if_asked()
     use_core_share_if_asked()
     import_heavy_libraries_without_collecting()
+    load_unused_keras_extras_on_first_use()
 
     args = _parse(build_parser(), list(sys.argv[1:] if argv is None else argv))
     # Handlers see only their subcommand's options (and command, handler).

@@ -1,11 +1,13 @@
 """The first import of a named module, run inside a context of the caller's choosing.
 
-Two things happen around TensorFlow's import wherever it is first imported: ``quiet``
-filters its start-up lines from file descriptor 2, and ``machine`` pauses the garbage
-collector. Both are a :class:`FirstImport`: a finder at the front of ``sys.meta_path``
-that lets the other finders find the module, wraps the loader they return, and leaves
-``sys.meta_path`` once each of its modules has been imported. Two of them compose: the
-first finds through the second, so the second's context runs inside the first's.
+Three things happen around TensorFlow's import wherever it is first imported: ``quiet``
+filters its start-up lines from file descriptor 2, ``machine`` pauses the garbage
+collector, and ``machine`` also leaves two modules Keras imports for features medtransfer
+never calls unexecuted until they are used (:class:`OnFirstUse`). Each is a
+:class:`FirstImport`: a finder at the front of ``sys.meta_path`` that lets the other
+finders find the module, wraps the loader they return, and leaves ``sys.meta_path`` once
+each of its modules has been imported. Two of them compose: the first finds through the
+second, so the second's context runs inside the first's.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class FirstImport(importlib.abc.MetaPathFinder):
         self.imported: set[str] = set()
 
     def names(self) -> frozenset[str]:
-        """The top-level modules whose first import runs inside :meth:`around`."""
+        """The modules whose first import runs inside :meth:`around`."""
         raise NotImplementedError
 
     def around(self, module) -> AbstractContextManager:
@@ -47,8 +49,21 @@ class FirstImport(importlib.abc.MetaPathFinder):
             sys.meta_path.remove(self)
         spec = importlib.util.find_spec(fullname)
         if spec is not None and spec.loader is not None:
-            spec.loader = _LoaderAround(spec.loader, self.around)
+            spec.loader = self.wrap(spec.loader)
         return spec
+
+    def wrap(self, loader: importlib.abc.Loader) -> importlib.abc.Loader:
+        """The loader the import uses: ``loader``, run inside :meth:`around`."""
+        return _LoaderAround(loader, self.around)
+
+
+class OnFirstUse(FirstImport):
+    """Imports each module :meth:`names` gives without running it: its code runs when
+    one of its attributes is first read (``importlib.util.LazyLoader``), so a module
+    imported only to be at hand costs nothing until it is used."""
+
+    def wrap(self, loader: importlib.abc.Loader) -> importlib.abc.Loader:
+        return importlib.util.LazyLoader(loader)
 
 
 class _LoaderAround(importlib.abc.Loader):

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from medtransfer.errors import MedtransferError
-from medtransfer.importhook import FirstImport
+from medtransfer.importhook import FirstImport, OnFirstUse
 
 # mallopt's parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -155,6 +155,29 @@ def import_heavy_libraries_without_collecting() -> None:
     command or test imports them first, and wherever, gets this; it changes nothing else.
     """
     _CollectLater.install()
+
+
+# What Keras 3.15 imports with itself for features medtransfer never calls: the
+# scikit-learn wrappers (keras.wrappers, which import scikit-learn) and pyplot
+# (keras.visualization's plot_image_gallery).
+_UNUSED_KERAS_EXTRAS = frozenset({"keras.wrappers", "matplotlib.pyplot"})
+
+
+def load_unused_keras_extras_on_first_use() -> None:
+    """From now on, the modules Keras imports for its scikit-learn wrappers and its image
+    gallery are imported without running, and run when first used (never, in a run).
+
+    Keras imports both with itself, whether or not they are used: scikit-learn and pyplot
+    were 1.1 of the 4.8 CPU-seconds that importing the training code took (three of each,
+    alternated), in every ``run`` process a sweep starts. Whoever does use them (Keras'
+    ``SKLearnClassifier``, ``plt.figure()``) gets the real module at that moment.
+    """
+    _OnFirstUse.install()
+
+
+class _OnFirstUse(OnFirstUse):
+    def names(self) -> frozenset[str]:
+        return _UNUSED_KERAS_EXTRAS
 
 
 class _CollectLater(FirstImport):

@@ -18,9 +18,13 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-from medtransfer.machine import import_heavy_libraries_without_collecting  # noqa: E402
+from medtransfer.machine import (  # noqa: E402
+    import_heavy_libraries_without_collecting,
+    load_unused_keras_extras_on_first_use,
+)
 
 import_heavy_libraries_without_collecting()  # as the command line does
+load_unused_keras_extras_on_first_use()
 
 import tensorflow as tf  # noqa: E402
 

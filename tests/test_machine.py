@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -71,3 +72,48 @@ def test_a_heavy_import_runs_without_collection_and_its_objects_are_frozen(
     # Each keeps the loader that found it, not the wrapper.
     assert type(heavy_outer.__loader__).__name__ == "SourceFileLoader"
     assert heavy_outer.__spec__.loader is heavy_outer.__loader__
+
+
+def test_an_extra_imported_on_first_use_runs_only_when_read(tmp_path, monkeypatch, capsys):
+    from medtransfer import machine
+
+    # A stand-in for pyplot: it prints when its code runs, and has one attribute.
+    (tmp_path / "extra_probe.py").write_text("print('ran')\nVALUE = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(machine, "_UNUSED_KERAS_EXTRAS", frozenset({"extra_probe"}))
+    machine.load_unused_keras_extras_on_first_use()
+    machine.load_unused_keras_extras_on_first_use()  # once is enough: no second finder
+    assert sum(isinstance(finder, machine._OnFirstUse) for finder in sys.meta_path) == 1
+    try:
+        import extra_probe
+
+        assert capsys.readouterr().out == ""  # imported, not run
+        assert extra_probe.VALUE == 7
+        assert capsys.readouterr().out == "ran\n"  # run at the first read, once
+        assert extra_probe.VALUE == 7 and capsys.readouterr().out == ""
+        assert sys.modules["extra_probe"] is extra_probe
+    finally:
+        sys.modules.pop("extra_probe", None)
+    # Its one module imported, the finder has left.
+    assert not any(isinstance(finder, machine._OnFirstUse) for finder in sys.meta_path)
+
+
+# Keras with the extras deferred: neither scikit-learn nor pyplot runs with it, and both
+# are there when asked for.
+KERAS_EXTRAS = """
+import sys
+from medtransfer.machine import load_unused_keras_extras_on_first_use
+load_unused_keras_extras_on_first_use()
+import keras
+print("sklearn" in sys.modules, "matplotlib.figure" in sys.modules)  # pyplot's first import
+print(keras.wrappers.SKLearnClassifier.__module__, "sklearn" in sys.modules)
+print(callable(sys.modules["matplotlib.pyplot"].figure), "matplotlib.figure" in sys.modules)
+"""
+
+
+def test_importing_keras_runs_neither_scikit_learn_nor_pyplot():
+    done = subprocess.run([sys.executable, "-c", KERAS_EXTRAS], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "False False", "keras.src.wrappers.sklearn_wrapper True", "True True"]
