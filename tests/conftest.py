@@ -1,7 +1,8 @@
 """Test-wide set-up: quiet TensorFlow and two logical CPU devices standing in for two GPUs.
 
 Logical devices can only be configured before TensorFlow initialises its runtime, so it
-happens here, once, before any test imports a model.
+happens here, once, before any test module is imported (``pytest_configure``): in each
+process that runs tests, not in pytest-xdist's main process, which only hands them out.
 """
 
 import json
@@ -26,14 +27,17 @@ from medtransfer.machine import (  # noqa: E402
 import_heavy_libraries_without_collecting()  # as the command line does
 load_unused_keras_extras_on_first_use()
 
-import tensorflow as tf  # noqa: E402
-
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-)
-
 import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and config.getoption("numprocesses", None):
+        return  # pytest-xdist's main process runs no test: TensorFlow stays unloaded
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 
 @pytest.fixture(scope="session")
