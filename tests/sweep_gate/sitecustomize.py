@@ -28,9 +28,12 @@ def _patch(keras):
             if epoch != 0:
                 return
             gate = Path(GATE)
-            waiting = gate / f"waiting-{os.getpid()}.json"
-            waiting.write_text(json.dumps(
+            # Written whole under another name, then renamed: a test that sees the file
+            # reads all of it, never a file still being written.
+            writing = gate / f".waiting-{os.getpid()}.json.part"
+            writing.write_text(json.dumps(
                 {"pid": os.getpid(), "ppid": os.getppid(), "argv": sys.argv}))
+            os.replace(writing, gate / f"waiting-{os.getpid()}.json")
             while not (gate / "open").exists():
                 time.sleep(0.05)
 
