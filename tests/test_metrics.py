@@ -25,6 +25,17 @@ def test_binary_auc_by_hand():
     assert auc_micro(LABELS, PROBS) == pytest.approx(13 / 16)
 
 
+def test_roc_auc_refuses_one_class_and_scores_that_are_not_finite():
+    from medtransfer.training.metrics import roc_auc
+
+    with pytest.raises(ValueError, match="Only one class"):
+        roc_auc(np.array([1, 1]), np.array([0.2, 0.4]))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        roc_auc(np.array([0, 1]), np.array([0.2, np.nan]))
+    # Ties count one half: positives 0.5, 0.9 against negatives 0.5, 0.1 -> 3.5 of 4.
+    assert roc_auc(np.array([1, 1, 0, 0]), np.array([0.5, 0.9, 0.5, 0.1])) == 3.5 / 4
+
+
 def test_accuracy_and_loss_by_hand():
     # Arg-max: 0, 0, 0, 1 -> 3 of 4 right.
     assert accuracy(LABELS, PROBS) == pytest.approx(0.75)
