@@ -10,6 +10,7 @@
 - ``input_pipeline``: the training input pipeline vs Keras' image_dataset_from_directory.
 - ``training_ceiling``: a real run vs the same model fitted on tensors in memory.
 - ``freezing``: training speed at freeze 1.0 and in phase 1 vs freeze 0.
+- ``tracing``: a phase's first training step (its trace) with medtransfer's Adam vs Keras'.
 - ``prepare_scaling``: ``prepare`` on every core vs one; memory of prepare and run.
 - ``report_speed``: ``report`` on a study-sized experiment, first and repeated call.
 - ``pipeline_throughput``: the pipeline's own design choices against their alternatives.

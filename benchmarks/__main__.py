@@ -8,7 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
-FIGURES = ("startup", "pipeline", "training", "freezing", "prepare", "report", "chest", "cost")
+FIGURES = ("startup", "pipeline", "training", "freezing", "tracing", "prepare", "report", "chest",
+           "cost")
 # The photographs of the pipeline figure, also prepared for the training and memory runs:
 # (count, width, height). Quick: the fewest that split 8:1:1 with >= 10 images per class.
 PHOTOS = {False: (2000, 500, 375), True: (20, 64, 48)}
@@ -69,6 +70,9 @@ def _measure(figure: str, root: Path, photos, quick: bool, memory):
     if figure == "freezing":
         from benchmarks import freezing
         return freezing.measure(quick)
+    if figure == "tracing":
+        from benchmarks import tracing
+        return tracing.measure(quick)
     if figure == "report":
         from benchmarks import report_speed
         return report_speed.measure(root, quick)

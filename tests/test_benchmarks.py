@@ -27,6 +27,7 @@ EXPECTED = {
     "training_mobilenet", "pipeline_per_core_mobilenet",
     "freeze_1_inception_v3", "phase_1_inception_v3", "frozen_step_vs_forward_inception_v3",
     "freeze_1_densenet121", "phase_1_densenet121", "frozen_step_vs_forward_densenet121",
+    "first_step_small_cnn",
     "prepare_cores", "prepare_memory", "run_memory_cache", "stream_memory_cache",
     "report_first", "report_repeated", "report_first_cpu", "report_bootstrap_auc",
     "prepare_chexpert_rate", "scan_chexpert_memory", "prepare_chestxray14_rate",

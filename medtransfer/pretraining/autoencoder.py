@@ -58,6 +58,7 @@ from medtransfer.training.run import (
     training_frame,
 )
 from medtransfer.training.rundir import RunDirectory
+from medtransfer.training.schedule import make_optimizer
 from medtransfer.training.strategy import set_op_determinism
 from medtransfer.version import __version__
 
@@ -194,7 +195,7 @@ def _pretrain(config: RunConfig, dataset, directory: RunDirectory,
     backbone = get_net(config.net).build_backbone((config.image_size, config.image_size, 3),
                                                   None)
     model = build_autoencoder(backbone, config.net)
-    model.compile(optimizer=keras.optimizers.Adam(config.lr), loss="mse")
+    model.compile(optimizer=make_optimizer("adam", config.lr), loss="mse")
     save_config(config, directory.config)
     print(f"Pretraining {directory.path.name}: autoencoder on {len(train_frame)} training "
           f"images, {config.image_size}px, batch {config.batch_size}, {epochs} epochs, "
