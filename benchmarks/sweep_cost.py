@@ -3,12 +3,13 @@ against one run at a time.
 
 A digits sweep of 4 configurations with different nets and freezes (small_cnn and
 cbr_tiny, each at freeze 0 and 0.5; 32 px, 400 training images, 1+3 epochs; ``--quick``:
-16 px, 40 images, 1+1) is estimated first (``estimate_sweep``: the calibration is
-measured, not taken from a cache, and so is each net's set-up outside the steps, on one
+both nets at freeze 0.5 only, 16 px, 40 images, 1+1, so the same steps on 2 runs, each a
+process of about 7 CPU-seconds) is estimated first (``estimate_sweep``: the calibration
+is measured, not taken from a cache, and so is each net's set-up outside the steps, on one
 tiny real run of it), then each run is trained as the sweep trains it
 (``launch_run``: its own ``medtransfer run`` process), one at a time, and its wall time
 (process start to exit) is compared with its estimate: the row's ratio is the relative
-error, |estimate - measured| / measured, which must stay within 25%. Then the same 4
+error, |estimate - measured| / measured, which must stay within 25%. Then the same
 runs (a second experiment) are trained by ``medtransfer sweep --parallel 2`` in a fresh
 process, and its wall time is compared with the one-at-a-time total.
 
@@ -36,7 +37,8 @@ from medtransfer.study.launch import launch_run
 
 # image size, training images, epochs
 SIZES = {False: (32, 400, "1+3"), True: (16, 40, "1+1")}
-GRID = {"net": ["small_cnn", "cbr_tiny"], "freeze": [0.0, 0.5]}
+GRIDS = {False: {"net": ["small_cnn", "cbr_tiny"], "freeze": [0.0, 0.5]},
+         True: {"net": ["small_cnn", "cbr_tiny"], "freeze": [0.5]}}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,7 +50,7 @@ def write_sweep(root: Path, experiment: str, quick: bool) -> Path:
         "base": {"dataset": "digits", "image_size": size, "batch_size": 32, "epochs": epochs,
                  "train_size": train, "data_dir": str(root / "datasets"),
                  "logdir": str(root / "cost_logs")},
-        "grid": GRID}))
+        "grid": GRIDS[quick]}))
     return path
 
 
@@ -83,17 +85,19 @@ def measure(root: Path, quick: bool) -> tuple[list[Figure], list[str]]:
                     "--parallel", "2"], check=True, env=env, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     both = time.perf_counter() - started
-    figures.append(Figure("parallel_2", "sweep of 4 runs: one at a time vs --parallel 2",
+    runs = len(measured)
+    freezes = " and ".join(f"{freeze:g}" for freeze in GRIDS[quick]["freeze"])
+    figures.append(Figure("parallel_2", f"sweep of {runs} runs: one at a time vs --parallel 2",
                           sum(measured), both, "s"))
     notes = [
-        "Estimate: `sweep --estimate` on 4 digits runs (small_cnn and cbr_tiny at freeze 0 "
-        "and 0.5), calibrated in this process, against each run's wall time as the sweep "
+        f"Estimate: `sweep --estimate` on {runs} digits runs (small_cnn and cbr_tiny at freeze "
+        f"{freezes}), calibrated in this process, against each run's wall time as the sweep "
         "launches it (its own process, start to exit), one at a time; the ratio is the "
         "relative error. The estimate's set-up (start-up, build and what a tiny real run "
         "of the net measured outside its steps, once + each epoch) is part of it. Per run, "
         f"estimated (of which set-up) / measured seconds: {', '.join(pairs)}. The "
         f"estimate itself took {estimating:.0f} s (2 calibrations and their tiny runs).",
-        "--parallel 2: the same 4 runs by `medtransfer sweep --parallel 2` in a fresh "
+        f"--parallel 2: the same {runs} runs by `medtransfer sweep --parallel 2` in a fresh "
         "process (each run pinned to its share of the cores), wall time against the sum of "
         "the one-at-a-time runs; both measured while the machine's load is what it is, so "
         "read them together with the load average above.",
