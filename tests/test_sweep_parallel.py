@@ -85,11 +85,14 @@ def test_two_at_once_complete_every_run_once_and_resume_after_sigterm_and_ctrl_c
     run_dirs = [run.run_dir for run in load_sweep(config).runs]
     command = [sys.executable, "-m", "medtransfer", "sweep", str(config), "--parallel", "2"]
     logs = []
+    # The sweep's temp directory, where each run's config file waits in a folder of its own.
+    temp = tmp_path / "temp"
+    temp.mkdir()
 
     def start():
         logs.append(tmp_path / f"sweep-{len(logs)}.log")
-        return subprocess.Popen(command, env=gated_env(gate), stdout=logs[-1].open("w"),
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, env=gated_env(gate, TMPDIR=str(temp)),
+                                stdout=logs[-1].open("w"), stderr=subprocess.STDOUT)
 
     def stop_when_two_wait(signal_number):
         sweep = start()
@@ -107,16 +110,19 @@ def test_two_at_once_complete_every_run_once_and_resume_after_sigterm_and_ctrl_c
             path.unlink()
         return sweep.returncode, [run_dir for _, run_dir in held]
 
-    # SIGTERM ends the sweep at once; its runs die with it (their epoch 1 is saved).
+    # SIGTERM ends the sweep at once; its runs die with it (their epoch 1 is saved), and
+    # the config folders of both runs go with them.
     code, first = stop_when_two_wait(signal.SIGTERM)
     assert code == -signal.SIGTERM
     assert sorted(first) == run_dirs[:2]
+    assert not list(temp.glob("medtransfer-sweep-*"))
     # Started again: both resume past the gate (it holds only epoch 1), the next two
     # start and wait; Ctrl-C stops them, as a stop, not a failure.
     code, second = stop_when_two_wait(signal.SIGINT)
     output = logs[-1].read_text()
     assert code == 130, output
     assert sorted(second) == run_dirs[2:]
+    assert not list(temp.glob("medtransfer-sweep-*"))
     assert "medtransfer sweep: interrupted." in output and "Traceback" not in output
     for run_dir in run_dirs[2:]:
         assert history_epochs(run_dir) == [1] and not (run_dir / "error.txt").exists()

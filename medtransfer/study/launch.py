@@ -19,13 +19,15 @@ from __future__ import annotations
 import collections
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +45,8 @@ from medtransfer.training.rundir import RunDirectory, RunHeld
 
 SWEEP_COPY = "sweep.yaml"
 STDERR_LINES_KEPT = 30
+# The temporary folders holding the config files of this process's runs in progress.
+_RUN_FOLDERS: set[str] = set()
 # How a run ended: trained (or found complete), failed, or held by another process.
 COMPLETE, FAILED, HELD = "complete", "failed", "held"
 
@@ -382,8 +386,8 @@ def _run_child(run: PlannedRun, slot: Slot | None) -> tuple[int, list[str]]:
         KeyboardInterrupt: Ctrl-C, or the slot was stopped.
     """
     tag = f"[{slot.tag}] " if slot is not None and slot.tag else ""
-    with tempfile.TemporaryDirectory(prefix="medtransfer-sweep-") as folder:
-        config_file = Path(folder) / "config.yaml"
+    with _run_folder() as folder:
+        config_file = folder / "config.yaml"
         config_file.write_text(yaml.safe_dump(run_options(run.config), sort_keys=False))
         # The child dies with us (see medtransfer.lifetime). Linux ties that to the thread
         # that starts it, so a parallel sweep's slot thread outlives its child.
@@ -421,6 +425,48 @@ def _run_child(run: PlannedRun, slot: Slot | None) -> tuple[int, list[str]]:
                 if slot.stopping:  # stopped by Ctrl-C: resumes, is no failure
                     raise KeyboardInterrupt
         return exit_code, list(tail)
+
+
+@contextmanager
+def _run_folder() -> Iterator[Path]:
+    """A temporary folder for a child run's config file, removed when the run ends, or
+    when SIGTERM ends this process (:func:`run_folders_removed_on_sigterm`)."""
+    folder = tempfile.mkdtemp(prefix="medtransfer-sweep-")
+    _RUN_FOLDERS.add(folder)
+    try:
+        yield Path(folder)
+    finally:
+        _RUN_FOLDERS.discard(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def run_folders_removed_on_sigterm() -> Iterator[None]:
+    """Within: SIGTERM (``kill``, a job scheduler's time limit) still ends this process at
+    once, as its default action does, but first removes the temporary folders of the runs
+    in progress, which would otherwise stay behind in the temp directory, one per run. The
+    runs die with this process (:mod:`medtransfer.lifetime`) and resume from their last
+    saved epoch. SIGKILL leaves the folders: nothing can run then.
+
+    Only in the main thread, and only where SIGTERM has its default action: a program
+    that handles SIGTERM itself keeps its handler.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def end(signum, frame):
+        for folder in list(_RUN_FOLDERS):
+            shutil.rmtree(folder, ignore_errors=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, end)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_options(config: RunConfig) -> dict[str, Any]:
