@@ -1,13 +1,14 @@
-"""The first import of a named module, run inside a context of the caller's choosing.
+"""The first import of a named module, run inside a context of the caller's choosing,
+or left unexecuted until it is used.
 
 Three things happen around TensorFlow's import wherever it is first imported: ``quiet``
-filters its start-up lines from file descriptor 2, ``machine`` pauses the garbage
-collector, and ``machine`` also leaves two modules Keras imports for features medtransfer
-never calls unexecuted until they are used (:class:`OnFirstUse`). Each is a
-:class:`FirstImport`: a finder at the front of ``sys.meta_path`` that lets the other
-finders find the module, wraps the loader they return, and leaves ``sys.meta_path`` once
-each of its modules has been imported. Two of them compose: the first finds through the
-second, so the second's context runs inside the first's.
+filters its start-up lines from file descriptor 2 and ``machine`` pauses the garbage
+collector (each a :class:`FirstImport`), and ``machine`` also leaves two modules Keras
+imports for features medtransfer never calls unexecuted until they are used
+(:class:`OnFirstUse`). Each is a finder at the front of ``sys.meta_path`` that lets the
+other finders find the module, wraps the loader they return, and leaves
+``sys.meta_path`` once each of its modules has been imported. Two of them compose: the
+first finds through the second, so the second's context runs inside the first's.
 """
 
 from __future__ import annotations
@@ -19,18 +20,19 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 
-class FirstImport(importlib.abc.MetaPathFinder):
-    """Runs the first import of each module :meth:`names` gives inside :meth:`around`."""
+class _FirstImportFinder(importlib.abc.MetaPathFinder):
+    """Hands the first import of each module :meth:`names` gives the loader :meth:`wrap`
+    makes of the one the other finders found."""
 
     def __init__(self):
         self.imported: set[str] = set()
 
     def names(self) -> frozenset[str]:
-        """The modules whose first import runs inside :meth:`around`."""
+        """The modules whose first import this finder changes."""
         raise NotImplementedError
 
-    def around(self, module) -> AbstractContextManager:
-        """The context ``module``'s code runs in (``module`` is not executed yet)."""
+    def wrap(self, loader: importlib.abc.Loader) -> importlib.abc.Loader:
+        """The loader the import uses instead of ``loader``."""
         raise NotImplementedError
 
     @classmethod
@@ -52,12 +54,19 @@ class FirstImport(importlib.abc.MetaPathFinder):
             spec.loader = self.wrap(spec.loader)
         return spec
 
+
+class FirstImport(_FirstImportFinder):
+    """Runs the first import of each module :meth:`names` gives inside :meth:`around`."""
+
+    def around(self, module) -> AbstractContextManager:
+        """The context ``module``'s code runs in (``module`` is not executed yet)."""
+        raise NotImplementedError
+
     def wrap(self, loader: importlib.abc.Loader) -> importlib.abc.Loader:
-        """The loader the import uses: ``loader``, run inside :meth:`around`."""
         return _LoaderAround(loader, self.around)
 
 
-class OnFirstUse(FirstImport):
+class OnFirstUse(_FirstImportFinder):
     """Imports each module :meth:`names` gives without running it: its code runs when
     one of its attributes is first read (``importlib.util.LazyLoader``), so a module
     imported only to be at hand costs nothing until it is used."""
