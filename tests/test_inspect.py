@@ -135,7 +135,9 @@ def test_blocks_and_gradcam_of_every_net(net):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, digits_data_dir):
     """Two finished digits runs, and the weights each started from: ``main`` (freeze 0.5,
-    so blocks 1-2 never train) and ``transfer``, trained with --mixed-precision on three
+    so blocks 1-2 never train; 400 training images, on which t-SNE's same-digit distances
+    came out 0.22-0.25 of the others' at seeds 0-2, against 0.17 on all 1,437, the test
+    asking below 0.5) and ``transfer``, trained with --mixed-precision on three
     of the classes (--classes) from ``main``'s weights (--init <run dir>, a new head),
     with the same blocks frozen."""
     root = tmp_path_factory.mktemp("inspect")
@@ -150,7 +152,8 @@ def runs(tmp_path_factory, digits_data_dir):
                   freeze=0.5, logdir=str(root), data_dir=str(digits_data_dir))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(run_module, "build_model", recording_build_model)
-        main_run = run_experiment(RunConfig(epochs="0+2", experiment="main", **common)).run_dir
+        main_run = run_experiment(RunConfig(epochs="0+2", train_size=400, experiment="main",
+                                            **common)).run_dir
         transfer = run_experiment(RunConfig(
             epochs="0+1", train_size=40, mixed_precision=True, init=str(main_run),
             classes=("3", "5", "7"), experiment="transfer", **common)).run_dir
@@ -394,11 +397,15 @@ def test_gradcam_of_an_unknown_class_names_the_classes(runs, capsys):
 # --- Grad-CAM finds the evidence --------------------------------------------------------
 
 
-def _square_task(folder: Path, size: int = 48, train: int = 240,
+def _square_task(folder: Path, size: int = 48, train: int = 120,
                  seed: int = 0) -> tuple[Path, dict]:
     """A MedMNIST-layout .npz: class 1 has a bright square filling one quadrant (which
     one is drawn per image), class 0 has none; both on the same noise. Returns the file
-    and the quadrant of each test image of class 1 (by its id)."""
+    and the quadrant of each test image of class 1 (by its id).
+
+    120 training images: with the test's run, Grad-CAM peaked inside the square on 20 of
+    20 test images at seeds 0, 1, 2 and 5 and 17 at seeds 3 and 4 (240 images: 20 at seed
+    0, 14 at seed 3), in about 11 CPU-seconds against 15."""
     rng = np.random.default_rng(seed)
     arrays, squares = {}, {}
     half = size // 2

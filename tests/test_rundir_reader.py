@@ -15,8 +15,8 @@ from medtransfer.training.rundir import open_run
 def finished_run(tmp_path_factory, digits_data_dir):
     root = tmp_path_factory.mktemp("reader")
     config = RunConfig(dataset="digits", net="small_cnn", epochs="0+1", image_size=16,
-                       batch_size=64, lr=1e-3, experiment="reader", logdir=str(root),
-                       data_dir=str(digits_data_dir))
+                       batch_size=64, train_size=200, lr=1e-3, experiment="reader",
+                       logdir=str(root), data_dir=str(digits_data_dir))
     return run_experiment(config).run_dir
 
 
