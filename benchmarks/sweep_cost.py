@@ -37,8 +37,8 @@ from medtransfer.study.launch import launch_run
 
 # image size, training images, epochs
 SIZES = {False: (32, 400, "1+3"), True: (16, 40, "1+1")}
-GRIDS = {False: {"net": ["small_cnn", "cbr_tiny"], "freeze": [0.0, 0.5]},
-         True: {"net": ["small_cnn", "cbr_tiny"], "freeze": [0.5]}}
+NETS = ["small_cnn", "cbr_tiny"]
+FREEZES = {False: [0.0, 0.5], True: [0.5]}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,7 +50,7 @@ def write_sweep(root: Path, experiment: str, quick: bool) -> Path:
         "base": {"dataset": "digits", "image_size": size, "batch_size": 32, "epochs": epochs,
                  "train_size": train, "data_dir": str(root / "datasets"),
                  "logdir": str(root / "cost_logs")},
-        "grid": GRIDS[quick]}))
+        "grid": {"net": NETS, "freeze": FREEZES[quick]}}))
     return path
 
 
@@ -86,12 +86,13 @@ def measure(root: Path, quick: bool) -> tuple[list[Figure], list[str]]:
                    stderr=subprocess.DEVNULL)
     both = time.perf_counter() - started
     runs = len(measured)
-    freezes = " and ".join(f"{freeze:g}" for freeze in GRIDS[quick]["freeze"])
+    nets = " and ".join(NETS)
+    freezes = " and ".join(f"{freeze:g}" for freeze in FREEZES[quick])
     figures.append(Figure("parallel_2", f"sweep of {runs} runs: one at a time vs --parallel 2",
                           sum(measured), both, "s"))
     notes = [
-        f"Estimate: `sweep --estimate` on {runs} digits runs (small_cnn and cbr_tiny at freeze "
-        f"{freezes}), calibrated in this process, against each run's wall time as the sweep "
+        f"Estimate: `sweep --estimate` on {runs} digits runs ({nets} at freeze {freezes}), "
+        "calibrated in this process, against each run's wall time as the sweep "
         "launches it (its own process, start to exit), one at a time; the ratio is the "
         "relative error. The estimate's set-up (start-up, build and what a tiny real run "
         "of the net measured outside its steps, once + each epoch) is part of it. Per run, "
