@@ -189,7 +189,7 @@ def _augment_arrays(images: np.ndarray, seeds: np.ndarray, config: AugmentConfig
 
 # The kernel's helpers: compiled on their own, then inlined by LLVM into the kernel. The
 # code and speed are those of numba's own inlining (inline="always"), which took about
-# twice the compile time: 20-24 CPU-seconds for the kernel's two input types, against
+# twice the compile time: 21-24 CPU-seconds for the kernel's two input types, against
 # 12-13. fastmath, as the kernel's flags applied to what numba inlined.
 _helper = numba.njit(fastmath=True)
 
