@@ -187,12 +187,6 @@ def _augment_arrays(images: np.ndarray, seeds: np.ndarray, config: AugmentConfig
     )
 
 
-# The kernel's helpers: compiled on their own, then inlined by LLVM into the kernel. The
-# code and speed are those of numba's own inlining (inline="always"), which took about
-# twice the compile time: 21-24 CPU-seconds for the kernel's two input types, against
-# 12-13. fastmath, as the kernel's flags applied to what numba inlined.
-_helper = numba.njit(fastmath=True)
-
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
@@ -201,7 +195,7 @@ _LOW_16 = np.uint64(0xFFFF)
 _LANE_SHIFTS = (np.uint64(16), np.uint64(32), np.uint64(48))
 
 
-@_helper
+@numba.njit(inline="always")
 def _mix64(z):
     """splitmix64's output function: a bijection of 64 bits that scatters every bit."""
     z = (z ^ (z >> _SHIFTS[0])) * _MIX_1
@@ -209,13 +203,13 @@ def _mix64(z):
     return z ^ (z >> _SHIFTS[2])
 
 
-@_helper
+@numba.njit(inline="always")
 def _stream(key, index):
     """The ``index``-th 64 random bits of the stream ``key``."""
     return _mix64(key + (index + np.uint64(1)) * _GOLDEN)
 
 
-@_helper
+@numba.njit(inline="always")
 def _uniform(key, stream, low, high):
     """A uniform draw in [low, high) from its own stream of ``key``."""
     bits = _stream(key, np.uint64(stream)) >> np.uint64(11)  # 53 bits: a float64 mantissa
@@ -257,7 +251,7 @@ def _augment_kernel(images, seeds, unit, flips, color, noise, strengths, rgb_to_
     return out
 
 
-@_helper
+@numba.njit(inline="always")
 def _affine_inverse(key, ranges, height, width):
     """The draws of one image's affine warp, as the map from an output pixel to where it
     is read: ``(col, row) -> (a * col + b * row + c, d * col + e * row + f)``.
@@ -285,7 +279,7 @@ def _affine_inverse(key, ranges, height, width):
     return np.array([a, b, c, d, e, f])
 
 
-@_helper
+@numba.njit(inline="always")
 def _warp(image, scratch, out, inverse):
     """``out[row, col] = image`` sampled bilinearly at ``inverse`` of ``(col, row)``; the
     neighbours outside the image count as 0, so the edge fades to black. Returns the sum
@@ -359,14 +353,14 @@ def _warp(image, scratch, out, inverse):
     return totals
 
 
-@_helper
+@numba.njit(inline="always")
 def _load(values, index):
     """``values[index]`` as float32, for an index known to be in range: unsigned, it
     skips numba's wraparound of negative indices (a compare and a select per load)."""
     return np.float32(values[np.uint64(index)])
 
 
-@_helper
+@numba.njit(inline="always")
 def _inside_span(a, row_x, width, d, row_y, height):
     """The columns ``[first, stop)`` of a row whose source point ``(a * col + row_x,
     d * col + row_y)`` has all four bilinear neighbours inside the image, in float64
@@ -379,7 +373,7 @@ def _inside_span(a, row_x, width, d, row_y, height):
     return first, max(first, int(np.floor(high)) + 1)
 
 
-@_helper
+@numba.njit(inline="always")
 def _clip_line(slope, intercept, size, cols, low, high):
     """Narrows ``[low, high]`` to the ``col`` where ``margin <= slope * col + intercept
     <= size - margin``.
@@ -399,7 +393,7 @@ def _clip_line(slope, intercept, size, cols, low, high):
     return max(low, first), min(high, last)
 
 
-@_helper
+@numba.njit(inline="always")
 def _warp_checked(image, target, row, first, stop, start_x, step_x, start_y, step_y):
     """Columns ``[first, stop)`` of ``row`` of :func:`_warp` through the checked sample
     (flat ``target``); returns their sum per channel."""
@@ -416,7 +410,7 @@ def _warp_checked(image, target, row, first, stop, start_x, step_x, start_y, ste
     return red, green, blue
 
 
-@_helper
+@numba.njit(inline="always")
 def _sample_checked(image, x, y):
     """The bilinear sample of ``image`` at ``(x, y)`` (float32), with the neighbours
     outside the image counted as 0."""
@@ -441,7 +435,7 @@ def _sample_checked(image, x, y):
     return red, green, blue
 
 
-@_helper
+@numba.njit(inline="always")
 def _color_transform(mean, key, unit, color, strengths, rgb_to_yiq, yiq_to_rgb):
     """The colour distortion as ``pixel @ matrix + offset``: brightness, saturation, hue,
     contrast (identity scaled by ``unit`` when colour is off), given the image's
@@ -470,7 +464,7 @@ def _color_transform(mean, key, unit, color, strengths, rgb_to_yiq, yiq_to_rgb):
     return (factor * unit * mix).astype(np.float32), offset.astype(np.float32)
 
 
-@_helper
+@numba.njit(inline="always")
 def _channel_sums(image):
     """The sum of each channel of ``image`` (for the contrast mean), in float64.
 
@@ -487,7 +481,7 @@ def _channel_sums(image):
     return np.array([red, green, blue])
 
 
-@_helper
+@numba.njit(inline="always")
 def _matmul(left, right):
     """A small matrix product without BLAS (which numba's ``@`` would call)."""
     product = np.zeros((left.shape[0], right.shape[1]))
@@ -498,7 +492,7 @@ def _matmul(left, right):
     return product
 
 
-@_helper
+@numba.njit(inline="always")
 def _augment_one(image, out, flip_rows, flip_cols, matrix, offset, noise, noise_key,
                  noise_table):
     """One pass over the pixels: flipped read, colour matrix, noise, clip, write."""
@@ -519,7 +513,7 @@ def _augment_one(image, out, flip_rows, flip_cols, matrix, offset, noise, noise_
         _mix_row(source, out[row].reshape(width * 3), flip_cols, matrix, offset, row_noise)
 
 
-@_helper
+@numba.njit(inline="always")
 def _mix_row(source, target, reverse, matrix, offset, row_noise):
     """``target = clip(source pixels @ matrix + offset + noise)`` over one row, read in
     reverse order if ``reverse``; both rows flat (``width * 3`` values, RGB interleaved).
