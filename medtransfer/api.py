@@ -242,9 +242,14 @@ def run(config: str | Path | Mapping[str, Any] | RunConfig | None = None, /, *,
         >>> run.metrics["test_auc_micro"]
     """
     from medtransfer.training.resolve import resolve_config
+    from medtransfer.training.rundir import RunDirectory
 
-    # Resolved before TensorFlow loads: a misspelt net or dataset fails at once.
+    # Resolved before TensorFlow loads: a misspelt net or dataset fails at once, and a
+    # complete run is answered at once.
     resolved, _ = resolve_config(run_config(config, **options))
+    directory = RunDirectory(resolved.run_dir)
+    if not overwrite and directory.found_complete(resolved):
+        return Run(directory.path)
     from medtransfer.training.run import run_experiment
 
     result = run_experiment(resolved, overwrite=overwrite)

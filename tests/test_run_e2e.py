@@ -137,10 +137,17 @@ def history_numbers(run_dir):
 
 
 @pytest.mark.slow
-def test_a_complete_run_is_not_trained_again(e2e_run):
+def test_a_complete_run_is_not_trained_again_and_answers_without_tensorflow(e2e_run):
     root, run_dir, _ = e2e_run
     before = (run_dir / "metrics.json").read_text()
-    again = medtransfer("run", "--config", str(run_dir / "config.yaml"), cwd=root)
-    assert again.returncode == 0
+    # The command line's own main, then whether it loaded TensorFlow or Keras.
+    code = ("import sys; from medtransfer.cli import main; "
+            f"code = main(['run', '--config', {str(run_dir / 'config.yaml')!r}]); "
+            "print(sorted({'tensorflow', 'keras'} & set(sys.modules))); raise SystemExit(code)")
+    again = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
     assert "already holds a complete run" in again.stdout
+    assert "test AUC (micro)" in again.stdout  # its metrics, read from metrics.json
+    assert again.stdout.splitlines()[-1] == "[]"
     assert (run_dir / "metrics.json").read_text() == before

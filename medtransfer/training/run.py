@@ -111,12 +111,7 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False,
     """
     config, dataset = resolve_config(config)
     run_dir = RunDirectory(config.run_dir)
-    if not overwrite:
-        run_dir.check_same_config(config)
-    if run_dir.is_complete() and not overwrite:
-        print(f"{run_dir.path} already holds a complete run; nothing to do (use --overwrite "
-              "to train it again, or 'medtransfer reproduce' on it to train a copy beside it).")
-        run_dir.remove_leftovers()
+    if not overwrite and run_dir.found_complete(config):
         return RunResult(run_dir.path, run_dir.read_metrics() or {}, skipped=True)
     with holding(run_dir, clear=overwrite):
         return _train(config, dataset, run_dir, callbacks)

@@ -325,6 +325,23 @@ class RunDirectory:
         """Removes ``resume/`` (a run that has not completed an epoch)."""
         shutil.rmtree(self.resume, ignore_errors=True)
 
+    def found_complete(self, config: RunConfig) -> bool:
+        """Whether ``config``'s run is complete here already, so that nothing is left to
+        train: says so and removes its leftovers. Reads files only (no TensorFlow), so
+        ``run`` answers for a complete run at once.
+
+        Raises:
+            MedtransferError: the run saved here is another configuration
+                (:meth:`check_same_config`).
+        """
+        self.check_same_config(config)
+        if not self.is_complete():
+            return False
+        print(f"{self.path} already holds a complete run; nothing to do (use --overwrite to "
+              "train it again, or 'medtransfer reproduce' on it to train a copy beside it).")
+        self.remove_leftovers()
+        return True
+
     def remove_leftovers(self) -> None:
         """Removes what a complete run no longer needs: ``resume/`` and the error.txt of
         an earlier failed attempt (a kill may come after metrics.json and before this;
