@@ -150,8 +150,8 @@ def _add_run_options(parser: argparse.ArgumentParser, *, without: tuple[str, ...
         if dest not in without:
             parser.add_argument(*flags, **kwargs)
 
-    add("--config", help="YAML file with run options (only what differs from the defaults); "
-                         "flags given here win over it")
+    add("--config", help="YAML file with run options (only what differs from the defaults; "
+                         "- reads it from standard input); flags given here win over it")
     add("--dataset", help="a registered dataset or a prepared folder's name (default digits)")
     add("--net", help="backbone, see 'medtransfer list' (default small_cnn)")
     add("--init", help="glorot, imagenet, mean_var, or a run directory / weights file "

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -521,11 +522,17 @@ def config_from_mapping(values: Mapping[str, Any], *, base: RunConfig | None = N
     return config
 
 
+STDIN = "-"
+"""The config file name that reads the config from standard input (as a sweep hands a run
+its config: no file is left behind, whatever ends the sweep)."""
+
+
 def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConfig:
-    """Reads a YAML run config (only the keys that differ from the defaults)."""
+    """Reads a YAML run config (only the keys that differ from the defaults); ``-``
+    (:data:`STDIN`) reads it from standard input."""
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.safe_load(sys.stdin.read() if str(path) == STDIN else path.read_text())
     except FileNotFoundError:
         raise MedtransferError(
             f"Config file '{path}' does not exist. Give the path of a YAML file with run "

@@ -81,6 +81,20 @@ def test_yaml_file_then_flags_win(tmp_path):
     assert (config.net, config.freeze) == ("cbr_tiny", 0.1)
 
 
+def test_a_config_on_standard_input_reads_as_the_file_would(tmp_path, monkeypatch):
+    # As a sweep hands each run its config (``run --config -``): what its file would hold.
+    import io
+
+    from medtransfer.study.launch import config_text
+
+    config = RunConfig(net="cbr_tiny", freeze=0.5, epochs="1+2", classes=("3", "5"))
+    monkeypatch.setattr("sys.stdin", io.StringIO(config_text(config)))
+    assert load_config_file("-") == config
+    monkeypatch.setattr("sys.stdin", io.StringIO("- a\n"))
+    with pytest.raises(MedtransferError, match="must hold a mapping"):
+        load_config_file("-")
+
+
 def test_saved_config_loads_back_identically(tmp_path):
     config = RunConfig(net="cbr_small", freeze=0.75, lr=1e-4, image_size=64, num_classes=5)
     save_config(config, tmp_path / "config.yaml")

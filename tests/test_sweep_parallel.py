@@ -11,13 +11,13 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from sweeps import sweep_file
 from test_sweep_signals import TIMEOUT, gated_env, gone, history_epochs, wait_for
 
 from medtransfer import machine
-from medtransfer.config import load_config_file
 from medtransfer.errors import MedtransferError
 from medtransfer.study.grid import load_sweep
 from medtransfer.study.sweep import make_slots
@@ -69,8 +69,7 @@ def waiting_runs(gate, count):
     runs = []
     for path in gate.glob("waiting-*.json"):
         waiting = json.loads(path.read_text())
-        argv = waiting["argv"]
-        runs.append((waiting["pid"], load_config_file(argv[argv.index("--config") + 1]).run_dir))
+        runs.append((waiting["pid"], Path(waiting["run_dir"])))
     assert len(runs) == count
     return runs
 
@@ -85,7 +84,8 @@ def test_two_at_once_complete_every_run_once_and_resume_after_sigterm_and_ctrl_c
     run_dirs = [run.run_dir for run in load_sweep(config).runs]
     command = [sys.executable, "-m", "medtransfer", "sweep", str(config), "--parallel", "2"]
     logs = []
-    # The sweep's temp directory, where each run's config file waits in a folder of its own.
+    # The sweep's temp directory: each run reads its config on standard input, so nothing
+    # of the sweep's is left there, however it ends.
     temp = tmp_path / "temp"
     temp.mkdir()
 
@@ -110,19 +110,18 @@ def test_two_at_once_complete_every_run_once_and_resume_after_sigterm_and_ctrl_c
             path.unlink()
         return sweep.returncode, [run_dir for _, run_dir in held]
 
-    # SIGTERM ends the sweep at once; its runs die with it (their epoch 1 is saved), and
-    # the config folders of both runs go with them.
+    # SIGTERM ends the sweep at once; its runs die with it (their epoch 1 is saved).
     code, first = stop_when_two_wait(signal.SIGTERM)
     assert code == -signal.SIGTERM
     assert sorted(first) == run_dirs[:2]
-    assert not list(temp.glob("medtransfer-sweep-*"))
+    assert not list(temp.iterdir())
     # Started again: both resume past the gate (it holds only epoch 1), the next two
     # start and wait; Ctrl-C stops them, as a stop, not a failure.
     code, second = stop_when_two_wait(signal.SIGINT)
     output = logs[-1].read_text()
     assert code == 130, output
     assert sorted(second) == run_dirs[2:]
-    assert not list(temp.glob("medtransfer-sweep-*"))
+    assert not list(temp.iterdir())
     assert "medtransfer sweep: interrupted." in output and "Traceback" not in output
     for run_dir in run_dirs[2:]:
         assert history_epochs(run_dir) == [1] and not (run_dir / "error.txt").exists()

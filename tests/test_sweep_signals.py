@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from sweeps import sweep_file
 
-from medtransfer.config import load_config_file
 from medtransfer.study.grid import load_sweep
 
 GATE_HOOK = Path(__file__).parent / "sweep_gate"
@@ -63,8 +62,7 @@ def gated_env(gate, **variables):
 def waiting_run(gate):
     """The first run held by the gate: its pids and its run directory."""
     waiting = json.loads(sorted(gate.glob("waiting-*.json"))[0].read_text())
-    run_config = waiting["argv"][waiting["argv"].index("--config") + 1]
-    return waiting, load_config_file(run_config).run_dir
+    return waiting, Path(waiting["run_dir"])
 
 
 @pytest.mark.slow

@@ -64,8 +64,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from medtransfer.config import RunConfig, default_image_size
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import read_json, write_json_atomic
@@ -73,7 +71,7 @@ from medtransfer.lifetime import child_environment
 from medtransfer.machine import CORES_ENV, device_shares, usable_cores, visible_gpus
 from medtransfer.study.costs import clock
 from medtransfer.study.grid import PlannedRun, Sweep, load_sweep
-from medtransfer.study.launch import run_command, run_options
+from medtransfer.study.launch import config_text, run_command
 from medtransfer.training.rundir import RunDirectory
 from medtransfer.version import __version__
 
@@ -530,7 +528,7 @@ def measure_setup(config: RunConfig, calibration: Calibration) -> dict[str, floa
     expects of it and less its two epochs' ``epoch``. Both at least 0."""
     with tempfile.TemporaryDirectory(prefix="medtransfer-estimate-") as folder:
         tiny = setup_run_config(config, Path(folder) / "logs", calibration.replicas)
-        seconds, history = _run_seconds(tiny, Path(folder))
+        seconds, history = _run_seconds(tiny)
     sizes = prepared_sizes(tiny)
     ((phase, epochs),) = run_phases(tiny)
     second = history[-1]
@@ -558,14 +556,12 @@ def setup_run_config(config: RunConfig, logdir: Path, replicas: int) -> RunConfi
     return tiny
 
 
-def _run_seconds(config: RunConfig, folder: Path) -> tuple[float, list[dict[str, Any]]]:
+def _run_seconds(config: RunConfig) -> tuple[float, list[dict[str, Any]]]:
     """Trains ``config`` as the sweep does, in its own ``medtransfer run`` process, and
     returns its wall time (start to exit) and its history.csv's rows."""
-    config_file = folder / "config.yaml"
-    config_file.write_text(yaml.safe_dump(run_options(config), sort_keys=False))
     started = time.perf_counter()
-    child = subprocess.run(run_command(config_file), capture_output=True, text=True,
-                           errors="replace", env=child_environment())
+    child = subprocess.run(run_command(), input=config_text(config), capture_output=True,
+                           text=True, errors="replace", env=child_environment())
     seconds = time.perf_counter() - started
     if child.returncode != 0:
         tail = "\n".join(child.stderr.strip().splitlines()[-10:])

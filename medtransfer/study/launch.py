@@ -19,15 +19,12 @@ from __future__ import annotations
 import collections
 import functools
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from medtransfer.config import RunConfig
+from medtransfer.config import STDIN, RunConfig
 from medtransfer.errors import MedtransferError
 from medtransfer.fileio import write_text_atomic
 from medtransfer.lifetime import child_environment
@@ -45,8 +42,6 @@ from medtransfer.training.rundir import RunDirectory, RunHeld
 
 SWEEP_COPY = "sweep.yaml"
 STDERR_LINES_KEPT = 30
-# The temporary folders holding the config files of this process's runs in progress.
-_RUN_FOLDERS: set[str] = set()
 # How a run ended: trained (or found complete), failed, or held by another process.
 COMPLETE, FAILED, HELD = "complete", "failed", "held"
 
@@ -360,10 +355,18 @@ def launch_run(run: PlannedRun, slot: Slot | None = None) -> RunOutcome:
                       error=_record_failure(run, exit_code, stderr_tail))
 
 
-def run_command(config_file: Path, run: PlannedRun | None = None) -> list[str]:
+def run_command(run: PlannedRun | None = None) -> list[str]:
     """The command line of one child run: ``medtransfer run``, or for a pretraining
-    step ``medtransfer pretrain METHOD`` with its epochs."""
-    return [sys.executable, "-m", "medtransfer", *_command(run), "--config", str(config_file)]
+    step ``medtransfer pretrain METHOD`` with its epochs; its config comes on standard
+    input (:func:`config_text`), so that no file of it is left behind whatever ends the
+    sweep."""
+    return [sys.executable, "-m", "medtransfer", *_command(run), "--config", STDIN]
+
+
+def config_text(config: RunConfig) -> str:
+    """What a child run reads on standard input: the options of ``config`` that differ
+    from the defaults, as a run config file holds them."""
+    return yaml.safe_dump(run_options(config), sort_keys=False)
 
 
 def _command(run: PlannedRun | None) -> list[str]:
@@ -386,87 +389,54 @@ def _run_child(run: PlannedRun, slot: Slot | None) -> tuple[int, list[str]]:
         KeyboardInterrupt: Ctrl-C, or the slot was stopped.
     """
     tag = f"[{slot.tag}] " if slot is not None and slot.tag else ""
-    with _run_folder() as folder:
-        config_file = folder / "config.yaml"
-        config_file.write_text(yaml.safe_dump(run_options(run.config), sort_keys=False))
-        # The child dies with us (see medtransfer.lifetime). Linux ties that to the thread
-        # that starts it, so a parallel sweep's slot thread outlives its child.
-        start = functools.partial(
-            subprocess.Popen, run_command(config_file, run), stderr=subprocess.PIPE,
-            text=True, errors="replace", stdout=subprocess.PIPE if tag else None,
-            env={**child_environment(), **(slot.env if slot is not None else {})})
-        if slot is None:
-            child = start()
-        else:
-            with slot.lock:
-                if slot.stopping:
-                    raise KeyboardInterrupt
-                child = slot.child = start()
-        tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
-        readers = [threading.Thread(target=_pass_on, args=(child.stderr, sys.stderr, tag, tail),
-                                    daemon=True)]
-        if tag:
-            readers.append(threading.Thread(target=_pass_on,
-                                            args=(child.stdout, sys.stdout, tag, None),
-                                            daemon=True))
+    # The child dies with us (see medtransfer.lifetime). Linux ties that to the thread
+    # that starts it, so a parallel sweep's slot thread outlives its child.
+    start = functools.partial(
+        subprocess.Popen, run_command(run), stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, errors="replace", stdout=subprocess.PIPE if tag else None,
+        env={**child_environment(), **(slot.env if slot is not None else {})})
+    if slot is None:
+        child = start()
+    else:
+        with slot.lock:
+            if slot.stopping:
+                raise KeyboardInterrupt
+            child = slot.child = start()
+    _hand_config(child, run.config)
+    tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
+    readers = [threading.Thread(target=_pass_on, args=(child.stderr, sys.stderr, tag, tail),
+                                daemon=True)]
+    if tag:
+        readers.append(threading.Thread(target=_pass_on,
+                                        args=(child.stdout, sys.stdout, tag, None),
+                                        daemon=True))
+    for reader in readers:
+        reader.start()
+    try:
+        exit_code = child.wait()
+    except KeyboardInterrupt:
+        _stop(child)
+        raise
+    finally:
         for reader in readers:
-            reader.start()
-        try:
-            exit_code = child.wait()
-        except KeyboardInterrupt:
-            _stop(child)
-            raise
-        finally:
-            for reader in readers:
-                reader.join(timeout=10)
-        if slot is not None:
-            with slot.lock:
-                slot.child = None
-                if slot.stopping:  # stopped by Ctrl-C: resumes, is no failure
-                    raise KeyboardInterrupt
-        return exit_code, list(tail)
+            reader.join(timeout=10)
+    if slot is not None:
+        with slot.lock:
+            slot.child = None
+            if slot.stopping:  # stopped by Ctrl-C: resumes, is no failure
+                raise KeyboardInterrupt
+    return exit_code, list(tail)
 
 
-@contextmanager
-def _run_folder() -> Iterator[Path]:
-    """A temporary folder for a child run's config file, removed when the run ends, or
-    when SIGTERM ends this process (:func:`run_folders_removed_on_sigterm`)."""
-    folder = tempfile.mkdtemp(prefix="medtransfer-sweep-")
-    _RUN_FOLDERS.add(folder)
+def _hand_config(child: subprocess.Popen, config: RunConfig) -> None:
+    """Writes the run's config to the child's standard input and closes it (a few hundred
+    bytes: the pipe takes them whole). A child already gone (killed at once) has closed
+    its end; its exit code tells what happened."""
     try:
-        yield Path(folder)
-    finally:
-        _RUN_FOLDERS.discard(folder)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextmanager
-def run_folders_removed_on_sigterm() -> Iterator[None]:
-    """Within: SIGTERM (``kill``, a job scheduler's time limit) still ends this process at
-    once, as its default action does, but first removes the temporary folders of the runs
-    in progress, which would otherwise stay behind in the temp directory, one per run. The
-    runs die with this process (:mod:`medtransfer.lifetime`) and resume from their last
-    saved epoch. SIGKILL leaves the folders: nothing can run then.
-
-    Only in the main thread, and only where SIGTERM has its default action: a program
-    that handles SIGTERM itself keeps its handler.
-    """
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        yield
-        return
-
-    def end(signum, frame):
-        for folder in list(_RUN_FOLDERS):
-            shutil.rmtree(folder, ignore_errors=True)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, end)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        child.stdin.write(config_text(config))
+        child.stdin.close()
+    except BrokenPipeError:
+        pass
 
 
 def run_options(config: RunConfig) -> dict[str, Any]:
@@ -524,7 +494,7 @@ def _record_failure(run: PlannedRun, exit_code: int | None,
         f"command: medtransfer {' '.join(_command(run))} --config FILE, with FILE "
         "holding:\n"
         + "".join(f"  {line}\n" for line in
-                  yaml.safe_dump(run_options(run.config), sort_keys=False).splitlines())
+                  config_text(run.config).splitlines())
         + "last lines of its error output:\n"
         + "".join(f"  {line}\n" for line in stderr_tail)
     )

@@ -45,7 +45,6 @@ from medtransfer.study.launch import (
     finish,
     launch_run,
     print_plan,
-    run_folders_removed_on_sigterm,
     run_in_slots,
     stop_slots,
     write_sweep_copy,
@@ -104,16 +103,15 @@ def run_sweep(path: str | Path, *, logdir: str | Path | None = None,
     to_do = [run for run in sweep.runs if run.run_id not in complete]
     progress = Progress(len(to_do))
     try:
-        with run_folders_removed_on_sigterm():
-            if slots is None:
-                for run in to_do:
-                    print(f"\n{progress.before(run.run_id)}", flush=True)
-                    outcome = launch_run(run)
-                    progress.done(outcome.state)
-                    result.add(run.run_id, outcome)
-                    print(f"{run.run_id}: {outcome.text()}", flush=True)
-            else:
-                _run_in_slots(to_do, slots, progress, result)
+        if slots is None:
+            for run in to_do:
+                print(f"\n{progress.before(run.run_id)}", flush=True)
+                outcome = launch_run(run)
+                progress.done(outcome.state)
+                result.add(run.run_id, outcome)
+                print(f"{run.run_id}: {outcome.text()}", flush=True)
+        else:
+            _run_in_slots(to_do, slots, progress, result)
     except KeyboardInterrupt:
         print(f"\nStopped after {len(result.completed)} completed run(s).", flush=True)
         raise
