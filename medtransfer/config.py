@@ -531,38 +531,41 @@ def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConf
     """Reads a YAML run config (only the keys that differ from the defaults); ``-``
     (:data:`STDIN`) reads it from standard input."""
     path = Path(path)
+    stdin = str(path) == STDIN
+    source = "standard input" if stdin else str(path)  # where errors say it came from
+    named = "The config on standard input" if stdin else f"Config file '{path}'"
     try:
-        values = yaml.safe_load(sys.stdin.read() if str(path) == STDIN else path.read_text())
+        values = yaml.safe_load(sys.stdin.read() if stdin else path.read_text())
     except FileNotFoundError:
         raise MedtransferError(
-            f"Config file '{path}' does not exist. Give the path of a YAML file with run "
+            f"{named} does not exist. Give the path of a YAML file with run "
             "options (only what differs from the defaults), for example a run directory's "
             "config.yaml."
         ) from None
     except yaml.YAMLError as error:
         raise MedtransferError(
-            f"Config file '{path}' is not valid YAML ({_yaml_problem(error)}). Fix the "
+            f"{named} is not valid YAML ({_yaml_problem(error)}). Fix the "
             "syntax; each line is 'key: value' with run options written with underscores."
         ) from None
     if values is None:
         values = {}
     if not isinstance(values, dict):
         raise MedtransferError(
-            f"Config file '{path}' must hold a mapping of run options (key: value), not a "
+            f"{named} must hold a mapping of run options (key: value), not a "
             f"{type(values).__name__}."
         )
     if "grid" in values or "base" in values:
         raise MedtransferError(
-            f"Config file '{path}' is a sweep file (it has base or grid), not the options of "
-            f"one run. Run it with 'medtransfer sweep {path}'."
+            f"{named} is a sweep file (it has base or grid), not the options of "
+            f"one run. Run it with 'medtransfer sweep {'FILE' if stdin else path}'."
         )
     try:
-        return config_from_mapping(values, base=base, source=str(path))
+        return config_from_mapping(values, base=base, source=source)
     except MedtransferError as error:
         # A wrong type or value from the file: say which file, as an unknown key does.
         message = str(error)
-        if not message.startswith(f"In {path}:"):
-            message = f"In {path}: {message}"
+        if not message.startswith(f"In {source}:"):
+            message = f"In {source}: {message}"
         raise MedtransferError(message) from None
 
 

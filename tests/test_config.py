@@ -91,7 +91,10 @@ def test_a_config_on_standard_input_reads_as_the_file_would(tmp_path, monkeypatc
     monkeypatch.setattr("sys.stdin", io.StringIO(config_text(config)))
     assert load_config_file("-") == config
     monkeypatch.setattr("sys.stdin", io.StringIO("- a\n"))
-    with pytest.raises(MedtransferError, match="must hold a mapping"):
+    with pytest.raises(MedtransferError, match="The config on standard input must hold a map"):
+        load_config_file("-")
+    monkeypatch.setattr("sys.stdin", io.StringIO("freeze: 2\n"))
+    with pytest.raises(MedtransferError, match="^In standard input: "):
         load_config_file("-")
 
 
