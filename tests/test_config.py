@@ -81,7 +81,7 @@ def test_yaml_file_then_flags_win(tmp_path):
     assert (config.net, config.freeze) == ("cbr_tiny", 0.1)
 
 
-def test_a_config_on_standard_input_reads_as_the_file_would(tmp_path, monkeypatch):
+def test_a_config_on_standard_input_reads_as_the_file_would(monkeypatch):
     # As a sweep hands each run its config (``run --config -``): what its file would hold.
     import io
 

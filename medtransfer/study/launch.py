@@ -402,7 +402,6 @@ def _run_child(run: PlannedRun, slot: Slot | None) -> tuple[int, list[str]]:
             if slot.stopping:
                 raise KeyboardInterrupt
             child = slot.child = start()
-    _hand_config(child, run.config)
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
     readers = [threading.Thread(target=_pass_on, args=(child.stderr, sys.stderr, tag, tail),
                                 daemon=True)]
@@ -413,6 +412,7 @@ def _run_child(run: PlannedRun, slot: Slot | None) -> tuple[int, list[str]]:
     for reader in readers:
         reader.start()
     try:
+        _hand_config(child, run.config)  # inside: Ctrl-C while writing stops the child too
         exit_code = child.wait()
     except KeyboardInterrupt:
         _stop(child)

@@ -2,9 +2,9 @@
 
 Put this folder on PYTHONPATH and set SWEEP_TEST_GATE to a folder: a run whose first
 epoch has ended (history.csv and the resume state written) writes
-``<gate>/waiting-<pid>.json`` (its pid, its parent's pid, its command line and its run
-directory: the folder of the run lock it holds, since a sweep's run reads its config on
-standard input) and waits
+``<gate>/waiting-<pid>.json`` (its pid, its parent's pid and its run directory: the
+folder of the run lock it holds, since a sweep's run reads its config on standard input)
+and waits
 until ``<gate>/open`` exists. A test can then kill a worker in the middle of a run at a
 known point instead of guessing with sleeps. Python imports ``sitecustomize`` at start-up;
 the hook patches ``keras.Model.fit`` once keras is imported, so processes that never
@@ -34,7 +34,7 @@ def _patch(keras):
             # reads all of it, never a file still being written.
             writing = gate / f".waiting-{os.getpid()}.json.part"
             writing.write_text(json.dumps({"pid": os.getpid(), "ppid": os.getppid(),
-                                           "argv": sys.argv, "run_dir": _held_run_dir()}))
+                                           "run_dir": _held_run_dir()}))
             os.replace(writing, gate / f"waiting-{os.getpid()}.json")
             while not (gate / "open").exists():
                 time.sleep(0.05)
