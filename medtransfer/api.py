@@ -246,14 +246,13 @@ def run(config: str | Path | Mapping[str, Any] | RunConfig | None = None, /, *,
 
     # Resolved before TensorFlow loads: a misspelt net or dataset fails at once, and a
     # complete run is answered at once.
-    resolved, _ = resolve_config(run_config(config, **options))
+    resolved, dataset = resolve_config(run_config(config, **options))
     directory = RunDirectory(resolved.run_dir)
     if not overwrite and directory.found_complete(resolved):
         return Run(directory.path)
-    from medtransfer.training.run import run_experiment
+    from medtransfer.training.run import run_resolved
 
-    result = run_experiment(resolved, overwrite=overwrite)
-    return Run(result.run_dir)
+    return Run(run_resolved(resolved, dataset, overwrite=overwrite).run_dir)
 
 
 def pretrain(method: str, config: str | Path | Mapping[str, Any] | RunConfig | None = None, /,

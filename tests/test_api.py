@@ -159,11 +159,19 @@ def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_api_and_the_cli_give_the_same_run_and_predictions(tmp_path, digits_data_dir):
+def test_the_api_and_the_cli_give_the_same_run_and_predictions(tmp_path, digits_data_dir,
+                                                                 monkeypatch):
+    from medtransfer.data.prepared import load_prepared
+    from medtransfer.training import resolve
+
+    loads = []
+    monkeypatch.setattr(resolve, "load_prepared",
+                        lambda *args: loads.append(args) or load_prepared(*args))
     options = {"dataset": "digits", "net": "small_cnn", "epochs": "0+1", "image_size": 16,
                "batch_size": 16, "train_size": 100, "deterministic": True}
     run = mt.run(**options, data_dir=digits_data_dir, logdir=tmp_path / "api",
                  experiment="same")
+    assert len(loads) == 1, "the run read its dataset's split more than once"
     flags = [f"--{key.replace('_', '-')}" if value is True
              else f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
     subprocess.run([sys.executable, "-m", "medtransfer", "run", *flags,

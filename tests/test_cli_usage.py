@@ -115,7 +115,7 @@ def test_ctrl_c_in_run_says_the_same_command_resumes(monkeypatch, capsys, tmp_pa
                                                     digits_data_dir):
     import medtransfer.training.run
 
-    monkeypatch.setattr(medtransfer.training.run, "run_experiment", interrupt)
+    monkeypatch.setattr(medtransfer.training.run, "run_resolved", interrupt)
     code, _, err = run_main(["run", "--logdir", str(tmp_path), "--data-dir",
                              str(digits_data_dir)], capsys)
     assert code == 130

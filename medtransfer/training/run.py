@@ -109,7 +109,14 @@ def run_experiment(config: RunConfig, *, overwrite: bool = False,
             another configuration (without ``overwrite``), or a diverged run
             (:class:`RunDiverged`, after metrics.json records it).
     """
-    config, dataset = resolve_config(config)
+    return run_resolved(*resolve_config(config), overwrite=overwrite, callbacks=callbacks)
+
+
+def run_resolved(config: RunConfig, dataset: PreparedDataset, *, overwrite: bool = False,
+                 callbacks: Sequence[keras.callbacks.Callback] = ()) -> RunResult:
+    """``run_experiment`` for a config that ``resolve_config`` returned, with its dataset:
+    ``mt.run`` resolves before TensorFlow loads (to answer a complete run at once) and
+    does not read the dataset's split a second time."""
     run_dir = RunDirectory(config.run_dir)
     if not overwrite and run_dir.found_complete(config):
         return RunResult(run_dir.path, run_dir.read_metrics() or {}, skipped=True)
