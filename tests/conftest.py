@@ -20,9 +20,22 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 from medtransfer.machine import (  # noqa: E402
+    CORES_ENV,
+    device_shares,
     import_heavy_libraries_without_collecting,
     load_unused_keras_extras_on_first_use,
 )
+
+# Each pytest-xdist worker sizes TensorFlow's and OpenMP's thread pools to its share of the
+# cores, as a run of a parallel sweep does, and so do the commands its tests start: with
+# two workers each sizing them to every core, their threads spin against each other (the
+# suite on 2 cores: 769 s that way, 680 s with a pool of one each). Not pinned to the
+# share, as a sweep's run is: a test's own processes would then wait on one core while
+# the other idles (689 s).
+if "PYTEST_XDIST_WORKER" in os.environ:
+    _shares = device_shares(int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    _share = _shares[int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw")) % len(_shares)]
+    os.environ.update({name: value for name, value in _share.items() if name != CORES_ENV})
 
 import_heavy_libraries_without_collecting()  # as the command line does
 load_unused_keras_extras_on_first_use()
