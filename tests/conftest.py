@@ -29,9 +29,9 @@ from medtransfer.machine import (  # noqa: E402
 # Each pytest-xdist worker sizes TensorFlow's and OpenMP's thread pools to its share of the
 # cores, as a run of a parallel sweep does, and so do the commands its tests start: with
 # two workers each sizing them to every core, their threads spin against each other (the
-# suite on 2 cores: 769 s that way, 680 s with a pool of one each). Not pinned to the
-# share, as a sweep's run is: a test's own processes would then wait on one core while
-# the other idles (689 s).
+# suite on 2 cores, taken in turn: 769 and 739 s that way, 680 and 695 s with pools of one
+# each). Not pinned to the share, as a sweep's run is: a test's own processes would then
+# share one core (689 s).
 if "PYTEST_XDIST_WORKER" in os.environ:
     _shares = device_shares(int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     _share = _shares[int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw")) % len(_shares)]
