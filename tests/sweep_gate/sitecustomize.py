@@ -4,11 +4,10 @@ Put this folder on PYTHONPATH and set SWEEP_TEST_GATE to a folder: a run whose f
 epoch has ended (history.csv and the resume state written) writes
 ``<gate>/waiting-<pid>.json`` (its pid, its parent's pid and its run directory: the
 folder of the run lock it holds, since a sweep's run reads its config on standard input)
-and waits
-until ``<gate>/open`` exists. A test can then kill a worker in the middle of a run at a
-known point instead of guessing with sleeps. Python imports ``sitecustomize`` at start-up;
-the hook patches ``keras.Model.fit`` once keras is imported, so processes that never
-import keras are not touched.
+and waits until ``<gate>/open`` exists. A test can then kill a worker in the middle of a
+run at a known point instead of guessing with sleeps. Python imports ``sitecustomize`` at
+start-up; the hook patches ``keras.Model.fit`` once keras is imported, so processes that
+never import keras are not touched.
 """
 
 import importlib.abc
